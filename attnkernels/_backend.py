@@ -1,0 +1,122 @@
+"""Backend records and selection (xformers style).
+
+Each backend says whether it can run on this machine at all and, for a given
+input, every reason it cannot serve it. ``auto`` takes the first backend in the
+priority list with no reasons; an explicit choice that cannot serve raises an
+error listing them. The choice comes from, in order: the per-call ``backend=``
+argument, ``use_backend(...)``, the ``ATTNKERNELS_BACKEND`` environment variable
+(read at import), ``"auto"``.
+"""
+import contextlib
+import functools
+import importlib.util
+import os
+from typing import Dict, List, Optional
+
+import torch
+
+from . import _extension
+
+NAMES = ("auto", "cuda", "triton", "cpu", "reference")
+PRIORITY = ("cuda", "triton", "cpu", "reference")
+_FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _checked(name: str) -> str:
+    if name not in NAMES:
+        raise ValueError(f"unknown backend {name!r}; expected one of {NAMES}")
+    return name
+
+
+_state = {"backend": _checked(os.environ.get("ATTNKERNELS_BACKEND", "auto").strip().lower() or "auto")}
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def machine_reason(name: str) -> Optional[str]:
+    """Why a backend cannot run on this machine at all (None: it can). Cached:
+    no host queries inside compiled regions."""
+    if name == "reference":
+        return None
+    if name == "cpu":
+        return None if _extension.has_kernel("se_forward", "CPU") else (
+            "the compiled extension is not loaded: " + (_extension.error() or "unknown reason"))
+    if name == "cuda":
+        if not _extension.has_kernel("se_forward", "CUDA"):
+            return ("the extension was built without CUDA kernels" if _extension.load()
+                    else "the compiled extension is not loaded: " + _extension.error())
+        if not torch.cuda.is_available():
+            return "no CUDA device is available"
+        return None
+    if name == "triton":
+        if importlib.util.find_spec("triton") is None:
+            return "triton is not installed"
+        if not torch.cuda.is_available() and not triton_interpret():
+            return "no CUDA device (set TRITON_INTERPRET=1 to run Triton kernels on the CPU)"
+        return None
+    raise ValueError(name)
+
+
+def input_reasons(name: str, x: torch.Tensor, family_reasons: List[str] = ()) -> List[str]:
+    """Every reason backend ``name`` cannot serve input ``x`` (empty: it can)."""
+    if name == "reference":
+        return []
+    reasons = []
+    why = machine_reason(name)
+    if why:
+        reasons.append(why)
+    dev = x.device.type
+    if name == "cpu" and dev != "cpu":
+        reasons.append(f"x is on {dev}, the cpu backend runs on the CPU")
+    if name == "cuda" and dev != "cuda":
+        reasons.append(f"x is on {dev}, the cuda backend runs on CUDA devices")
+    if name == "triton":
+        if dev == "cpu" and not triton_interpret():
+            reasons.append("x is on the CPU and TRITON_INTERPRET is not 1")
+        elif dev not in ("cpu", "cuda"):
+            reasons.append(f"x is on {dev}")
+        if dev == "cpu" and x.dtype == torch.bfloat16:
+            reasons.append("the Triton interpreter has no bfloat16 arithmetic")
+    if x.dtype not in _FUSED_DTYPES:
+        reasons.append(f"dtype {x.dtype} is not one of float32, float16, bfloat16, float64")
+    if x.dim() == 4 and not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+        reasons.append("x is neither NCHW-contiguous nor channels_last (call .contiguous())")
+    reasons.extend(family_reasons)
+    return reasons
+
+
+def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: List[str] = ()) -> str:
+    """The backend that serves ``x``: the requested one, or the first with no reasons."""
+    name = _checked(requested or _state["backend"])
+    if name != "auto":
+        reasons = input_reasons(name, x, family_reasons)
+        if reasons:
+            raise RuntimeError(f"attnkernels backend {name!r} cannot serve this input: "
+                               + "; ".join(reasons))
+        return name
+    for cand in PRIORITY:
+        # The interpreter is a debugging tool: auto never picks Triton for CPU tensors.
+        if cand == "triton" and x.device.type == "cpu":
+            continue
+        if not input_reasons(cand, x, family_reasons):
+            return cand
+    return "reference"
+
+
+def available_backends() -> Dict[str, Optional[str]]:
+    """Each backend with None if it can run on this machine, else the reason it cannot."""
+    return {name: machine_reason(name) for name in PRIORITY}
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Context manager: run attnkernels ops with backend ``name`` ("auto", "cpu", ...)."""
+    previous = _state["backend"]
+    _state["backend"] = _checked(name)
+    try:
+        yield
+    finally:
+        _state["backend"] = previous

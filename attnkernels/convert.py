@@ -1,0 +1,193 @@
+"""Swap known attention modules in a model for their fused versions.
+
+A module is recognised by its structure (the names, types and shapes of its
+submodules), not only by its class, so copy-pasted classes convert too. Every
+candidate is then checked on a probe input: the fused module must give the
+original's output (float64, tight tolerance), else it is left alone. The fused
+module adopts the original's submodules, so parameters, buffers and any
+optimizer state that refers to them are preserved as they are.
+"""
+import copy
+import dataclasses
+from typing import Callable, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import nn as fused
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    converted: List[Tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    left_alone: List[Tuple[str, str, str]] = dataclasses.field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"converted {len(self.converted)} module(s), left {len(self.left_alone)} alone"]
+        lines += [f"  converted  {n or '<root>'}: {a} -> {b}" for n, a, b in self.converted]
+        lines += [f"  left alone {n or '<root>'}: {a}: {why}" for n, a, why in self.left_alone]
+        return "\n".join(lines)
+
+
+def _is_conv1x1(m, cin=None, cout=None) -> bool:
+    return (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride == (1, 1)
+            and m.padding == (0, 0) and m.dilation == (1, 1) and m.groups == 1
+            and (cin is None or m.in_channels == cin) and (cout is None or m.out_channels == cout))
+
+
+def _is_global_avgpool(m) -> bool:
+    return isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))
+
+
+def _children(m):
+    return dict(m.named_children())
+
+
+# Each matcher returns the fused class for a structurally matching module, or None.
+def _match_seed(m):
+    ch = _children(m)
+    if set(ch) != {"avg_pool", "fc"} or not _is_global_avgpool(ch["avg_pool"]):
+        return None
+    fc = ch["fc"]
+    if not isinstance(fc, nn.Sequential) or len(fc) != 4:
+        return None
+    l1, _, l2, _ = fc
+    if (isinstance(l1, nn.Linear) and isinstance(l2, nn.Linear)
+            and l2.in_features == l1.out_features and l2.out_features == l1.in_features):
+        return fused.SELayer
+    return None
+
+
+def _match_torchvision(m):
+    ch = _children(m)
+    if set(ch) != {"avgpool", "fc1", "fc2", "activation", "scale_activation"}:
+        return None
+    if _is_global_avgpool(ch["avgpool"]) and _is_conv1x1(ch["fc1"]) and _is_conv1x1(
+            ch["fc2"], ch["fc1"].out_channels, ch["fc1"].in_channels):
+        return fused.SqueezeExcitation
+    return None
+
+
+def _match_timm(m):
+    ch = _children(m)
+    if set(ch) != {"fc1", "bn", "act", "fc2", "gate"} or not hasattr(m, "add_maxpool"):
+        return None
+    if _is_conv1x1(ch["fc1"]) and _is_conv1x1(ch["fc2"], ch["fc1"].out_channels,
+                                              ch["fc1"].in_channels):
+        return fused.SEModule
+    return None
+
+
+def _match_efficientnet(m):
+    ch = _children(m)
+    if set(ch) != {"conv_reduce", "act1", "conv_expand", "gate"}:
+        return None
+    if _is_conv1x1(ch["conv_reduce"]) and _is_conv1x1(
+            ch["conv_expand"], ch["conv_reduce"].out_channels, ch["conv_reduce"].in_channels):
+        return fused.EfficientNetSqueezeExcite
+    return None
+
+
+def _match_effective(m):
+    ch = _children(m)
+    if set(ch) != {"fc", "gate"} or not hasattr(m, "add_maxpool"):
+        return None
+    fc = ch["fc"]
+    if _is_conv1x1(fc, fc.in_channels, fc.in_channels) and fc.bias is not None:
+        return fused.EffectiveSEModule
+    return None
+
+
+MATCHERS: List[Callable] = [_match_seed, _match_torchvision, _match_timm, _match_efficientnet,
+                            _match_effective]
+_PLAIN_ATTRS = ("add_maxpool",)
+
+
+def _adopt(cls, original: nn.Module) -> nn.Module:
+    """An instance of fused class ``cls`` that shares ``original``'s submodules."""
+    new = cls.__new__(cls)
+    nn.Module.__init__(new)
+    for name, child in original.named_children():
+        new.add_module(name, child)
+    for attr in _PLAIN_ATTRS:
+        if hasattr(original, attr):
+            setattr(new, attr, getattr(original, attr))
+    new.train(original.training)
+    return new
+
+
+def _channels(m: nn.Module) -> Optional[int]:
+    p = next(iter(m.parameters()), None)
+    if p is None:
+        return None
+    return p.shape[1] if p.dim() > 1 else None
+
+
+def _probe_mismatch(original: nn.Module, candidate: nn.Module) -> Optional[str]:
+    """Compare outputs on a probe input in float64 on deep copies (eval mode, so
+    BatchNorm statistics are left untouched); None when they agree."""
+    channels = _channels(original)
+    if channels is None:
+        return "cannot infer the channel count"
+    a = copy.deepcopy(original).double().eval().cpu()
+    b = copy.deepcopy(candidate).double().eval().cpu()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, channels, 5, 7, generator=g, dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            ya, yb = a(x), b(x)
+    except Exception as e:  # noqa: BLE001 - any failure means: do not convert
+        return f"probe run failed: {type(e).__name__}: {e}"
+    if ya.shape != yb.shape or not torch.allclose(ya, yb, rtol=1e-9, atol=1e-12):
+        return "its output differs from the fused module's on a probe input"
+    return None
+
+
+def _try_convert(module: nn.Module):
+    """(fused module, None), or (None, reason) for an SE-like module, or (None, None)."""
+    if isinstance(module, fused.SqueezeExcite):
+        return None, None
+    for matcher in MATCHERS:
+        cls = matcher(module)
+        if cls is None:
+            continue
+        candidate = _adopt(cls, module)
+        spec = candidate.gate_spec()
+        if isinstance(spec, str):
+            return None, f"matches {cls.__name__} but {spec}"
+        why = _probe_mismatch(module, candidate)
+        if why:
+            return None, f"matches {cls.__name__} structurally but {why}"
+        return candidate, None
+    name = type(module).__name__.lower()
+    if any(k in name for k in ("squeeze", "excit", "selayer", "se_", "semodule")):
+        return None, "looks like squeeze-and-excitation but its structure matches no known flavour"
+    return None, None
+
+
+def convert(model: nn.Module) -> Tuple[nn.Module, ConversionReport]:
+    """Replace every known attention module in ``model`` (in place) by its fused
+    version. Returns the model (a new object only when the root itself was
+    converted) and a report of what was converted and what was left alone, and why."""
+    report = ConversionReport()
+    new_root, why = _try_convert(model)
+    if new_root is not None:
+        report.converted.append(("", type(model).__name__, type(new_root).__name__))
+        return new_root, report
+    if why:
+        report.left_alone.append(("", type(model).__name__, why))
+    _convert_children(model, "", report)
+    return model, report
+
+
+def _convert_children(parent: nn.Module, prefix: str, report: ConversionReport) -> None:
+    for name, child in list(parent.named_children()):
+        path = f"{prefix}.{name}" if prefix else name
+        new, why = _try_convert(child)
+        if new is not None:
+            setattr(parent, name, new)
+            report.converted.append((path, type(child).__name__, type(new).__name__))
+            continue
+        if why:
+            report.left_alone.append((path, type(child).__name__, why))
+        _convert_children(child, path, report)

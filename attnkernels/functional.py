@@ -1,0 +1,82 @@
+"""One function per module family; each validates its arguments and picks the backend."""
+from typing import List, Optional
+
+import torch
+
+from . import _backend
+from . import reference
+from .reference._layers import ACTIVATIONS, GATES
+
+POOLS = {"avg": 0, "avg_max": 1}
+
+
+def _check_activation_4d(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be a 4-D (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+
+
+def _check_param(x, t, name, shape) -> None:
+    if t is None:
+        return
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device != x.device:
+        raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+
+
+def squeeze_excite(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor] = None,
+                   w2: Optional[torch.Tensor] = None, b2: Optional[torch.Tensor] = None, *,
+                   pool: str = "avg", act: str = "relu", gate: str = "sigmoid",
+                   backend: Optional[str] = None,
+                   family_reasons: List[str] = ()) -> torch.Tensor:
+    """Squeeze-and-Excitation: ``x * gate(W2 act(W1 pool(x) + b1) + b2)``.
+
+    x: (N, C, H, W), NCHW or channels_last. w1: (R, C); w2: (C, R), or None for a
+    one-layer gate (then w1 is (C, C) and act must be "identity"). pool: "avg" or
+    "avg_max" (0.5 * mean + 0.5 * max). act: identity/relu/silu/hardswish.
+    gate: sigmoid/hard_sigmoid. backend: None (the current choice), "auto",
+    "cpu", "cuda", "triton" or "reference"."""
+    _check_activation_4d(x)
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {sorted(POOLS)}, got {pool!r}")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+    if gate not in GATES:
+        raise ValueError(f"gate must be one of {sorted(GATES)}, got {gate!r}")
+    channels = x.shape[1]
+    if not isinstance(w1, torch.Tensor) or w1.dim() != 2:
+        raise ValueError(f"w1 must be a 2-D (reduced, C) tensor, got "
+                         f"{tuple(w1.shape) if isinstance(w1, torch.Tensor) else type(w1).__name__}")
+    reduced = w1.shape[0]
+    _check_param(x, w1, "w1", (reduced, channels))
+    _check_param(x, b1, "b1", (reduced,))
+    if w2 is None:
+        if reduced != channels:
+            raise ValueError(f"a one-layer gate (w2=None) needs w1 of shape ({channels}, {channels}), "
+                             f"got {tuple(w1.shape)}")
+        if b2 is not None:
+            raise ValueError("b2 given without w2")
+        if act != "identity":
+            raise ValueError("a one-layer gate (w2=None) has no activation: act must be 'identity'")
+    _check_param(x, w2, "w2", (channels, reduced))
+    _check_param(x, b2, "b2", (channels,))
+
+    name = _backend.select(x, backend, family_reasons)
+    if name == "reference":
+        return reference.squeeze_excite(x, w1, b1, w2, b2, pool, act, gate)
+    codes = (POOLS[pool], ACTIVATIONS[act], GATES[gate])
+    if name == "triton":
+        from .triton import se as triton_se
+
+        return triton_se.se_forward(x, w1, b1, w2, b2, *codes)
+    from .ops import se as se_ops
+
+    return se_ops.se_forward(x, w1, b1, w2, b2, *codes)

@@ -1,0 +1,1 @@
+"""Fake (meta) implementations and autograd for the compiled operators."""

@@ -1,0 +1,60 @@
+// Squeeze-and-Excitation: argument checks and the weights' preparation,
+// shared by the CPU and CUDA implementations.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+
+#include "checks.h"
+#include "gate_math.h"
+
+namespace attnkernels {
+
+// The gate network of one SE family member, weights in the accumulate dtype.
+struct SEWeights {
+  at::Tensor w1, b1, w2, b2;  // b1, b2, w2 undefined when absent
+  int64_t reduced;            // rows of w1
+  bool two_layer() const { return w2.defined(); }
+};
+
+inline SEWeights se_prepare(const at::Tensor& x, const at::Tensor& w1,
+                            const c10::optional<at::Tensor>& b1,
+                            const c10::optional<at::Tensor>& w2,
+                            const c10::optional<at::Tensor>& b2, int64_t pool, int64_t act,
+                            int64_t gate) {
+  check_activation_4d(x, "x");
+  TORCH_CHECK(pool == kAvg || pool == kAvgMax, "pool must be 0 (avg) or 1 (avg_max), got ", pool);
+  TORCH_CHECK(act >= kIdentity && act <= kHardswish, "act must be in [0, 3], got ", act);
+  TORCH_CHECK(gate == kSigmoid || gate == kHardSigmoid, "gate must be 0 or 1, got ", gate);
+  const int64_t C = x.size(1);
+  TORCH_CHECK(w1.dim() == 2, "w1 must be 2-D (reduced, C), got ", w1.sizes());
+  const int64_t R = w1.size(0);
+  check_weight(x, w1, "w1", R, C);
+  check_bias(x, b1, "b1", R);
+  if (w2.has_value()) {
+    check_weight(x, *w2, "w2", C, R);
+    check_bias(x, b2, "b2", C);
+  } else {
+    TORCH_CHECK(R == C, "a one-layer gate needs w1 of shape (C, C) = (", C, ", ", C, "), got ",
+                w1.sizes());
+    TORCH_CHECK(!b2.has_value(), "b2 given without w2");
+    TORCH_CHECK(act == kIdentity, "a one-layer gate has no activation; act must be 0 (identity)");
+  }
+  const auto acc = accumulate_type(x);
+  auto prep = [&](const at::Tensor& t) { return t.to(acc).contiguous(); };
+  SEWeights w;
+  w.w1 = prep(w1);
+  if (b1.has_value()) w.b1 = prep(*b1);
+  if (w2.has_value()) w.w2 = prep(*w2);
+  if (b2.has_value()) w.b2 = prep(*b2);
+  w.reduced = R;
+  return w;
+}
+
+template <typename T>
+const T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+}  // namespace attnkernels

@@ -1,0 +1,93 @@
+"""Builds attnkernels._C: C++ CPU kernels always, CUDA kernels when torch has
+CUDA and nvcc is found.
+
+Environment:
+  ATTNKERNELS_CUDA=0|1   force the CUDA kernels off or on (default: when possible)
+  CUDA_HOME              the CUDA toolkit root (default: found from nvcc)
+  TORCH_CUDA_ARCH_LIST   GPU architectures (default: "8.0;9.0")
+  MAX_JOBS               parallel compile jobs
+  ATTNKERNELS_DEBUG=1    -O0 -g
+"""
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def log(msg):
+    print(f"attnkernels setup: {msg}", file=sys.stderr)
+
+
+def find_cuda_home():
+    """CUDA_HOME, else the toolkit nvcc really runs from (nvcc may be a wrapper script)."""
+    if os.environ.get("CUDA_HOME"):
+        return os.environ["CUDA_HOME"]
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+    try:
+        out = subprocess.run([nvcc, "-dryrun", "--version"], capture_output=True, text=True,
+                             timeout=60).stderr
+        out += subprocess.run([nvcc, "-dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                              capture_output=True, text=True, timeout=60).stderr
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    m = re.search(r"^#\$ _HERE_=(.*)$", out, re.MULTILINE)
+    bindir = m.group(1).strip() if m else os.path.dirname(os.path.realpath(nvcc))
+    return os.path.dirname(bindir)
+
+
+def want_cuda(torch):
+    flag = os.environ.get("ATTNKERNELS_CUDA")
+    if flag == "0":
+        log("ATTNKERNELS_CUDA=0: building the CPU kernels only")
+        return False
+    reasons = []
+    if torch.version.cuda is None:
+        reasons.append("this torch has no CUDA")
+    cuda_home = find_cuda_home()
+    if cuda_home is None or not os.path.exists(os.path.join(cuda_home, "bin", "nvcc")):
+        reasons.append("nvcc not found (set CUDA_HOME)")
+    if reasons:
+        if flag == "1":
+            raise RuntimeError("ATTNKERNELS_CUDA=1 but the CUDA kernels cannot be built: "
+                               + "; ".join(reasons))
+        log("building the CPU kernels only: " + "; ".join(reasons))
+        return False
+    os.environ["CUDA_HOME"] = cuda_home  # before torch.utils.cpp_extension reads it
+    log(f"building the CPU and CUDA kernels with the toolkit at {cuda_home}")
+    return True
+
+
+def get_extensions():
+    import torch
+
+    with_cuda = want_cuda(torch)
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    debug = os.environ.get("ATTNKERNELS_DEBUG") == "1"
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    cxx = opt + ["-std=c++20", "-fvisibility=hidden"]
+    if not with_cuda:
+        return [CppExtension("attnkernels._C", sources, extra_compile_args={"cxx": cxx})]
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    sources += sorted(glob.glob("csrc/cuda/*.cu"))
+    nvcc = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
+    return [CUDAExtension("attnkernels._C", sources,
+                          extra_compile_args={"cxx": cxx, "nvcc": nvcc})]
+
+
+def cmdclass():
+    from torch.utils.cpp_extension import BuildExtension
+
+    return {"build_ext": BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)}
+
+
+setup(ext_modules=get_extensions(), cmdclass=cmdclass())
