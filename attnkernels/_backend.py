@@ -8,7 +8,6 @@ argument, ``use_backend(...)``, the ``ATTNKERNELS_BACKEND`` environment variable
 (read at import), ``"auto"``.
 """
 import contextlib
-import functools
 import importlib.util
 import os
 from typing import Dict, List, Optional
@@ -35,10 +34,8 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=None)
-def machine_reason(name: str) -> Optional[str]:
-    """Why a backend cannot run on this machine at all (None: it can). Cached:
-    no host queries inside compiled regions."""
+def _machine_reason(name: str) -> Optional[str]:
+    """Why a backend cannot run on this machine at all (None: it can)."""
     if name == "reference":
         return None
     if name == "cpu":
@@ -58,6 +55,14 @@ def machine_reason(name: str) -> Optional[str]:
             return "no CUDA device (set TRITON_INTERPRET=1 to run Triton kernels on the CPU)"
         return None
     raise ValueError(name)
+
+
+# Read once, at import: no host queries (or dispatcher lookups) inside compiled regions.
+_MACHINE_REASONS = {name: _machine_reason(name) for name in PRIORITY}
+
+
+def machine_reason(name: str) -> Optional[str]:
+    return _MACHINE_REASONS[name]
 
 
 def input_reasons(name: str, x: torch.Tensor, family_reasons: List[str] = ()) -> List[str]:

@@ -1,0 +1,335 @@
+"""Squeeze-and-Excitation in Triton: kernels, launchers, op registration.
+
+Forward: pool (one read of x) -> per-sample gate network -> apply (read x,
+write y): three launches. Backward: reduce sum(dy * x) -> per-sample gate
+backward -> apply (read dy, x, write dx): three launches; the weight gradients
+are formed in attnkernels/ops/se.py, shared with the C++ backends.
+"""
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from ..ops import se as se_ops
+from ._common import acc_dtype, activation_forward, activation_grad, gate_forward, gate_grad, layout
+
+
+@triton.jit
+def _se_reduce_kernel(x_ptr, y_ptr, xmax_ptr, sum_ptr, aux_ptr, C, HW, stride_c, stride_p,
+                      inv_hw, GRAD: tl.constexpr, HAS_MAX: tl.constexpr, ACC: tl.constexpr,
+                      BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Per (n, c) over H*W. Forward (GRAD=0): mean -> sum_ptr (0.5*mean + 0.5*max
+    with HAS_MAX, the max -> aux_ptr). Backward (GRAD=1): sum(dy * x) -> sum_ptr,
+    with HAS_MAX the count of x == xmax -> aux_ptr. y_ptr is dy when GRAD."""
+    b = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = c < C
+    base = b * C * HW
+    if HAS_MAX and GRAD:
+        xm = tl.load(xmax_ptr + b * C + c, mask=cmask, other=0.0)
+    acc = tl.zeros([BLOCK_C, BLOCK_P], ACC)
+    aux = tl.zeros([BLOCK_C, BLOCK_P], ACC)
+    if HAS_MAX and not GRAD:
+        aux = tl.full([BLOCK_C, BLOCK_P], float("-inf"), ACC)
+    nans = tl.zeros([BLOCK_C, BLOCK_P], tl.int32)
+    for p0 in range(0, HW, BLOCK_P):
+        p = p0 + tl.arange(0, BLOCK_P)
+        m = cmask[:, None] & (p < HW)[None, :]
+        offs = base + c[:, None].to(tl.int64) * stride_c + p[None, :].to(tl.int64) * stride_p
+        v = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
+        if GRAD:
+            acc += tl.load(y_ptr + offs, mask=m, other=0.0).to(ACC) * v
+            if HAS_MAX:
+                aux += tl.where(m & (v == xm[:, None]), 1.0, 0.0).to(ACC)
+        else:
+            acc += v
+            if HAS_MAX:
+                aux = tl.maximum(aux, tl.where(m, v, float("-inf")))
+                nans += (v != v).to(tl.int32)
+    total = tl.sum(acc, axis=1)
+    if GRAD:
+        tl.store(sum_ptr + b * C + c, total, mask=cmask)
+        if HAS_MAX:
+            tl.store(aux_ptr + b * C + c, tl.sum(aux, axis=1), mask=cmask)
+    else:
+        mean = total * inv_hw
+        if HAS_MAX:
+            # max that propagates NaN like torch.amax
+            mx = tl.where(tl.sum(nans, axis=1) > 0, float("nan"), tl.max(aux, axis=1))
+            tl.store(aux_ptr + b * C + c, mx, mask=cmask)
+            mean = 0.5 * mean + 0.5 * mx
+        tl.store(sum_ptr + b * C + c, mean, mask=cmask)
+
+
+@triton.jit
+def _hidden(s_row, w1_ptr, b1_ptr, C, R, HAS_B1: tl.constexpr, ACC: tl.constexpr,
+            BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """h = W1 s + b1 for one sample (two-layer gate)."""
+    r = tl.arange(0, BLOCK_R)
+    rm = r < R
+    h = tl.zeros([BLOCK_R], ACC)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cm = c < C
+        s = tl.load(s_row + c, mask=cm, other=0.0)
+        w = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
+        h += tl.sum(w * s[None, :], axis=1)
+    if HAS_B1:
+        h += tl.load(b1_ptr + r, mask=rm, other=0.0)
+    return h
+
+
+@triton.jit
+def _one_layer_z(s_row, w1_ptr, b1_ptr, c, cm, C, HAS_B1: tl.constexpr, ACC: tl.constexpr,
+                 BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
+    """z[c] = W1[c, :] s + b1[c] for a block of channels (one-layer gate)."""
+    z = tl.zeros([BLOCK_C], ACC)
+    for k0 in range(0, C, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        km = k < C
+        s = tl.load(s_row + k, mask=km, other=0.0)
+        w = tl.load(w1_ptr + c[:, None] * C + k[None, :], mask=cm[:, None] & km[None, :], other=0.0)
+        z += tl.sum(w * s[None, :], axis=1)
+    if HAS_B1:
+        z += tl.load(b1_ptr + c, mask=cm, other=0.0)
+    return z
+
+
+@triton.jit
+def _se_gate_kernel(s_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr, C, R,
+                    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, TWO_LAYER: tl.constexpr,
+                    ACT: tl.constexpr, GATE: tl.constexpr, ACC: tl.constexpr,
+                    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """g = gate(W2 act(W1 s + b1) + b2) for one sample per program."""
+    b = tl.program_id(0).to(tl.int64)
+    s_row = s_ptr + b * C
+    if TWO_LAYER:
+        r = tl.arange(0, BLOCK_R)
+        rm = r < R
+        a = activation_forward(_hidden(s_row, w1_ptr, b1_ptr, C, R, HAS_B1, ACC, BLOCK_R, BLOCK_C), ACT)
+        a = tl.where(rm, a, 0.0)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            cm = c < C
+            w = tl.load(w2_ptr + c[:, None] * R + r[None, :], mask=cm[:, None] & rm[None, :], other=0.0)
+            z = tl.sum(w * a[None, :], axis=1)
+            if HAS_B2:
+                z += tl.load(b2_ptr + c, mask=cm, other=0.0)
+            tl.store(g_ptr + b * C + c, gate_forward(z, GATE), mask=cm)
+    else:
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            cm = c < C
+            z = _one_layer_z(s_row, w1_ptr, b1_ptr, c, cm, C, HAS_B1, ACC, BLOCK_C, BLOCK_R)
+            tl.store(g_ptr + b * C + c, gate_forward(z, GATE), mask=cm)
+
+
+@triton.jit
+def _store_pool_grads(ds, c, cm, row, cnt_ptr, dmean_ptr, dmax_ptr, mean_scale,
+                      HAS_MAX: tl.constexpr):
+    tl.store(dmean_ptr + row + c, ds * mean_scale, mask=cm)
+    if HAS_MAX:
+        cnt = tl.load(cnt_ptr + row + c, mask=cm, other=1.0)
+        tl.store(dmax_ptr + row + c, 0.5 * ds / cnt, mask=cm)
+
+
+@triton.jit
+def _se_gate_backward_kernel(s_ptr, dg_ptr, cnt_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr,
+                             dz_ptr, dh_ptr, dmean_ptr, dmax_ptr, C, R, mean_scale,
+                             HAS_MAX: tl.constexpr, HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
+                             TWO_LAYER: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr,
+                             ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per sample: recompute the gate network, then g, dz, dh and the gradients
+    that the apply pass spreads over H*W (dmean, and dmax per tied maximum)."""
+    b = tl.program_id(0).to(tl.int64)
+    row = b * C
+    s_row = s_ptr + row
+    if TWO_LAYER:
+        r = tl.arange(0, BLOCK_R)
+        rm = r < R
+        h = _hidden(s_row, w1_ptr, b1_ptr, C, R, HAS_B1, ACC, BLOCK_R, BLOCK_C)
+        a = tl.where(rm, activation_forward(h, ACT), 0.0)
+        da = tl.zeros([BLOCK_R], ACC)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            cm = c < C
+            w = tl.load(w2_ptr + c[:, None] * R + r[None, :], mask=cm[:, None] & rm[None, :], other=0.0)
+            z = tl.sum(w * a[None, :], axis=1)
+            if HAS_B2:
+                z += tl.load(b2_ptr + c, mask=cm, other=0.0)
+            dz = tl.load(dg_ptr + row + c, mask=cm, other=0.0) * gate_grad(z, GATE)
+            dz = tl.where(cm, dz, 0.0)
+            tl.store(g_ptr + row + c, gate_forward(z, GATE), mask=cm)
+            tl.store(dz_ptr + row + c, dz, mask=cm)
+            da += tl.sum(w * dz[:, None], axis=0)
+        dh = tl.where(rm, da * activation_grad(h, ACT), 0.0)
+        tl.store(dh_ptr + b * R + r, dh, mask=rm)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            cm = c < C
+            w = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
+            ds = tl.sum(w * dh[:, None], axis=0)
+            _store_pool_grads(ds, c, cm, row, cnt_ptr, dmean_ptr, dmax_ptr, mean_scale, HAS_MAX)
+    else:
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            cm = c < C
+            z = _one_layer_z(s_row, w1_ptr, b1_ptr, c, cm, C, HAS_B1, ACC, BLOCK_C, BLOCK_R)
+            dz = tl.load(dg_ptr + row + c, mask=cm, other=0.0) * gate_grad(z, GATE)
+            tl.store(g_ptr + row + c, gate_forward(z, GATE), mask=cm)
+            tl.store(dz_ptr + row + c, dz, mask=cm)
+        tl.debug_barrier()  # dz of every channel is read back below
+        for k0 in range(0, C, BLOCK_C):
+            k = k0 + tl.arange(0, BLOCK_C)
+            km = k < C
+            ds = tl.zeros([BLOCK_C], ACC)
+            for c0 in range(0, C, BLOCK_R):
+                c = c0 + tl.arange(0, BLOCK_R)
+                cm = c < C
+                dz = tl.load(dz_ptr + row + c, mask=cm, other=0.0)
+                w = tl.load(w1_ptr + c[:, None] * C + k[None, :], mask=cm[:, None] & km[None, :], other=0.0)
+                ds += tl.sum(w * dz[:, None], axis=0)
+            _store_pool_grads(ds, k, km, row, cnt_ptr, dmean_ptr, dmax_ptr, mean_scale, HAS_MAX)
+
+
+@triton.jit
+def _se_apply_kernel(x_ptr, dy_ptr, g_ptr, dmean_ptr, xmax_ptr, dmax_ptr, out_ptr, N, C, HW,
+                     CHANNELS_LAST: tl.constexpr, GRAD: tl.constexpr, HAS_MAX: tl.constexpr,
+                     BLOCK: tl.constexpr):
+    """Forward: out = x * g[n, c]. Backward (GRAD): out = dy * g + dmean
+    + (x == xmax) * dmax, all per (n, c)."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = i < N
+    if CHANNELS_LAST:
+        c = i % C
+    else:
+        c = (i // HW) % C
+    nc = (i // (C * HW)) * C + c
+    g = tl.load(g_ptr + nc, mask=m, other=0.0)
+    if GRAD:
+        out = tl.load(dy_ptr + i, mask=m, other=0.0).to(g.dtype) * g
+        out += tl.load(dmean_ptr + nc, mask=m, other=0.0)
+        if HAS_MAX:
+            x = tl.load(x_ptr + i, mask=m, other=0.0).to(g.dtype)
+            xm = tl.load(xmax_ptr + nc, mask=m, other=0.0)
+            out += tl.where(x == xm, tl.load(dmax_ptr + nc, mask=m, other=0.0), 0.0)
+    else:
+        out = tl.load(x_ptr + i, mask=m, other=0.0).to(g.dtype) * g
+    tl.store(out_ptr + i, out.to(out_ptr.dtype.element_ty), mask=m)
+
+
+# ---------------------------------------------------------------- launchers
+
+_APPLY_BLOCK = 1024
+
+
+def _reduce_blocks(x: torch.Tensor):
+    stride_c, _ = layout(x)
+    # Tile the contiguous axis: positions for NCHW, channels for channels_last.
+    return (64, 16) if stride_c == 1 else (4, 128)
+
+
+def _gate_blocks(C: int, R: int):
+    block_r = triton.next_power_of_2(max(R, 1)) if R <= 1024 else 128
+    return min(block_r, 1024), max(16, min(64, 8192 // max(block_r, 1)))
+
+
+def _weights(acc, w1, b1, w2, b2):
+    prep = lambda t: None if t is None else t.to(acc).contiguous()  # noqa: E731  (small tensors)
+    return prep(w1), prep(b1), prep(w2), prep(b2)
+
+
+def _se_forward(x, w1, b1, w2, b2, pool, act, gate):
+    acc, tl_acc = acc_dtype(x)
+    B, C, H, W = x.shape
+    HW = H * W
+    y = torch.empty_like(x)
+    pooled = torch.empty((B, C), device=x.device, dtype=acc)
+    xmax = torch.empty((B if pool == 1 else 0, C), device=x.device, dtype=acc)
+    if x.numel() == 0:
+        pooled.fill_(float("nan"))
+        xmax.fill_(float("nan"))
+        return y, pooled, xmax
+    w1, b1, w2, b2 = _weights(acc, w1, b1, w2, b2)
+    stride_c, stride_p = layout(x)
+    block_c, block_p = _reduce_blocks(x)
+    _se_reduce_kernel[(B, triton.cdiv(C, block_c))](
+        x, x, pooled, pooled, xmax if pool == 1 else pooled, C, HW, stride_c, stride_p, 1.0 / HW,
+        GRAD=False, HAS_MAX=pool == 1, ACC=tl_acc, BLOCK_C=block_c, BLOCK_P=block_p)
+    g = torch.empty((B, C), device=x.device, dtype=acc)
+    R = w1.shape[0]
+    block_r, block_gc = _gate_blocks(C, R)
+    _se_gate_kernel[(B,)](
+        pooled, w1, b1 if b1 is not None else w1, w2 if w2 is not None else w1,
+        b2 if b2 is not None else w1, g, C, R, HAS_B1=b1 is not None, HAS_B2=b2 is not None,
+        TWO_LAYER=w2 is not None, ACT=act, GATE=gate, ACC=tl_acc, BLOCK_R=block_r,
+        BLOCK_C=block_gc)
+    N = x.numel()
+    _se_apply_kernel[(triton.cdiv(N, _APPLY_BLOCK),)](
+        x, x, g, g, g, g, y, N, C, HW, CHANNELS_LAST=stride_c == 1 and C > 1, GRAD=False,
+        HAS_MAX=False, BLOCK=_APPLY_BLOCK)
+    return y, pooled, xmax
+
+
+def _se_backward(dy, x, pooled, xmax, w1, b1, w2, b2, pool, act, gate):
+    acc, tl_acc = acc_dtype(x)
+    B, C, H, W = x.shape
+    HW = H * W
+    R = w1.shape[0]
+    dx = torch.empty_like(x)
+    dz = torch.zeros((B, C), device=x.device, dtype=acc)
+    dh = torch.zeros((B if w2 is not None else 0, R), device=x.device, dtype=acc)
+    if x.numel() == 0:
+        return dx, dz, dh
+    w1, b1, w2, b2 = _weights(acc, w1, b1, w2, b2)
+    has_max = pool == 1
+    stride_c, stride_p = layout(x)
+    block_c, block_p = _reduce_blocks(x)
+    dg = torch.empty((B, C), device=x.device, dtype=acc)
+    count = torch.empty((B, C), device=x.device, dtype=acc) if has_max else dg
+    _se_reduce_kernel[(B, triton.cdiv(C, block_c))](
+        x, dy, xmax if has_max else dg, dg, count, C, HW, stride_c, stride_p, 1.0 / HW,
+        GRAD=True, HAS_MAX=has_max, ACC=tl_acc, BLOCK_C=block_c, BLOCK_P=block_p)
+    g = torch.empty((B, C), device=x.device, dtype=acc)
+    dmean = torch.empty((B, C), device=x.device, dtype=acc)
+    dmax = torch.empty((B, C), device=x.device, dtype=acc) if has_max else dmean
+    block_r, block_gc = _gate_blocks(C, R)
+    _se_gate_backward_kernel[(B,)](
+        pooled, dg, count, w1, b1 if b1 is not None else w1, w2 if w2 is not None else w1,
+        b2 if b2 is not None else w1, g, dz, dh if w2 is not None else dz, dmean, dmax, C, R,
+        (0.5 if has_max else 1.0) / HW, HAS_MAX=has_max, HAS_B1=b1 is not None,
+        HAS_B2=b2 is not None, TWO_LAYER=w2 is not None, ACT=act, GATE=gate, ACC=tl_acc,
+        BLOCK_R=block_r, BLOCK_C=block_gc)
+    N = x.numel()
+    _se_apply_kernel[(triton.cdiv(N, _APPLY_BLOCK),)](
+        x, dy, g, dmean, xmax if has_max else g, dmax, dx, N, C, HW,
+        CHANNELS_LAST=stride_c == 1 and C > 1, GRAD=True, HAS_MAX=has_max, BLOCK=_APPLY_BLOCK)
+    return dx, dz, dh
+
+
+# ---------------------------------------------------------------- ops
+
+@torch.library.custom_op("attnkernels::se_forward_triton", mutates_args=())
+def se_forward_triton(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
+                      w2: Optional[torch.Tensor], b2: Optional[torch.Tensor], pool: int, act: int,
+                      gate: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _se_forward(x, w1, b1, w2, b2, pool, act, gate)
+
+
+@torch.library.custom_op("attnkernels::se_backward_triton", mutates_args=())
+def se_backward_triton(dy: torch.Tensor, x: torch.Tensor, pooled: torch.Tensor,
+                       xmax: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
+                       w2: Optional[torch.Tensor], b2: Optional[torch.Tensor], pool: int,
+                       act: int, gate: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _se_backward(dy, x, pooled, xmax, w1, b1, w2, b2, pool, act, gate)
+
+
+se_forward_triton.register_fake(se_ops.forward_fake)
+se_backward_triton.register_fake(se_ops.backward_fake)
+_setup_context, _backward = se_ops.make_autograd(torch.ops.attnkernels.se_backward_triton)
+se_forward_triton.register_autograd(_backward, setup_context=_setup_context)
+
+
+def se_forward(x, w1, b1, w2, b2, pool: int, act: int, gate: int) -> torch.Tensor:
+    return torch.ops.attnkernels.se_forward_triton(x, w1, b1, w2, b2, pool, act, gate)[0]

@@ -1,0 +1,27 @@
+"""torch.compile(fullgraph=True) over the fused modules: no graph break, same numbers as eager."""
+import pytest
+import torch
+
+from attnkernels import nn as fnn
+
+from utils import fused_backends
+
+
+@pytest.mark.parametrize("backend,device", fused_backends())
+@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_se_compile_fullgraph(backend, device, compiler, fmt):
+    if compiler == "inductor" and backend == "triton" and device == "cpu":
+        pytest.skip("inductor on CPU with interpreted Triton kernels is not a supported pairing")
+    torch._dynamo.reset()
+    m = fnn.SEModule(16, add_maxpool=True).to(device)
+    m.backend = backend
+    x = torch.randn(2, 16, 5, 7, device=device).to(memory_format=fmt).requires_grad_()
+    dy = torch.randn_like(x)
+    y_eager = m(x)
+    (dx_eager,) = torch.autograd.grad(y_eager, x, dy)
+    compiled = torch.compile(m, fullgraph=True, backend=compiler)
+    y = compiled(x)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    torch.testing.assert_close(y, y_eager)
+    torch.testing.assert_close(dx, dx_eager)

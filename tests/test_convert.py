@@ -1,0 +1,85 @@
+"""attnkernels.convert: structure-recognised swaps, weights preserved, same outputs and gradients."""
+import copy
+
+import torch
+from torch import nn
+
+import attnkernels
+from attnkernels import nn as fnn
+from attnkernels import reference as ref
+
+
+class SEAttentionCopy(nn.Module):
+    """A copy-pasted seed class with another name: recognised by structure."""
+
+    def __init__(self, channel=512, reduction=16):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(channel, channel // reduction, bias=False), nn.ReLU(inplace=True),
+                                nn.Linear(channel // reduction, channel, bias=False), nn.Sigmoid())
+
+    def forward(self, x):
+        b, c, _, _ = x.size()
+        y = self.avg_pool(x).view(b, c)
+        return x * self.fc(y).view(b, c, 1, 1)
+
+
+class LooksLikeSEButIsNot(SEAttentionCopy):
+    """Same structure, different forward: must be left alone."""
+
+    def forward(self, x):
+        return x + super().forward(x)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.se_seed = SEAttentionCopy(32, 8)
+        self.block = nn.Sequential(
+            nn.Conv2d(32, 32, 1), ref.SqueezeExcitation(32, 8, scale_activation=nn.Hardsigmoid),
+            ref.SEModule(32, add_maxpool=True), ref.EfficientNetSqueezeExcite(32, act_layer=nn.SiLU),
+            ref.EffectiveSEModule(32))
+        self.impostor = LooksLikeSEButIsNot(32, 8)
+        self.gelu_se = ref.SqueezeExcitation(32, 8, activation=nn.GELU)
+
+    def forward(self, x):
+        x = self.se_seed(self.stem(x))
+        return self.gelu_se(self.impostor(self.block(x)))
+
+
+def test_convert_net_same_outputs_and_gradients():
+    net = Net()
+    original = copy.deepcopy(net)
+    keys = {k: v.clone() for k, v in net.state_dict().items()}
+    net, report = attnkernels.convert(net)
+    converted = {name for name, _, _ in report.converted}
+    assert converted == {"se_seed", "block.1", "block.2", "block.3", "block.4"}, str(report)
+    left = {name: why for name, _, why in report.left_alone}
+    assert "output differs" in left["impostor"]
+    assert "GELU" in left["gelu_se"]
+    assert isinstance(net.se_seed, fnn.SELayer) and isinstance(net.block[4], fnn.EffectiveSEModule)
+    assert net.state_dict().keys() == keys.keys()
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in keys.items())
+
+    x = torch.randn(2, 3, 9, 11)
+    y0, y1 = original(x), net(x)
+    torch.testing.assert_close(y1, y0)
+    y0.square().sum().backward()
+    y1.square().sum().backward()
+    g0 = dict(original.named_parameters())
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p.grad, g0[name].grad, msg=name)
+
+
+def test_convert_root_module_and_weights_are_shared():
+    se = ref.SEModule(16)
+    new, report = attnkernels.convert(se)
+    assert isinstance(new, fnn.SEModule) and report.converted[0][0] == ""
+    assert new.fc1.weight is se.fc1.weight  # adopted, not copied
+
+
+def test_already_fused_modules_are_left_as_they_are():
+    m = nn.Sequential(fnn.SEModule(16))
+    _, report = attnkernels.convert(m)
+    assert report.converted == [] and report.left_alone == []

@@ -1,0 +1,203 @@
+"""Squeeze-and-Excitation: every flavour x dtype x memory format x awkward shape
+x backend, forward and all gradients against the float64 reference module."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import attnkernels
+from attnkernels import nn as fnn
+from attnkernels import reference as ref
+
+from utils import assert_matches_oracle, fused_backends
+
+BACKENDS = fused_backends()
+
+
+def _bn_eval(C):
+    m = fnn.SEModule(C, norm_layer=nn.BatchNorm2d)
+    bn = m.bn
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.2, 0.2)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+    return m.eval()
+
+
+# name -> C -> fused module (its reference twin is built from the same class's base)
+FLAVOURS = {
+    "seed": lambda C: fnn.SELayer(C, 4),
+    "seed_width1": lambda C: fnn.SELayer(C, C),
+    "torchvision": lambda C: fnn.SqueezeExcitation(C, max(1, C // 4)),
+    "torchvision_mbv3": lambda C: fnn.SqueezeExcitation(C, max(1, C // 4),
+                                                        scale_activation=nn.Hardsigmoid),
+    "torchvision_effnet": lambda C: fnn.SqueezeExcitation(C, max(1, C // 4), activation=nn.SiLU),
+    "timm": lambda C: fnn.SEModule(C),
+    "timm_maxpool_hardswish": lambda C: fnn.SEModule(C, add_maxpool=True, bias=False,
+                                                     act_layer=nn.Hardswish,
+                                                     gate_layer="hard_sigmoid"),
+    "timm_bn_eval": _bn_eval,
+    "timm_efficientnet": lambda C: fnn.EfficientNetSqueezeExcite(C, act_layer=nn.SiLU),
+    "timm_effective": lambda C: fnn.EffectiveSEModule(C),
+    "timm_effective_maxpool": lambda C: fnn.EffectiveSEModule(C, add_maxpool=True),
+}
+SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def reference_twin(fused: fnn.SqueezeExcite) -> nn.Module:
+    """The upstream (reference) class with the fused module's weights and mode."""
+    ref_cls = next(c for c in type(fused).__mro__ if c.__module__ == ref.se.__name__)
+    twin = copy.deepcopy(fused)
+    twin.__class__ = ref_cls  # same submodules and state: the upstream forward
+    return twin
+
+
+def _run(module, x, dy):
+    x = x.detach().clone().requires_grad_()
+    y = module(x)
+    y.backward(dy)
+    grads = {n: p.grad for n, p in module.named_parameters()}
+    return y, x.grad, grads
+
+
+def _cases():
+    for backend, device in BACKENDS:
+        for flavour in FLAVOURS:
+            for dtype in DTYPES:
+                for fmt in FORMATS:
+                    for shape in SHAPES:
+                        if backend == "triton" and device == "cpu":
+                            # the interpreter is slow and has no bf16: a subset
+                            if dtype == torch.bfloat16 or shape[1] == 32:
+                                continue
+                        yield pytest.param(backend, device, flavour, dtype, fmt, shape,
+                                           id=f"{backend}-{flavour}-{str(dtype)[6:]}-{fmt}-"
+                                              + "x".join(map(str, shape)))
+
+
+@pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape", list(_cases()))
+def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
+    B, C, H, W = shape
+    fused = FLAVOURS[flavour](C).to(device)
+    with torch.no_grad():  # gates away from 0.5 so errors in the gate show
+        for p in fused.parameters():
+            p.mul_(3.0)
+    fused.backend = backend
+    oracle = reference_twin(fused).double()
+    eager = reference_twin(fused).to(dtype)
+    fused = fused.to(dtype)
+
+    x = torch.randn(shape, device=device, dtype=torch.float64).to(memory_format=FORMATS[fmt])
+    dy = torch.randn(shape, device=device, dtype=torch.float64).to(memory_format=FORMATS[fmt])
+    y_o, dx_o, dw_o = _run(oracle, x, dy)
+    y_e, dx_e, dw_e = _run(eager, x.to(dtype), dy.to(dtype))
+    y_f, dx_f, dw_f = _run(fused, x.to(dtype), dy.to(dtype))
+
+    assert y_f.is_contiguous(memory_format=FORMATS[fmt])
+    assert dx_f.is_contiguous(memory_format=FORMATS[fmt])
+    assert_matches_oracle(y_f, y_e, y_o, "y")
+    assert_matches_oracle(dx_f, dx_e, dx_o, "dx")
+    assert dw_f.keys() == dw_o.keys()
+    for name in dw_o:
+        assert_matches_oracle(dw_f[name], dw_e[name], dw_o[name], name)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("two_layer,pool,act,gate", [
+    (True, "avg", "relu", "sigmoid"),
+    (True, "avg_max", "silu", "hard_sigmoid"),
+    (True, "avg", "hardswish", "sigmoid"),
+    (False, "avg_max", "identity", "sigmoid"),
+])
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_gradcheck(backend, device, two_layer, pool, act, gate, fmt):
+    B, C, R, H, W = 2, 5, 3, 3, 4
+    kw = dict(dtype=torch.float64, device=device, requires_grad=True)
+    x = torch.randn(B, C, H, W, **kw).detach().to(memory_format=FORMATS[fmt]).requires_grad_()
+    if two_layer:
+        w1, b1 = torch.randn(R, C, **kw), torch.randn(R, **kw)
+        w2, b2 = torch.randn(C, R, **kw), torch.randn(C, **kw)
+    else:
+        w1, b1, w2, b2 = torch.randn(C, C, **kw), torch.randn(C, **kw), None, None
+
+    def f(x, w1, b1, w2, b2):
+        return attnkernels.functional.squeeze_excite(x, w1, b1, w2, b2, pool=pool, act=act,
+                                                     gate=gate, backend=backend)
+
+    inputs = (x, w1, b1, w2, b2)
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_deterministic(backend, device, fmt):
+    m = fnn.SEModule(24, add_maxpool=True).to(device)
+    m.backend = backend
+    x = torch.randn(2, 24, 9, 7, device=device).to(memory_format=FORMATS[fmt])
+    dy = torch.randn_like(x)
+    y1, dx1, dw1 = _run(m, x, dy)
+    m.zero_grad()
+    y2, dx2, dw2 = _run(m, x, dy)
+    assert torch.equal(y1, y2) and torch.equal(dx1, dx2)
+    assert all(torch.equal(dw1[n], dw2[n]) for n in dw1)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_max_ties_share_gradient(backend, device):
+    # amax spreads its gradient evenly over tied maxima; the fused kernels count them.
+    m = fnn.EffectiveSEModule(4, add_maxpool=True).to(device).double()
+    m.backend = backend
+    x = torch.randint(-2, 3, (2, 4, 3, 3), device=device).double()
+    dy = torch.randn_like(x)
+    _, dx_f, dw_f = _run(m, x, dy)
+    _, dx_r, dw_r = _run(reference_twin(m), x, dy)
+    torch.testing.assert_close(dx_f, dx_r)
+    for n in dw_r:
+        torch.testing.assert_close(dw_f[n], dw_r[n])
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_max_propagates_nan(backend, device):
+    m = fnn.EffectiveSEModule(4, add_maxpool=True).to(device)
+    m.backend = backend
+    x = torch.randn(2, 4, 3, 3, device=device)
+    x[1, 2, 1, 1] = float("nan")
+    y_f, y_r = m(x), reference_twin(m)(x)
+    assert torch.equal(y_f.isnan(), y_r.isnan())
+    torch.testing.assert_close(y_f[0], y_r[0])
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("shape", [(0, 8, 4, 4), (2, 8, 0, 3)])
+def test_zero_size(backend, device, shape):
+    m = fnn.SEModule(8).to(device)
+    m.backend = backend
+    x = torch.randn(shape, device=device, requires_grad=True)
+    y = m(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.skipif(not attnkernels.available_backends()["cpu"] is None, reason="no C++ extension")
+@pytest.mark.parametrize("pool,two_layer", [(0, True), (1, True), (1, False)])
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_opcheck(pool, two_layer, fmt):
+    C, R = 6, 6 if not two_layer else 3
+    x = torch.randn(2, C, 3, 5).to(memory_format=FORMATS[fmt]).requires_grad_()
+    w1, b1 = torch.randn(R, C, requires_grad=True), torch.randn(R, requires_grad=True)
+    w2 = torch.randn(C, R, requires_grad=True) if two_layer else None
+    b2 = torch.randn(C, requires_grad=True) if two_layer else None
+    act = 1 if two_layer else 0
+    torch.library.opcheck(torch.ops.attnkernels.se_forward.default,
+                          (x, w1, b1, w2, b2, pool, act, 0))
+    y, pooled, xmax = torch.ops.attnkernels.se_forward(x, w1, b1, w2, b2, pool, act, 0)
+    dy = torch.randn_like(y)
+    torch.library.opcheck(torch.ops.attnkernels.se_backward.default,
+                          (dy, x.detach(), pooled, xmax, w1.detach(), b1.detach(),
+                           None if w2 is None else w2.detach(),
+                           None if b2 is None else b2.detach(), pool, act, 0))
