@@ -52,6 +52,28 @@ inline SEWeights se_prepare(const at::Tensor& x, const at::Tensor& w1,
   return w;
 }
 
+inline void check_se_backward_args(const at::Tensor& dy, const at::Tensor& x,
+                                   const at::Tensor& pooled, const at::Tensor& xmax,
+                                   int64_t pool) {
+  TORCH_CHECK(dy.sizes() == x.sizes() && dy.strides() == x.strides() &&
+                  dy.scalar_type() == x.scalar_type(),
+              "dy must match x in shape, strides and dtype (got ", dy.sizes(), " ", dy.strides(),
+              " ", dy.scalar_type(), ")");
+  check_same_device(x, dy, "dy");
+  const auto acc = accumulate_type(x);
+  const int64_t B = x.size(0), C = x.size(1);
+  TORCH_CHECK(pooled.scalar_type() == acc && pooled.sizes() == at::IntArrayRef({B, C}) &&
+                  pooled.is_contiguous(),
+              "pooled must be a contiguous (", B, ", ", C, ") ", acc, " tensor");
+  check_same_device(x, pooled, "pooled");
+  if (pool == kAvgMax) {
+    TORCH_CHECK(xmax.scalar_type() == acc && xmax.sizes() == at::IntArrayRef({B, C}) &&
+                    xmax.is_contiguous(),
+                "xmax must be a contiguous (", B, ", ", C, ") ", acc, " tensor");
+    check_same_device(x, xmax, "xmax");
+  }
+}
+
 template <typename T>
 const T* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;

@@ -387,19 +387,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_backward_cpu(
     const c10::optional<at::Tensor>& w2, const c10::optional<at::Tensor>& b2, int64_t pool,
     int64_t act, int64_t gate) {
   const SEWeights w = se_prepare(x, w1, b1, w2, b2, pool, act, gate);
-  TORCH_CHECK(dy.sizes() == x.sizes() && dy.strides() == x.strides() &&
-                  dy.scalar_type() == x.scalar_type(),
-              "dy must match x in shape, strides and dtype (got ", dy.sizes(), " ", dy.strides(),
-              " ", dy.scalar_type(), ")");
+  check_se_backward_args(dy, x, pooled, xmax, pool);
   const auto acc = accumulate_type(x);
   const int64_t B = x.size(0), C = x.size(1);
-  TORCH_CHECK(pooled.scalar_type() == acc && pooled.sizes() == at::IntArrayRef({B, C}) &&
-                  pooled.is_contiguous(),
-              "pooled must be a contiguous (", B, ", ", C, ") ", acc, " tensor");
-  if (pool == kAvgMax)
-    TORCH_CHECK(xmax.scalar_type() == acc && xmax.sizes() == at::IntArrayRef({B, C}) &&
-                    xmax.is_contiguous(),
-                "xmax must be a contiguous (", B, ", ", C, ") ", acc, " tensor");
   at::Tensor dx = at::empty_like(x);
   at::Tensor dz = at::zeros({B, C}, x.options().dtype(acc));
   at::Tensor dh = at::zeros({w.two_layer() ? B : 0, w.reduced}, x.options().dtype(acc));
