@@ -32,9 +32,7 @@ def find_cuda_home():
     if nvcc is None:
         return None
     try:
-        out = subprocess.run([nvcc, "-dryrun", "--version"], capture_output=True, text=True,
-                             timeout=60).stderr
-        out += subprocess.run([nvcc, "-dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+        out = subprocess.run([nvcc, "-dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
                               capture_output=True, text=True, timeout=60).stderr
     except (OSError, subprocess.SubprocessError):
         out = ""
@@ -75,12 +73,14 @@ def get_extensions():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     cxx = opt + ["-std=c++20", "-fvisibility=hidden"]
+    macros = [("ATTNKERNELS_PYTHON_MODULE", None)]  # the PyInit__C stub in csrc/ops.cpp
     if not with_cuda:
-        return [CppExtension("attnkernels._C", sources, extra_compile_args={"cxx": cxx})]
+        return [CppExtension("attnkernels._C", sources, define_macros=macros,
+                             extra_compile_args={"cxx": cxx})]
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     nvcc = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
-    return [CUDAExtension("attnkernels._C", sources,
+    return [CUDAExtension("attnkernels._C", sources, define_macros=macros,
                           extra_compile_args={"cxx": cxx, "nvcc": nvcc})]
 
 

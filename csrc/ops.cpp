@@ -2,7 +2,6 @@
 // and CUDA implementations register themselves per file (cpu/<family>.cpp,
 // cuda/<family>.cu); fake tensors and autograd are registered from Python
 // (attnkernels/ops/<family>.py).
-#include <Python.h>
 #include <torch/library.h>
 
 TORCH_LIBRARY(attnkernels, m) {
@@ -19,9 +18,12 @@ TORCH_LIBRARY(attnkernels, m) {
       "Tensor? w2, Tensor? b2, int pool, int act, int gate) -> (Tensor dx, Tensor dz, Tensor dh)");
 }
 
+#ifdef ATTNKERNELS_PYTHON_MODULE
+#include <Python.h>
 // `import attnkernels._C` loads this library and so runs the registrations
 // above; the module itself is empty (no op is reachable only via pybind11).
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&module_def);
 }
+#endif  // ATTNKERNELS_PYTHON_MODULE

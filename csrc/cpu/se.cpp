@@ -21,6 +21,19 @@ namespace {
 
 constexpr int kLanes = 16;  // independent partial sums, so the compiler vectorises
 
+// Dot product with independent partial sums (vectorisable; fixed order).
+template <typename acc_t>
+inline acc_t dot(const acc_t* a, const acc_t* b, int64_t n) {
+  acc_t lane[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) lane[l] += a[i + l] * b[i + l];
+  acc_t s = 0;
+  for (int l = 0; l < kLanes; ++l) s += lane[l];
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
 // Per-sample gate network in the accumulate type acc_t.
 template <typename acc_t>
 struct GateNet {
@@ -32,24 +45,16 @@ struct GateNet {
   void forward(const acc_t* s, acc_t* h, acc_t* a, acc_t* z) const {
     if (w2) {
       for (int64_t r = 0; r < R; ++r) {
-        const acc_t* row = w1 + r * C;
-        acc_t acc = b1 ? b1[r] : acc_t(0);
-        for (int64_t c = 0; c < C; ++c) acc += row[c] * s[c];
+        const acc_t acc = (b1 ? b1[r] : acc_t(0)) + dot(w1 + r * C, s, C);
         h[r] = acc;
         a[r] = activation_forward(acc, act);
       }
       for (int64_t c = 0; c < C; ++c) {
-        const acc_t* row = w2 + c * R;
-        acc_t acc = b2 ? b2[c] : acc_t(0);
-        for (int64_t r = 0; r < R; ++r) acc += row[r] * a[r];
-        z[c] = acc;
+        z[c] = (b2 ? b2[c] : acc_t(0)) + dot(w2 + c * R, a, R);
       }
     } else {
       for (int64_t c = 0; c < C; ++c) {
-        const acc_t* row = w1 + c * C;
-        acc_t acc = b1 ? b1[c] : acc_t(0);
-        for (int64_t k = 0; k < C; ++k) acc += row[k] * s[k];
-        z[c] = acc;
+        z[c] = (b1 ? b1[c] : acc_t(0)) + dot(w1 + c * C, s, C);
       }
     }
   }

@@ -1,0 +1,154 @@
+"""Micro-benchmarks: ``python -m bench [--device cpu|cuda] [--dtype ...] [--shapes ...]``.
+
+For each shape: ``x.clone()`` (the copy baseline, measured in the same run),
+the eager reference module, ``torch.compile`` of it, and every fused backend
+that can run on the device; modes ``forward`` (inference, no autograd) and
+``fwd+bwd``. Writes a long-format CSV and JSON under bench/results/ with the
+device name, versions, date and command."""
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import sys
+
+import torch
+
+import attnkernels
+
+from . import se
+from .timing import measure
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def providers(device: torch.device):
+    names = ["eager", "compile"]
+    for backend in ("cuda", "triton", "cpu"):
+        if attnkernels.available_backends()[backend] is None:
+            if (backend == "cpu") == (device.type == "cpu") and not (
+                    backend == "triton" and device.type == "cpu"):
+                names.append(backend)
+    return names
+
+
+def build(provider: str, fused: torch.nn.Module):
+    if provider == "eager":
+        return se.reference_of(fused)
+    if provider == "compile":
+        torch._dynamo.reset()
+        return torch.compile(se.reference_of(fused))
+    m = fused
+    m.backend = provider
+    return m
+
+
+def run_case(module, x, mode):
+    if mode == "forward":
+        def fn():
+            with torch.no_grad():
+                module(x)
+        return fn
+    xg = x.detach().requires_grad_()
+    dy = torch.randn_like(x)
+
+    def fn():
+        xg.grad = None
+        for p in module.parameters():
+            p.grad = None
+        module(xg).backward(dy)
+    return fn
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="default: bfloat16 on CUDA, float32 on the CPU")
+    parser.add_argument("--shapes", nargs="*", default=None, help="shape names to run (default: all)")
+    parser.add_argument("--modes", nargs="*", default=["forward", "fwd+bwd"])
+    parser.add_argument("--providers", nargs="*", default=None)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds of timing per case")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
+    shapes = se.SHAPES + (se.GPU_SHAPES if device.type == "cuda" else [])
+    if args.shapes:
+        shapes = [s for s in shapes if s[0] in args.shapes]
+    provs = args.providers or providers(device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    meta = {
+        "device": device_name(device), "torch": torch.__version__,
+        "triton": _version("triton"), "attnkernels": attnkernels.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "dtype": str(dtype).replace("torch.", ""),
+        "memory_format": "channels_last" if args.channels_last else "nchw",
+    }
+    print(f"# {meta['device']} | torch {meta['torch']} | {meta['dtype']} {meta['memory_format']}",
+          flush=True)
+    rows = []
+    total = len(shapes) * len(args.modes) * len(provs)
+    done = 0
+    for shape_name, shape in shapes:
+        torch.manual_seed(0)
+        x = torch.randn(shape, device=device, dtype=dtype).to(memory_format=fmt)
+        clone = measure(lambda: x.clone(), device, budget_s=args.budget)
+        fused = se.make_module(shape[1]).to(device, dtype)
+        for mode in args.modes:
+            for prov in provs:
+                done += 1
+                module = build(prov, fused)
+                res = measure(run_case(module, x, mode), device, budget_s=args.budget)
+                row = {"family": "se", "shape_name": shape_name, "shape": "x".join(map(str, shape)),
+                       "mode": mode, "provider": prov, **res, "clone_ms": clone["median_ms"],
+                       "ratio_to_clone": res["median_ms"] / clone["median_ms"],
+                       "x_gb_per_s": x.numel() * x.element_size() / res["median_ms"] / 1e6, **meta}
+                rows.append(row)
+                print(f"[{done}/{total}] {shape_name:16s} {mode:8s} {prov:8s} "
+                      f"{res['median_ms']:9.3f} ms  ({row['ratio_to_clone']:.2f}x clone"
+                      + _peak(res) + ")",
+                      flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    stem = f"se-{device.type}-{meta['dtype']}-{meta['memory_format']}-{meta['date'][:10]}"
+    path = os.path.join(args.out, stem)
+    with open(path + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with open(path + ".json", "w") as f:
+        json.dump(rows, f, indent=1)
+    print(f"wrote {path}.csv and .json")
+
+
+def _peak(res):
+    return "" if res["peak_mb"] != res["peak_mb"] else f", peak {res['peak_mb']:.1f} MB"
+
+
+def _version(pkg):
+    try:
+        from importlib.metadata import version
+
+        return version(pkg)
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Squeeze-and-Excitation benchmark: shapes from real networks, every provider."""
+import copy
+
+import torch
+
+from attnkernels import nn as fnn
+
+# (name, shape): ResNet-50 stages (timm SEModule at C with rd_ratio 1/16),
+# EfficientNet/MobileNet-style early stage, and small-batch inference.
+SHAPES = [
+    ("resnet50-stage1", (16, 256, 56, 56)),
+    ("effnet-stage1", (32, 64, 112, 112)),
+    ("resnet50-stage3", (64, 1024, 14, 14)),
+    ("resnet50-stage4", (128, 2048, 7, 7)),
+    ("inference-b1", (1, 256, 56, 56)),
+]
+GPU_SHAPES = [("record-b64", (64, 256, 56, 56))]
+
+
+def make_module(channels: int) -> torch.nn.Module:
+    """timm's SEModule (ReLU, sigmoid, rd_ratio 1/16): the module ResNet-style nets carry."""
+    return fnn.SEModule(channels)
+
+
+def reference_of(fused: torch.nn.Module) -> torch.nn.Module:
+    from attnkernels.reference import se as ref
+
+    twin = copy.deepcopy(fused)
+    twin.__class__ = ref.SEModule
+    return twin
