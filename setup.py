@@ -73,15 +73,22 @@ def get_extensions():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     cxx = opt + ["-std=c++20", "-fvisibility=hidden"]
+    link = []
+    if torch.backends.openmp.is_available():
+        # at::parallel_for is an inline template: without -fopenmp its
+        # "#pragma omp parallel" is dropped and every kernel runs on one thread.
+        cxx.append("-fopenmp")
+        link.append("-fopenmp")
     macros = [("ATTNKERNELS_PYTHON_MODULE", None)]  # the PyInit__C stub in csrc/ops.cpp
     if not with_cuda:
         return [CppExtension("attnkernels._C", sources, define_macros=macros,
-                             extra_compile_args={"cxx": cxx})]
+                             extra_compile_args={"cxx": cxx}, extra_link_args=link)]
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     nvcc = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
     return [CUDAExtension("attnkernels._C", sources, define_macros=macros,
-                          extra_compile_args={"cxx": cxx, "nvcc": nvcc})]
+                          extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+                          extra_link_args=link)]
 
 
 def cmdclass():

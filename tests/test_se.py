@@ -146,6 +146,37 @@ def test_deterministic(backend, device, fmt):
     assert all(torch.equal(dw1[n], dw2[n]) for n in dw1)
 
 
+@pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None,
+                    reason="the C++ CPU extension is not built")
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("batch", [1, 2, 7])
+def test_cpu_independent_of_thread_count(fmt, batch):
+    # The CPU kernels split samples between threads when there are enough of them
+    # (pipelining one sample's reduction with the previous sample's apply) and
+    # split channels otherwise: every split must give bitwise the same numbers.
+    m = fnn.SEModule(24, add_maxpool=True)
+    m.backend = "cpu"
+    x = torch.randn(batch, 24, 9, 7).to(memory_format=FORMATS[fmt])
+    dy = torch.randn_like(x)
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2, 3, 8):
+            torch.set_num_threads(threads)
+            m.zero_grad()
+            runs.append(_run(m, x, dy))
+    finally:
+        torch.set_num_threads(before)
+    y0, dx0, dw0 = runs[0]
+    for y, dx, dw in runs[1:]:
+        assert torch.equal(y, y0) and torch.equal(dx, dx0)
+        assert all(torch.equal(dw[n], dw0[n]) for n in dw0)
+    y_eager, dx_eager, _ = _run(reference_twin(m), x, dy)
+    y_ref, dx_ref, _ = _run(reference_twin(m).double(), x.double(), dy.double())
+    assert_matches_oracle(y0, y_eager, y_ref, "y")
+    assert_matches_oracle(dx0, dx_eager, dx_ref, "dx")
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_max_ties_share_gradient(backend, device):
     # amax spreads its gradient evenly over tied maxima; the fused kernels count them.

@@ -6,6 +6,8 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 
+#include <limits>
+
 #include "checks.h"
 #include "gate_math.h"
 
@@ -75,6 +77,38 @@ inline void check_se_backward_args(const at::Tensor& dy, const at::Tensor& x,
                 "xmax must be a contiguous (", B, ", ", C, ") ", acc, " tensor");
     check_same_device(x, xmax, "xmax");
   }
+}
+
+// se_forward's outputs: y in x's memory format, the pooled statistic per
+// (b, c) and, for avg_max, the max per (b, c). An empty x gets NaN statistics
+// (the mean over an empty H*W, as in torch) and the caller launches nothing.
+struct SEForwardOutputs {
+  at::Tensor y, pooled, xmax;
+};
+
+inline SEForwardOutputs se_forward_outputs(const at::Tensor& x, int64_t pool) {
+  const auto opts = x.options().dtype(accumulate_type(x));
+  const int64_t B = x.size(0), C = x.size(1);
+  SEForwardOutputs out{at::empty_like(x), at::empty({B, C}, opts),
+                       at::empty({pool == kAvgMax ? B : 0, C}, opts)};
+  if (x.numel() == 0) {
+    out.pooled.fill_(std::numeric_limits<double>::quiet_NaN());
+    out.xmax.fill_(std::numeric_limits<double>::quiet_NaN());
+  }
+  return out;
+}
+
+// se_backward's outputs: dx in x's memory format, dz (B, C) and, for a
+// two-layer gate, dh (B, R). Zero-filled, so an empty x needs no launch.
+struct SEBackwardOutputs {
+  at::Tensor dx, dz, dh;
+};
+
+inline SEBackwardOutputs se_backward_outputs(const at::Tensor& x, const SEWeights& w) {
+  const auto opts = x.options().dtype(accumulate_type(x));
+  const int64_t B = x.size(0), C = x.size(1);
+  return {at::empty_like(x), at::zeros({B, C}, opts),
+          at::zeros({w.two_layer() ? B : 0, w.reduced}, opts)};
 }
 
 template <typename T>

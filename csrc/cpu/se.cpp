@@ -100,18 +100,122 @@ struct Layout {
     p_stride = cl ? C : 1;
   }
   bool channels_last() const { return c_stride == 1 && C != 1; }
+  int64_t sample() const { return C * HW; }
+  // The contiguous rows of one sample (channels for NCHW, positions for
+  // channels_last): the unit the apply passes split between threads.
+  int64_t rows() const { return channels_last() ? HW : C; }
 };
 
-// Sum (and max, when kMax) of channels [c0, c1) of one sample.
+// The elementwise passes are "hooks" run inside the reductions' loops: when a
+// thread owns several samples, one loop reduces sample b + 1 while it writes
+// sample b, so loads and stores overlap. A hook sees the same blocks as the
+// reduction, whose order (and so its result) does not depend on the hook.
+//   row(c)          NCHW: a functor for channel c, with block(i) for elements
+//                   [i, i + kLanes) and one(i) for element i of that channel;
+//   position(p)     channels_last: every channel of position p.
+struct NoHook {
+  struct Row {
+    void block(int64_t) const {}
+    void one(int64_t) const {}
+  };
+  Row row(int64_t) const { return {}; }
+  void position(int64_t) const {}
+};
+
+// y = x * g[c].
+template <typename scalar_t, typename acc_t>
+struct ApplyGate {
+  const scalar_t* x;
+  const acc_t* g;
+  scalar_t* y;
+  const Layout* L;
+
+  struct Row {
+    const scalar_t* __restrict__ x;
+    scalar_t* __restrict__ y;
+    acc_t g;
+    void block(int64_t i) const {
+      for (int l = 0; l < kLanes; ++l) one(i + l);
+    }
+    void one(int64_t i) const { y[i] = static_cast<scalar_t>(static_cast<acc_t>(x[i]) * g); }
+  };
+  Row row(int64_t c) const { return {x + c * L->HW, y + c * L->HW, g[c]}; }
+  void position(int64_t p) const { row_cl(x + p * L->C, g, y + p * L->C, L->C); }
+  static void row_cl(const scalar_t* __restrict__ xr, const acc_t* __restrict__ g,
+                     scalar_t* __restrict__ yr, int64_t C) {
+    for (int64_t c = 0; c < C; ++c) yr[c] = static_cast<scalar_t>(static_cast<acc_t>(xr[c]) * g[c]);
+  }
+};
+
+// dx = dy * g[c] + dmean[c] (+ dmax[c] where x equals its max, with kMax).
 template <bool kMax, typename scalar_t, typename acc_t>
+struct ApplyGrad {
+  const scalar_t *dy, *x;
+  const acc_t *g, *dmean, *mx, *dmax;
+  scalar_t* dx;
+  const Layout* L;
+
+  struct Row {
+    const scalar_t* __restrict__ dy;
+    const scalar_t* __restrict__ x;
+    scalar_t* __restrict__ dx;
+    acc_t g, dmean, mx, dmax;
+    void block(int64_t i) const {
+      for (int l = 0; l < kLanes; ++l) one(i + l);
+    }
+    void one(int64_t i) const {
+      acc_t v = static_cast<acc_t>(dy[i]) * g + dmean;
+      if (kMax) v += static_cast<acc_t>(x[i]) == mx ? dmax : acc_t(0);
+      dx[i] = static_cast<scalar_t>(v);
+    }
+  };
+  Row row(int64_t c) const {
+    const int64_t o = c * L->HW;
+    return {dy + o, x + o, dx + o, g[c], dmean[c], kMax ? mx[c] : acc_t(0), kMax ? dmax[c] : acc_t(0)};
+  }
+  void position(int64_t p) const {
+    const int64_t o = p * L->C;
+    row_cl(dy + o, x + o, g, dmean, mx, dmax, dx + o, L->C);
+  }
+  static void row_cl(const scalar_t* __restrict__ dyr, const scalar_t* __restrict__ xr,
+                     const acc_t* __restrict__ g, const acc_t* __restrict__ dmean,
+                     const acc_t* __restrict__ mx, const acc_t* __restrict__ dmax,
+                     scalar_t* __restrict__ dxr, int64_t C) {
+    for (int64_t c = 0; c < C; ++c) {
+      acc_t v = static_cast<acc_t>(dyr[c]) * g[c] + dmean[c];
+      if (kMax) v += static_cast<acc_t>(xr[c]) == mx[c] ? dmax[c] : acc_t(0);
+      dxr[c] = static_cast<scalar_t>(v);
+    }
+  }
+};
+
+// Runs a hook alone over rows [r0, r1) of a sample (Layout::rows order).
+template <typename Hook>
+void run_hook(const Hook& hook, const Layout& L, int64_t r0, int64_t r1) {
+  if (L.channels_last()) {
+    for (int64_t p = r0; p < r1; ++p) hook.position(p);
+    return;
+  }
+  for (int64_t c = r0; c < r1; ++c) {
+    const auto row = hook.row(c);
+    int64_t i = 0;
+    for (; i + kLanes <= L.HW; i += kLanes) row.block(i);
+    for (; i < L.HW; ++i) row.one(i);
+  }
+}
+
+// Sum (and max, when kMax) of channels [c0, c1) of one sample, with a hook.
+template <bool kMax, typename scalar_t, typename acc_t, typename Hook>
 void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, acc_t* sum,
-                   acc_t* mx) {
+                   acc_t* mx, const Hook& hook) {
+  constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
   if (!L.channels_last()) {
     for (int64_t c = c0; c < c1; ++c) {
       const scalar_t* p = xs + c * L.HW;
+      const auto row = hook.row(c);
       acc_t lane[kLanes] = {};
       acc_t lmax[kLanes];
-      for (int l = 0; l < kLanes; ++l) lmax[l] = -std::numeric_limits<acc_t>::infinity();
+      for (int l = 0; l < kLanes; ++l) lmax[l] = kNegInf;
       int64_t i = 0;
       for (; i + kLanes <= L.HW; i += kLanes) {
         for (int l = 0; l < kLanes; ++l) {
@@ -119,8 +223,9 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
           lane[l] += v;
           if (kMax) lmax[l] = max_nan(lmax[l], v);
         }
+        row.block(i);
       }
-      acc_t s = 0, m = -std::numeric_limits<acc_t>::infinity();
+      acc_t s = 0, m = kNegInf;
       for (int l = 0; l < kLanes; ++l) {
         s += lane[l];
         if (kMax) m = max_nan(m, lmax[l]);
@@ -129,6 +234,7 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
         const acc_t v = static_cast<acc_t>(p[i]);
         s += v;
         if (kMax) m = max_nan(m, v);
+        row.one(i);
       }
       sum[c] = s;
       if (kMax) mx[c] = m;
@@ -136,7 +242,7 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
   } else {
     for (int64_t c = c0; c < c1; ++c) {
       sum[c] = 0;
-      if (kMax) mx[c] = -std::numeric_limits<acc_t>::infinity();
+      if (kMax) mx[c] = kNegInf;
     }
     for (int64_t p = 0; p < L.HW; ++p) {
       const scalar_t* row = xs + p * L.C;
@@ -145,33 +251,46 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
         sum[c] += v;
         if (kMax) mx[c] = max_nan(mx[c], v);
       }
+      hook.position(p);
     }
   }
 }
 
-// Backward statistics of channels [c0, c1): dg[c] = sum(dy * x), and the
-// number of positions where x equals its max (amax spreads its gradient evenly).
-template <bool kMax, typename scalar_t, typename acc_t>
+// Backward statistics of channels [c0, c1), with a hook: dg[c] = sum(dy * x),
+// and the number of positions where x equals its max (amax spreads its
+// gradient evenly between them).
+template <bool kMax, typename scalar_t, typename acc_t, typename Hook>
 void reduce_grad_channels(const scalar_t* dys, const scalar_t* xs, const Layout& L, int64_t c0,
-                          int64_t c1, const acc_t* mx, acc_t* dg, acc_t* count) {
+                          int64_t c1, const acc_t* mx, acc_t* dg, acc_t* count, const Hook& hook) {
   if (!L.channels_last()) {
     for (int64_t c = c0; c < c1; ++c) {
       const scalar_t* p = xs + c * L.HW;
       const scalar_t* q = dys + c * L.HW;
+      const auto row = hook.row(c);
       acc_t lane[kLanes] = {};
+      acc_t lcount[kLanes] = {};
       int64_t i = 0;
-      for (; i + kLanes <= L.HW; i += kLanes)
-        for (int l = 0; l < kLanes; ++l)
-          lane[l] += static_cast<acc_t>(q[i + l]) * static_cast<acc_t>(p[i + l]);
-      acc_t s = 0;
-      for (int l = 0; l < kLanes; ++l) s += lane[l];
-      for (; i < L.HW; ++i) s += static_cast<acc_t>(q[i]) * static_cast<acc_t>(p[i]);
-      dg[c] = s;
-      if (kMax) {
-        acc_t n = 0;
-        for (int64_t j = 0; j < L.HW; ++j) n += static_cast<acc_t>(p[j]) == mx[c] ? 1 : 0;
-        count[c] = n;
+      for (; i + kLanes <= L.HW; i += kLanes) {
+        for (int l = 0; l < kLanes; ++l) {
+          const acc_t v = static_cast<acc_t>(p[i + l]);
+          lane[l] += static_cast<acc_t>(q[i + l]) * v;
+          if (kMax) lcount[l] += v == mx[c] ? acc_t(1) : acc_t(0);
+        }
+        row.block(i);
       }
+      acc_t s = 0, n = 0;
+      for (int l = 0; l < kLanes; ++l) {
+        s += lane[l];
+        if (kMax) n += lcount[l];
+      }
+      for (; i < L.HW; ++i) {
+        const acc_t v = static_cast<acc_t>(p[i]);
+        s += static_cast<acc_t>(q[i]) * v;
+        if (kMax) n += v == mx[c] ? acc_t(1) : acc_t(0);
+        row.one(i);
+      }
+      dg[c] = s;
+      if (kMax) count[c] = n;
     }
   } else {
     for (int64_t c = c0; c < c1; ++c) {
@@ -184,56 +303,27 @@ void reduce_grad_channels(const scalar_t* dys, const scalar_t* xs, const Layout&
       for (int64_t c = c0; c < c1; ++c) {
         const acc_t v = static_cast<acc_t>(xr[c]);
         dg[c] += static_cast<acc_t>(dr[c]) * v;
-        if (kMax) count[c] += v == mx[c] ? 1 : 0;
+        if (kMax) count[c] += v == mx[c] ? acc_t(1) : acc_t(0);
       }
+      hook.position(p);
     }
   }
 }
 
-// out = x * g[c] over positions [p0, p1) of all channels (channels_last), or
-// over channels [p0, p1) (NCHW): the caller's range is in the contiguous order.
-template <typename scalar_t, typename acc_t>
-void apply_gate(const scalar_t* xs, const acc_t* g, const Layout& L, int64_t r0, int64_t r1,
-                scalar_t* ys) {
-  if (!L.channels_last()) {
-    for (int64_t c = r0; c < r1; ++c) {
-      const scalar_t* p = xs + c * L.HW;
-      scalar_t* q = ys + c * L.HW;
-      const acc_t gv = g[c];
-      for (int64_t i = 0; i < L.HW; ++i) q[i] = static_cast<scalar_t>(static_cast<acc_t>(p[i]) * gv);
-    }
-  } else {
-    for (int64_t p = r0; p < r1; ++p) {
-      const scalar_t* xr = xs + p * L.C;
-      scalar_t* yr = ys + p * L.C;
-      for (int64_t c = 0; c < L.C; ++c) yr[c] = static_cast<scalar_t>(static_cast<acc_t>(xr[c]) * g[c]);
-    }
+// Samples [b0, b1) on one thread, software-pipelined: reduce(b0); then for
+// each b, finish(b) (the gate network) and apply(b) fused into reduce(b + 1).
+// reduce(b, hook) and finish(b) -> hook are the caller's.
+template <typename Reduce, typename Finish>
+void pipeline_samples(int64_t b0, int64_t b1, const Layout& L, const Reduce& reduce,
+                      const Finish& finish) {
+  if (b0 >= b1) return;
+  reduce(b0, NoHook{});
+  for (int64_t b = b0; b < b1; ++b) {
+    const auto hook = finish(b);
+    if (b + 1 < b1) reduce(b + 1, hook);
+    else run_hook(hook, L, 0, L.rows());
   }
 }
-
-// dx = dy * g[c] + dmean[c] + (x == xmax[c]) * dmax[c], over the caller's range.
-template <bool kMax, typename scalar_t, typename acc_t>
-void apply_grad(const scalar_t* dys, const scalar_t* xs, const acc_t* g, const acc_t* dmean,
-                const acc_t* mx, const acc_t* dmax, const Layout& L, int64_t r0, int64_t r1,
-                scalar_t* dxs) {
-  auto one = [&](int64_t i, int64_t c) {
-    acc_t v = static_cast<acc_t>(dys[i]) * g[c] + dmean[c];
-    if (kMax) v += static_cast<acc_t>(xs[i]) == mx[c] ? dmax[c] : acc_t(0);
-    dxs[i] = static_cast<scalar_t>(v);
-  };
-  if (!L.channels_last()) {
-    for (int64_t c = r0; c < r1; ++c)
-      for (int64_t i = c * L.HW; i < (c + 1) * L.HW; ++i) one(i, c);
-  } else {
-    for (int64_t p = r0; p < r1; ++p)
-      for (int64_t c = 0; c < L.C; ++c) one(p * L.C + c, c);
-  }
-}
-
-// The contiguous rows of one sample (channels for NCHW, positions for
-// channels_last): the unit the apply phases split between threads when there
-// are fewer samples than threads.
-int64_t rows_of(const Layout& L) { return L.channels_last() ? L.HW : L.C; }
 
 template <typename scalar_t>
 void se_forward_kernel(const at::Tensor& x, const SEWeights& w, int64_t pool, int64_t act,
@@ -248,119 +338,112 @@ void se_forward_kernel(const at::Tensor& x, const SEWeights& w, int64_t pool, in
   acc_t* mp = pool == kAvgMax ? xmax.data_ptr<acc_t>() : nullptr;
   const acc_t inv_hw = acc_t(1) / static_cast<acc_t>(L.HW);
 
-  auto pool_range = [&](int64_t b, int64_t c0, int64_t c1) {
-    const scalar_t* xs = xp + b * C * L.HW;
-    if (mp) pool_channels<true>(xs, L, c0, c1, sp + b * C, mp + b * C);
-    else pool_channels<false>(xs, L, c0, c1, sp + b * C, (acc_t*)nullptr);
+  auto pool_range = [&](int64_t b, int64_t c0, int64_t c1, const auto& hook) {
+    const scalar_t* xs = xp + b * L.sample();
+    if (mp) pool_channels<true>(xs, L, c0, c1, sp + b * C, mp + b * C, hook);
+    else pool_channels<false>(xs, L, c0, c1, sp + b * C, (acc_t*)nullptr, hook);
     for (int64_t c = c0; c < c1; ++c) {
       acc_t v = sp[b * C + c] * inv_hw;
       if (mp) v = acc_t(0.5) * v + acc_t(0.5) * mp[b * C + c];
       sp[b * C + c] = v;
     }
   };
-  auto gate_sample = [&](int64_t b, std::vector<acc_t>& scratch) {
-    acc_t* h = scratch.data();
+  // The gate network of sample b; returns the hook that applies its gates.
+  auto gate_sample = [&](int64_t b, acc_t* scratch) {
+    acc_t* h = scratch;
     acc_t* a = h + R;
     acc_t* g = a + R;
     net.forward(sp + b * C, h, a, g);
     for (int64_t c = 0; c < C; ++c) g[c] = gate_forward(g[c], static_cast<int>(gate));
+    return ApplyGate<scalar_t, acc_t>{xp + b * L.sample(), g, yp + b * L.sample(), &L};
   };
   const int64_t scratch_size = 2 * R + C;
 
   if (B >= at::get_num_threads()) {
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
       std::vector<acc_t> scratch(scratch_size);
-      for (int64_t b = b0; b < b1; ++b) {
-        pool_range(b, 0, C);
-        gate_sample(b, scratch);
-        apply_gate(xp + b * C * L.HW, scratch.data() + 2 * R, L, 0, rows_of(L), yp + b * C * L.HW);
-      }
+      pipeline_samples(
+          b0, b1, L, [&](int64_t b, const auto& hook) { pool_range(b, 0, C, hook); },
+          [&](int64_t b) { return gate_sample(b, scratch.data()); });
     });
     return;
   }
+  // Fewer samples than threads: split each sample's passes between threads.
   std::vector<acc_t> scratch(scratch_size);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, L.HW));
   for (int64_t b = 0; b < B; ++b) {
-    at::parallel_for(0, C, grain, [&](int64_t c0, int64_t c1) { pool_range(b, c0, c1); });
-    gate_sample(b, scratch);
-    const acc_t* g = scratch.data() + 2 * R;
-    at::parallel_for(0, rows_of(L), 1, [&](int64_t r0, int64_t r1) {
-      apply_gate(xp + b * C * L.HW, g, L, r0, r1, yp + b * C * L.HW);
-    });
+    at::parallel_for(0, C, grain, [&](int64_t c0, int64_t c1) { pool_range(b, c0, c1, NoHook{}); });
+    const auto hook = gate_sample(b, scratch.data());
+    at::parallel_for(0, L.rows(), 1, [&](int64_t r0, int64_t r1) { run_hook(hook, L, r0, r1); });
   }
 }
 
-template <typename scalar_t>
+template <bool kMax, typename scalar_t>
 void se_backward_kernel(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& pooled,
-                        const at::Tensor& xmax, const SEWeights& w, int64_t pool, int64_t act,
-                        int64_t gate, at::Tensor& dx, at::Tensor& dz, at::Tensor& dh) {
+                        const at::Tensor& xmax, const SEWeights& w, int64_t act, int64_t gate,
+                        at::Tensor& dx, at::Tensor& dz, at::Tensor& dh) {
   using acc_t = at::opmath_type<scalar_t>;
   const Layout L(x);
   const int64_t B = x.size(0), C = L.C, R = w.reduced;
   const auto net = make_gate_net<acc_t>(w, C, act, gate);
-  const bool has_max = pool == kAvgMax;
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const scalar_t* dyp = dy.data_ptr<scalar_t>();
   scalar_t* dxp = dx.data_ptr<scalar_t>();
   const acc_t* sp = pooled.data_ptr<acc_t>();
-  const acc_t* mp = has_max ? xmax.data_ptr<acc_t>() : nullptr;
+  const acc_t* mp = kMax ? xmax.data_ptr<acc_t>() : nullptr;
   acc_t* dzp = dz.data_ptr<acc_t>();
   acc_t* dhp = w.two_layer() ? dh.data_ptr<acc_t>() : nullptr;
-  const acc_t mean_scale = (has_max ? acc_t(0.5) : acc_t(1)) / static_cast<acc_t>(L.HW);
+  const acc_t mean_scale = (kMax ? acc_t(0.5) : acc_t(1)) / static_cast<acc_t>(L.HW);
 
-  // scratch: h[R] a[R] z[C] g[C] dg[C] count[C] ds[C] dh[R]
+  // Per-sample scratch: h[R] a[R] z[C] g[C] dg[C] count[C] ds[C] dh[R].
   const int64_t scratch_size = 3 * R + 5 * C;
   struct View {
     acc_t *h, *a, *z, *g, *dg, *count, *ds, *dh;
   };
-  auto view = [&](std::vector<acc_t>& s) {
-    acc_t* p = s.data();
+  auto view = [&](acc_t* p) {
     return View{p, p + R, p + 2 * R, p + 2 * R + C, p + 2 * R + 2 * C, p + 2 * R + 3 * C,
                 p + 2 * R + 4 * C, p + 2 * R + 5 * C};
   };
-  auto reduce_range = [&](int64_t b, const View& v, int64_t c0, int64_t c1) {
-    const int64_t off = b * C * L.HW;
-    if (has_max) reduce_grad_channels<true>(dyp + off, xp + off, L, c0, c1, mp + b * C, v.dg, v.count);
-    else reduce_grad_channels<false>(dyp + off, xp + off, L, c0, c1, mp, v.dg, v.count);
+  auto reduce_range = [&](int64_t b, const View& v, int64_t c0, int64_t c1, const auto& hook) {
+    const int64_t off = b * L.sample();
+    reduce_grad_channels<kMax>(dyp + off, xp + off, L, c0, c1, kMax ? mp + b * C : nullptr, v.dg,
+                               v.count, hook);
   };
-  // Gate backward; leaves g in v.g, d mean in v.ds and d max in v.count.
+  // Gate backward of sample b (its statistics in v); returns the hook that writes dx.
   auto gate_sample = [&](int64_t b, const View& v) {
     net.forward(sp + b * C, v.h, v.a, v.z);
     for (int64_t c = 0; c < C; ++c) v.g[c] = gate_forward(v.z[c], static_cast<int>(gate));
     net.backward(v.h, v.z, v.dg, dzp + b * C, v.dh, v.ds);
     if (dhp) std::copy(v.dh, v.dh + R, dhp + b * R);
     for (int64_t c = 0; c < C; ++c) {
-      if (has_max) v.count[c] = acc_t(0.5) * v.ds[c] / v.count[c];
-      v.ds[c] *= mean_scale;
+      if (kMax) v.count[c] = acc_t(0.5) * v.ds[c] / v.count[c];  // d max, shared by the ties
+      v.ds[c] *= mean_scale;                                      // d mean
     }
-  };
-  auto apply_range = [&](int64_t b, const View& v, int64_t r0, int64_t r1) {
-    const int64_t off = b * C * L.HW;
-    if (has_max)
-      apply_grad<true>(dyp + off, xp + off, v.g, v.ds, mp + b * C, v.count, L, r0, r1, dxp + off);
-    else
-      apply_grad<false>(dyp + off, xp + off, v.g, v.ds, mp, v.count, L, r0, r1, dxp + off);
+    const int64_t off = b * L.sample();
+    return ApplyGrad<kMax, scalar_t, acc_t>{dyp + off, xp + off, v.g, v.ds,
+                                            kMax ? mp + b * C : nullptr, v.count, dxp + off, &L};
   };
 
   if (B >= at::get_num_threads()) {
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<acc_t> scratch(scratch_size);
-      const View v = view(scratch);
-      for (int64_t b = b0; b < b1; ++b) {
-        reduce_range(b, v, 0, C);
-        gate_sample(b, v);
-        apply_range(b, v, 0, rows_of(L));
-      }
+      // Two scratch sets: sample b's gates stay live while b + 1 is reduced.
+      std::vector<acc_t> scratch(2 * scratch_size);
+      const View views[2] = {view(scratch.data()), view(scratch.data() + scratch_size)};
+      pipeline_samples(
+          b0, b1, L, [&](int64_t b, const auto& hook) { reduce_range(b, views[b & 1], 0, C, hook); },
+          [&](int64_t b) { return gate_sample(b, views[b & 1]); });
     });
     return;
   }
+  // Fewer samples than threads: split each sample's passes between threads.
   std::vector<acc_t> scratch(scratch_size);
-  const View v = view(scratch);
+  const View v = view(scratch.data());
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, L.HW));
   for (int64_t b = 0; b < B; ++b) {
-    at::parallel_for(0, C, grain, [&](int64_t c0, int64_t c1) { reduce_range(b, v, c0, c1); });
-    gate_sample(b, v);
-    at::parallel_for(0, rows_of(L), 1, [&](int64_t r0, int64_t r1) { apply_range(b, v, r0, r1); });
+    at::parallel_for(0, C, grain,
+                     [&](int64_t c0, int64_t c1) { reduce_range(b, v, c0, c1, NoHook{}); });
+    const auto hook = gate_sample(b, v);
+    at::parallel_for(0, L.rows(), 1, [&](int64_t r0, int64_t r1) { run_hook(hook, L, r0, r1); });
   }
 }
 
@@ -369,21 +452,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_forward_cpu(
     const c10::optional<at::Tensor>& w2, const c10::optional<at::Tensor>& b2, int64_t pool,
     int64_t act, int64_t gate) {
   const SEWeights w = se_prepare(x, w1, b1, w2, b2, pool, act, gate);
-  const auto acc = accumulate_type(x);
-  const int64_t B = x.size(0), C = x.size(1);
-  at::Tensor y = at::empty_like(x);  // keeps x's memory format
-  at::Tensor pooled = at::empty({B, C}, x.options().dtype(acc));
-  at::Tensor xmax = at::empty({pool == kAvgMax ? B : 0, C}, x.options().dtype(acc));
-  if (x.numel() == 0) {
-    // mean over an empty H*W is NaN, as in torch; nothing else to compute.
-    pooled.fill_(std::numeric_limits<double>::quiet_NaN());
-    xmax.fill_(std::numeric_limits<double>::quiet_NaN());
-    return {y, pooled, xmax};
-  }
+  SEForwardOutputs out = se_forward_outputs(x, pool);
+  if (x.numel() == 0) return {out.y, out.pooled, out.xmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "se_forward_cpu", [&] {
-    se_forward_kernel<scalar_t>(x, w, pool, act, gate, y, pooled, xmax);
+    se_forward_kernel<scalar_t>(x, w, pool, act, gate, out.y, out.pooled, out.xmax);
   });
-  return {y, pooled, xmax};
+  return {out.y, out.pooled, out.xmax};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> se_backward_cpu(
@@ -393,16 +467,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_backward_cpu(
     int64_t act, int64_t gate) {
   const SEWeights w = se_prepare(x, w1, b1, w2, b2, pool, act, gate);
   check_se_backward_args(dy, x, pooled, xmax, pool);
-  const auto acc = accumulate_type(x);
-  const int64_t B = x.size(0), C = x.size(1);
-  at::Tensor dx = at::empty_like(x);
-  at::Tensor dz = at::zeros({B, C}, x.options().dtype(acc));
-  at::Tensor dh = at::zeros({w.two_layer() ? B : 0, w.reduced}, x.options().dtype(acc));
-  if (x.numel() == 0) return {dx, dz, dh};
+  SEBackwardOutputs out = se_backward_outputs(x, w);
+  if (x.numel() == 0) return {out.dx, out.dz, out.dh};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "se_backward_cpu", [&] {
-    se_backward_kernel<scalar_t>(dy, x, pooled, xmax, w, pool, act, gate, dx, dz, dh);
+    if (pool == kAvgMax)
+      se_backward_kernel<true, scalar_t>(dy, x, pooled, xmax, w, act, gate, out.dx, out.dz, out.dh);
+    else
+      se_backward_kernel<false, scalar_t>(dy, x, pooled, xmax, w, act, gate, out.dx, out.dz, out.dh);
   });
-  return {dx, dz, dh};
+  return {out.dx, out.dz, out.dh};
 }
 
 }  // namespace

@@ -304,14 +304,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_forward_cuda(
   const SEWeights w = se_prepare(x, w1, b1, w2, b2, pool, act, gate);
   const auto acc = accumulate_type(x);
   const int64_t B = x.size(0), C = x.size(1), R = w.reduced;
-  at::Tensor y = at::empty_like(x);
-  at::Tensor pooled = at::empty({B, C}, x.options().dtype(acc));
-  at::Tensor xmax = at::empty({pool == kAvgMax ? B : 0, C}, x.options().dtype(acc));
-  if (x.numel() == 0) {
-    pooled.fill_(std::numeric_limits<double>::quiet_NaN());
-    xmax.fill_(std::numeric_limits<double>::quiet_NaN());
-    return {y, pooled, xmax};
-  }
+  SEForwardOutputs out = se_forward_outputs(x, pool);
+  at::Tensor &y = out.y, &pooled = out.pooled, &xmax = out.xmax;
+  if (x.numel() == 0) return {y, pooled, xmax};
   at::Tensor g = at::empty({B, C}, x.options().dtype(acc));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const bool has_max = pool == kAvgMax;
@@ -339,9 +334,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_backward_cuda(
   check_se_backward_args(dy, x, pooled, xmax, pool);
   const auto acc = accumulate_type(x);
   const int64_t B = x.size(0), C = x.size(1), R = w.reduced, HW = x.size(2) * x.size(3);
-  at::Tensor dx = at::empty_like(x);
-  at::Tensor dz = at::zeros({B, C}, x.options().dtype(acc));
-  at::Tensor dh = at::zeros({w.two_layer() ? B : 0, R}, x.options().dtype(acc));
+  SEBackwardOutputs out = se_backward_outputs(x, w);
+  at::Tensor &dx = out.dx, &dz = out.dz, &dh = out.dh;
   if (x.numel() == 0) return {dx, dz, dh};
   const bool has_max = pool == kAvgMax;
   auto stats = [&] { return at::empty({B, C}, x.options().dtype(acc)); };
