@@ -72,7 +72,8 @@ def get_extensions():
     debug = os.environ.get("ATTNKERNELS_DEBUG") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
-    cxx = opt + ["-std=c++20", "-fvisibility=hidden"]
+    # -ffp-contract=off: no FMA contraction, so every code path of a kernel rounds alike.
+    cxx = opt + ["-std=c++20", "-fvisibility=hidden", "-ffp-contract=off"]
     link = []
     if torch.backends.openmp.is_available():
         # at::parallel_for is an inline template: without -fopenmp its

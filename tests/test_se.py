@@ -150,13 +150,15 @@ def test_deterministic(backend, device, fmt):
                     reason="the C++ CPU extension is not built")
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("batch", [1, 2, 7])
-def test_cpu_independent_of_thread_count(fmt, batch):
+@pytest.mark.parametrize("hw", [(9, 7), (3, 1)])
+def test_cpu_independent_of_thread_count(fmt, batch, hw):
     # The CPU kernels split samples between threads when there are enough of them
-    # (pipelining one sample's reduction with the previous sample's apply) and
-    # split channels otherwise: every split must give bitwise the same numbers.
+    # (pipelining one sample's reduction with the previous sample's apply), split
+    # channels otherwise, and run a gate network that outweighs its sample (3x1
+    # here) batched: every path must give bitwise the same numbers.
     m = fnn.SEModule(24, add_maxpool=True)
     m.backend = "cpu"
-    x = torch.randn(batch, 24, 9, 7).to(memory_format=FORMATS[fmt])
+    x = torch.randn(batch, 24, *hw).to(memory_format=FORMATS[fmt])
     dy = torch.randn_like(x)
     before = torch.get_num_threads()
     try:

@@ -16,22 +16,61 @@
 
 #include "../common/se.h"
 
+// The streaming loops are compiled for AVX-512, AVX2 and baseline x86-64 and
+// the loader picks the best the CPU has (GCC/Clang function multiversioning).
+// The arithmetic is the same on every clone: fixed-order lanes, no FMA
+// contraction (-ffp-contract=off), so the choice never changes a result.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(ATTNKERNELS_NO_CLONES)
+#define ATTNKERNELS_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ATTNKERNELS_CPU_CLONES
+#endif
+// Helpers called from a cloned function must be inlined into it to get its ISA.
+#define ATTNKERNELS_INLINE inline __attribute__((always_inline))
+
 namespace attnkernels {
 namespace {
 
 constexpr int kLanes = 16;  // independent partial sums, so the compiler vectorises
 
-// Dot product with independent partial sums (vectorisable; fixed order).
-template <typename acc_t>
-inline acc_t dot(const acc_t* a, const acc_t* b, int64_t n) {
-  acc_t lane[kLanes] = {};
+// kTile dot products sharing the row a: out[t] = sum_i a[i] * b[t * ldb + i],
+// with independent partial sums (vectorisable) in a fixed order that does not
+// depend on kTile, so a batched gate network gives the per-sample numbers.
+template <int kTile, typename acc_t>
+ATTNKERNELS_INLINE void dot_tile(const acc_t* a, const acc_t* b, int64_t ldb, int64_t n, acc_t* out) {
+  acc_t lane[kTile][kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) lane[l] += a[i + l] * b[i + l];
-  acc_t s = 0;
-  for (int l = 0; l < kLanes; ++l) s += lane[l];
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
+    for (int t = 0; t < kTile; ++t)
+      for (int l = 0; l < kLanes; ++l) lane[t][l] += a[i + l] * b[t * ldb + i + l];
+  for (int t = 0; t < kTile; ++t) {
+    acc_t s = 0;
+    for (int l = 0; l < kLanes; ++l) s += lane[t][l];
+    for (int64_t j = i; j < n; ++j) s += a[j] * b[t * ldb + j];
+    out[t] = s;
+  }
+}
+
+// out[b, o] = bias[o] + W[o, :] . in[b, :] for samples [0, nb) and outputs
+// [o0, o1). Each weight row is read once per tile of samples.
+template <typename acc_t>
+ATTNKERNELS_CPU_CLONES void linear_rows(const acc_t* W, const acc_t* bias, const acc_t* in, int64_t nb, int64_t in_dim,
+                 int64_t out_dim, int64_t o0, int64_t o1, acc_t* out) {
+  constexpr int kTile = 4;
+  acc_t d[kTile];
+  for (int64_t o = o0; o < o1; ++o) {
+    const acc_t* row = W + o * in_dim;
+    const acc_t b0 = bias ? bias[o] : acc_t(0);
+    int64_t b = 0;
+    for (; b + kTile <= nb; b += kTile) {
+      dot_tile<kTile>(row, in + b * in_dim, in_dim, in_dim, d);
+      for (int t = 0; t < kTile; ++t) out[(b + t) * out_dim + o] = b0 + d[t];
+    }
+    for (; b < nb; ++b) {
+      dot_tile<1>(row, in + b * in_dim, in_dim, in_dim, d);
+      out[b * out_dim + o] = b0 + d[0];
+    }
+  }
 }
 
 // Per-sample gate network in the accumulate type acc_t.
@@ -41,22 +80,28 @@ struct GateNet {
   int64_t C, R;
   int act, gate;
 
+  // Multiply-adds per sample: large ones make the batched forward pay.
+  int64_t macs() const { return w2 ? 2 * C * R : C * C; }
+
+  // The first layer for samples [0, nb), rows [r0, r1): h (pre-activation) and
+  // a (activation), both (nb, R). A one-layer net writes z (nb, C) instead.
+  void layer1(const acc_t* s, int64_t nb, int64_t r0, int64_t r1, acc_t* h, acc_t* a) const {
+    const int64_t out_dim = w2 ? R : C;
+    linear_rows(w1, b1, s, nb, C, out_dim, r0, r1, h);
+    if (!w2) return;
+    for (int64_t b = 0; b < nb; ++b)
+      for (int64_t r = r0; r < r1; ++r) a[b * R + r] = activation_forward(h[b * R + r], act);
+  }
+  // The second layer, channels [c0, c1): a (nb, R) -> z (nb, C).
+  void layer2(const acc_t* a, int64_t nb, int64_t c0, int64_t c1, acc_t* z) const {
+    linear_rows(w2, b2, a, nb, R, C, c0, c1, z);
+  }
+
   // s[C] -> h[R] (pre-activation), a[R], z[C] (gate pre-activation).
   void forward(const acc_t* s, acc_t* h, acc_t* a, acc_t* z) const {
-    if (w2) {
-      for (int64_t r = 0; r < R; ++r) {
-        const acc_t acc = (b1 ? b1[r] : acc_t(0)) + dot(w1 + r * C, s, C);
-        h[r] = acc;
-        a[r] = activation_forward(acc, act);
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        z[c] = (b2 ? b2[c] : acc_t(0)) + dot(w2 + c * R, a, R);
-      }
-    } else {
-      for (int64_t c = 0; c < C; ++c) {
-        z[c] = (b1 ? b1[c] : acc_t(0)) + dot(w1 + c * C, s, C);
-      }
-    }
+    if (!w2) return layer1(s, 1, 0, C, z, nullptr);
+    layer1(s, 1, 0, R, h, a);
+    layer2(a, 1, 0, C, z);
   }
 
   // dz[C] = dg * gate'(z); dh[R] (two-layer only); ds[C] = d loss / d s.
@@ -191,7 +236,7 @@ struct ApplyGrad {
 
 // Runs a hook alone over rows [r0, r1) of a sample (Layout::rows order).
 template <typename Hook>
-void run_hook(const Hook& hook, const Layout& L, int64_t r0, int64_t r1) {
+ATTNKERNELS_CPU_CLONES void run_hook(const Hook& hook, const Layout& L, int64_t r0, int64_t r1) {
   if (L.channels_last()) {
     for (int64_t p = r0; p < r1; ++p) hook.position(p);
     return;
@@ -206,7 +251,7 @@ void run_hook(const Hook& hook, const Layout& L, int64_t r0, int64_t r1) {
 
 // Sum (and max, when kMax) of channels [c0, c1) of one sample, with a hook.
 template <bool kMax, typename scalar_t, typename acc_t, typename Hook>
-void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, acc_t* sum,
+ATTNKERNELS_CPU_CLONES void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, acc_t* sum,
                    acc_t* mx, const Hook& hook) {
   constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
   if (!L.channels_last()) {
@@ -260,7 +305,7 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
 // and the number of positions where x equals its max (amax spreads its
 // gradient evenly between them).
 template <bool kMax, typename scalar_t, typename acc_t, typename Hook>
-void reduce_grad_channels(const scalar_t* dys, const scalar_t* xs, const Layout& L, int64_t c0,
+ATTNKERNELS_CPU_CLONES void reduce_grad_channels(const scalar_t* dys, const scalar_t* xs, const Layout& L, int64_t c0,
                           int64_t c1, const acc_t* mx, acc_t* dg, acc_t* count, const Hook& hook) {
   if (!L.channels_last()) {
     for (int64_t c = c0; c < c1; ++c) {
@@ -358,6 +403,34 @@ void se_forward_kernel(const at::Tensor& x, const SEWeights& w, int64_t pool, in
     return ApplyGate<scalar_t, acc_t>{xp + b * L.sample(), g, yp + b * L.sample(), &L};
   };
   const int64_t scratch_size = 2 * R + C;
+
+  // A gate network that costs more than a pass over its sample (wide C and R,
+  // small H*W: ResNet's last stage) runs batched between two parallel passes,
+  // so each weight row is read once per tile of samples, not once per sample.
+  if (B > 1 && B >= at::get_num_threads() && net.macs() >= L.sample()) {
+    std::vector<acc_t> buf(2 * B * R + B * C);
+    acc_t* h = buf.data();
+    acc_t* a = h + B * R;
+    acc_t* g = a + B * R;
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) pool_range(b, 0, C, NoHook{});
+    });
+    if (w.two_layer()) {
+      at::parallel_for(0, R, 1, [&](int64_t r0, int64_t r1) { net.layer1(sp, B, r0, r1, h, a); });
+      at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { net.layer2(a, B, c0, c1, g); });
+    } else {
+      at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { net.layer1(sp, B, c0, c1, g, nullptr); });
+    }
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        acc_t* gb = g + b * C;
+        for (int64_t c = 0; c < C; ++c) gb[c] = gate_forward(gb[c], static_cast<int>(gate));
+        const ApplyGate<scalar_t, acc_t> hook{xp + b * L.sample(), gb, yp + b * L.sample(), &L};
+        run_hook(hook, L, 0, L.rows());
+      }
+    });
+    return;
+  }
 
   if (B >= at::get_num_threads()) {
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
