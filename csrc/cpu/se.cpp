@@ -1,77 +1,14 @@
-// Squeeze-and-Excitation on the CPU.
-//
-// Forward, per sample: pool x over H*W, run the gate network, write x * g.
-// Backward, per sample: reduce sum(dy * x) (and the argmax counts), run the
-// gate network's backward, write dx. A sample's slab is re-read while it is
-// still in cache, so x (and dy) come from memory about once per pass. Each
-// (n, c) statistic is reduced by one thread in a fixed order: results do not
-// depend on the thread count.
+// Squeeze-and-Excitation on the CPU: the gate network (an MLP on the pooled
+// channels) and the ops; the passes over x are csrc/cpu/channel_gate.h's.
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
-#include <limits>
-#include <vector>
-
 #include "../common/se.h"
-
-// The streaming loops are compiled for AVX-512, AVX2 and baseline x86-64 and
-// the loader picks the best the CPU has (GCC/Clang function multiversioning).
-// The arithmetic is the same on every clone: fixed-order lanes, no FMA
-// contraction (-ffp-contract=off), so the choice never changes a result.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(ATTNKERNELS_NO_CLONES)
-#define ATTNKERNELS_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define ATTNKERNELS_CPU_CLONES
-#endif
-// Helpers called from a cloned function must be inlined into it to get its ISA.
-#define ATTNKERNELS_INLINE inline __attribute__((always_inline))
+#include "channel_gate.h"
 
 namespace attnkernels {
 namespace {
-
-constexpr int kLanes = 16;  // independent partial sums, so the compiler vectorises
-
-// kTile dot products sharing the row a: out[t] = sum_i a[i] * b[t * ldb + i],
-// with independent partial sums (vectorisable) in a fixed order that does not
-// depend on kTile, so a batched gate network gives the per-sample numbers.
-template <int kTile, typename acc_t>
-ATTNKERNELS_INLINE void dot_tile(const acc_t* a, const acc_t* b, int64_t ldb, int64_t n, acc_t* out) {
-  acc_t lane[kTile][kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int t = 0; t < kTile; ++t)
-      for (int l = 0; l < kLanes; ++l) lane[t][l] += a[i + l] * b[t * ldb + i + l];
-  for (int t = 0; t < kTile; ++t) {
-    acc_t s = 0;
-    for (int l = 0; l < kLanes; ++l) s += lane[t][l];
-    for (int64_t j = i; j < n; ++j) s += a[j] * b[t * ldb + j];
-    out[t] = s;
-  }
-}
-
-// out[b, o] = bias[o] + W[o, :] . in[b, :] for samples [0, nb) and outputs
-// [o0, o1). Each weight row is read once per tile of samples.
-template <typename acc_t>
-ATTNKERNELS_CPU_CLONES void linear_rows(const acc_t* W, const acc_t* bias, const acc_t* in, int64_t nb, int64_t in_dim,
-                 int64_t out_dim, int64_t o0, int64_t o1, acc_t* out) {
-  constexpr int kTile = 4;
-  acc_t d[kTile];
-  for (int64_t o = o0; o < o1; ++o) {
-    const acc_t* row = W + o * in_dim;
-    const acc_t b0 = bias ? bias[o] : acc_t(0);
-    int64_t b = 0;
-    for (; b + kTile <= nb; b += kTile) {
-      dot_tile<kTile>(row, in + b * in_dim, in_dim, in_dim, d);
-      for (int t = 0; t < kTile; ++t) out[(b + t) * out_dim + o] = b0 + d[t];
-    }
-    for (; b < nb; ++b) {
-      dot_tile<1>(row, in + b * in_dim, in_dim, in_dim, d);
-      out[b * out_dim + o] = b0 + d[0];
-    }
-  }
-}
 
 // Per-sample gate network in the accumulate type acc_t.
 template <typename acc_t>
@@ -135,320 +72,62 @@ GateNet<acc_t> make_gate_net(const SEWeights& w, int64_t C, int64_t act, int64_t
                         C, w.reduced, static_cast<int>(act), static_cast<int>(gate)};
 }
 
-// Geometry of one activation tensor: element (n, c, p) with p = h * W + w is at
-// n * C * HW + c * c_stride + p * p_stride.
-struct Layout {
-  int64_t C, HW, c_stride, p_stride;
-  Layout(const at::Tensor& x) : C(x.size(1)), HW(x.size(2) * x.size(3)) {
-    const bool cl = is_channels_last(x);
-    c_stride = cl ? 1 : HW;
-    p_stride = cl ? C : 1;
-  }
-  bool channels_last() const { return c_stride == 1 && C != 1; }
-  int64_t sample() const { return C * HW; }
-  // The contiguous rows of one sample (channels for NCHW, positions for
-  // channels_last): the unit the apply passes split between threads.
-  int64_t rows() const { return channels_last() ? HW : C; }
-};
-
-// The elementwise passes are "hooks" run inside the reductions' loops: when a
-// thread owns several samples, one loop reduces sample b + 1 while it writes
-// sample b, so loads and stores overlap. A hook sees the same blocks as the
-// reduction, whose order (and so its result) does not depend on the hook.
-//   row(c)          NCHW: a functor for channel c, with block(i) for elements
-//                   [i, i + kLanes) and one(i) for element i of that channel;
-//   position(p)     channels_last: every channel of position p.
-struct NoHook {
-  struct Row {
-    void block(int64_t) const {}
-    void one(int64_t) const {}
-  };
-  Row row(int64_t) const { return {}; }
-  void position(int64_t) const {}
-};
-
-// y = x * g[c].
-template <typename scalar_t, typename acc_t>
-struct ApplyGate {
-  const scalar_t* x;
-  const acc_t* g;
-  scalar_t* y;
-  const Layout* L;
-
-  struct Row {
-    const scalar_t* __restrict__ x;
-    scalar_t* __restrict__ y;
-    acc_t g;
-    void block(int64_t i) const {
-      for (int l = 0; l < kLanes; ++l) one(i + l);
-    }
-    void one(int64_t i) const { y[i] = static_cast<scalar_t>(static_cast<acc_t>(x[i]) * g); }
-  };
-  Row row(int64_t c) const { return {x + c * L->HW, y + c * L->HW, g[c]}; }
-  void position(int64_t p) const { row_cl(x + p * L->C, g, y + p * L->C, L->C); }
-  static void row_cl(const scalar_t* __restrict__ xr, const acc_t* __restrict__ g,
-                     scalar_t* __restrict__ yr, int64_t C) {
-    for (int64_t c = 0; c < C; ++c) yr[c] = static_cast<scalar_t>(static_cast<acc_t>(xr[c]) * g[c]);
-  }
-};
-
-// dx = dy * g[c] + dmean[c] (+ dmax[c] where x equals its max, with kMax).
+// A gate network that costs more than a pass over its sample (wide C and R,
+// small H*W: ResNet's last stage) runs batched between two parallel passes,
+// so each weight row is read once per tile of samples, not once per sample.
 template <bool kMax, typename scalar_t, typename acc_t>
-struct ApplyGrad {
-  const scalar_t *dy, *x;
-  const acc_t *g, *dmean, *mx, *dmax;
-  scalar_t* dx;
-  const Layout* L;
-
-  struct Row {
-    const scalar_t* __restrict__ dy;
-    const scalar_t* __restrict__ x;
-    scalar_t* __restrict__ dx;
-    acc_t g, dmean, mx, dmax;
-    void block(int64_t i) const {
-      for (int l = 0; l < kLanes; ++l) one(i + l);
-    }
-    void one(int64_t i) const {
-      acc_t v = static_cast<acc_t>(dy[i]) * g + dmean;
-      if (kMax) v += static_cast<acc_t>(x[i]) == mx ? dmax : acc_t(0);
-      dx[i] = static_cast<scalar_t>(v);
-    }
-  };
-  Row row(int64_t c) const {
-    const int64_t o = c * L->HW;
-    return {dy + o, x + o, dx + o, g[c], dmean[c], kMax ? mx[c] : acc_t(0), kMax ? dmax[c] : acc_t(0)};
-  }
-  void position(int64_t p) const {
-    const int64_t o = p * L->C;
-    row_cl(dy + o, x + o, g, dmean, mx, dmax, dx + o, L->C);
-  }
-  static void row_cl(const scalar_t* __restrict__ dyr, const scalar_t* __restrict__ xr,
-                     const acc_t* __restrict__ g, const acc_t* __restrict__ dmean,
-                     const acc_t* __restrict__ mx, const acc_t* __restrict__ dmax,
-                     scalar_t* __restrict__ dxr, int64_t C) {
-    for (int64_t c = 0; c < C; ++c) {
-      acc_t v = static_cast<acc_t>(dyr[c]) * g[c] + dmean[c];
-      if (kMax) v += static_cast<acc_t>(xr[c]) == mx[c] ? dmax[c] : acc_t(0);
-      dxr[c] = static_cast<scalar_t>(v);
-    }
-  }
-};
-
-// Runs a hook alone over rows [r0, r1) of a sample (Layout::rows order).
-template <typename Hook>
-ATTNKERNELS_CPU_CLONES void run_hook(const Hook& hook, const Layout& L, int64_t r0, int64_t r1) {
-  if (L.channels_last()) {
-    for (int64_t p = r0; p < r1; ++p) hook.position(p);
-    return;
-  }
-  for (int64_t c = r0; c < r1; ++c) {
-    const auto row = hook.row(c);
-    int64_t i = 0;
-    for (; i + kLanes <= L.HW; i += kLanes) row.block(i);
-    for (; i < L.HW; ++i) row.one(i);
-  }
-}
-
-// Sum (and max, when kMax) of channels [c0, c1) of one sample, with a hook.
-template <bool kMax, typename scalar_t, typename acc_t, typename Hook>
-ATTNKERNELS_CPU_CLONES void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, acc_t* sum,
-                   acc_t* mx, const Hook& hook) {
-  constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
-  if (!L.channels_last()) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const scalar_t* p = xs + c * L.HW;
-      const auto row = hook.row(c);
-      acc_t lane[kLanes] = {};
-      acc_t lmax[kLanes];
-      for (int l = 0; l < kLanes; ++l) lmax[l] = kNegInf;
-      int64_t i = 0;
-      for (; i + kLanes <= L.HW; i += kLanes) {
-        for (int l = 0; l < kLanes; ++l) {
-          const acc_t v = static_cast<acc_t>(p[i + l]);
-          lane[l] += v;
-          if (kMax) lmax[l] = max_nan(lmax[l], v);
-        }
-        row.block(i);
-      }
-      acc_t s = 0, m = kNegInf;
-      for (int l = 0; l < kLanes; ++l) {
-        s += lane[l];
-        if (kMax) m = max_nan(m, lmax[l]);
-      }
-      for (; i < L.HW; ++i) {
-        const acc_t v = static_cast<acc_t>(p[i]);
-        s += v;
-        if (kMax) m = max_nan(m, v);
-        row.one(i);
-      }
-      sum[c] = s;
-      if (kMax) mx[c] = m;
-    }
+void se_forward_batched(const at::Tensor& x, const GateNet<acc_t>& net, acc_t* pooled,
+                        acc_t* xmax, at::Tensor& y) {
+  const Layout L(x);
+  const int64_t B = x.size(0), C = L.C, R = net.R;
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  scalar_t* yp = y.data_ptr<scalar_t>();
+  std::vector<acc_t> buf(2 * B * R + B * C);
+  acc_t* h = buf.data();
+  acc_t* a = h + B * R;
+  acc_t* g = a + B * R;
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) pool_sample<kMax>(xp, L, b, 0, C, pooled, xmax, NoHook{});
+  });
+  if (net.w2) {
+    at::parallel_for(0, R, 1, [&](int64_t r0, int64_t r1) { net.layer1(pooled, B, r0, r1, h, a); });
+    at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { net.layer2(a, B, c0, c1, g); });
   } else {
-    for (int64_t c = c0; c < c1; ++c) {
-      sum[c] = 0;
-      if (kMax) mx[c] = kNegInf;
-    }
-    for (int64_t p = 0; p < L.HW; ++p) {
-      const scalar_t* row = xs + p * L.C;
-      for (int64_t c = c0; c < c1; ++c) {
-        const acc_t v = static_cast<acc_t>(row[c]);
-        sum[c] += v;
-        if (kMax) mx[c] = max_nan(mx[c], v);
-      }
-      hook.position(p);
-    }
+    at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { net.layer1(pooled, B, c0, c1, g, nullptr); });
   }
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      acc_t* gb = g + b * C;
+      for (int64_t c = 0; c < C; ++c) gb[c] = gate_forward(gb[c], net.gate);
+      const ApplyGate<scalar_t, acc_t> hook{xp + b * L.sample(), gb, yp + b * L.sample(), &L};
+      run_hook(hook, L, 0, L.rows());
+    }
+  });
 }
 
-// Backward statistics of channels [c0, c1), with a hook: dg[c] = sum(dy * x),
-// and the number of positions where x equals its max (amax spreads its
-// gradient evenly between them).
-template <bool kMax, typename scalar_t, typename acc_t, typename Hook>
-ATTNKERNELS_CPU_CLONES void reduce_grad_channels(const scalar_t* dys, const scalar_t* xs, const Layout& L, int64_t c0,
-                          int64_t c1, const acc_t* mx, acc_t* dg, acc_t* count, const Hook& hook) {
-  if (!L.channels_last()) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const scalar_t* p = xs + c * L.HW;
-      const scalar_t* q = dys + c * L.HW;
-      const auto row = hook.row(c);
-      acc_t lane[kLanes] = {};
-      acc_t lcount[kLanes] = {};
-      int64_t i = 0;
-      for (; i + kLanes <= L.HW; i += kLanes) {
-        for (int l = 0; l < kLanes; ++l) {
-          const acc_t v = static_cast<acc_t>(p[i + l]);
-          lane[l] += static_cast<acc_t>(q[i + l]) * v;
-          if (kMax) lcount[l] += v == mx[c] ? acc_t(1) : acc_t(0);
-        }
-        row.block(i);
-      }
-      acc_t s = 0, n = 0;
-      for (int l = 0; l < kLanes; ++l) {
-        s += lane[l];
-        if (kMax) n += lcount[l];
-      }
-      for (; i < L.HW; ++i) {
-        const acc_t v = static_cast<acc_t>(p[i]);
-        s += static_cast<acc_t>(q[i]) * v;
-        if (kMax) n += v == mx[c] ? acc_t(1) : acc_t(0);
-        row.one(i);
-      }
-      dg[c] = s;
-      if (kMax) count[c] = n;
-    }
-  } else {
-    for (int64_t c = c0; c < c1; ++c) {
-      dg[c] = 0;
-      if (kMax) count[c] = 0;
-    }
-    for (int64_t p = 0; p < L.HW; ++p) {
-      const scalar_t* xr = xs + p * L.C;
-      const scalar_t* dr = dys + p * L.C;
-      for (int64_t c = c0; c < c1; ++c) {
-        const acc_t v = static_cast<acc_t>(xr[c]);
-        dg[c] += static_cast<acc_t>(dr[c]) * v;
-        if (kMax) count[c] += v == mx[c] ? acc_t(1) : acc_t(0);
-      }
-      hook.position(p);
-    }
-  }
-}
-
-// Samples [b0, b1) on one thread, software-pipelined: reduce(b0); then for
-// each b, finish(b) (the gate network) and apply(b) fused into reduce(b + 1).
-// reduce(b, hook) and finish(b) -> hook are the caller's.
-template <typename Reduce, typename Finish>
-void pipeline_samples(int64_t b0, int64_t b1, const Layout& L, const Reduce& reduce,
-                      const Finish& finish) {
-  if (b0 >= b1) return;
-  reduce(b0, NoHook{});
-  for (int64_t b = b0; b < b1; ++b) {
-    const auto hook = finish(b);
-    if (b + 1 < b1) reduce(b + 1, hook);
-    else run_hook(hook, L, 0, L.rows());
-  }
-}
-
-template <typename scalar_t>
-void se_forward_kernel(const at::Tensor& x, const SEWeights& w, int64_t pool, int64_t act,
-                       int64_t gate, at::Tensor& y, at::Tensor& pooled, at::Tensor& xmax) {
+template <bool kMax, typename scalar_t>
+void se_forward_kernel(const at::Tensor& x, const SEWeights& w, int64_t act, int64_t gate,
+                       at::Tensor& y, at::Tensor& pooled, at::Tensor& xmax) {
   using acc_t = at::opmath_type<scalar_t>;
   const Layout L(x);
   const int64_t B = x.size(0), C = L.C, R = w.reduced;
   const auto net = make_gate_net<acc_t>(w, C, act, gate);
-  const scalar_t* xp = x.data_ptr<scalar_t>();
-  scalar_t* yp = y.data_ptr<scalar_t>();
   acc_t* sp = pooled.data_ptr<acc_t>();
-  acc_t* mp = pool == kAvgMax ? xmax.data_ptr<acc_t>() : nullptr;
-  const acc_t inv_hw = acc_t(1) / static_cast<acc_t>(L.HW);
-
-  auto pool_range = [&](int64_t b, int64_t c0, int64_t c1, const auto& hook) {
-    const scalar_t* xs = xp + b * L.sample();
-    if (mp) pool_channels<true>(xs, L, c0, c1, sp + b * C, mp + b * C, hook);
-    else pool_channels<false>(xs, L, c0, c1, sp + b * C, (acc_t*)nullptr, hook);
-    for (int64_t c = c0; c < c1; ++c) {
-      acc_t v = sp[b * C + c] * inv_hw;
-      if (mp) v = acc_t(0.5) * v + acc_t(0.5) * mp[b * C + c];
-      sp[b * C + c] = v;
-    }
-  };
-  // The gate network of sample b; returns the hook that applies its gates.
-  auto gate_sample = [&](int64_t b, acc_t* scratch) {
+  acc_t* mp = kMax ? xmax.data_ptr<acc_t>() : nullptr;
+  if (B > 1 && B >= at::get_num_threads() && net.macs() >= L.sample()) {
+    se_forward_batched<kMax, scalar_t>(x, net, sp, mp, y);
+    return;
+  }
+  // scratch: h[R] a[R] g[C]
+  auto gate_of = [&](int64_t b, acc_t* scratch) -> const acc_t* {
     acc_t* h = scratch;
     acc_t* a = h + R;
     acc_t* g = a + R;
     net.forward(sp + b * C, h, a, g);
-    for (int64_t c = 0; c < C; ++c) g[c] = gate_forward(g[c], static_cast<int>(gate));
-    return ApplyGate<scalar_t, acc_t>{xp + b * L.sample(), g, yp + b * L.sample(), &L};
+    for (int64_t c = 0; c < C; ++c) g[c] = gate_forward(g[c], net.gate);
+    return g;
   };
-  const int64_t scratch_size = 2 * R + C;
-
-  // A gate network that costs more than a pass over its sample (wide C and R,
-  // small H*W: ResNet's last stage) runs batched between two parallel passes,
-  // so each weight row is read once per tile of samples, not once per sample.
-  if (B > 1 && B >= at::get_num_threads() && net.macs() >= L.sample()) {
-    std::vector<acc_t> buf(2 * B * R + B * C);
-    acc_t* h = buf.data();
-    acc_t* a = h + B * R;
-    acc_t* g = a + B * R;
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) pool_range(b, 0, C, NoHook{});
-    });
-    if (w.two_layer()) {
-      at::parallel_for(0, R, 1, [&](int64_t r0, int64_t r1) { net.layer1(sp, B, r0, r1, h, a); });
-      at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { net.layer2(a, B, c0, c1, g); });
-    } else {
-      at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) { net.layer1(sp, B, c0, c1, g, nullptr); });
-    }
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        acc_t* gb = g + b * C;
-        for (int64_t c = 0; c < C; ++c) gb[c] = gate_forward(gb[c], static_cast<int>(gate));
-        const ApplyGate<scalar_t, acc_t> hook{xp + b * L.sample(), gb, yp + b * L.sample(), &L};
-        run_hook(hook, L, 0, L.rows());
-      }
-    });
-    return;
-  }
-
-  if (B >= at::get_num_threads()) {
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<acc_t> scratch(scratch_size);
-      pipeline_samples(
-          b0, b1, L, [&](int64_t b, const auto& hook) { pool_range(b, 0, C, hook); },
-          [&](int64_t b) { return gate_sample(b, scratch.data()); });
-    });
-    return;
-  }
-  // Fewer samples than threads: split each sample's passes between threads.
-  std::vector<acc_t> scratch(scratch_size);
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, L.HW));
-  for (int64_t b = 0; b < B; ++b) {
-    at::parallel_for(0, C, grain, [&](int64_t c0, int64_t c1) { pool_range(b, c0, c1, NoHook{}); });
-    const auto hook = gate_sample(b, scratch.data());
-    at::parallel_for(0, L.rows(), 1, [&](int64_t r0, int64_t r1) { run_hook(hook, L, r0, r1); });
-  }
+  channel_gate_forward<kMax, scalar_t>(x, sp, mp, y, 2 * R + C, gate_of);
 }
 
 template <bool kMax, typename scalar_t>
@@ -456,68 +135,28 @@ void se_backward_kernel(const at::Tensor& dy, const at::Tensor& x, const at::Ten
                         const at::Tensor& xmax, const SEWeights& w, int64_t act, int64_t gate,
                         at::Tensor& dx, at::Tensor& dz, at::Tensor& dh) {
   using acc_t = at::opmath_type<scalar_t>;
-  const Layout L(x);
-  const int64_t B = x.size(0), C = L.C, R = w.reduced;
+  const int64_t C = x.size(1), R = w.reduced, HW = x.size(2) * x.size(3);
   const auto net = make_gate_net<acc_t>(w, C, act, gate);
-  const scalar_t* xp = x.data_ptr<scalar_t>();
-  const scalar_t* dyp = dy.data_ptr<scalar_t>();
-  scalar_t* dxp = dx.data_ptr<scalar_t>();
   const acc_t* sp = pooled.data_ptr<acc_t>();
   const acc_t* mp = kMax ? xmax.data_ptr<acc_t>() : nullptr;
   acc_t* dzp = dz.data_ptr<acc_t>();
   acc_t* dhp = w.two_layer() ? dh.data_ptr<acc_t>() : nullptr;
-  const acc_t mean_scale = (kMax ? acc_t(0.5) : acc_t(1)) / static_cast<acc_t>(L.HW);
-
-  // Per-sample scratch: h[R] a[R] z[C] g[C] dg[C] count[C] ds[C] dh[R].
-  const int64_t scratch_size = 3 * R + 5 * C;
-  struct View {
-    acc_t *h, *a, *z, *g, *dg, *count, *ds, *dh;
-  };
-  auto view = [&](acc_t* p) {
-    return View{p, p + R, p + 2 * R, p + 2 * R + C, p + 2 * R + 2 * C, p + 2 * R + 3 * C,
-                p + 2 * R + 4 * C, p + 2 * R + 5 * C};
-  };
-  auto reduce_range = [&](int64_t b, const View& v, int64_t c0, int64_t c1, const auto& hook) {
-    const int64_t off = b * L.sample();
-    reduce_grad_channels<kMax>(dyp + off, xp + off, L, c0, c1, kMax ? mp + b * C : nullptr, v.dg,
-                               v.count, hook);
-  };
-  // Gate backward of sample b (its statistics in v); returns the hook that writes dx.
-  auto gate_sample = [&](int64_t b, const View& v) {
-    net.forward(sp + b * C, v.h, v.a, v.z);
-    for (int64_t c = 0; c < C; ++c) v.g[c] = gate_forward(v.z[c], static_cast<int>(gate));
-    net.backward(v.h, v.z, v.dg, dzp + b * C, v.dh, v.ds);
-    if (dhp) std::copy(v.dh, v.dh + R, dhp + b * R);
+  const acc_t mean_scale = (kMax ? acc_t(0.5) : acc_t(1)) / static_cast<acc_t>(HW);
+  // scratch: h[R] a[R] z[C] g[C] ds[C] dh[R]
+  auto gate_backward = [&](int64_t b, const acc_t* dg, acc_t* count,
+                           acc_t* scratch) -> GateGrads<acc_t> {
+    acc_t *h = scratch, *a = h + R, *z = a + R, *g = z + C, *ds = g + C, *dhb = ds + C;
+    net.forward(sp + b * C, h, a, z);
+    for (int64_t c = 0; c < C; ++c) g[c] = gate_forward(z[c], net.gate);
+    net.backward(h, z, dg, dzp + b * C, dhb, ds);
+    if (dhp) std::copy(dhb, dhb + R, dhp + b * R);
     for (int64_t c = 0; c < C; ++c) {
-      if (kMax) v.count[c] = acc_t(0.5) * v.ds[c] / v.count[c];  // d max, shared by the ties
-      v.ds[c] *= mean_scale;                                      // d mean
+      if (kMax) count[c] = acc_t(0.5) * ds[c] / count[c];  // d max, shared by the ties
+      ds[c] *= mean_scale;                                  // d mean
     }
-    const int64_t off = b * L.sample();
-    return ApplyGrad<kMax, scalar_t, acc_t>{dyp + off, xp + off, v.g, v.ds,
-                                            kMax ? mp + b * C : nullptr, v.count, dxp + off, &L};
+    return {g, ds, kMax ? count : nullptr};
   };
-
-  if (B >= at::get_num_threads()) {
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      // Two scratch sets: sample b's gates stay live while b + 1 is reduced.
-      std::vector<acc_t> scratch(2 * scratch_size);
-      const View views[2] = {view(scratch.data()), view(scratch.data() + scratch_size)};
-      pipeline_samples(
-          b0, b1, L, [&](int64_t b, const auto& hook) { reduce_range(b, views[b & 1], 0, C, hook); },
-          [&](int64_t b) { return gate_sample(b, views[b & 1]); });
-    });
-    return;
-  }
-  // Fewer samples than threads: split each sample's passes between threads.
-  std::vector<acc_t> scratch(scratch_size);
-  const View v = view(scratch.data());
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, L.HW));
-  for (int64_t b = 0; b < B; ++b) {
-    at::parallel_for(0, C, grain,
-                     [&](int64_t c0, int64_t c1) { reduce_range(b, v, c0, c1, NoHook{}); });
-    const auto hook = gate_sample(b, v);
-    at::parallel_for(0, L.rows(), 1, [&](int64_t r0, int64_t r1) { run_hook(hook, L, r0, r1); });
-  }
+  channel_gate_backward<kMax, scalar_t>(dy, x, mp, dx, 3 * R + 3 * C, gate_backward);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> se_forward_cpu(
@@ -528,7 +167,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_forward_cpu(
   SEForwardOutputs out = se_forward_outputs(x, pool);
   if (x.numel() == 0) return {out.y, out.pooled, out.xmax};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "se_forward_cpu", [&] {
-    se_forward_kernel<scalar_t>(x, w, pool, act, gate, out.y, out.pooled, out.xmax);
+    if (pool == kAvgMax)
+      se_forward_kernel<true, scalar_t>(x, w, act, gate, out.y, out.pooled, out.xmax);
+    else
+      se_forward_kernel<false, scalar_t>(x, w, act, gate, out.y, out.pooled, out.xmax);
   });
   return {out.y, out.pooled, out.xmax};
 }
