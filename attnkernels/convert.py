@@ -98,9 +98,58 @@ def _match_effective(m):
     return None
 
 
+def _is_channel_conv1d(m, padding: int, bias: Optional[bool] = None) -> bool:
+    """ECA's conv over channels: Conv1d(1, 1, k odd), stride 1, the given padding."""
+    return (isinstance(m, nn.Conv1d) and m.in_channels == 1 and m.out_channels == 1
+            and m.kernel_size[0] % 2 == 1 and m.stride == (1,) and m.dilation == (1,)
+            and m.groups == 1 and m.padding == (padding,) and m.padding_mode == "zeros"
+            and (bias is None or (m.bias is not None) == bias))
+
+
+def _match_eca_official(m):
+    # eca_layer (official) and the seeds' eca_block share this structure and forward.
+    ch = _children(m)
+    if set(ch) != {"avg_pool", "conv", "sigmoid"} or not _is_global_avgpool(ch["avg_pool"]):
+        return None
+    conv = ch["conv"]
+    if isinstance(conv, nn.Conv1d) and _is_channel_conv1d(conv, (conv.kernel_size[0] - 1) // 2, False):
+        return fused.ECALayer
+    return None
+
+
+def _match_eca_attention(m):
+    ch = _children(m)
+    if set(ch) != {"gap", "conv", "sigmoid"} or not _is_global_avgpool(ch["gap"]):
+        return None
+    conv = ch["conv"]
+    if isinstance(conv, nn.Conv1d) and _is_channel_conv1d(conv, (conv.kernel_size[0] - 1) // 2):
+        return fused.ECAAttention
+    return None
+
+
+def _match_eca_timm(m):
+    ch = _children(m)
+    conv = ch.get("conv")
+    if not isinstance(conv, nn.Conv1d):
+        return None
+    if set(ch) == {"conv", "gate"} and isinstance(getattr(m, "padding", None), int):
+        if _is_channel_conv1d(conv, 0) and m.padding == (conv.kernel_size[0] - 1) // 2:
+            return fused.CecaModule
+        return None
+    if set(ch) == {"conv", "gate"} and _is_channel_conv1d(conv, (conv.kernel_size[0] - 1) // 2, False):
+        return fused.EcaModule
+    if set(ch) == {"conv", "act", "conv2", "gate"}:  # use_mlp: recognised, has no fused kernel
+        return fused.EcaModule
+    return None
+
+
 MATCHERS: List[Callable] = [_match_seed, _match_torchvision, _match_timm, _match_efficientnet,
-                            _match_effective]
-_PLAIN_ATTRS = ("add_maxpool",)
+                            _match_effective, _match_eca_official, _match_eca_attention,
+                            _match_eca_timm]
+# Plain (non-module) attributes the fused forward reads: add_maxpool (timm SE),
+# padding (CecaModule), act/conv2 (EcaModule, None unless use_mlp).
+_PLAIN_ATTRS = ("add_maxpool", "padding", "act", "conv2")
+_FUSED = (fused.SqueezeExcite, fused.EfficientChannelAttention)
 
 
 def _adopt(cls, original: nn.Module) -> nn.Module:
@@ -110,13 +159,15 @@ def _adopt(cls, original: nn.Module) -> nn.Module:
     for name, child in original.named_children():
         new.add_module(name, child)
     for attr in _PLAIN_ATTRS:
-        if hasattr(original, attr):
+        if hasattr(original, attr) and attr not in original._modules:
             setattr(new, attr, getattr(original, attr))
     new.train(original.training)
     return new
 
 
 def _channels(m: nn.Module) -> Optional[int]:
+    if isinstance(m, fused.EfficientChannelAttention):
+        return 16 + m.conv.kernel_size[0]  # any channel count works; wider than the kernel
     p = next(iter(m.parameters()), None)
     if p is None:
         return None
@@ -126,7 +177,7 @@ def _channels(m: nn.Module) -> Optional[int]:
 def _probe_mismatch(original: nn.Module, candidate: nn.Module) -> Optional[str]:
     """Compare outputs on a probe input in float64 on deep copies (eval mode, so
     BatchNorm statistics are left untouched); None when they agree."""
-    channels = _channels(original)
+    channels = _channels(candidate)
     if channels is None:
         return "cannot infer the channel count"
     a = copy.deepcopy(original).double().eval().cpu()
@@ -144,8 +195,8 @@ def _probe_mismatch(original: nn.Module, candidate: nn.Module) -> Optional[str]:
 
 
 def _try_convert(module: nn.Module):
-    """(fused module, None), or (None, reason) for an SE-like module, or (None, None)."""
-    if isinstance(module, fused.SqueezeExcite):
+    """(fused module, None), or (None, reason) for an attention-like module, or (None, None)."""
+    if isinstance(module, _FUSED):
         return None, None
     for matcher in MATCHERS:
         cls = matcher(module)
@@ -162,6 +213,8 @@ def _try_convert(module: nn.Module):
     name = type(module).__name__.lower()
     if any(k in name for k in ("squeeze", "excit", "selayer", "se_", "semodule")):
         return None, "looks like squeeze-and-excitation but its structure matches no known flavour"
+    if "eca" in name or "efficientchannel" in name:
+        return None, "looks like ECA but its structure matches no known flavour"
     return None, None
 
 

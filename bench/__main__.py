@@ -1,10 +1,10 @@
-"""Micro-benchmarks: ``python -m bench [--device cpu|cuda] [--dtype ...] [--shapes ...]``.
+"""Micro-benchmarks: ``python -m bench [--modules se eca] [--device cpu|cuda] [--dtype ...] [--shapes ...]``.
 
-For each shape: ``x.clone()`` (the copy baseline, measured in the same run),
-the eager reference module, ``torch.compile`` of it, and every fused backend
-that can run on the device; modes ``forward`` (inference, no autograd) and
-``fwd+bwd``. Writes a long-format CSV and JSON under bench/results/ with the
-device name, versions, date and command."""
+For each module family and shape: ``x.clone()`` (the copy baseline, measured in
+the same run), the eager reference module, ``torch.compile`` of it, and every
+fused backend that can run on the device; modes ``forward`` (inference, no
+autograd) and ``fwd+bwd``. Writes a long-format CSV and JSON per family under
+bench/results/ with the device name, versions, date and command."""
 import argparse
 import csv
 import datetime
@@ -17,9 +17,10 @@ import torch
 
 import attnkernels
 
-from . import se
+from . import eca, se
 from .timing import measure
 
+FAMILIES = {"se": se, "eca": eca}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -45,12 +46,12 @@ def providers(device: torch.device):
     return names
 
 
-def build(provider: str, fused: torch.nn.Module):
+def build(family, provider: str, fused: torch.nn.Module):
     if provider == "eager":
-        return se.reference_of(fused)
+        return family.reference_of(fused)
     if provider == "compile":
         torch._dynamo.reset()
-        return torch.compile(se.reference_of(fused))
+        return torch.compile(family.reference_of(fused))
     m = fused
     m.backend = provider
     return m
@@ -75,6 +76,8 @@ def run_case(module, x, mode):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", nargs="*", choices=sorted(FAMILIES), default=sorted(FAMILIES),
+                        help="module families to run (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="default: bfloat16 on CUDA, float32 on the CPU")
@@ -88,9 +91,6 @@ def main(argv=None):
 
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
-    shapes = se.SHAPES + (se.GPU_SHAPES if device.type == "cuda" else [])
-    if args.shapes:
-        shapes = [s for s in shapes if s[0] in args.shapes]
     provs = args.providers or providers(device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     meta = {
@@ -103,6 +103,15 @@ def main(argv=None):
     }
     print(f"# {meta['device']} | torch {meta['torch']} | {meta['dtype']} {meta['memory_format']}",
           flush=True)
+    for family_name in args.modules:
+        rows = run_family(family_name, FAMILIES[family_name], args, device, dtype, fmt, provs, meta)
+        write_results(rows, family_name, device, meta, args.out)
+
+
+def run_family(family_name, family, args, device, dtype, fmt, provs, meta):
+    shapes = family.SHAPES + (family.GPU_SHAPES if device.type == "cuda" else [])
+    if args.shapes:
+        shapes = [s for s in shapes if s[0] in args.shapes]
     rows = []
     total = len(shapes) * len(args.modes) * len(provs)
     done = 0
@@ -110,24 +119,31 @@ def main(argv=None):
         torch.manual_seed(0)
         x = torch.randn(shape, device=device, dtype=dtype).to(memory_format=fmt)
         clone = measure(lambda: x.clone(), device, budget_s=args.budget)
-        fused = se.make_module(shape[1]).to(device, dtype)
+        fused = family.make_module(shape[1]).to(device, dtype)
         for mode in args.modes:
             for prov in provs:
                 done += 1
-                module = build(prov, fused)
+                module = build(family, prov, fused)
                 res = measure(run_case(module, x, mode), device, budget_s=args.budget)
-                row = {"family": "se", "shape_name": shape_name, "shape": "x".join(map(str, shape)),
-                       "mode": mode, "provider": prov, **res, "clone_ms": clone["median_ms"],
+                row = {"family": family_name, "shape_name": shape_name,
+                       "shape": "x".join(map(str, shape)), "mode": mode, "provider": prov, **res,
+                       "clone_ms": clone["median_ms"],
                        "ratio_to_clone": res["median_ms"] / clone["median_ms"],
                        "x_gb_per_s": x.numel() * x.element_size() / res["median_ms"] / 1e6, **meta}
                 rows.append(row)
-                print(f"[{done}/{total}] {shape_name:16s} {mode:8s} {prov:8s} "
+                print(f"[{family_name} {done}/{total}] {shape_name:16s} {mode:8s} {prov:8s} "
                       f"{res['median_ms']:9.3f} ms  ({row['ratio_to_clone']:.2f}x clone"
                       + _peak(res) + ")",
                       flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    stem = f"se-{device.type}-{meta['dtype']}-{meta['memory_format']}-{meta['date'][:10]}"
-    path = os.path.join(args.out, stem)
+    return rows
+
+
+def write_results(rows, family_name, device, meta, out):
+    if not rows:
+        return
+    os.makedirs(out, exist_ok=True)
+    stem = f"{family_name}-{device.type}-{meta['dtype']}-{meta['memory_format']}-{meta['date'][:10]}"
+    path = os.path.join(out, stem)
     with open(path + ".csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

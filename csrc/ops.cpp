@@ -16,6 +16,18 @@ TORCH_LIBRARY(attnkernels, m) {
   m.def(
       "se_backward(Tensor dy, Tensor x, Tensor pooled, Tensor xmax, Tensor w1, Tensor? b1, "
       "Tensor? w2, Tensor? b2, int pool, int act, int gate) -> (Tensor dx, Tensor dz, Tensor dh)");
+
+  // Efficient Channel Attention: weight is the conv1d kernel (k,), k odd; bias
+  // is (1,) or None; circular selects circular padding over channels (timm
+  // CecaModule) instead of zeros; gate as above. pooled is the per-(n, c) mean
+  // kept for backward; dz the gradient of the gate's pre-activation, from which
+  // Python forms the weight gradients.
+  m.def(
+      "eca_forward(Tensor x, Tensor weight, Tensor? bias, bool circular, int gate) "
+      "-> (Tensor y, Tensor pooled)");
+  m.def(
+      "eca_backward(Tensor dy, Tensor x, Tensor pooled, Tensor weight, Tensor? bias, "
+      "bool circular, int gate) -> (Tensor dx, Tensor dz)");
 }
 
 #ifdef ATTNKERNELS_PYTHON_MODULE

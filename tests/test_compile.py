@@ -25,3 +25,23 @@ def test_se_compile_fullgraph(backend, device, compiler, fmt):
     (dx,) = torch.autograd.grad(y, x, dy)
     torch.testing.assert_close(y, y_eager)
     torch.testing.assert_close(dx, dx_eager)
+
+
+@pytest.mark.parametrize("backend,device", fused_backends())
+@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
+def test_eca_compile_fullgraph(backend, device, compiler):
+    if compiler == "inductor" and backend == "triton" and device == "cpu":
+        pytest.skip("inductor on CPU with interpreted Triton kernels is not a supported pairing")
+    torch._dynamo.reset()
+    m = fnn.CecaModule(16, act_layer=torch.nn.ReLU).to(device)
+    m.backend = backend
+    x = torch.randn(2, 16, 5, 7, device=device).to(memory_format=torch.channels_last).requires_grad_()
+    dy = torch.randn_like(x)
+    y_eager = m(x)
+    grads_eager = torch.autograd.grad(y_eager, [x, *m.parameters()], dy)
+    compiled = torch.compile(m, fullgraph=True, backend=compiler)
+    y = compiled(x)
+    grads = torch.autograd.grad(y, [x, *m.parameters()], dy)
+    torch.testing.assert_close(y, y_eager)
+    for g, g_eager in zip(grads, grads_eager):
+        torch.testing.assert_close(g, g_eager)

@@ -83,3 +83,57 @@ def test_already_fused_modules_are_left_as_they_are():
     m = nn.Sequential(fnn.SEModule(16))
     _, report = attnkernels.convert(m)
     assert report.converted == [] and report.left_alone == []
+
+
+class EcaCopy(nn.Module):
+    """The seeds' eca_block pasted under another name: recognised by structure."""
+
+    def __init__(self, channel, k=5):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        y = self.avg_pool(x)
+        y = self.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
+        return x * self.sigmoid(y).expand_as(x)
+
+
+class EcaNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.blocks = nn.Sequential(
+            EcaCopy(32), ref.ECABlock(32), ref.ECAAttention(3), ref.EcaModule(32),
+            ref.EcaModule(kernel_size=7, gate_layer="hard_sigmoid"),
+            ref.CecaModule(32, act_layer=nn.ReLU), ref.EcaModule(32, use_mlp=True))
+
+    def forward(self, x):
+        return self.blocks(self.stem(x))
+
+
+def test_convert_eca_flavours_same_outputs_and_gradients():
+    net = EcaNet()
+    with torch.no_grad():
+        for p in net.blocks.parameters():
+            p.mul_(3.0)
+    original = copy.deepcopy(net)
+    net, report = attnkernels.convert(net)
+    converted = {name: new for name, _, new in report.converted}
+    assert converted == {"blocks.0": "ECALayer", "blocks.1": "ECALayer", "blocks.2": "ECAAttention",
+                         "blocks.3": "EcaModule", "blocks.4": "EcaModule",
+                         "blocks.5": "CecaModule"}, str(report)
+    left = {name: why for name, _, why in report.left_alone}
+    assert "use_mlp" in left["blocks.6"]
+    assert net.blocks[5].padding == original.blocks[5].padding
+    assert net.state_dict().keys() == original.state_dict().keys()
+
+    x = torch.randn(2, 3, 9, 11)
+    y0, y1 = original(x), net(x)
+    torch.testing.assert_close(y1, y0)
+    y0.square().sum().backward()
+    y1.square().sum().backward()
+    g0 = dict(original.named_parameters())
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(p.grad, g0[name].grad, msg=name)

@@ -1,6 +1,10 @@
 """Drop-in fused modules: same constructor arguments and state_dict keys as the originals."""
+from .eca import (CecaModule, ECAAttention, ECABlock, ECALayer, EcaModule,
+                  EfficientChannelAttention)
 from .se import (EffectiveSEModule, EfficientNetSqueezeExcite, SELayer, SEModule,
                  SqueezeExcitation, SqueezeExcite)
 
 __all__ = ["SqueezeExcite", "SELayer", "SqueezeExcitation", "SEModule",
-           "EfficientNetSqueezeExcite", "EffectiveSEModule"]
+           "EfficientNetSqueezeExcite", "EffectiveSEModule",
+           "EfficientChannelAttention", "ECALayer", "ECABlock", "ECAAttention", "EcaModule",
+           "CecaModule"]

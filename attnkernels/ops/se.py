@@ -10,12 +10,9 @@ from typing import Optional
 import torch
 
 from ..reference._layers import activation
+from ._common import like_x, stats_dtype
 
 ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
-
-
-def stats_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def forward_fake(x, w1, b1, w2, b2, pool, act, gate):
@@ -30,15 +27,6 @@ def backward_fake(dy, x, pooled, xmax, w1, b1, w2, b2, pool, act, gate):
     acc = stats_dtype(x)
     return (torch.empty_like(x), x.new_empty((batch, channels), dtype=acc),
             x.new_empty((batch if w2 is not None else 0, w1.shape[0]), dtype=acc))
-
-
-def like_x(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """dy in x's memory format. The kernels index dy and x alike; a gradient that
-    arrives in the other format is converted here, once (documented limit)."""
-    fmt = torch.channels_last if (not x.is_contiguous()
-                                  and x.is_contiguous(memory_format=torch.channels_last)) \
-        else torch.contiguous_format
-    return dy.contiguous(memory_format=fmt)
 
 
 def weight_grads(needs, pooled, dz, dh, w1, b1, w2, b2, act: int):

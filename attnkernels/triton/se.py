@@ -12,54 +12,8 @@ import triton
 import triton.language as tl
 
 from ..ops import se as se_ops
-from ._common import acc_dtype, activation_forward, activation_grad, gate_forward, gate_grad, layout
-
-
-@triton.jit
-def _se_reduce_kernel(x_ptr, y_ptr, xmax_ptr, sum_ptr, aux_ptr, C, HW, stride_c, stride_p,
-                      inv_hw, GRAD: tl.constexpr, HAS_MAX: tl.constexpr, ACC: tl.constexpr,
-                      BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Per (n, c) over H*W. Forward (GRAD=0): mean -> sum_ptr (0.5*mean + 0.5*max
-    with HAS_MAX, the max -> aux_ptr). Backward (GRAD=1): sum(dy * x) -> sum_ptr,
-    with HAS_MAX the count of x == xmax -> aux_ptr. y_ptr is dy when GRAD."""
-    b = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = c < C
-    base = b * C * HW
-    if HAS_MAX and GRAD:
-        xm = tl.load(xmax_ptr + b * C + c, mask=cmask, other=0.0)
-    acc = tl.zeros([BLOCK_C, BLOCK_P], ACC)
-    aux = tl.zeros([BLOCK_C, BLOCK_P], ACC)
-    if HAS_MAX and not GRAD:
-        aux = tl.full([BLOCK_C, BLOCK_P], float("-inf"), ACC)
-    nans = tl.zeros([BLOCK_C, BLOCK_P], tl.int32)
-    for p0 in range(0, HW, BLOCK_P):
-        p = p0 + tl.arange(0, BLOCK_P)
-        m = cmask[:, None] & (p < HW)[None, :]
-        offs = base + c[:, None].to(tl.int64) * stride_c + p[None, :].to(tl.int64) * stride_p
-        v = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
-        if GRAD:
-            acc += tl.load(y_ptr + offs, mask=m, other=0.0).to(ACC) * v
-            if HAS_MAX:
-                aux += tl.where(m & (v == xm[:, None]), 1.0, 0.0).to(ACC)
-        else:
-            acc += v
-            if HAS_MAX:
-                aux = tl.maximum(aux, tl.where(m, v, float("-inf")))
-                nans += (v != v).to(tl.int32)
-    total = tl.sum(acc, axis=1)
-    if GRAD:
-        tl.store(sum_ptr + b * C + c, total, mask=cmask)
-        if HAS_MAX:
-            tl.store(aux_ptr + b * C + c, tl.sum(aux, axis=1), mask=cmask)
-    else:
-        mean = total * inv_hw
-        if HAS_MAX:
-            # max that propagates NaN like torch.amax
-            mx = tl.where(tl.sum(nans, axis=1) > 0, float("nan"), tl.max(aux, axis=1))
-            tl.store(aux_ptr + b * C + c, mx, mask=cmask)
-            mean = 0.5 * mean + 0.5 * mx
-        tl.store(sum_ptr + b * C + c, mean, mask=cmask)
+from . import _channel_gate
+from ._common import acc_dtype, activation_forward, activation_grad, gate_forward, gate_grad
 
 
 @triton.jit
@@ -193,42 +147,7 @@ def _se_gate_backward_kernel(s_ptr, dg_ptr, cnt_ptr, w1_ptr, b1_ptr, w2_ptr, b2_
             _store_pool_grads(ds, k, km, row, cnt_ptr, dmean_ptr, dmax_ptr, mean_scale, HAS_MAX)
 
 
-@triton.jit
-def _se_apply_kernel(x_ptr, dy_ptr, g_ptr, dmean_ptr, xmax_ptr, dmax_ptr, out_ptr, N, C, HW,
-                     CHANNELS_LAST: tl.constexpr, GRAD: tl.constexpr, HAS_MAX: tl.constexpr,
-                     BLOCK: tl.constexpr):
-    """Forward: out = x * g[n, c]. Backward (GRAD): out = dy * g + dmean
-    + (x == xmax) * dmax, all per (n, c)."""
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = i < N
-    if CHANNELS_LAST:
-        c = i % C
-    else:
-        c = (i // HW) % C
-    nc = (i // (C * HW)) * C + c
-    g = tl.load(g_ptr + nc, mask=m, other=0.0)
-    if GRAD:
-        out = tl.load(dy_ptr + i, mask=m, other=0.0).to(g.dtype) * g
-        out += tl.load(dmean_ptr + nc, mask=m, other=0.0)
-        if HAS_MAX:
-            x = tl.load(x_ptr + i, mask=m, other=0.0).to(g.dtype)
-            xm = tl.load(xmax_ptr + nc, mask=m, other=0.0)
-            out += tl.where(x == xm, tl.load(dmax_ptr + nc, mask=m, other=0.0), 0.0)
-    else:
-        out = tl.load(x_ptr + i, mask=m, other=0.0).to(g.dtype) * g
-    tl.store(out_ptr + i, out.to(out_ptr.dtype.element_ty), mask=m)
-
-
 # ---------------------------------------------------------------- launchers
-
-_APPLY_BLOCK = 1024
-
-
-def _reduce_blocks(x: torch.Tensor):
-    stride_c, _ = layout(x)
-    # Tile the contiguous axis: positions for NCHW, channels for channels_last.
-    return (64, 16) if stride_c == 1 else (4, 128)
-
 
 def _gate_blocks(C: int, R: int):
     block_r = triton.next_power_of_2(max(R, 1)) if R <= 1024 else 128
@@ -242,8 +161,7 @@ def _weights(acc, w1, b1, w2, b2):
 
 def _se_forward(x, w1, b1, w2, b2, pool, act, gate):
     acc, tl_acc = acc_dtype(x)
-    B, C, H, W = x.shape
-    HW = H * W
+    B, C = x.shape[:2]
     y = torch.empty_like(x)
     pooled = torch.empty((B, C), device=x.device, dtype=acc)
     xmax = torch.empty((B if pool == 1 else 0, C), device=x.device, dtype=acc)
@@ -252,11 +170,7 @@ def _se_forward(x, w1, b1, w2, b2, pool, act, gate):
         xmax.fill_(float("nan"))
         return y, pooled, xmax
     w1, b1, w2, b2 = _weights(acc, w1, b1, w2, b2)
-    stride_c, stride_p = layout(x)
-    block_c, block_p = _reduce_blocks(x)
-    _se_reduce_kernel[(B, triton.cdiv(C, block_c))](
-        x, x, pooled, pooled, xmax if pool == 1 else pooled, C, HW, stride_c, stride_p, 1.0 / HW,
-        GRAD=False, HAS_MAX=pool == 1, ACC=tl_acc, BLOCK_C=block_c, BLOCK_P=block_p)
+    _channel_gate.pool(x, pooled, xmax, pool == 1)
     g = torch.empty((B, C), device=x.device, dtype=acc)
     R = w1.shape[0]
     block_r, block_gc = _gate_blocks(C, R)
@@ -265,10 +179,7 @@ def _se_forward(x, w1, b1, w2, b2, pool, act, gate):
         b2 if b2 is not None else w1, g, C, R, HAS_B1=b1 is not None, HAS_B2=b2 is not None,
         TWO_LAYER=w2 is not None, ACT=act, GATE=gate, ACC=tl_acc, BLOCK_R=block_r,
         BLOCK_C=block_gc)
-    N = x.numel()
-    _se_apply_kernel[(triton.cdiv(N, _APPLY_BLOCK),)](
-        x, x, g, g, g, g, y, N, C, HW, CHANNELS_LAST=stride_c == 1 and C > 1, GRAD=False,
-        HAS_MAX=False, BLOCK=_APPLY_BLOCK)
+    _channel_gate.apply(x, g, y)
     return y, pooled, xmax
 
 
@@ -284,13 +195,9 @@ def _se_backward(dy, x, pooled, xmax, w1, b1, w2, b2, pool, act, gate):
         return dx, dz, dh
     w1, b1, w2, b2 = _weights(acc, w1, b1, w2, b2)
     has_max = pool == 1
-    stride_c, stride_p = layout(x)
-    block_c, block_p = _reduce_blocks(x)
     dg = torch.empty((B, C), device=x.device, dtype=acc)
     count = torch.empty((B, C), device=x.device, dtype=acc) if has_max else dg
-    _se_reduce_kernel[(B, triton.cdiv(C, block_c))](
-        x, dy, xmax if has_max else dg, dg, count, C, HW, stride_c, stride_p, 1.0 / HW,
-        GRAD=True, HAS_MAX=has_max, ACC=tl_acc, BLOCK_C=block_c, BLOCK_P=block_p)
+    _channel_gate.reduce_grad(dy, x, xmax, dg, count, has_max)
     g = torch.empty((B, C), device=x.device, dtype=acc)
     dmean = torch.empty((B, C), device=x.device, dtype=acc)
     dmax = torch.empty((B, C), device=x.device, dtype=acc) if has_max else dmean
@@ -301,10 +208,7 @@ def _se_backward(dy, x, pooled, xmax, w1, b1, w2, b2, pool, act, gate):
         (0.5 if has_max else 1.0) / HW, HAS_MAX=has_max, HAS_B1=b1 is not None,
         HAS_B2=b2 is not None, TWO_LAYER=w2 is not None, ACT=act, GATE=gate, ACC=tl_acc,
         BLOCK_R=block_r, BLOCK_C=block_gc)
-    N = x.numel()
-    _se_apply_kernel[(triton.cdiv(N, _APPLY_BLOCK),)](
-        x, dy, g, dmean, xmax if has_max else g, dmax, dx, N, C, HW,
-        CHANNELS_LAST=stride_c == 1 and C > 1, GRAD=True, HAS_MAX=has_max, BLOCK=_APPLY_BLOCK)
+    _channel_gate.apply_grad(dy, x, g, dmean, xmax, dmax, dx, has_max)
     return dx, dz, dh
 
 

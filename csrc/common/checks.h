@@ -43,6 +43,12 @@ inline void check_bias(const at::Tensor& x, const c10::optional<at::Tensor>& b, 
   TORCH_CHECK(b->dim() == 1 && b->size(0) == n, name, " must have shape (", n, "), got ", b->sizes());
 }
 
+// Data pointer of an optional (possibly undefined) tensor, or nullptr.
+template <typename T>
+const T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
 // Dtype of the fp32 (fp64 for double input) per-(n, c) statistics.
 inline at::ScalarType accumulate_type(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;

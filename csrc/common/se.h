@@ -111,9 +111,4 @@ inline SEBackwardOutputs se_backward_outputs(const at::Tensor& x, const SEWeight
           at::zeros({w.two_layer() ? B : 0, w.reduced}, opts)};
 }
 
-template <typename T>
-const T* data_or_null(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-
 }  // namespace attnkernels

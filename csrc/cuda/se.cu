@@ -1,4 +1,5 @@
-// Squeeze-and-Excitation on CUDA.
+// Squeeze-and-Excitation on CUDA: the gate network kernels and the ops; the
+// passes over x are csrc/cuda/channel_gate.cuh's.
 //
 // Forward: reduce (one read of x) -> per-sample gate network -> apply (read x,
 // write y): three launches. Backward: reduce sum(dy * x) -> per-sample gate
@@ -16,97 +17,12 @@
 
 #include "../common/cuda_utils.cuh"
 #include "../common/se.h"
+#include "channel_gate.cuh"
 
 namespace attnkernels {
 namespace {
 
-constexpr int kReduceThreads = 256;
 constexpr int kGateThreads = 256;
-constexpr int kApplyThreads = 256;
-constexpr int kTileC = 32;  // channels_last reduce: channels per block (one per lane)
-
-// Forward (kGrad = false): out0 = mean (0.5*mean + 0.5*max with kMax), out1 = max.
-// Backward (kGrad = true): out0 = sum(dy * x), out1 = count of x == xmax.
-template <bool kGrad, bool kMax, typename acc_t>
-__device__ __forceinline__ void write_stats(int64_t nc, acc_t sum, acc_t aux, int64_t HW,
-                                           acc_t* out0, acc_t* out1) {
-  if (kGrad) {
-    out0[nc] = sum;
-    if (kMax) out1[nc] = aux;
-  } else {
-    acc_t mean = sum / static_cast<acc_t>(HW);
-    if (kMax) {
-      out1[nc] = aux;
-      mean = acc_t(0.5) * mean + acc_t(0.5) * aux;
-    }
-    out0[nc] = mean;
-  }
-}
-
-// NCHW: one block per (n, c) plane.
-template <bool kGrad, bool kMax, typename scalar_t, typename acc_t>
-__global__ void se_reduce_nchw_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ dy,
-                                      const acc_t* __restrict__ xmax, int64_t HW,
-                                      acc_t* __restrict__ out0, acc_t* __restrict__ out1) {
-  __shared__ acc_t scratch[kReduceThreads / kWarp];
-  const int64_t nc = blockIdx.x;
-  const scalar_t* xp = x + nc * HW;
-  const acc_t m = (kGrad && kMax) ? xmax[nc] : acc_t(0);
-  acc_t sum = 0, aux = kGrad ? acc_t(0) : -std::numeric_limits<acc_t>::infinity();
-  for (int64_t i = threadIdx.x; i < HW; i += blockDim.x) {
-    const acc_t v = static_cast<acc_t>(xp[i]);
-    if (kGrad) {
-      sum += static_cast<acc_t>(dy[nc * HW + i]) * v;
-      if (kMax) aux += v == m ? acc_t(1) : acc_t(0);
-    } else {
-      sum += v;
-      if (kMax) aux = max_nan(aux, v);
-    }
-  }
-  sum = block_reduce<false>(sum, scratch);
-  if (kMax) aux = (kGrad ? block_reduce<false>(aux, scratch) : block_reduce<true>(aux, scratch));
-  if (threadIdx.x == 0) write_stats<kGrad, kMax>(nc, sum, aux, HW, out0, out1);
-}
-
-// channels_last: a block covers kTileC channels of one sample; lane = channel,
-// warp = a slice of positions; the warps' partials are combined in shared memory
-// in a fixed order.
-template <bool kGrad, bool kMax, typename scalar_t, typename acc_t>
-__global__ void se_reduce_nhwc_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ dy,
-                                      const acc_t* __restrict__ xmax, int64_t C, int64_t HW,
-                                      acc_t* __restrict__ out0, acc_t* __restrict__ out1) {
-  constexpr int kRows = kReduceThreads / kTileC;
-  __shared__ acc_t ssum[kRows][kTileC];
-  __shared__ acc_t saux[kRows][kTileC];
-  const int64_t n = blockIdx.y;
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kTileC + threadIdx.x % kTileC;
-  const int row = threadIdx.x / kTileC;
-  acc_t sum = 0, aux = kGrad ? acc_t(0) : -std::numeric_limits<acc_t>::infinity();
-  if (c < C) {
-    const acc_t m = (kGrad && kMax) ? xmax[n * C + c] : acc_t(0);
-    for (int64_t p = row; p < HW; p += kRows) {
-      const int64_t i = (n * HW + p) * C + c;
-      const acc_t v = static_cast<acc_t>(x[i]);
-      if (kGrad) {
-        sum += static_cast<acc_t>(dy[i]) * v;
-        if (kMax) aux += v == m ? acc_t(1) : acc_t(0);
-      } else {
-        sum += v;
-        if (kMax) aux = max_nan(aux, v);
-      }
-    }
-  }
-  ssum[row][threadIdx.x % kTileC] = sum;
-  saux[row][threadIdx.x % kTileC] = aux;
-  __syncthreads();
-  if (row == 0 && c < C) {
-    for (int r = 1; r < kRows; ++r) {
-      sum += ssum[r][threadIdx.x];
-      if (kMax) aux = kGrad ? aux + saux[r][threadIdx.x] : max_nan(aux, saux[r][threadIdx.x]);
-    }
-    write_stats<kGrad, kMax>(n * C + c, sum, aux, HW, out0, out1);
-  }
-}
 
 // The gate network's weights, in the accumulate type.
 template <typename acc_t>
@@ -219,27 +135,6 @@ __global__ void se_gate_backward_kernel(const acc_t* __restrict__ pooled,
   }
 }
 
-// Forward: out = x * g[n, c]. Backward (kGrad): out = dy * g + dmean + (x == xmax) * dmax.
-template <bool kGrad, bool kMax, bool kChannelsLast, typename scalar_t, typename acc_t>
-__global__ void se_apply_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ dy,
-                                const acc_t* __restrict__ g, const acc_t* __restrict__ dmean,
-                                const acc_t* __restrict__ xmax, const acc_t* __restrict__ dmax,
-                                int64_t N, int64_t C, int64_t HW, scalar_t* __restrict__ out) {
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < N;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t c = kChannelsLast ? i % C : (i / HW) % C;
-    const int64_t nc = (i / (C * HW)) * C + c;
-    acc_t v;
-    if (kGrad) {
-      v = static_cast<acc_t>(dy[i]) * g[nc] + dmean[nc];
-      if (kMax) v += static_cast<acc_t>(x[i]) == xmax[nc] ? dmax[nc] : acc_t(0);
-    } else {
-      v = static_cast<acc_t>(x[i]) * g[nc];
-    }
-    out[i] = static_cast<scalar_t>(v);
-  }
-}
-
 template <typename acc_t>
 GateWeights<acc_t> gate_weights(const SEWeights& w, int64_t C, int64_t act, int64_t gate) {
   return {w.w1.data_ptr<acc_t>(), data_or_null<acc_t>(w.b1), data_or_null<acc_t>(w.w2),
@@ -252,48 +147,6 @@ size_t gate_smem(int64_t C, int64_t R, int64_t nC, int64_t nR) {
   TORCH_CHECK(bytes <= 48 * 1024, "attnkernels SE on CUDA: the gate network of C=", C,
               ", reduced=", R, " needs ", bytes, " bytes of shared memory per sample (limit 49152)");
   return bytes;
-}
-
-template <bool kGrad, typename scalar_t, typename acc_t>
-void launch_reduce(const at::Tensor& x, const at::Tensor* dy, const acc_t* xmax, bool has_max,
-                   acc_t* out0, acc_t* out1, cudaStream_t stream) {
-  const int64_t B = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
-  const scalar_t* xp = x.data_ptr<scalar_t>();
-  const scalar_t* dyp = dy ? dy->data_ptr<scalar_t>() : nullptr;
-  if (is_channels_last(x)) {
-    const dim3 grid(ceil_div(C, kTileC), static_cast<unsigned int>(B));
-    if (has_max)
-      se_reduce_nhwc_kernel<kGrad, true, scalar_t, acc_t><<<grid, kReduceThreads, 0, stream>>>(
-          xp, dyp, xmax, C, HW, out0, out1);
-    else
-      se_reduce_nhwc_kernel<kGrad, false, scalar_t, acc_t><<<grid, kReduceThreads, 0, stream>>>(
-          xp, dyp, xmax, C, HW, out0, out1);
-  } else {
-    const unsigned int grid = static_cast<unsigned int>(B * C);
-    if (has_max)
-      se_reduce_nchw_kernel<kGrad, true, scalar_t, acc_t><<<grid, kReduceThreads, 0, stream>>>(
-          xp, dyp, xmax, HW, out0, out1);
-    else
-      se_reduce_nchw_kernel<kGrad, false, scalar_t, acc_t><<<grid, kReduceThreads, 0, stream>>>(
-          xp, dyp, xmax, HW, out0, out1);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
-template <bool kGrad, bool kMax, typename scalar_t, typename acc_t>
-void launch_apply(const at::Tensor& x, const scalar_t* dy, const acc_t* g, const acc_t* dmean,
-                  const acc_t* xmax, const acc_t* dmax, at::Tensor& out, cudaStream_t stream) {
-  const int64_t N = x.numel(), C = x.size(1), HW = x.size(2) * x.size(3);
-  const unsigned int grid = std::min<int64_t>(ceil_div(N, kApplyThreads), 65535LL * 32);
-  const scalar_t* xp = x.data_ptr<scalar_t>();
-  scalar_t* op = out.data_ptr<scalar_t>();
-  if (is_channels_last(x))
-    se_apply_kernel<kGrad, kMax, true, scalar_t, acc_t><<<grid, kApplyThreads, 0, stream>>>(
-        xp, dy, g, dmean, xmax, dmax, N, C, HW, op);
-  else
-    se_apply_kernel<kGrad, kMax, false, scalar_t, acc_t><<<grid, kApplyThreads, 0, stream>>>(
-        xp, dy, g, dmean, xmax, dmax, N, C, HW, op);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> se_forward_cuda(

@@ -1,0 +1,231 @@
+"""Efficient Channel Attention: every flavour x dtype x memory format x awkward
+shape x backend, forward and all gradients against the float64 reference module."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import attnkernels
+from attnkernels import functional as F
+from attnkernels import nn as fnn
+from attnkernels import reference as ref
+
+from utils import assert_matches_oracle, fused_backends
+
+BACKENDS = fused_backends()
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
+
+# name -> C -> fused module (its reference twin is built from the same class's base)
+FLAVOURS = {
+    "official_k3": lambda C: fnn.ECALayer(C, 3),
+    "official_k7": lambda C: fnn.ECALayer(C, 7),
+    "seed": lambda C: fnn.ECABlock(C),
+    "seed_attention_bias": lambda C: fnn.ECAAttention(5),
+    "timm": lambda C: fnn.EcaModule(C),
+    "timm_hard_sigmoid": lambda C: fnn.EcaModule(kernel_size=5, gate_layer="hard_sigmoid"),
+    "timm_circular": lambda C: fnn.CecaModule(C),
+    "timm_circular_bias_k9": lambda C: fnn.CecaModule(kernel_size=9, act_layer=nn.ReLU),
+}
+
+
+def reference_twin(fused: nn.Module) -> nn.Module:
+    """The upstream (reference) class with the fused module's weights and mode."""
+    ref_cls = next(c for c in type(fused).__mro__ if c.__module__ == ref.eca.__name__)
+    twin = copy.deepcopy(fused)
+    twin.__class__ = ref_cls
+    return twin
+
+
+def _run(module, x, dy):
+    x = x.detach().clone().requires_grad_()
+    y = module(x)
+    y.backward(dy)
+    return y, x.grad, {n: p.grad for n, p in module.named_parameters()}
+
+
+def _cases():
+    for backend, device in BACKENDS:
+        for flavour in FLAVOURS:
+            for dtype in DTYPES:
+                for fmt in FORMATS:
+                    for shape in SHAPES:
+                        if backend == "triton" and device == "cpu":
+                            # the interpreter is slow and has no bf16: a subset
+                            if dtype == torch.bfloat16 or shape[1] == 32:
+                                continue
+                        yield pytest.param(backend, device, flavour, dtype, fmt, shape,
+                                           id=f"{backend}-{flavour}-{str(dtype)[6:]}-{fmt}-"
+                                              + "x".join(map(str, shape)))
+
+
+@pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape", list(_cases()))
+def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
+    C = shape[1]
+    fused = FLAVOURS[flavour](C).to(device)
+    if isinstance(fused, fnn.CecaModule) and fused.padding > C:
+        pytest.skip("circular padding wider than the channel axis is an error upstream too")
+    with torch.no_grad():  # gates away from 0.5 so errors in the gate show
+        for p in fused.parameters():
+            p.mul_(3.0)
+    fused.backend = backend
+    oracle = reference_twin(fused).double()
+    eager = reference_twin(fused).to(dtype)
+    fused = fused.to(dtype)
+
+    x = torch.randn(shape, device=device, dtype=torch.float64).to(memory_format=FORMATS[fmt])
+    dy = torch.randn(shape, device=device, dtype=torch.float64).to(memory_format=FORMATS[fmt])
+    y_o, dx_o, dw_o = _run(oracle, x, dy)
+    y_e, dx_e, dw_e = _run(eager, x.to(dtype), dy.to(dtype))
+    y_f, dx_f, dw_f = _run(fused, x.to(dtype), dy.to(dtype))
+
+    assert y_f.is_contiguous(memory_format=FORMATS[fmt])
+    assert dx_f.is_contiguous(memory_format=FORMATS[fmt])
+    assert_matches_oracle(y_f, y_e, y_o, "y")
+    assert_matches_oracle(dx_f, dx_e, dx_o, "dx")
+    assert dw_f.keys() == dw_o.keys()
+    for name in dw_o:
+        assert_matches_oracle(dw_f[name], dw_e[name], dw_o[name], name)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("k,circular,with_bias,gate", [
+    (3, False, False, "sigmoid"),
+    (5, True, True, "sigmoid"),
+    (7, False, True, "hard_sigmoid"),
+    (9, True, False, "hard_sigmoid"),  # wider than the channel axis: wraps around
+])
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_gradcheck(backend, device, k, circular, with_bias, gate, fmt):
+    kw = dict(dtype=torch.float64, device=device, requires_grad=True)
+    C = 4 if k == 9 else 6
+    # the Triton interpreter is slow: a smaller x there
+    B, H, W = (1, 2, 2) if (backend, device) == ("triton", "cpu") else (2, 3, 4)
+    x = torch.randn(B, C, H, W, **kw).detach().to(memory_format=FORMATS[fmt]).requires_grad_()
+    w = torch.randn(k, **kw)
+    b = torch.randn(1, **kw) if with_bias else None
+
+    def f(x, w, b):
+        return F.efficient_channel_attention(x, w, b, circular=circular, gate=gate, backend=backend)
+
+    assert torch.autograd.gradcheck(f, (x, w, b), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_deterministic(backend, device, fmt):
+    m = fnn.CecaModule(24, act_layer=nn.ReLU).to(device)
+    m.backend = backend
+    x = torch.randn(2, 24, 9, 7, device=device).to(memory_format=FORMATS[fmt])
+    dy = torch.randn_like(x)
+    y1, dx1, dw1 = _run(m, x, dy)
+    y2, dx2, dw2 = _run(m, x, dy)
+    assert torch.equal(y1, y2) and torch.equal(dx1, dx2)
+    assert all(torch.equal(dw1[n], dw2[n]) for n in dw1)
+
+
+@pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None,
+                    reason="the C++ CPU extension is not built")
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("batch", [1, 7])
+def test_cpu_independent_of_thread_count(fmt, batch):
+    m = fnn.EcaModule(24)
+    m.backend = "cpu"
+    x = torch.randn(batch, 24, 9, 7).to(memory_format=FORMATS[fmt])
+    dy = torch.randn_like(x)
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2, 8):
+            torch.set_num_threads(threads)
+            runs.append(_run(m, x, dy))
+    finally:
+        torch.set_num_threads(before)
+    for y, dx, dw in runs[1:]:
+        assert torch.equal(y, runs[0][0]) and torch.equal(dx, runs[0][1])
+        assert all(torch.equal(dw[n], runs[0][2][n]) for n in dw)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("shape", [(0, 8, 4, 4), (2, 8, 0, 3)])
+def test_zero_size(backend, device, shape):
+    m = fnn.EcaModule(8).to(device)
+    m.backend = backend
+    x = torch.randn(shape, device=device, requires_grad=True)
+    y = m(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None, reason="no C++ extension")
+@pytest.mark.parametrize("circular,with_bias", [(False, False), (True, True)])
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_opcheck(circular, with_bias, fmt):
+    x = torch.randn(2, 6, 3, 5).to(memory_format=FORMATS[fmt]).requires_grad_()
+    w = torch.randn(3, requires_grad=True)
+    b = torch.randn(1, requires_grad=True) if with_bias else None
+    torch.library.opcheck(torch.ops.attnkernels.eca_forward.default, (x, w, b, circular, 0))
+    with torch.no_grad():
+        y, pooled = torch.ops.attnkernels.eca_forward(x, w, b, circular, 0)
+    dy = torch.randn_like(y)
+    torch.library.opcheck(torch.ops.attnkernels.eca_backward.default,
+                          (dy, x.detach(), pooled, w.detach(),
+                           None if b is None else b.detach(), circular, 0))
+
+
+def test_use_mlp_runs_reference_under_auto_and_raises_when_explicit():
+    m = fnn.EcaModule(16, use_mlp=True)
+    x = torch.randn(2, 16, 3, 3)
+    torch.testing.assert_close(m(x), reference_twin(m)(x))
+    if attnkernels.available_backends()["cpu"] is None:
+        m.backend = "cpu"
+        with pytest.raises(RuntimeError, match="use_mlp"):
+            m(x)
+
+
+@pytest.mark.parametrize("mutate,error,match", [
+    (lambda a: {**a, "x": a["x"][0]}, ValueError, "x must be a 4-D"),
+    (lambda a: {**a, "x": a["x"].long()}, TypeError, "x must be a floating-point"),
+    (lambda a: {**a, "weight": torch.randn(4)}, ValueError, "weight must be a .* k odd"),
+    (lambda a: {**a, "weight": torch.randn(2, 3)}, ValueError, "weight must be a .* k odd"),
+    (lambda a: {**a, "bias": torch.randn(2)}, ValueError, "bias must have shape"),
+    (lambda a: {**a, "weight": torch.randn(3, dtype=torch.float64).to(torch.int32)}, TypeError,
+     "weight must be a floating-point"),
+    (lambda a: {**a, "gate": "tanh"}, ValueError, "gate must be one of"),
+    (lambda a: {**a, "weight": torch.randn(11), "circular": True}, ValueError,
+     "circular padding of 5 channels"),
+])
+def test_bad_input_names_the_argument(mutate, error, match):
+    args = mutate({"x": torch.randn(2, 4, 3, 3), "weight": torch.randn(3), "bias": torch.randn(1),
+                   "circular": False, "gate": "sigmoid"})
+    with pytest.raises(error, match=match):
+        F.efficient_channel_attention(args["x"], args["weight"], args["bias"],
+                                      circular=args["circular"], gate=args["gate"])
+
+
+@pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None, reason="no C++ extension")
+def test_compiled_op_checks_its_arguments():
+    x = torch.randn(2, 4, 3, 3)
+    with pytest.raises(RuntimeError, match="weight must be a 1-D tensor of odd size"):
+        torch.ops.attnkernels.eca_forward(x, torch.randn(4), None, False, 0)
+    with pytest.raises(RuntimeError, match="bias must have shape"):
+        torch.ops.attnkernels.eca_forward(x, torch.randn(3), torch.randn(2), False, 0)
+
+
+def test_flavour_factory_and_state_dict_keys():
+    assert type(fnn.EfficientChannelAttention(64)) is fnn.EcaModule
+    m = fnn.EfficientChannelAttention(256, flavour="timm_circular")
+    assert isinstance(m, ref.CecaModule) and m.conv.weight.shape == (1, 1, 5)
+    assert set(fnn.ECAAttention(3).state_dict()) == {"conv.weight", "conv.bias"}
+    assert set(fnn.ECABlock(256).state_dict()) == {"conv.weight"}
+    assert fnn.ECABlock(256).conv.kernel_size == (5,)
+    with pytest.raises(ValueError, match="unknown ECA flavour"):
+        fnn.EfficientChannelAttention(64, flavour="nope")
+    # state dicts move both ways between the reference and the fused class
+    r = ref.EcaModule(64)
+    f = fnn.EcaModule(64)
+    f.load_state_dict(r.state_dict())
+    r.load_state_dict(f.state_dict())
