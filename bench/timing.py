@@ -2,7 +2,11 @@
 
 GPU: CUDA events, L2 flushed before each call (a 256 MB buffer is zeroed), as
 triton.testing.do_bench does. CPU: wall clock. Both report the median and the
-20th/80th percentiles over repeated calls."""
+20th/80th percentiles over repeated calls. Peak memory: the CUDA caching
+allocator's peak on GPU; on the CPU, the peak of torch's allocations during one
+call, from the profiler's memory events."""
+import contextlib
+import os
 import statistics
 import time
 from typing import Callable, Dict
@@ -55,4 +59,32 @@ def measure(fn: Callable[[], None], device: torch.device, min_reps: int = 5,
         t0 = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t0) * 1e3)
-    return {**_quantiles(samples), "peak_mb": float("nan")}
+    return {**_quantiles(samples), "peak_mb": cpu_peak_mb(fn)}
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The profiler's native logger writes to fd 2; keep it off the report."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def cpu_peak_mb(fn: Callable[[], None]) -> float:
+    """Peak of torch's CPU allocations (MB above the level at the call) during one call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    level = peak = 0
+    for e in events:
+        level += e.nbytes()
+        peak = max(peak, level)
+    return peak / 2**20
