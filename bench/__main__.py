@@ -1,7 +1,7 @@
 """Micro-benchmarks: ``python -m bench [--modules se eca] [--device cpu|cuda] [--dtype ...] [--shapes ...]``.
 
-For each module family and shape: ``x.clone()`` (the copy baseline, measured in
-the same run), the eager reference module, ``torch.compile`` of it, and every
+For each module family and shape: ``x.clone()`` (the copy baseline, timed
+right before each case), the eager reference module, ``torch.compile`` of it, and every
 fused backend that can run on the device; modes ``forward`` (inference, no
 autograd) and ``fwd+bwd``. Writes a long-format CSV and JSON per family under
 bench/results/ with the device name, versions, date and command."""
@@ -118,12 +118,14 @@ def run_family(family_name, family, args, device, dtype, fmt, provs, meta):
     for shape_name, shape in shapes:
         torch.manual_seed(0)
         x = torch.randn(shape, device=device, dtype=dtype).to(memory_format=fmt)
-        clone = measure(lambda: x.clone(), device, budget_s=args.budget)
         fused = family.make_module(shape[1]).to(device, dtype)
         for mode in args.modes:
             for prov in provs:
                 done += 1
                 module = build(family, prov, fused)
+                # The copy baseline is timed right before each case: on a shared
+                # machine, memory bandwidth drifts between cases.
+                clone = measure(lambda: x.clone(), device, budget_s=args.budget)
                 res = measure(run_case(module, x, mode), device, budget_s=args.budget)
                 row = {"family": family_name, "shape_name": shape_name,
                        "shape": "x".join(map(str, shape)), "mode": mode, "provider": prov, **res,

@@ -10,7 +10,8 @@ import attnkernels
 from attnkernels import nn as fnn
 from attnkernels import reference as ref
 
-from utils import assert_matches_oracle, fused_backends
+from utils import (assert_matches_oracle, assert_module_matches_reference, fused_backends,
+                   run_module)
 
 BACKENDS = fused_backends()
 
@@ -56,14 +57,6 @@ def reference_twin(fused: fnn.SqueezeExcite) -> nn.Module:
     return twin
 
 
-def _run(module, x, dy):
-    x = x.detach().clone().requires_grad_()
-    y = module(x)
-    y.backward(dy)
-    grads = {n: p.grad for n, p in module.named_parameters()}
-    return y, x.grad, grads
-
-
 def _cases():
     for backend, device in BACKENDS:
         for flavour in FLAVOURS:
@@ -81,29 +74,9 @@ def _cases():
 
 @pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape", list(_cases()))
 def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
-    B, C, H, W = shape
-    fused = FLAVOURS[flavour](C).to(device)
-    with torch.no_grad():  # gates away from 0.5 so errors in the gate show
-        for p in fused.parameters():
-            p.mul_(3.0)
+    fused = FLAVOURS[flavour](shape[1]).to(device)
     fused.backend = backend
-    oracle = reference_twin(fused).double()
-    eager = reference_twin(fused).to(dtype)
-    fused = fused.to(dtype)
-
-    x = torch.randn(shape, device=device, dtype=torch.float64).to(memory_format=FORMATS[fmt])
-    dy = torch.randn(shape, device=device, dtype=torch.float64).to(memory_format=FORMATS[fmt])
-    y_o, dx_o, dw_o = _run(oracle, x, dy)
-    y_e, dx_e, dw_e = _run(eager, x.to(dtype), dy.to(dtype))
-    y_f, dx_f, dw_f = _run(fused, x.to(dtype), dy.to(dtype))
-
-    assert y_f.is_contiguous(memory_format=FORMATS[fmt])
-    assert dx_f.is_contiguous(memory_format=FORMATS[fmt])
-    assert_matches_oracle(y_f, y_e, y_o, "y")
-    assert_matches_oracle(dx_f, dx_e, dx_o, "dx")
-    assert dw_f.keys() == dw_o.keys()
-    for name in dw_o:
-        assert_matches_oracle(dw_f[name], dw_e[name], dw_o[name], name)
+    assert_module_matches_reference(fused, reference_twin, dtype, FORMATS[fmt], shape, device)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -139,9 +112,9 @@ def test_deterministic(backend, device, fmt):
     m.backend = backend
     x = torch.randn(2, 24, 9, 7, device=device).to(memory_format=FORMATS[fmt])
     dy = torch.randn_like(x)
-    y1, dx1, dw1 = _run(m, x, dy)
+    y1, dx1, dw1 = run_module(m, x, dy)
     m.zero_grad()
-    y2, dx2, dw2 = _run(m, x, dy)
+    y2, dx2, dw2 = run_module(m, x, dy)
     assert torch.equal(y1, y2) and torch.equal(dx1, dx2)
     assert all(torch.equal(dw1[n], dw2[n]) for n in dw1)
 
@@ -166,15 +139,15 @@ def test_cpu_independent_of_thread_count(fmt, batch, hw):
         for threads in (1, 2, 3, 8):
             torch.set_num_threads(threads)
             m.zero_grad()
-            runs.append(_run(m, x, dy))
+            runs.append(run_module(m, x, dy))
     finally:
         torch.set_num_threads(before)
     y0, dx0, dw0 = runs[0]
     for y, dx, dw in runs[1:]:
         assert torch.equal(y, y0) and torch.equal(dx, dx0)
         assert all(torch.equal(dw[n], dw0[n]) for n in dw0)
-    y_eager, dx_eager, _ = _run(reference_twin(m), x, dy)
-    y_ref, dx_ref, _ = _run(reference_twin(m).double(), x.double(), dy.double())
+    y_eager, dx_eager, _ = run_module(reference_twin(m), x, dy)
+    y_ref, dx_ref, _ = run_module(reference_twin(m).double(), x.double(), dy.double())
     assert_matches_oracle(y0, y_eager, y_ref, "y")
     assert_matches_oracle(dx0, dx_eager, dx_ref, "dx")
 
@@ -186,8 +159,8 @@ def test_max_ties_share_gradient(backend, device):
     m.backend = backend
     x = torch.randint(-2, 3, (2, 4, 3, 3), device=device).double()
     dy = torch.randn_like(x)
-    _, dx_f, dw_f = _run(m, x, dy)
-    _, dx_r, dw_r = _run(reference_twin(m), x, dy)
+    _, dx_f, dw_f = run_module(m, x, dy)
+    _, dx_r, dw_r = run_module(reference_twin(m), x, dy)
     torch.testing.assert_close(dx_f, dx_r)
     for n in dw_r:
         torch.testing.assert_close(dw_f[n], dw_r[n])

@@ -11,43 +11,24 @@ flavour=...)`` builds any of them::
     EfficientChannelAttention(256, flavour="seed")            # eca_block(channel, b, gamma)
     EfficientChannelAttention(3, flavour="seed_attention")    # ECAAttention(kernel_size)
 """
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import torch
-from torch import nn
 
 from .. import functional as F
 from ..reference import eca as ref
 from ..reference._layers import gate_name
+from ._family import FusedFamily
 
 # (weight, bias, circular, gate) for the functional, or the reason the
 # module's configuration has no fused kernel.
 Spec = Union[Tuple, str]
 
 
-class EfficientChannelAttention(nn.Module):
+class EfficientChannelAttention(FusedFamily):
     """Fused ECA; ``flavour`` picks whose constructor and keys."""
 
-    FLAVOURS = {}
-    backend: Optional[str] = None  # per-module backend choice; None follows use_backend()
-
-    def __new__(cls, *args, flavour: Optional[str] = None, **kwargs):
-        if cls is EfficientChannelAttention:
-            flavour = flavour or "timm"
-            if flavour not in EfficientChannelAttention.FLAVOURS:
-                raise ValueError(f"unknown ECA flavour {flavour!r}; expected one of "
-                                 f"{sorted(EfficientChannelAttention.FLAVOURS)}")
-            cls = EfficientChannelAttention.FLAVOURS[flavour]
-        return super().__new__(cls)
-
-    def __init__(self, *args, flavour: Optional[str] = None, **kwargs):
-        super().__init__(*args, **kwargs)
-
-    def __init_subclass__(cls, flavour: Optional[str] = None, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if flavour is not None:
-            EfficientChannelAttention.FLAVOURS[flavour] = cls
-            cls.flavour = flavour
+    FAMILY, FLAVOURS, DEFAULT_FLAVOUR = "ECA", {}, "timm"
 
     def gate_spec(self) -> Spec:
         """The conv and gate from the module's own submodules."""
@@ -61,12 +42,7 @@ class EfficientChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.gate_spec()
         if isinstance(spec, str):
-            # No fused kernel for this configuration: auto runs the reference
-            # module (same numbers); an explicit fused backend raises.
-            from .. import _backend
-
-            _backend.select(x, self.backend, [spec])
-            return super().forward(x)
+            return self.reference_forward(x, spec)
         weight, bias, circular, gate = spec
         return F.efficient_channel_attention(x, weight, bias, circular=circular, gate=gate,
                                              backend=self.backend)

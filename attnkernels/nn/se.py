@@ -11,7 +11,7 @@ builds any of them::
     SqueezeExcite(256, flavour="timm_efficientnet")      # timm EfficientNet SqueezeExcite
     SqueezeExcite(256, flavour="timm_effective")         # timm EffectiveSEModule
 """
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from torch import nn
 from .. import functional as F
 from ..reference import se as ref
 from ..reference._layers import activation_name, gate_name
+from ._family import FusedFamily
 
 # (w1, b1, w2, b2, pool, act, gate) for the functional, or the reason the
 # module's configuration has no fused kernel.
@@ -46,29 +47,10 @@ def _names(act_layer, gate_layer):
         return str(e)
 
 
-class SqueezeExcite(nn.Module):
+class SqueezeExcite(FusedFamily):
     """Fused Squeeze-and-Excitation; ``flavour`` picks whose constructor and keys."""
 
-    FLAVOURS = {}
-    backend: Optional[str] = None  # per-module backend choice; None follows use_backend()
-
-    def __new__(cls, *args, flavour: Optional[str] = None, **kwargs):
-        if cls is SqueezeExcite:
-            flavour = flavour or "timm"
-            if flavour not in SqueezeExcite.FLAVOURS:
-                raise ValueError(f"unknown SE flavour {flavour!r}; expected one of "
-                                 f"{sorted(SqueezeExcite.FLAVOURS)}")
-            cls = SqueezeExcite.FLAVOURS[flavour]
-        return super().__new__(cls)
-
-    def __init__(self, *args, flavour: Optional[str] = None, **kwargs):
-        super().__init__(*args, **kwargs)
-
-    def __init_subclass__(cls, flavour: Optional[str] = None, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if flavour is not None:
-            SqueezeExcite.FLAVOURS[flavour] = cls
-            cls.flavour = flavour
+    FAMILY, FLAVOURS, DEFAULT_FLAVOUR = "SE", {}, "timm"
 
     def gate_spec(self) -> Spec:
         raise NotImplementedError
@@ -76,12 +58,7 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.gate_spec()
         if isinstance(spec, str):
-            # No fused kernel for this configuration: auto runs the reference
-            # module (same numbers); an explicit fused backend raises.
-            from .. import _backend
-
-            _backend.select(x, self.backend, [spec])
-            return super().forward(x)
+            return self.reference_forward(x, spec)
         w1, b1, w2, b2, pool, act, gate = spec
         return F.squeeze_excite(x, w1, b1, w2, b2, pool=pool, act=act, gate=gate,
                                 backend=self.backend)

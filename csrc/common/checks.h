@@ -43,15 +43,35 @@ inline void check_bias(const at::Tensor& x, const c10::optional<at::Tensor>& b, 
   TORCH_CHECK(b->dim() == 1 && b->size(0) == n, name, " must have shape (", n, "), got ", b->sizes());
 }
 
+// Dtype of the fp32 (fp64 for double input) per-(n, c) statistics.
+inline at::ScalarType accumulate_type(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// A gradient the kernels index like x: same shape, dtype and dense memory
+// format (strides of size-1 dimensions do not matter).
+inline void check_grad_like_x(const at::Tensor& dy, const at::Tensor& x, const char* name) {
+  const bool same_format = is_channels_last(x) ? dy.is_contiguous(at::MemoryFormat::ChannelsLast)
+                                               : dy.is_contiguous();
+  TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type() && same_format, name,
+              " must match x in shape, dtype and memory format (got ", dy.sizes(), " ",
+              dy.strides(), " ", dy.scalar_type(), " for x ", x.sizes(), " ", x.strides(), ")");
+  check_same_device(x, dy, name);
+}
+
+// A per-(n, c) statistic kept for backward: contiguous (N, C) in the accumulate dtype.
+inline void check_stats(const at::Tensor& x, const at::Tensor& t, const char* name) {
+  const auto acc = accumulate_type(x);
+  const int64_t B = x.size(0), C = x.size(1);
+  TORCH_CHECK(t.scalar_type() == acc && t.sizes() == at::IntArrayRef({B, C}) && t.is_contiguous(),
+              name, " must be a contiguous (", B, ", ", C, ") ", acc, " tensor");
+  check_same_device(x, t, name);
+}
+
 // Data pointer of an optional (possibly undefined) tensor, or nullptr.
 template <typename T>
 const T* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-
-// Dtype of the fp32 (fp64 for double input) per-(n, c) statistics.
-inline at::ScalarType accumulate_type(const at::Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 }  // namespace attnkernels

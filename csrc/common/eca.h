@@ -80,18 +80,8 @@ AK_HD acc_t eca_conv_transpose(const D& dz, const acc_t* w, int64_t k, int64_t i
 
 inline void check_eca_backward_args(const at::Tensor& dy, const at::Tensor& x,
                                     const at::Tensor& pooled) {
-  const bool same_format = is_channels_last(x) ? dy.is_contiguous(at::MemoryFormat::ChannelsLast)
-                                               : dy.is_contiguous();
-  TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type() && same_format,
-              "dy must match x in shape, dtype and memory format (got ", dy.sizes(), " ",
-              dy.strides(), " ", dy.scalar_type(), " for x ", x.sizes(), " ", x.strides(), ")");
-  check_same_device(x, dy, "dy");
-  const auto acc = accumulate_type(x);
-  const int64_t B = x.size(0), C = x.size(1);
-  TORCH_CHECK(pooled.scalar_type() == acc && pooled.sizes() == at::IntArrayRef({B, C}) &&
-                  pooled.is_contiguous(),
-              "pooled must be a contiguous (", B, ", ", C, ") ", acc, " tensor");
-  check_same_device(x, pooled, "pooled");
+  check_grad_like_x(dy, x, "dy");
+  check_stats(x, pooled, "pooled");
 }
 
 // eca_forward's outputs: y in x's memory format and the pooled means (NaN for

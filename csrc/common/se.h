@@ -57,26 +57,9 @@ inline SEWeights se_prepare(const at::Tensor& x, const at::Tensor& w1,
 inline void check_se_backward_args(const at::Tensor& dy, const at::Tensor& x,
                                    const at::Tensor& pooled, const at::Tensor& xmax,
                                    int64_t pool) {
-  // The kernels index dy like x: same shape, dtype and dense memory format
-  // (strides of size-1 dimensions do not matter).
-  const bool same_format = is_channels_last(x) ? dy.is_contiguous(at::MemoryFormat::ChannelsLast)
-                                               : dy.is_contiguous();
-  TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type() && same_format,
-              "dy must match x in shape, dtype and memory format (got ", dy.sizes(), " ",
-              dy.strides(), " ", dy.scalar_type(), " for x ", x.sizes(), " ", x.strides(), ")");
-  check_same_device(x, dy, "dy");
-  const auto acc = accumulate_type(x);
-  const int64_t B = x.size(0), C = x.size(1);
-  TORCH_CHECK(pooled.scalar_type() == acc && pooled.sizes() == at::IntArrayRef({B, C}) &&
-                  pooled.is_contiguous(),
-              "pooled must be a contiguous (", B, ", ", C, ") ", acc, " tensor");
-  check_same_device(x, pooled, "pooled");
-  if (pool == kAvgMax) {
-    TORCH_CHECK(xmax.scalar_type() == acc && xmax.sizes() == at::IntArrayRef({B, C}) &&
-                    xmax.is_contiguous(),
-                "xmax must be a contiguous (", B, ", ", C, ") ", acc, " tensor");
-    check_same_device(x, xmax, "xmax");
-  }
+  check_grad_like_x(dy, x, "dy");
+  check_stats(x, pooled, "pooled");
+  if (pool == kAvgMax) check_stats(x, xmax, "xmax");
 }
 
 // se_forward's outputs: y in x's memory format, the pooled statistic per
