@@ -73,7 +73,9 @@ def get_extensions():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     # -ffp-contract=off: no FMA contraction, so every code path of a kernel rounds alike.
-    cxx = opt + ["-std=c++20", "-fvisibility=hidden", "-ffp-contract=off"]
+    # -fno-wrapv: Python's CFLAGS carry -fwrapv, which stops GCC from assuming the
+    # int64 loop counters do not overflow; measured 1.4x slower gate loops with it.
+    cxx = opt + ["-std=c++20", "-fvisibility=hidden", "-ffp-contract=off", "-fno-wrapv"]
     link = []
     if torch.backends.openmp.is_available():
         # at::parallel_for is an inline template: without -fopenmp its

@@ -20,18 +20,6 @@
 #include "../common/checks.h"
 #include "../common/gate_math.h"
 
-// The streaming loops are compiled for AVX2 and baseline x86-64 and
-// the loader picks the best the CPU has (GCC/Clang function multiversioning).
-// The arithmetic is the same on every clone: fixed-order lanes, no FMA
-// contraction (-ffp-contract=off), so the choice never changes a result.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(ATTNKERNELS_NO_CLONES)
-#define ATTNKERNELS_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define ATTNKERNELS_CPU_CLONES
-#endif
-// Helpers called from a cloned function must be inlined into it to get its ISA.
-#define ATTNKERNELS_INLINE inline __attribute__((always_inline))
-
 namespace attnkernels {
 namespace {
 
@@ -41,7 +29,7 @@ constexpr int kLanes = 16;  // independent partial sums, so the compiler vectori
 // with independent partial sums (vectorisable) in a fixed order that does not
 // depend on kTile, so a batched gate network gives the per-sample numbers.
 template <int kTile, typename acc_t>
-ATTNKERNELS_INLINE void dot_tile(const acc_t* a, const acc_t* b, int64_t ldb, int64_t n, acc_t* out) {
+inline void dot_tile(const acc_t* a, const acc_t* b, int64_t ldb, int64_t n, acc_t* out) {
   acc_t lane[kTile][kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
@@ -58,7 +46,7 @@ ATTNKERNELS_INLINE void dot_tile(const acc_t* a, const acc_t* b, int64_t ldb, in
 // out[b, o] = bias[o] + W[o, :] . in[b, :] for samples [0, nb) and outputs
 // [o0, o1). Each weight row is read once per tile of samples.
 template <typename acc_t>
-ATTNKERNELS_CPU_CLONES void linear_rows(const acc_t* W, const acc_t* bias, const acc_t* in, int64_t nb, int64_t in_dim,
+void linear_rows(const acc_t* W, const acc_t* bias, const acc_t* in, int64_t nb, int64_t in_dim,
                  int64_t out_dim, int64_t o0, int64_t o1, acc_t* out) {
   constexpr int kTile = 4;
   acc_t d[kTile];
@@ -178,7 +166,7 @@ struct ApplyGrad {
 
 // Runs a hook alone over rows [r0, r1) of a sample (Layout::rows order).
 template <typename Hook>
-ATTNKERNELS_CPU_CLONES void run_hook(const Hook& hook, const Layout& L, int64_t r0, int64_t r1) {
+void run_hook(const Hook& hook, const Layout& L, int64_t r0, int64_t r1) {
   if (L.channels_last()) {
     for (int64_t p = r0; p < r1; ++p) hook.position(p);
     return;
@@ -193,7 +181,7 @@ ATTNKERNELS_CPU_CLONES void run_hook(const Hook& hook, const Layout& L, int64_t 
 
 // Sum (and max, when kMax) of channels [c0, c1) of one sample, with a hook.
 template <bool kMax, typename scalar_t, typename acc_t, typename Hook>
-ATTNKERNELS_CPU_CLONES void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, acc_t* sum,
+void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, acc_t* sum,
                    acc_t* mx, const Hook& hook) {
   constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
   if (!L.channels_last()) {
@@ -247,7 +235,7 @@ ATTNKERNELS_CPU_CLONES void pool_channels(const scalar_t* xs, const Layout& L, i
 // and the number of positions where x equals its max (amax spreads its
 // gradient evenly between them).
 template <bool kMax, typename scalar_t, typename acc_t, typename Hook>
-ATTNKERNELS_CPU_CLONES void reduce_grad_channels(const scalar_t* dys, const scalar_t* xs, const Layout& L, int64_t c0,
+void reduce_grad_channels(const scalar_t* dys, const scalar_t* xs, const Layout& L, int64_t c0,
                           int64_t c1, const acc_t* mx, acc_t* dg, acc_t* count, const Hook& hook) {
   if (!L.channels_last()) {
     for (int64_t c = c0; c < c1; ++c) {
