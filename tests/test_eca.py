@@ -1,7 +1,5 @@
 """Efficient Channel Attention: every flavour x dtype x memory format x awkward
 shape x backend, forward and all gradients against the float64 reference module."""
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -11,7 +9,8 @@ from attnkernels import functional as F
 from attnkernels import nn as fnn
 from attnkernels import reference as ref
 
-from utils import assert_module_matches_reference, fused_backends, run_module
+import utils
+from utils import assert_module_matches_reference, fused_backends, matrix_cases, run_module
 
 BACKENDS = fused_backends()
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -32,29 +31,11 @@ FLAVOURS = {
 
 
 def reference_twin(fused: nn.Module) -> nn.Module:
-    """The upstream (reference) class with the fused module's weights and mode."""
-    ref_cls = next(c for c in type(fused).__mro__ if c.__module__ == ref.eca.__name__)
-    twin = copy.deepcopy(fused)
-    twin.__class__ = ref_cls
-    return twin
+    return utils.reference_twin(fused, ref.eca)
 
 
-def _cases():
-    for backend, device in BACKENDS:
-        for flavour in FLAVOURS:
-            for dtype in DTYPES:
-                for fmt in FORMATS:
-                    for shape in SHAPES:
-                        if backend == "triton" and device == "cpu":
-                            # the interpreter is slow and has no bf16: a subset
-                            if dtype == torch.bfloat16 or shape[1] == 32:
-                                continue
-                        yield pytest.param(backend, device, flavour, dtype, fmt, shape,
-                                           id=f"{backend}-{flavour}-{str(dtype)[6:]}-{fmt}-"
-                                              + "x".join(map(str, shape)))
-
-
-@pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape", list(_cases()))
+@pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape",
+                         list(matrix_cases(FLAVOURS, DTYPES, FORMATS, SHAPES)))
 def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
     fused = FLAVOURS[flavour](shape[1]).to(device)
     if isinstance(fused, fnn.CecaModule) and fused.padding > shape[1]:

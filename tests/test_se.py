@@ -1,7 +1,5 @@
 """Squeeze-and-Excitation: every flavour x dtype x memory format x awkward shape
 x backend, forward and all gradients against the float64 reference module."""
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -10,8 +8,9 @@ import attnkernels
 from attnkernels import nn as fnn
 from attnkernels import reference as ref
 
+import utils
 from utils import (assert_matches_oracle, assert_module_matches_reference, fused_backends,
-                   run_module)
+                   matrix_cases, run_module)
 
 BACKENDS = fused_backends()
 
@@ -49,30 +48,12 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
-def reference_twin(fused: fnn.SqueezeExcite) -> nn.Module:
-    """The upstream (reference) class with the fused module's weights and mode."""
-    ref_cls = next(c for c in type(fused).__mro__ if c.__module__ == ref.se.__name__)
-    twin = copy.deepcopy(fused)
-    twin.__class__ = ref_cls  # same submodules and state: the upstream forward
-    return twin
+def reference_twin(fused: nn.Module) -> nn.Module:
+    return utils.reference_twin(fused, ref.se)
 
 
-def _cases():
-    for backend, device in BACKENDS:
-        for flavour in FLAVOURS:
-            for dtype in DTYPES:
-                for fmt in FORMATS:
-                    for shape in SHAPES:
-                        if backend == "triton" and device == "cpu":
-                            # the interpreter is slow and has no bf16: a subset
-                            if dtype == torch.bfloat16 or shape[1] == 32:
-                                continue
-                        yield pytest.param(backend, device, flavour, dtype, fmt, shape,
-                                           id=f"{backend}-{flavour}-{str(dtype)[6:]}-{fmt}-"
-                                              + "x".join(map(str, shape)))
-
-
-@pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape", list(_cases()))
+@pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape",
+                         list(matrix_cases(FLAVOURS, DTYPES, FORMATS, SHAPES)))
 def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
     fused = FLAVOURS[flavour](shape[1]).to(device)
     fused.backend = backend

@@ -1,4 +1,8 @@
-"""Shared test helpers: backends on this machine, and the oracle comparison."""
+"""Shared test helpers: backends on this machine, the case matrix, reference twins
+and the oracle comparison."""
+import copy
+
+import pytest
 import torch
 
 import attnkernels
@@ -62,3 +66,29 @@ def assert_module_matches_reference(fused, reference_twin, dtype, memory_format,
     assert dw_f.keys() == dw_o.keys()
     for name in dw_o:
         assert_matches_oracle(dw_f[name], dw_e[name], dw_o[name], name)
+
+
+def matrix_cases(flavours, dtypes, formats, shapes):
+    """pytest params (backend, device, flavour, dtype, fmt, shape) over every
+    backend this machine runs; the Triton interpreter gets a subset (it is slow
+    and has no bf16 arithmetic)."""
+    for backend, device in fused_backends():
+        for flavour in flavours:
+            for dtype in dtypes:
+                for fmt in formats:
+                    for shape in shapes:
+                        if backend == "triton" and device == "cpu":
+                            if dtype == torch.bfloat16 or shape[1] == 32:
+                                continue
+                        yield pytest.param(backend, device, flavour, dtype, fmt, shape,
+                                           id=f"{backend}-{flavour}-{str(dtype)[6:]}-{fmt}-"
+                                              + "x".join(map(str, shape)))
+
+
+def reference_twin(fused, reference_module):
+    """The upstream class (from ``reference_module``) of a fused module, with the
+    fused module's submodules, weights and mode: it runs the upstream forward."""
+    ref_cls = next(c for c in type(fused).__mro__ if c.__module__ == reference_module.__name__)
+    twin = copy.deepcopy(fused)
+    twin.__class__ = ref_cls
+    return twin
