@@ -48,6 +48,17 @@ class Net(nn.Module):
         return self.gelu_se(self.impostor(self.block(x)))
 
 
+def _assert_same_outputs_and_gradients(original, converted):
+    x = torch.randn(2, 3, 9, 11)
+    y0, y1 = original(x), converted(x)
+    torch.testing.assert_close(y1, y0)
+    y0.square().sum().backward()
+    y1.square().sum().backward()
+    g0 = dict(original.named_parameters())
+    for name, p in converted.named_parameters():
+        torch.testing.assert_close(p.grad, g0[name].grad, msg=name)
+
+
 def test_convert_net_same_outputs_and_gradients():
     net = Net()
     original = copy.deepcopy(net)
@@ -62,14 +73,7 @@ def test_convert_net_same_outputs_and_gradients():
     assert net.state_dict().keys() == keys.keys()
     assert all(torch.equal(net.state_dict()[k], v) for k, v in keys.items())
 
-    x = torch.randn(2, 3, 9, 11)
-    y0, y1 = original(x), net(x)
-    torch.testing.assert_close(y1, y0)
-    y0.square().sum().backward()
-    y1.square().sum().backward()
-    g0 = dict(original.named_parameters())
-    for name, p in net.named_parameters():
-        torch.testing.assert_close(p.grad, g0[name].grad, msg=name)
+    _assert_same_outputs_and_gradients(original, net)
 
 
 def test_convert_root_module_and_weights_are_shared():
@@ -129,11 +133,4 @@ def test_convert_eca_flavours_same_outputs_and_gradients():
     assert net.blocks[5].padding == original.blocks[5].padding
     assert net.state_dict().keys() == original.state_dict().keys()
 
-    x = torch.randn(2, 3, 9, 11)
-    y0, y1 = original(x), net(x)
-    torch.testing.assert_close(y1, y0)
-    y0.square().sum().backward()
-    y1.square().sum().backward()
-    g0 = dict(original.named_parameters())
-    for name, p in net.named_parameters():
-        torch.testing.assert_close(p.grad, g0[name].grad, msg=name)
+    _assert_same_outputs_and_gradients(original, net)

@@ -17,37 +17,20 @@ from ._common import acc_dtype, activation_forward, activation_grad, gate_forwar
 
 
 @triton.jit
-def _hidden(s_row, w1_ptr, b1_ptr, C, R, HAS_B1: tl.constexpr, ACC: tl.constexpr,
-            BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """h = W1 s + b1 for one sample (two-layer gate)."""
-    r = tl.arange(0, BLOCK_R)
-    rm = r < R
-    h = tl.zeros([BLOCK_R], ACC)
-    for c0 in range(0, C, BLOCK_C):
-        c = c0 + tl.arange(0, BLOCK_C)
-        cm = c < C
-        s = tl.load(s_row + c, mask=cm, other=0.0)
-        w = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
-        h += tl.sum(w * s[None, :], axis=1)
-    if HAS_B1:
-        h += tl.load(b1_ptr + r, mask=rm, other=0.0)
-    return h
-
-
-@triton.jit
-def _one_layer_z(s_row, w1_ptr, b1_ptr, c, cm, C, HAS_B1: tl.constexpr, ACC: tl.constexpr,
-                 BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
-    """z[c] = W1[c, :] s + b1[c] for a block of channels (one-layer gate)."""
-    z = tl.zeros([BLOCK_C], ACC)
-    for k0 in range(0, C, BLOCK_K):
+def _matvec_rows(w_ptr, b_ptr, s_row, rows, rmask, ncols, HAS_B: tl.constexpr, ACC: tl.constexpr,
+                 BLOCK_K: tl.constexpr):
+    """out[rows] = W[rows, :] s + b[rows] for one sample; W is (*, ncols) row-major."""
+    out = tl.zeros(rows.shape, ACC)
+    for k0 in range(0, ncols, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
-        km = k < C
+        km = k < ncols
         s = tl.load(s_row + k, mask=km, other=0.0)
-        w = tl.load(w1_ptr + c[:, None] * C + k[None, :], mask=cm[:, None] & km[None, :], other=0.0)
-        z += tl.sum(w * s[None, :], axis=1)
-    if HAS_B1:
-        z += tl.load(b1_ptr + c, mask=cm, other=0.0)
-    return z
+        w = tl.load(w_ptr + rows[:, None] * ncols + k[None, :], mask=rmask[:, None] & km[None, :],
+                    other=0.0)
+        out += tl.sum(w * s[None, :], axis=1)
+    if HAS_B:
+        out += tl.load(b_ptr + rows, mask=rmask, other=0.0)
+    return out
 
 
 @triton.jit
@@ -61,7 +44,7 @@ def _se_gate_kernel(s_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr, C, R,
     if TWO_LAYER:
         r = tl.arange(0, BLOCK_R)
         rm = r < R
-        a = activation_forward(_hidden(s_row, w1_ptr, b1_ptr, C, R, HAS_B1, ACC, BLOCK_R, BLOCK_C), ACT)
+        a = activation_forward(_matvec_rows(w1_ptr, b1_ptr, s_row, r, rm, C, HAS_B1, ACC, BLOCK_C), ACT)
         a = tl.where(rm, a, 0.0)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
@@ -75,7 +58,7 @@ def _se_gate_kernel(s_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr, C, R,
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
             cm = c < C
-            z = _one_layer_z(s_row, w1_ptr, b1_ptr, c, cm, C, HAS_B1, ACC, BLOCK_C, BLOCK_R)
+            z = _matvec_rows(w1_ptr, b1_ptr, s_row, c, cm, C, HAS_B1, ACC, BLOCK_R)
             tl.store(g_ptr + b * C + c, gate_forward(z, GATE), mask=cm)
 
 
@@ -102,7 +85,7 @@ def _se_gate_backward_kernel(s_ptr, dg_ptr, cnt_ptr, w1_ptr, b1_ptr, w2_ptr, b2_
     if TWO_LAYER:
         r = tl.arange(0, BLOCK_R)
         rm = r < R
-        h = _hidden(s_row, w1_ptr, b1_ptr, C, R, HAS_B1, ACC, BLOCK_R, BLOCK_C)
+        h = _matvec_rows(w1_ptr, b1_ptr, s_row, r, rm, C, HAS_B1, ACC, BLOCK_C)
         a = tl.where(rm, activation_forward(h, ACT), 0.0)
         da = tl.zeros([BLOCK_R], ACC)
         for c0 in range(0, C, BLOCK_C):
@@ -129,7 +112,7 @@ def _se_gate_backward_kernel(s_ptr, dg_ptr, cnt_ptr, w1_ptr, b1_ptr, w2_ptr, b2_
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
             cm = c < C
-            z = _one_layer_z(s_row, w1_ptr, b1_ptr, c, cm, C, HAS_B1, ACC, BLOCK_C, BLOCK_R)
+            z = _matvec_rows(w1_ptr, b1_ptr, s_row, c, cm, C, HAS_B1, ACC, BLOCK_R)
             dz = tl.load(dg_ptr + row + c, mask=cm, other=0.0) * gate_grad(z, GATE)
             tl.store(g_ptr + row + c, gate_forward(z, GATE), mask=cm)
             tl.store(dz_ptr + row + c, dz, mask=cm)
