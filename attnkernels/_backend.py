@@ -65,8 +65,10 @@ def machine_reason(name: str) -> Optional[str]:
     return _MACHINE_REASONS[name]
 
 
-def input_reasons(name: str, x: torch.Tensor, family_reasons: List[str] = ()) -> List[str]:
-    """Every reason backend ``name`` cannot serve input ``x`` (empty: it can)."""
+def input_reasons(name: str, x: torch.Tensor, family_reasons: List[str] = (),
+                  backend_reasons: Optional[Dict[str, List[str]]] = None) -> List[str]:
+    """Every reason backend ``name`` cannot serve input ``x`` (empty: it can).
+    family_reasons refuse every fused backend; backend_reasons[name] only that one."""
     if name == "reference":
         return []
     reasons = []
@@ -90,14 +92,16 @@ def input_reasons(name: str, x: torch.Tensor, family_reasons: List[str] = ()) ->
     if x.dim() == 4 and not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
         reasons.append("x is neither NCHW-contiguous nor channels_last (call .contiguous())")
     reasons.extend(family_reasons)
+    reasons.extend((backend_reasons or {}).get(name, ()))
     return reasons
 
 
-def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: List[str] = ()) -> str:
+def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: List[str] = (),
+           backend_reasons: Optional[Dict[str, List[str]]] = None) -> str:
     """The backend that serves ``x``: the requested one, or the first with no reasons."""
     name = _checked(requested or _state["backend"])
     if name != "auto":
-        reasons = input_reasons(name, x, family_reasons)
+        reasons = input_reasons(name, x, family_reasons, backend_reasons)
         if reasons:
             raise RuntimeError(f"attnkernels backend {name!r} cannot serve this input: "
                                + "; ".join(reasons))
@@ -106,7 +110,7 @@ def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: Lis
         # The interpreter is a debugging tool: auto never picks Triton for CPU tensors.
         if cand == "triton" and x.device.type == "cpu":
             continue
-        if not input_reasons(cand, x, family_reasons):
+        if not input_reasons(cand, x, family_reasons, backend_reasons):
             return cand
     return "reference"
 

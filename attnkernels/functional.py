@@ -1,5 +1,5 @@
 """One function per module family; each validates its arguments and picks the backend."""
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -121,3 +121,114 @@ def efficient_channel_attention(x: torch.Tensor, weight: torch.Tensor,
     from .ops import eca as eca_ops
 
     return eca_ops.eca_forward(x, weight, bias, circular, GATES[gate])
+
+
+def _cbam_backend_reasons() -> Dict[str, List[str]]:
+    """Reasons particular to CBAM, per fused backend."""
+    from . import _extension
+
+    if _extension.load() and not _extension.has_kernel("cbam_apply", "CUDA"):
+        return {"cuda": ["the extension has no CUDA kernels for CBAM"]}
+    return {}
+
+
+def convolutional_block_attention(
+        x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor] = None,
+        w2: Optional[torch.Tensor] = None, b2: Optional[torch.Tensor] = None,
+        conv_weight: Optional[torch.Tensor] = None, conv_bias: Optional[torch.Tensor] = None, *,
+        act: str = "relu", channel_gate: str = "sigmoid", channel_pool: str = "avg_max",
+        spatial_input: str = "mean_max", spatial_gate: str = "sigmoid", bn: bool = False,
+        bn_weight: Optional[torch.Tensor] = None, bn_bias: Optional[torch.Tensor] = None,
+        running_mean: Optional[torch.Tensor] = None, running_var: Optional[torch.Tensor] = None,
+        training: bool = False, momentum: float = 0.1, eps: float = 1e-5, first_max: bool = False,
+        backend: Optional[str] = None, family_reasons: List[str] = ()) -> torch.Tensor:
+    """CBAM: ``u = x * ca[n, c]``, ``y = u * sa[n, h, w]``.
+
+    Channel gate: ``ca = channel_gate(sum over pools of MLP(pool))`` with
+    ``MLP(s) = W2 act(W1 s + b1) + b2`` (w1: (R, C), w2: (C, R); w2=None for a
+    one-layer MLP, then w1 is (C, C) and act must be "identity"). channel_pool:
+    "avg_max" (MLP(mean) + MLP(max)), "mix" (MLP(0.5 mean + 0.5 max)), "avg" or
+    "max", over H*W.
+    Spatial gate: ``sa = spatial_gate(BN(conv2d(s, conv_weight, conv_bias)))``,
+    same padding, with s the mean and max of u over channels stacked as
+    spatial_input "mean_max" or "max_mean" (conv_weight (1, 2, k, k)), or "mix"
+    (0.5 mean + 0.5 max, conv_weight (1, 1, k, k)); "none" skips the spatial gate.
+    bn: BatchNorm2d(1) after the conv with bn_weight/bn_bias (or None) and
+    running_mean/running_var; in training mode (or without running statistics)
+    it normalises with the batch statistics and updates the running ones in
+    place with ``momentum``, as F.batch_norm does.
+    first_max: a max's gradient goes to the first maximal element (max_pool2d,
+    torch.max(dim)); otherwise equal maxima share it (amax).
+    backend: as for ``squeeze_excite``."""
+    _check_activation_4d(x)
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+    for name, value in (("channel_gate", channel_gate), ("spatial_gate", spatial_gate)):
+        if value not in GATES:
+            raise ValueError(f"{name} must be one of {sorted(GATES)}, got {value!r}")
+    from .ops import cbam as cbam_ops
+
+    if channel_pool not in cbam_ops.CHANNEL_POOLS:
+        raise ValueError(f"channel_pool must be one of {sorted(cbam_ops.CHANNEL_POOLS)}, "
+                         f"got {channel_pool!r}")
+    if spatial_input not in cbam_ops.SPATIAL_INPUTS:
+        raise ValueError(f"spatial_input must be one of {sorted(cbam_ops.SPATIAL_INPUTS)}, "
+                         f"got {spatial_input!r}")
+    channels = x.shape[1]
+    if not isinstance(w1, torch.Tensor) or w1.dim() != 2:
+        raise ValueError(f"w1 must be a 2-D (reduced, C) tensor, got "
+                         f"{tuple(w1.shape) if isinstance(w1, torch.Tensor) else type(w1).__name__}")
+    reduced = w1.shape[0]
+    _check_param(x, w1, "w1", (reduced, channels))
+    _check_param(x, b1, "b1", (reduced,))
+    if w2 is None:
+        if reduced != channels:
+            raise ValueError(f"a one-layer MLP (w2=None) needs w1 of shape ({channels}, {channels}), "
+                             f"got {tuple(w1.shape)}")
+        if b2 is not None:
+            raise ValueError("b2 given without w2")
+        if act != "identity":
+            raise ValueError("a one-layer MLP (w2=None) has no activation: act must be 'identity'")
+    _check_param(x, w2, "w2", (channels, reduced))
+    _check_param(x, b2, "b2", (channels,))
+    spatial = spatial_input != "none"
+    if spatial:
+        in_ch = 1 if spatial_input == "mix" else 2
+        if (not isinstance(conv_weight, torch.Tensor) or conv_weight.dim() != 4
+                or conv_weight.shape[:2] != (1, in_ch) or conv_weight.shape[2] != conv_weight.shape[3]
+                or conv_weight.shape[2] % 2 != 1):
+            raise ValueError(f"conv_weight must be a (1, {in_ch}, k, k) tensor with k odd for "
+                             f"spatial_input={spatial_input!r}, got "
+                             f"{tuple(conv_weight.shape) if isinstance(conv_weight, torch.Tensor) else conv_weight}")
+        _check_param(x, conv_weight, "conv_weight", tuple(conv_weight.shape))
+        _check_param(x, conv_bias, "conv_bias", (1,))
+        for name, t in (("bn_weight", bn_weight), ("bn_bias", bn_bias),
+                        ("running_mean", running_mean), ("running_var", running_var)):
+            if t is not None and not bn:
+                raise ValueError(f"{name} given with bn=False")
+            _check_param(x, t, name, (1,))
+        if (running_mean is None) != (running_var is None):
+            raise ValueError("give both running_mean and running_var, or neither")
+
+    name = _backend.select(x, backend, family_reasons, _cbam_backend_reasons())
+    kwargs = dict(act=act, channel_gate=channel_gate, channel_pool=channel_pool,
+                  spatial_input=spatial_input, spatial_gate=spatial_gate, bn=bn and spatial,
+                  bn_weight=bn_weight, bn_bias=bn_bias, running_mean=running_mean,
+                  running_var=running_var, training=training, momentum=momentum, eps=eps,
+                  first_max=first_max)
+    if name == "reference":
+        return reference.cbam.convolutional_block_attention(x, w1, b1, w2, b2, conv_weight,
+                                                            conv_bias, **kwargs)
+    bn_stats = bn and spatial and (training or running_mean is None)
+    bn_mode = (cbam_ops.BN_NONE if not (bn and spatial)
+               else cbam_ops.BN_BATCH if bn_stats else cbam_ops.BN_RUNNING)
+    config = [cbam_ops.CHANNEL_POOLS[channel_pool], ACTIVATIONS[act], GATES[channel_gate],
+              cbam_ops.SPATIAL_INPUTS[spatial_input], GATES[spatial_gate], bn_mode, int(first_max)]
+    y, *_, batch_mean, batch_var = cbam_ops.cbam_forward(
+        x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias,
+        None if bn_stats else running_mean, None if bn_stats else running_var, config, eps, name)
+    if bn_stats and training and running_mean is not None:
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype), alpha=momentum)
+            running_var.mul_(1 - momentum).add_(batch_var.to(running_var.dtype), alpha=momentum)
+    return y

@@ -28,6 +28,38 @@ TORCH_LIBRARY(attnkernels, m) {
   m.def(
       "eca_backward(Tensor dy, Tensor x, Tensor pooled, Tensor weight, Tensor? bias, "
       "bool circular, int gate) -> (Tensor dx, Tensor dz)");
+
+  // CBAM: the passes over x; the gate networks (shared MLP, kxk conv, BatchNorm)
+  // run in PyTorch between them (attnkernels/ops/cbam.py). ca is the channel
+  // gate (N, C), sa the spatial gate (N, H, W), both in the accumulate dtype;
+  // u = x * ca is never materialised.
+  //   channel_pool          mean and max over H*W per (n, c)
+  //   spatial_pool          mean and max over C of u per (n, h, w)
+  //   apply                 y = x * ca * sa
+  //   backward_reduce       one read of dy and x: dca = sum_hw dy * x * sa,
+  //                         dsa = sum_c dy * x * ca, and where the maxima are
+  //   spatial_pool_backward dca through the spatial statistics:
+  //                         sum_hw x * (sgmean + sgmax where u is routed the max)
+  //   backward_apply        dx = ca * (dy * sa + sgmean + sgmax where routed)
+  //                              + cgmean + cgmax where routed
+  // g*mean is the gradient each element receives from a mean (d mean / count),
+  // g*max what a routed maximal element receives. first_max: a max routes its
+  // gradient to the first maximal element (max_pool2d, torch.max(dim)); else
+  // to every maximal element (amax; g*max is then already divided by the
+  // count). The *tie tensors (int32) hold that first index (-1: none) or the count.
+  m.def("cbam_channel_pool(Tensor x) -> (Tensor mean, Tensor max)");
+  m.def("cbam_spatial_pool(Tensor x, Tensor ca) -> (Tensor mean, Tensor max)");
+  m.def("cbam_apply(Tensor x, Tensor ca, Tensor sa) -> Tensor");
+  m.def(
+      "cbam_backward_reduce(Tensor dy, Tensor x, Tensor ca, Tensor sa, Tensor cmax, Tensor smax, "
+      "bool first_max) -> (Tensor dca, Tensor dsa, Tensor ctie, Tensor stie)");
+  m.def(
+      "cbam_spatial_pool_backward(Tensor x, Tensor ca, Tensor smax, Tensor stie, Tensor sgmean, "
+      "Tensor sgmax, bool first_max) -> Tensor");
+  m.def(
+      "cbam_backward_apply(Tensor dy, Tensor x, Tensor ca, Tensor sa, Tensor cmax, Tensor ctie, "
+      "Tensor cgmean, Tensor cgmax, Tensor smax, Tensor stie, Tensor sgmean, Tensor sgmax, "
+      "bool first_max) -> Tensor");
 }
 
 #ifdef ATTNKERNELS_PYTHON_MODULE

@@ -1,11 +1,11 @@
 """Pure-PyTorch versions of every module flavour: the test oracle and the fallback path."""
-from . import eca, se
+from . import cbam, eca, se
 from .eca import (CecaModule, ECAAttention, ECABlock, ECALayer, EcaModule,
                   efficient_channel_attention)
 from .se import (EffectiveSEModule, EfficientNetSqueezeExcite, SELayer, SEModule,
                  SqueezeExcitation, squeeze_excite)
 
-__all__ = ["se", "squeeze_excite", "SELayer", "SqueezeExcitation", "SEModule",
+__all__ = ["cbam", "se", "squeeze_excite", "SELayer", "SqueezeExcitation", "SEModule",
            "EfficientNetSqueezeExcite", "EffectiveSEModule",
            "eca", "efficient_channel_attention", "ECALayer", "ECABlock", "ECAAttention",
            "EcaModule", "CecaModule"]

@@ -1,0 +1,518 @@
+// CBAM on the CPU: the passes over x (semantics in csrc/ops.cpp).
+//
+// Work is split into tasks of (sample, block of kBlockC channels). A per-(n, c)
+// reduction over H*W is done whole by one task; a per-(n, h, w) reduction over
+// C is formed per block and the blocks are combined in order. Neither depends
+// on the thread count, and NCHW and channels_last reduce over C in the same
+// order.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "../common/cbam.h"
+#include "channel_gate.h"
+
+namespace attnkernels {
+namespace {
+
+constexpr int64_t kBlockC = 32;
+
+// The (sample, channel block) tasks of one tensor.
+struct Blocks {
+  int64_t B, C, HW, n;  // n: channel blocks per sample
+  Blocks(const Layout& L, int64_t batch)
+      : B(batch), C(L.C), HW(L.HW), n((L.C + kBlockC - 1) / kBlockC) {}
+  // f(b, k, c0, c1) for every task, in parallel.
+  template <typename F>
+  void for_each(const F& f) const {
+    at::parallel_for(0, B * n, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t b = t / n, k = t % n, c0 = k * kBlockC;
+        f(b, k, c0, std::min(C, c0 + kBlockC));
+      }
+    });
+  }
+  // Per-block partials of a per-pixel reduction: (B, n, HW).
+  at::Tensor partials(const at::Tensor& x, at::ScalarType dtype) const {
+    return at::empty({B, n, HW}, x.options().dtype(dtype));
+  }
+};
+
+// f(b, p0, p1) over every pixel of every sample, in parallel.
+template <typename F>
+void for_pixels(int64_t B, int64_t HW, const F& f) {
+  at::parallel_for(0, B * HW, 4096, [&](int64_t i0, int64_t i1) {
+    while (i0 < i1) {
+      const int64_t b = i0 / HW, p0 = i0 % HW, p1 = std::min(HW, p0 + (i1 - i0));
+      f(b, p0, p1);
+      i0 += p1 - p0;
+    }
+  });
+}
+
+// f(b, r) over the rows of every sample (channels for NCHW, pixels for
+// channels_last), in parallel.
+template <typename F>
+void for_rows(const Layout& L, int64_t B, const F& f) {
+  const int64_t rows = L.rows(), len = L.sample() / std::max<int64_t>(1, rows);
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, len));
+  at::parallel_for(0, B * rows, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) f(r / rows, r % rows);
+  });
+}
+
+template <typename T>
+T* ptr(const at::Tensor& t) {
+  return const_cast<T*>(t.data_ptr<T>());
+}
+
+// ---------------------------------------------------------------- forward
+
+template <typename scalar_t>
+void channel_pool_kernel(const at::Tensor& x, at::Tensor& mean, at::Tensor& max) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Layout L(x);
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  acc_t* sp = mean.data_ptr<acc_t>();
+  acc_t* mp = max.data_ptr<acc_t>();
+  const acc_t hw = static_cast<acc_t>(L.HW);
+  Blocks(L, x.size(0)).for_each([&](int64_t b, int64_t, int64_t c0, int64_t c1) {
+    pool_channels<true>(xp + b * L.sample(), L, c0, c1, sp + b * L.C, mp + b * L.C, NoHook{});
+    for (int64_t c = c0; c < c1; ++c) sp[b * L.C + c] /= hw;
+  });
+}
+
+template <typename scalar_t>
+void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& mean,
+                         at::Tensor& max) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
+  const Layout L(x);
+  const Blocks blocks(L, x.size(0));
+  const int64_t C = L.C, HW = L.HW;
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const acc_t* gp = ca.data_ptr<acc_t>();
+  const at::Tensor psum_t = blocks.partials(x, mean.scalar_type());
+  const at::Tensor pmax_t = blocks.partials(x, mean.scalar_type());
+  acc_t* psum = ptr<acc_t>(psum_t);
+  acc_t* pmax = ptr<acc_t>(pmax_t);
+  blocks.for_each([&](int64_t b, int64_t k, int64_t c0, int64_t c1) {
+    const scalar_t* xs = xp + b * L.sample();
+    const acc_t* g = gp + b * C;
+    acc_t* s = psum + (b * blocks.n + k) * HW;
+    acc_t* m = pmax + (b * blocks.n + k) * HW;
+    if (!L.channels_last()) {
+      std::fill(s, s + HW, acc_t(0));
+      std::fill(m, m + HW, kNegInf);
+      for (int64_t c = c0; c < c1; ++c) {
+        const scalar_t* __restrict__ row = xs + c * HW;
+        const acc_t gc = g[c];
+        for (int64_t p = 0; p < HW; ++p) {
+          const acc_t u = static_cast<acc_t>(row[p]) * gc;
+          s[p] += u;
+          m[p] = max_nan(m[p], u);
+        }
+      }
+    } else {
+      for (int64_t p = 0; p < HW; ++p) {
+        const scalar_t* __restrict__ row = xs + p * C;
+        acc_t a = 0, mx = kNegInf;
+        for (int64_t c = c0; c < c1; ++c) {
+          const acc_t u = static_cast<acc_t>(row[c]) * g[c];
+          a += u;
+          mx = max_nan(mx, u);
+        }
+        s[p] = a;
+        m[p] = mx;
+      }
+    }
+  });
+  acc_t* mean_p = mean.data_ptr<acc_t>();
+  acc_t* max_p = max.data_ptr<acc_t>();
+  const acc_t cf = static_cast<acc_t>(C);
+  for_pixels(blocks.B, HW, [&](int64_t b, int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      acc_t a = 0, mx = kNegInf;
+      for (int64_t k = 0; k < blocks.n; ++k) {
+        a += psum[(b * blocks.n + k) * HW + p];
+        mx = max_nan(mx, pmax[(b * blocks.n + k) * HW + p]);
+      }
+      mean_p[b * HW + p] = a / cf;
+      max_p[b * HW + p] = mx;
+    }
+  });
+}
+
+template <typename scalar_t>
+void apply_kernel(const at::Tensor& x, const at::Tensor& ca, const at::Tensor& sa, at::Tensor& y) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Layout L(x);
+  const int64_t C = L.C, HW = L.HW;
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  scalar_t* yp = y.data_ptr<scalar_t>();
+  const acc_t* gp = ca.data_ptr<acc_t>();
+  const acc_t* sp = sa.data_ptr<acc_t>();
+  for_rows(L, x.size(0), [&](int64_t b, int64_t r) {
+    const int64_t off = b * L.sample();
+    if (!L.channels_last()) {
+      const scalar_t* __restrict__ xr = xp + off + r * HW;
+      scalar_t* __restrict__ yr = yp + off + r * HW;
+      const acc_t* __restrict__ s = sp + b * HW;
+      const acc_t g = gp[b * C + r];
+      for (int64_t p = 0; p < HW; ++p)
+        yr[p] = static_cast<scalar_t>(static_cast<acc_t>(xr[p]) * g * s[p]);
+    } else {
+      const scalar_t* __restrict__ xr = xp + off + r * C;
+      scalar_t* __restrict__ yr = yp + off + r * C;
+      const acc_t* __restrict__ g = gp + b * C;
+      const acc_t s = sp[b * HW + r];
+      for (int64_t c = 0; c < C; ++c)
+        yr[c] = static_cast<scalar_t>(static_cast<acc_t>(xr[c]) * g[c] * s);
+    }
+  });
+}
+
+// ---------------------------------------------------------------- backward
+
+// Where a max's gradient goes. kFirst: to the first maximal element, whose
+// index is kept (-1 until found); else to every maximal element, counted.
+template <bool kFirst>
+inline int32_t tie_update(int32_t tie, bool hit, int64_t index) {
+  if (kFirst) return (tie < 0 && hit) ? static_cast<int32_t>(index) : tie;
+  return tie + (hit ? 1 : 0);
+}
+
+template <bool kFirst>
+inline int32_t tie_combine(int32_t a, int32_t b) {
+  if (kFirst) return a >= 0 ? a : b;
+  return a + b;
+}
+
+template <bool kFirst, typename scalar_t>
+void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& ca,
+                            const at::Tensor& sa, const at::Tensor& cmax, const at::Tensor& smax,
+                            at::Tensor& dca, at::Tensor& dsa, at::Tensor& ctie, at::Tensor& stie) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Layout L(x);
+  const Blocks blocks(L, x.size(0));
+  const int64_t C = L.C, HW = L.HW;
+  const int32_t tie0 = kFirst ? -1 : 0;
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const scalar_t* dyp = dy.data_ptr<scalar_t>();
+  const acc_t* gp = ca.data_ptr<acc_t>();
+  const acc_t* sap = sa.data_ptr<acc_t>();
+  const acc_t* cmp = cmax.data_ptr<acc_t>();
+  const acc_t* smp = smax.data_ptr<acc_t>();
+  acc_t* dcap = dca.data_ptr<acc_t>();
+  int32_t* ctp = ctie.data_ptr<int32_t>();
+  const at::Tensor pdsa_t = blocks.partials(x, dsa.scalar_type());
+  const at::Tensor ptie_t = blocks.partials(x, at::kInt);
+  acc_t* pdsa = ptr<acc_t>(pdsa_t);
+  int32_t* ptie = ptr<int32_t>(ptie_t);
+  blocks.for_each([&](int64_t b, int64_t k, int64_t c0, int64_t c1) {
+    const int64_t off = b * L.sample();
+    const acc_t* g = gp + b * C;
+    const acc_t* __restrict__ s = sap + b * HW;
+    const acc_t* __restrict__ sm = smp + b * HW;
+    acc_t* __restrict__ pd = pdsa + (b * blocks.n + k) * HW;
+    int32_t* __restrict__ pt = ptie + (b * blocks.n + k) * HW;
+    if (!L.channels_last()) {
+      std::fill(pd, pd + HW, acc_t(0));
+      std::fill(pt, pt + HW, tie0);
+      for (int64_t c = c0; c < c1; ++c) {
+        const scalar_t* __restrict__ xr = xp + off + c * HW;
+        const scalar_t* __restrict__ dr = dyp + off + c * HW;
+        const acc_t gc = g[c], cm = cmp[b * C + c];
+        acc_t lane[kLanes] = {};
+        int32_t ct = tie0;
+        int64_t p = 0;
+        for (; p + kLanes <= HW; p += kLanes) {
+          for (int l = 0; l < kLanes; ++l) {
+            const acc_t xv = static_cast<acc_t>(xr[p + l]);
+            const acc_t t = static_cast<acc_t>(dr[p + l]) * xv;
+            lane[l] += t * s[p + l];
+            pd[p + l] += t * gc;
+            pt[p + l] = tie_update<kFirst>(pt[p + l], xv * gc == sm[p + l], c);
+          }
+          for (int l = 0; l < kLanes; ++l)
+            ct = tie_update<kFirst>(ct, static_cast<acc_t>(xr[p + l]) == cm, p + l);
+        }
+        acc_t sum = 0;
+        for (int l = 0; l < kLanes; ++l) sum += lane[l];
+        for (; p < HW; ++p) {
+          const acc_t xv = static_cast<acc_t>(xr[p]);
+          const acc_t t = static_cast<acc_t>(dr[p]) * xv;
+          sum += t * s[p];
+          pd[p] += t * gc;
+          pt[p] = tie_update<kFirst>(pt[p], xv * gc == sm[p], c);
+          ct = tie_update<kFirst>(ct, xv == cm, p);
+        }
+        dcap[b * C + c] = sum;
+        ctp[b * C + c] = ct;
+      }
+    } else {
+      acc_t dacc[kBlockC] = {};
+      int32_t cties[kBlockC];
+      std::fill(cties, cties + kBlockC, tie0);
+      const acc_t* cm = cmp + b * C;
+      for (int64_t p = 0; p < HW; ++p) {
+        const scalar_t* __restrict__ xr = xp + off + p * C;
+        const scalar_t* __restrict__ dr = dyp + off + p * C;
+        acc_t a = 0;
+        int32_t st = tie0;
+        for (int64_t c = c0; c < c1; ++c) {
+          const acc_t xv = static_cast<acc_t>(xr[c]);
+          const acc_t t = static_cast<acc_t>(dr[c]) * xv;
+          dacc[c - c0] += t * s[p];
+          a += t * g[c];
+          st = tie_update<kFirst>(st, xv * g[c] == sm[p], c);
+          cties[c - c0] = tie_update<kFirst>(cties[c - c0], xv == cm[c], p);
+        }
+        pd[p] = a;
+        pt[p] = st;
+      }
+      for (int64_t c = c0; c < c1; ++c) {
+        dcap[b * C + c] = dacc[c - c0];
+        ctp[b * C + c] = cties[c - c0];
+      }
+    }
+  });
+  acc_t* dsap = dsa.data_ptr<acc_t>();
+  int32_t* stp = stie.data_ptr<int32_t>();
+  for_pixels(blocks.B, HW, [&](int64_t b, int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      acc_t a = 0;
+      int32_t t = tie0;
+      for (int64_t k = 0; k < blocks.n; ++k) {
+        a += pdsa[(b * blocks.n + k) * HW + p];
+        t = tie_combine<kFirst>(t, ptie[(b * blocks.n + k) * HW + p]);
+      }
+      dsap[b * HW + p] = a;
+      stp[b * HW + p] = t;
+    }
+  });
+}
+
+// Is element (c, p), of value u = x * ca, where the spatial max of pixel p is routed?
+template <bool kFirst, typename acc_t>
+inline bool routed(acc_t u, acc_t max, int32_t tie, int64_t index) {
+  return kFirst ? tie == index : u == max;
+}
+
+template <bool kFirst, typename scalar_t>
+void spatial_pool_backward_kernel(const at::Tensor& x, const at::Tensor& ca,
+                                  const at::Tensor& smax, const at::Tensor& stie,
+                                  const at::Tensor& sgmean, const at::Tensor& sgmax,
+                                  at::Tensor& dca) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Layout L(x);
+  const int64_t C = L.C, HW = L.HW;
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const acc_t* gp = ca.data_ptr<acc_t>();
+  const acc_t* smp = smax.data_ptr<acc_t>();
+  const int32_t* stp = stie.data_ptr<int32_t>();
+  const acc_t* gmp = sgmean.data_ptr<acc_t>();
+  const acc_t* gxp = sgmax.data_ptr<acc_t>();
+  acc_t* dcap = dca.data_ptr<acc_t>();
+  Blocks(L, x.size(0)).for_each([&](int64_t b, int64_t, int64_t c0, int64_t c1) {
+    const int64_t off = b * L.sample(), q = b * HW;
+    const acc_t* __restrict__ sm = smp + q;
+    const int32_t* __restrict__ st = stp + q;
+    const acc_t* __restrict__ gm = gmp + q;
+    const acc_t* __restrict__ gx = gxp + q;
+    if (!L.channels_last()) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const scalar_t* __restrict__ xr = xp + off + c * HW;
+        const acc_t gc = gp[b * C + c];
+        acc_t lane[kLanes] = {};
+        int64_t p = 0;
+        auto term = [&](int64_t i) {
+          const acc_t xv = static_cast<acc_t>(xr[i]);
+          return xv * (gm[i] + (routed<kFirst>(xv * gc, sm[i], st[i], c) ? gx[i] : acc_t(0)));
+        };
+        for (; p + kLanes <= HW; p += kLanes)
+          for (int l = 0; l < kLanes; ++l) lane[l] += term(p + l);
+        acc_t sum = 0;
+        for (int l = 0; l < kLanes; ++l) sum += lane[l];
+        for (; p < HW; ++p) sum += term(p);
+        dcap[b * C + c] = sum;
+      }
+    } else {
+      acc_t dacc[kBlockC] = {};
+      const acc_t* g = gp + b * C;
+      for (int64_t p = 0; p < HW; ++p) {
+        const scalar_t* __restrict__ xr = xp + off + p * C;
+        for (int64_t c = c0; c < c1; ++c) {
+          const acc_t xv = static_cast<acc_t>(xr[c]);
+          dacc[c - c0] += xv * (gm[p] + (routed<kFirst>(xv * g[c], sm[p], st[p], c) ? gx[p] : acc_t(0)));
+        }
+      }
+      for (int64_t c = c0; c < c1; ++c) dcap[b * C + c] = dacc[c - c0];
+    }
+  });
+}
+
+template <bool kFirst, typename scalar_t>
+void backward_apply_kernel(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& ca,
+                           const at::Tensor& sa, const at::Tensor& cmax, const at::Tensor& ctie,
+                           const at::Tensor& cgmean, const at::Tensor& cgmax,
+                           const at::Tensor& smax, const at::Tensor& stie,
+                           const at::Tensor& sgmean, const at::Tensor& sgmax, at::Tensor& dx) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Layout L(x);
+  const int64_t C = L.C, HW = L.HW;
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const scalar_t* dyp = dy.data_ptr<scalar_t>();
+  scalar_t* dxp = dx.data_ptr<scalar_t>();
+  const acc_t *gp = ca.data_ptr<acc_t>(), *sap = sa.data_ptr<acc_t>();
+  const acc_t *cmp = cmax.data_ptr<acc_t>(), *cgm = cgmean.data_ptr<acc_t>(),
+              *cgx = cgmax.data_ptr<acc_t>();
+  const acc_t *smp = smax.data_ptr<acc_t>(), *sgm = sgmean.data_ptr<acc_t>(),
+              *sgx = sgmax.data_ptr<acc_t>();
+  const int32_t *ctp = ctie.data_ptr<int32_t>(), *stp = stie.data_ptr<int32_t>();
+  // One element: c, p its indices, n and q the (n, c) and (n, p) offsets.
+  auto grad = [&](acc_t dyv, acc_t xv, int64_t c, int64_t p, int64_t n, int64_t q) {
+    const acc_t gc = gp[n];
+    const bool s_hit = routed<kFirst>(xv * gc, smp[q], stp[q], c);
+    const bool c_hit = routed<kFirst>(xv, cmp[n], ctp[n], p);
+    return gc * (dyv * sap[q] + sgm[q] + (s_hit ? sgx[q] : acc_t(0))) + cgm[n] +
+           (c_hit ? cgx[n] : acc_t(0));
+  };
+  for_rows(L, x.size(0), [&](int64_t b, int64_t r) {
+    const int64_t off = b * L.sample();
+    if (!L.channels_last()) {
+      const scalar_t* __restrict__ xr = xp + off + r * HW;
+      const scalar_t* __restrict__ dr = dyp + off + r * HW;
+      scalar_t* __restrict__ out = dxp + off + r * HW;
+      for (int64_t p = 0; p < HW; ++p)
+        out[p] = static_cast<scalar_t>(grad(static_cast<acc_t>(dr[p]), static_cast<acc_t>(xr[p]),
+                                            r, p, b * C + r, b * HW + p));
+    } else {
+      const scalar_t* __restrict__ xr = xp + off + r * C;
+      const scalar_t* __restrict__ dr = dyp + off + r * C;
+      scalar_t* __restrict__ out = dxp + off + r * C;
+      for (int64_t c = 0; c < C; ++c)
+        out[c] = static_cast<scalar_t>(grad(static_cast<acc_t>(dr[c]), static_cast<acc_t>(xr[c]),
+                                            c, r, b * C + c, b * HW + r));
+    }
+  });
+}
+
+// ---------------------------------------------------------------- ops
+
+#define AK_DISPATCH(x, name, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (x).scalar_type(), name, __VA_ARGS__)
+
+std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cpu(const at::Tensor& x) {
+  check_activation_4d(x, "x");
+  at::Tensor mean = channel_stats_like(x), max = channel_stats_like(x);
+  fill_empty_stats(x, mean, max);
+  if (x.numel() == 0) return {mean, max};
+  AK_DISPATCH(x, "cbam_channel_pool_cpu", [&] { channel_pool_kernel<scalar_t>(x, mean, max); });
+  return {mean, max};
+}
+
+std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cpu(const at::Tensor& x, const at::Tensor& ca) {
+  check_activation_4d(x, "x");
+  check_stats(x, ca, "ca");
+  at::Tensor mean = pixel_stats_like(x), max = pixel_stats_like(x);
+  fill_empty_stats(x, mean, max);
+  if (x.numel() == 0) return {mean, max};
+  AK_DISPATCH(x, "cbam_spatial_pool_cpu", [&] { spatial_pool_kernel<scalar_t>(x, ca, mean, max); });
+  return {mean, max};
+}
+
+at::Tensor cbam_apply_cpu(const at::Tensor& x, const at::Tensor& ca, const at::Tensor& sa) {
+  check_cbam_gates(x, ca, sa);
+  at::Tensor y = at::empty_like(x);
+  if (x.numel() == 0) return y;
+  AK_DISPATCH(x, "cbam_apply_cpu", [&] { apply_kernel<scalar_t>(x, ca, sa, y); });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cbam_backward_reduce_cpu(
+    const at::Tensor& dy, const at::Tensor& x, const at::Tensor& ca, const at::Tensor& sa,
+    const at::Tensor& cmax, const at::Tensor& smax, bool first_max) {
+  check_cbam_grad_inputs(dy, x, ca, sa);
+  check_stats(x, cmax, "cmax");
+  check_pixel_stats(x, smax, "smax");
+  at::Tensor dca = at::zeros_like(ca), dsa = at::zeros_like(sa);
+  at::Tensor ctie = at::zeros(ca.sizes(), ca.options().dtype(at::kInt));
+  at::Tensor stie = at::zeros(sa.sizes(), sa.options().dtype(at::kInt));
+  if (x.numel() == 0) return {dca, dsa, ctie, stie};
+  AK_DISPATCH(x, "cbam_backward_reduce_cpu", [&] {
+    if (first_max)
+      backward_reduce_kernel<true, scalar_t>(dy, x, ca, sa, cmax, smax, dca, dsa, ctie, stie);
+    else
+      backward_reduce_kernel<false, scalar_t>(dy, x, ca, sa, cmax, smax, dca, dsa, ctie, stie);
+  });
+  return {dca, dsa, ctie, stie};
+}
+
+at::Tensor cbam_spatial_pool_backward_cpu(const at::Tensor& x, const at::Tensor& ca,
+                                          const at::Tensor& smax, const at::Tensor& stie,
+                                          const at::Tensor& sgmean, const at::Tensor& sgmax,
+                                          bool first_max) {
+  check_activation_4d(x, "x");
+  check_stats(x, ca, "ca");
+  check_pixel_stats(x, smax, "smax");
+  check_ties(x, stie, "stie", true);
+  check_pixel_stats(x, sgmean, "sgmean");
+  check_pixel_stats(x, sgmax, "sgmax");
+  at::Tensor dca = at::zeros_like(ca);
+  if (x.numel() == 0) return dca;
+  AK_DISPATCH(x, "cbam_spatial_pool_backward_cpu", [&] {
+    if (first_max)
+      spatial_pool_backward_kernel<true, scalar_t>(x, ca, smax, stie, sgmean, sgmax, dca);
+    else
+      spatial_pool_backward_kernel<false, scalar_t>(x, ca, smax, stie, sgmean, sgmax, dca);
+  });
+  return dca;
+}
+
+at::Tensor cbam_backward_apply_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& ca,
+                                   const at::Tensor& sa, const at::Tensor& cmax,
+                                   const at::Tensor& ctie, const at::Tensor& cgmean,
+                                   const at::Tensor& cgmax, const at::Tensor& smax,
+                                   const at::Tensor& stie, const at::Tensor& sgmean,
+                                   const at::Tensor& sgmax, bool first_max) {
+  check_cbam_grad_inputs(dy, x, ca, sa);
+  check_stats(x, cmax, "cmax");
+  check_ties(x, ctie, "ctie", false);
+  check_stats(x, cgmean, "cgmean");
+  check_stats(x, cgmax, "cgmax");
+  check_pixel_stats(x, smax, "smax");
+  check_ties(x, stie, "stie", true);
+  check_pixel_stats(x, sgmean, "sgmean");
+  check_pixel_stats(x, sgmax, "sgmax");
+  at::Tensor dx = at::empty_like(x);
+  if (x.numel() == 0) return dx;
+  AK_DISPATCH(x, "cbam_backward_apply_cpu", [&] {
+    if (first_max)
+      backward_apply_kernel<true, scalar_t>(dy, x, ca, sa, cmax, ctie, cgmean, cgmax, smax, stie,
+                                            sgmean, sgmax, dx);
+    else
+      backward_apply_kernel<false, scalar_t>(dy, x, ca, sa, cmax, ctie, cgmean, cgmax, smax, stie,
+                                             sgmean, sgmax, dx);
+  });
+  return dx;
+}
+
+#undef AK_DISPATCH
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(attnkernels, CPU, m) {
+  m.impl("cbam_channel_pool", &cbam_channel_pool_cpu);
+  m.impl("cbam_spatial_pool", &cbam_spatial_pool_cpu);
+  m.impl("cbam_apply", &cbam_apply_cpu);
+  m.impl("cbam_backward_reduce", &cbam_backward_reduce_cpu);
+  m.impl("cbam_spatial_pool_backward", &cbam_spatial_pool_backward_cpu);
+  m.impl("cbam_backward_apply", &cbam_backward_apply_cpu);
+}
+
+}  // namespace attnkernels
