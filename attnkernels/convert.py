@@ -143,13 +143,81 @@ def _match_eca_timm(m):
     return None
 
 
+def _has_children(m, names) -> bool:
+    return isinstance(m, nn.Module) and set(_children(m)) == set(names)
+
+
+def _match_cbam_seed(m):
+    ch = _children(m)
+    if set(ch) == {"ca", "sa"}:
+        ca, sa = ch["ca"], ch["sa"]
+        if (_has_children(ca, {"avg_pool", "max_pool", "fc1", "relu1", "fc2", "sigmoid"})
+                and _has_children(sa, {"conv1", "sigmoid"})):
+            return fused.CBAM
+    if set(ch) == {"channelattention", "spatialattention"}:
+        ca, sa = ch["channelattention"], ch["spatialattention"]
+        if (_has_children(ca, {"avg_pool", "max_pool", "fc", "sigmoid"})
+                and isinstance(ca.fc, nn.Sequential) and len(ca.fc) == 3
+                and _has_children(sa, {"conv", "sigmoid"})):
+            return fused.CBAMBlock
+        if (_has_children(ca, {"avg_pool", "max_pool", "fc1", "relu1", "fc2", "sigmoid"})
+                and _has_children(sa, {"conv1", "sigmoid"})):
+            return fused.CBAMBlockFc
+    return None
+
+
+def _match_cbam_official(m):
+    ch = _children(m)
+    if set(ch) not in ({"ChannelGate", "SpatialGate"}, {"ChannelGate"}):
+        return None
+    gate = ch["ChannelGate"]
+    if not (hasattr(gate, "pool_types") and _has_children(gate, {"mlp"})
+            and isinstance(gate.mlp, nn.Sequential) and len(gate.mlp) == 4):
+        return None
+    if "SpatialGate" in ch:
+        sg = ch["SpatialGate"]
+        if not (_has_children(sg, {"compress", "spatial"}) and hasattr(sg.spatial, "conv")
+                and hasattr(sg.spatial, "bn")):
+            return None
+    elif not getattr(m, "no_spatial", False):
+        return None
+    return fused.OfficialCBAM
+
+
+def _match_cbam_timm(m):
+    ch = _children(m)
+    if set(ch) != {"channel", "spatial"}:
+        return None
+    channel, spatial = ch["channel"], ch["spatial"]
+    if not (_has_children(channel, {"fc1", "act", "fc2", "gate"})
+            and _has_children(spatial, {"conv", "gate"})):
+        return None
+    conv = spatial.conv
+    if not (isinstance(getattr(conv, "conv", None), nn.Conv2d)
+            and isinstance(getattr(conv, "bn", None), nn.BatchNorm2d)):
+        return None
+    return fused.LightCbamModule if conv.conv.in_channels == 1 else fused.CbamModule
+
+
+def _match_cbam_ultralytics(m):
+    ch = _children(m)
+    if set(ch) != {"channel_attention", "spatial_attention"}:
+        return None
+    if (_has_children(ch["channel_attention"], {"pool", "fc", "act"})
+            and _has_children(ch["spatial_attention"], {"cv1", "act"})):
+        return fused.UltralyticsCBAM
+    return None
+
+
 MATCHERS: List[Callable] = [_match_seed, _match_torchvision, _match_timm, _match_efficientnet,
                             _match_effective, _match_eca_official, _match_eca_attention,
-                            _match_eca_timm]
+                            _match_eca_timm, _match_cbam_seed, _match_cbam_official,
+                            _match_cbam_timm, _match_cbam_ultralytics]
 # Plain (non-module) attributes the fused forward reads: add_maxpool (timm SE),
-# padding (CecaModule), act/conv2 (EcaModule, None unless use_mlp).
-_PLAIN_ATTRS = ("add_maxpool", "padding", "act", "conv2")
-_FUSED = (fused.SqueezeExcite, fused.EfficientChannelAttention)
+# padding (CecaModule), act/conv2 (EcaModule, None unless use_mlp), no_spatial
+# (the official CBAM).
+_PLAIN_ATTRS = ("add_maxpool", "padding", "act", "conv2", "no_spatial")
+_FUSED = (fused.SqueezeExcite, fused.EfficientChannelAttention, fused.ConvBlockAttention)
 
 
 def _adopt(cls, original: nn.Module) -> nn.Module:
@@ -215,6 +283,8 @@ def _try_convert(module: nn.Module):
         return None, "looks like squeeze-and-excitation but its structure matches no known flavour"
     if "eca" in name or "efficientchannel" in name:
         return None, "looks like ECA but its structure matches no known flavour"
+    if "cbam" in name or "blockattention" in name:
+        return None, "looks like CBAM but its structure matches no known flavour"
     return None, None
 
 

@@ -3,7 +3,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from . import _backend
+from . import _backend, _extension
 from . import reference
 from .reference._layers import ACTIVATIONS, GATES
 
@@ -125,11 +125,13 @@ def efficient_channel_attention(x: torch.Tensor, weight: torch.Tensor,
 
 def _cbam_backend_reasons() -> Dict[str, List[str]]:
     """Reasons particular to CBAM, per fused backend."""
-    from . import _extension
-
     if _extension.load() and not _extension.has_kernel("cbam_apply", "CUDA"):
         return {"cuda": ["the extension has no CUDA kernels for CBAM"]}
     return {}
+
+
+# Read once, at import: no dispatcher lookups inside compiled regions.
+_CBAM_BACKEND_REASONS = _cbam_backend_reasons()
 
 
 def convolutional_block_attention(
@@ -210,7 +212,7 @@ def convolutional_block_attention(
         if (running_mean is None) != (running_var is None):
             raise ValueError("give both running_mean and running_var, or neither")
 
-    name = _backend.select(x, backend, family_reasons, _cbam_backend_reasons())
+    name = _backend.select(x, backend, family_reasons, _CBAM_BACKEND_REASONS)
     kwargs = dict(act=act, channel_gate=channel_gate, channel_pool=channel_pool,
                   spatial_input=spatial_input, spatial_gate=spatial_gate, bn=bn and spatial,
                   bn_weight=bn_weight, bn_bias=bn_bias, running_mean=running_mean,

@@ -134,3 +134,84 @@ def test_convert_eca_flavours_same_outputs_and_gradients():
     assert net.state_dict().keys() == original.state_dict().keys()
 
     _assert_same_outputs_and_gradients(original, net)
+
+
+class PastedChannelAttention(nn.Module):
+    """The seeds' channel attention pasted under another name."""
+
+    def __init__(self, channel, ratio=8):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.max_pool = nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Sequential(nn.Conv2d(channel, channel // ratio, 1, bias=False), nn.ReLU(),
+                                nn.Conv2d(channel // ratio, channel, 1, bias=False))
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        return self.sigmoid(self.fc(self.avg_pool(x)) + self.fc(self.max_pool(x)))
+
+
+class PastedSpatialAttention(nn.Module):
+    def __init__(self, kernel_size=7):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        pooled = torch.cat([x.mean(1, keepdim=True), x.max(1, keepdim=True)[0]], 1)
+        return self.sigmoid(self.conv(pooled))
+
+
+class PastedCbamBlock(nn.Module):
+    def __init__(self, channel, ratio=8, kernel_size=7):
+        super().__init__()
+        self.channelattention = PastedChannelAttention(channel, ratio)
+        self.spatialattention = PastedSpatialAttention(kernel_size)
+
+    def forward(self, x):
+        x = x * self.channelattention(x)
+        return x * self.spatialattention(x)
+
+
+class CbamImpostor(PastedCbamBlock):
+    """Same structure, spatial gate applied first: must be left alone."""
+
+    def forward(self, x):
+        x = x * self.spatialattention(x)
+        return x * self.channelattention(x)
+
+
+class CbamNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.blocks = nn.Sequential(
+            PastedCbamBlock(32), ref.cbam.CBAM(32, 4), ref.cbam.CBAMBlockFc(32, 4, 3),
+            ref.cbam.OfficialCBAM(32, 4), ref.cbam.OfficialCBAM(32, 4, no_spatial=True),
+            ref.cbam.CbamModule(32, mlp_bias=True), ref.cbam.LightCbamModule(32),
+            ref.cbam.UltralyticsCBAM(32, 3), ref.cbam.OfficialCBAM(32, 4, pool_types=["avg", "lse"]),
+            CbamImpostor(32))
+
+    def forward(self, x):
+        return self.blocks(self.stem(x))
+
+
+def test_convert_cbam_flavours_same_outputs_gradients_and_running_statistics():
+    net = CbamNet()
+    original = copy.deepcopy(net)
+    net, report = attnkernels.convert(net)
+    converted = {name: new for name, _, new in report.converted}
+    assert converted == {"blocks.0": "CBAMBlock", "blocks.1": "CBAM", "blocks.2": "CBAMBlockFc",
+                         "blocks.3": "OfficialCBAM", "blocks.4": "OfficialCBAM",
+                         "blocks.5": "CbamModule", "blocks.6": "LightCbamModule",
+                         "blocks.7": "UltralyticsCBAM"}, str(report)
+    left = {name: why for name, _, why in report.left_alone}
+    assert "pool_types" in left["blocks.8"]
+    assert "output differs" in left["blocks.9"]
+    assert net.blocks[4].no_spatial
+    assert net.state_dict().keys() == original.state_dict().keys()
+
+    _assert_same_outputs_and_gradients(original, net)
+    buffers = dict(original.named_buffers())
+    for name, b in net.named_buffers():
+        torch.testing.assert_close(b, buffers[name], msg=name)

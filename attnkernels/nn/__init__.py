@@ -1,4 +1,6 @@
 """Drop-in fused modules: same constructor arguments and state_dict keys as the originals."""
+from .cbam import (CBAM, CBAMBlock, CBAMBlockFc, CbamModule, ConvBlockAttention,
+                   LightCbamModule, OfficialCBAM, UltralyticsCBAM)
 from .eca import (CecaModule, ECAAttention, ECABlock, ECALayer, EcaModule,
                   EfficientChannelAttention)
 from .se import (EffectiveSEModule, EfficientNetSqueezeExcite, SELayer, SEModule,
@@ -7,4 +9,6 @@ from .se import (EffectiveSEModule, EfficientNetSqueezeExcite, SELayer, SEModule
 __all__ = ["SqueezeExcite", "SELayer", "SqueezeExcitation", "SEModule",
            "EfficientNetSqueezeExcite", "EffectiveSEModule",
            "EfficientChannelAttention", "ECALayer", "ECABlock", "ECAAttention", "EcaModule",
-           "CecaModule"]
+           "CecaModule",
+           "ConvBlockAttention", "CBAM", "CBAMBlock", "CBAMBlockFc", "OfficialCBAM", "CbamModule",
+           "LightCbamModule", "UltralyticsCBAM"]

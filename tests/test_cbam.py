@@ -1,0 +1,318 @@
+"""CBAM: every flavour x dtype x memory format x awkward shape x backend, forward,
+all gradients and BatchNorm's running statistics against the float64 reference."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import attnkernels
+from attnkernels import functional as F
+from attnkernels import nn as fnn
+from attnkernels import reference as ref
+
+import utils
+from utils import assert_module_matches_reference, fused_backends, matrix_cases, run_module
+
+BACKENDS = fused_backends()
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
+HAS_CPU = attnkernels.available_backends()["cpu"] is None
+
+# name -> C -> fused module (its reference twin is built from the same class's base)
+FLAVOURS = {
+    "seed": lambda C: fnn.CBAM(C, ratio=4),
+    "seed_k3": lambda C: fnn.CBAM(C, 4, 3),
+    "seed_block": lambda C: fnn.CBAMBlock(C, ratio=4),
+    "seed_block_fc_k3": lambda C: fnn.CBAMBlockFc(C, 4, 3),
+    "official": lambda C: fnn.OfficialCBAM(C, 4),
+    "official_max": lambda C: fnn.OfficialCBAM(C, 4, pool_types=["max"]),
+    "official_no_spatial": lambda C: fnn.OfficialCBAM(C, 4, no_spatial=True),
+    "timm": lambda C: fnn.CbamModule(C),
+    "timm_bias_silu_hard_k3": lambda C: fnn.CbamModule(
+        C, rd_ratio=0.25, spatial_kernel_size=3, act_layer=nn.SiLU, gate_layer="hard_sigmoid",
+        mlp_bias=True),
+    "timm_light": lambda C: fnn.LightCbamModule(C),
+    "ultralytics_k3": lambda C: fnn.UltralyticsCBAM(C, 3),
+}
+
+
+def reference_twin(fused: nn.Module) -> nn.Module:
+    return utils.reference_twin(fused, ref.cbam)
+
+
+def has_batch_norm(m: nn.Module) -> bool:
+    return any(isinstance(b, nn.BatchNorm2d) for b in m.modules())
+
+
+@pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape",
+                         list(matrix_cases(FLAVOURS, DTYPES, FORMATS, SHAPES)))
+def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
+    fused = FLAVOURS[flavour](shape[1]).to(device)
+    if has_batch_norm(fused) and shape[0] * shape[2] * shape[3] == 1:
+        fused.eval()  # one value per channel: BatchNorm cannot train, upstream neither
+    fused.backend = backend
+    assert_module_matches_reference(fused, reference_twin, dtype, FORMATS[fmt], shape, device)
+
+
+def _randomise_batch_norm(m: nn.Module) -> None:
+    for bn in m.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.num_batches_tracked.fill_(3)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("flavour", ["official", "timm", "timm_light"])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("momentum", [0.3, None])
+def test_batch_norm_modes_and_running_statistics(backend, device, flavour, train, momentum):
+    fused = FLAVOURS[flavour](16).to(device)
+    for bn in fused.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.momentum = momentum
+    _randomise_batch_norm(fused)
+    fused.train(train)
+    fused.backend = backend
+    oracle = reference_twin(fused).double()
+    x = torch.randn(3, 16, 6, 5, device=device, dtype=torch.float64)
+    dy = torch.randn_like(x)
+    y_o, dx_o, dw_o = run_module(oracle, x, dy)
+    y_f, dx_f, dw_f = run_module(fused, x.float(), dy.float())
+    torch.testing.assert_close(y_f.double(), y_o, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx_f.double(), dx_o, rtol=1e-4, atol=1e-5)
+    for name in dw_o:
+        torch.testing.assert_close(dw_f[name].double(), dw_o[name], rtol=1e-4, atol=1e-5, msg=name)
+    buffers_o = dict(oracle.named_buffers())
+    for name, buf in fused.named_buffers():
+        torch.testing.assert_close(buf.double(), buffers_o[name].double(), rtol=1e-6, atol=1e-7,
+                                   msg=name)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("first_max", [False, True])
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_ties_route_the_max_gradient_like_pytorch(backend, device, first_max, fmt):
+    """Equal maxima over H*W and over C: amax shares the gradient, max_pool2d and
+    torch.max(dim) give it to the first; zeros make every channel tie."""
+    kw = dict(device=device, dtype=torch.float64)
+    x = torch.randn(2, 6, 4, 5, **kw)
+    x[0, :, 1, 2] = 0.0          # every channel ties at this pixel (and the spatial max is 0)
+    x[0, :, 2, 3] = -1.0
+    x[1, 2] = 3.0                # a whole channel ties over H*W
+    x[1, 4, 0, :3] = 9.0
+    x = x.to(memory_format=FORMATS[fmt])
+    w1, w2 = torch.randn(3, 6, **kw), torch.randn(6, 3, **kw)
+    cw = torch.randn(1, 2, 3, 3, **kw)
+    args = (w1, None, w2, None, cw)
+    dy = torch.randn_like(x)
+    grads = []
+    for b in (backend, "reference"):
+        xx = x.clone().requires_grad_()
+        y = F.convolutional_block_attention(xx, *args, first_max=first_max, backend=b)
+        y.backward(dy)
+        grads.append((y.detach(), xx.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("spatial_input,channel_pool,first_max,bn", [
+    ("mean_max", "avg_max", False, False),
+    ("max_mean", "avg_max", True, True),
+    ("mix", "mix", False, True),
+    ("none", "max", True, False),
+])
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_gradcheck(backend, device, spatial_input, channel_pool, first_max, bn, fmt):
+    kw = dict(dtype=torch.float64, device=device, requires_grad=True)
+    B, C, H, W = (2, 5, 2, 3) if (backend, device) == ("triton", "cpu") else (2, 6, 3, 4)
+    x = torch.randn(B, C, H, W, **kw).detach().to(memory_format=FORMATS[fmt]).requires_grad_()
+    w1, b1 = torch.randn(3, C, **kw), torch.randn(3, **kw)
+    w2, b2 = torch.randn(C, 3, **kw), torch.randn(C, **kw)
+    cw = torch.randn(1, 1 if spatial_input == "mix" else 2, 3, 3, **kw)
+    cb = torch.randn(1, **kw)
+    bw, bb = (torch.randn(1, **kw), torch.randn(1, **kw)) if bn else (None, None)
+
+    def f(x, w1, b1, w2, b2, cw, cb, bw, bb):
+        return F.convolutional_block_attention(
+            x, w1, b1, w2, b2, cw, cb, act="silu", channel_pool=channel_pool,
+            spatial_input=spatial_input, bn=bn, bn_weight=bw, bn_bias=bb, training=True,
+            first_max=first_max, backend=backend)
+
+    assert torch.autograd.gradcheck(f, (x, w1, b1, w2, b2, cw, cb, bw, bb), eps=1e-6, atol=1e-6,
+                                    rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_deterministic(backend, device, fmt):
+    m = fnn.CbamModule(40).to(device)
+    m.backend = backend
+    x = torch.randn(2, 40, 9, 7, device=device).to(memory_format=FORMATS[fmt])
+    dy = torch.randn_like(x)
+    y1, dx1, dw1 = run_module(m, x, dy)
+    y2, dx2, dw2 = run_module(m, x, dy)
+    assert torch.equal(y1, y2) and torch.equal(dx1, dx2)
+    assert all(torch.equal(dw1[n], dw2[n]) for n in dw1)
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("batch", [1, 5])
+def test_cpu_independent_of_thread_count(fmt, batch):
+    m = fnn.CBAM(72, ratio=8)  # three channel blocks per sample
+    m.backend = "cpu"
+    x = torch.randn(batch, 72, 9, 7).to(memory_format=FORMATS[fmt])
+    dy = torch.randn_like(x)
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2, 3, 8):
+            torch.set_num_threads(threads)
+            runs.append(run_module(m, x, dy))
+    finally:
+        torch.set_num_threads(before)
+    for y, dx, dw in runs[1:]:
+        assert torch.equal(y, runs[0][0]) and torch.equal(dx, runs[0][1])
+        assert all(torch.equal(dw[n], runs[0][2][n]) for n in dw)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("first_max", [False, True])
+def test_nan_propagates_through_the_max_pools(backend, device, first_max):
+    x = torch.randn(2, 8, 5, 6, device=device, dtype=torch.float64)
+    x[1, 3, 2, 4] = float("nan")
+    m = fnn.CBAM(8, ratio=4).to(device).double() if first_max else \
+        fnn.CbamModule(8).to(device).double().eval()
+    m.backend = backend
+    y = m(x.clone().requires_grad_())
+    y_ref = reference_twin(m)(x)
+    assert torch.equal(y.isnan(), y_ref.isnan())
+    assert y[1].isnan().all() and not y[0].isnan().any()
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("shape", [(0, 8, 4, 4)])
+def test_zero_batch(backend, device, shape):
+    m = fnn.CBAM(8, ratio=4).to(device)
+    m.backend = backend
+    x = torch.randn(shape, device=device, requires_grad=True)
+    y = m(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="no C++ extension")
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("first_max", [False, True])
+def test_opcheck_passes(fmt, first_max):
+    x = torch.randn(2, 6, 3, 5).to(memory_format=FORMATS[fmt])
+    ops = torch.ops.attnkernels
+    ca = torch.rand(2, 6)
+    cmean, cmax = ops.cbam_channel_pool(x)
+    torch.library.opcheck(ops.cbam_channel_pool.default, (x,))
+    torch.library.opcheck(ops.cbam_spatial_pool.default, (x, ca))
+    smean, smax = ops.cbam_spatial_pool(x, ca)
+    sa = torch.rand(2, 3, 5)
+    torch.library.opcheck(ops.cbam_apply.default, (x, ca, sa))
+    dy = torch.randn_like(x)
+    torch.library.opcheck(ops.cbam_backward_reduce.default, (dy, x, ca, sa, cmax, smax, first_max))
+    _, _, ctie, stie = ops.cbam_backward_reduce(dy, x, ca, sa, cmax, smax, first_max)
+    g = torch.randn(2, 3, 5)
+    torch.library.opcheck(ops.cbam_spatial_pool_backward.default,
+                          (x, ca, smax, stie, g, g, first_max))
+    cg = torch.randn(2, 6)
+    torch.library.opcheck(ops.cbam_backward_apply.default,
+                          (dy, x, ca, sa, cmax, ctie, cg, cg, smax, stie, g, g, first_max))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("bn_mode", [0, 1, 2])
+def test_opcheck_composite(backend, device, bn_mode):
+    from attnkernels.ops import cbam as cbam_ops
+
+    kw = dict(device=device, requires_grad=True)
+    x = torch.randn(2, 6, 3, 5, **kw)
+    w1, w2 = torch.randn(3, 6, **kw), torch.randn(6, 3, **kw)
+    cw = torch.randn(1, 2, 3, 3, **kw)
+    bn = [torch.randn(1, **kw), torch.randn(1, **kw)] if bn_mode else [None, None]
+    running = [torch.zeros(1, device=device), torch.ones(1, device=device)] if bn_mode == 2 \
+        else [None, None]
+    config = [0, 1, 0, 0, 0, bn_mode, 1]
+    torch.library.opcheck(cbam_ops.cbam_forward,
+                          (x, w1, None, w2, None, cw, None, *bn, *running, config, 1e-5, backend))
+
+
+def test_pool_types_lp_lse_run_reference_under_auto_and_raise_when_explicit():
+    m = fnn.OfficialCBAM(16, 4, pool_types=["avg", "lse"])
+    x = torch.randn(2, 16, 3, 3)
+    torch.testing.assert_close(m(x), reference_twin(m)(x))
+    if HAS_CPU:
+        m.backend = "cpu"
+        with pytest.raises(RuntimeError, match="pool_types"):
+            m(x)
+
+
+def test_reference_fallback_counts_the_batch_once():
+    m = fnn.OfficialCBAM(16, 4, pool_types=["lp"])
+    m(torch.randn(2, 16, 3, 3))
+    assert m.SpatialGate.spatial.bn.num_batches_tracked.item() == 1
+    f = fnn.CbamModule(16)
+    f(torch.randn(2, 16, 3, 3))
+    assert f.spatial.conv.bn.num_batches_tracked.item() == 1
+
+
+def _args():
+    return {"x": torch.randn(2, 4, 3, 3), "w1": torch.randn(2, 4), "w2": torch.randn(4, 2),
+            "conv_weight": torch.randn(1, 2, 7, 7), "spatial_input": "mean_max"}
+
+
+@pytest.mark.parametrize("mutate,error,match", [
+    (lambda a: {**a, "x": a["x"][0]}, ValueError, "x must be a 4-D"),
+    (lambda a: {**a, "x": a["x"].long()}, TypeError, "x must be a floating-point"),
+    (lambda a: {**a, "w1": torch.randn(2, 5)}, ValueError, "w1 must have shape"),
+    (lambda a: {**a, "w2": torch.randn(3, 2)}, ValueError, "w2 must have shape"),
+    (lambda a: {**a, "conv_weight": torch.randn(1, 2, 4, 4)}, ValueError, "conv_weight must be a"),
+    (lambda a: {**a, "conv_weight": torch.randn(1, 2, 3, 3), "spatial_input": "mix"}, ValueError,
+     r"conv_weight must be a \(1, 1, k, k\)"),
+    (lambda a: {**a, "spatial_input": "sideways"}, ValueError, "spatial_input must be one of"),
+])
+def test_bad_input_names_the_argument(mutate, error, match):
+    a = mutate(_args())
+    with pytest.raises(error, match=match):
+        F.convolutional_block_attention(a["x"], a["w1"], None, a["w2"], None, a["conv_weight"],
+                                        spatial_input=a["spatial_input"])
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="no C++ extension")
+def test_compiled_passes_check_their_arguments():
+    x = torch.randn(2, 4, 3, 3)
+    with pytest.raises(RuntimeError, match=r"ca must be a contiguous \(2, 4\)"):
+        torch.ops.attnkernels.cbam_spatial_pool(x, torch.rand(2, 5))
+    with pytest.raises(RuntimeError, match=r"sa must be a contiguous \(2, 3, 3\)"):
+        torch.ops.attnkernels.cbam_apply(x, torch.rand(2, 4), torch.rand(2, 9))
+
+
+def test_flavour_factory_and_state_dict_keys():
+    assert type(fnn.ConvBlockAttention(64)) is fnn.CbamModule
+    assert set(fnn.ConvBlockAttention(64, flavour="seed").state_dict()) == {
+        "ca.fc1.weight", "ca.fc2.weight", "sa.conv1.weight"}
+    assert set(fnn.CBAMBlock(64).state_dict()) == {
+        "channelattention.fc.0.weight", "channelattention.fc.2.weight",
+        "spatialattention.conv.weight"}
+    assert set(fnn.UltralyticsCBAM(64).state_dict()) == {
+        "channel_attention.fc.weight", "channel_attention.fc.bias", "spatial_attention.cv1.weight"}
+    assert "SpatialGate.spatial.bn.running_var" in fnn.OfficialCBAM(64).state_dict()
+    assert fnn.OfficialCBAM(64).SpatialGate.spatial.bn.momentum == 0.01
+    assert "spatial.conv.bn.num_batches_tracked" in fnn.CbamModule(64).state_dict()
+    with pytest.raises(ValueError, match="unknown CBAM flavour"):
+        fnn.ConvBlockAttention(64, flavour="nope")
+    r, f = ref.cbam.CbamModule(64), fnn.CbamModule(64)
+    f.load_state_dict(r.state_dict())
+    r.load_state_dict(f.state_dict())
+    deep = copy.deepcopy(f)
+    assert type(deep) is fnn.CbamModule
