@@ -21,11 +21,11 @@ constexpr int kReduceThreads = 256;
 constexpr int kApplyThreads = 256;
 constexpr int kTileC = 32;  // channels_last reduce: channels per block (one per lane)
 
-// Forward (kGrad = false): out0 = mean (0.5*mean + 0.5*max with kMax), out1 = max.
-// Backward (kGrad = true): out0 = sum(dy * x), out1 = count of x == xmax.
+// Forward (kGrad = false): out0 = mean (with kMax and mix, 0.5*mean + 0.5*max),
+// out1 = max. Backward (kGrad = true): out0 = sum(dy * x), out1 = count of x == xmax.
 template <bool kGrad, bool kMax, typename acc_t>
 __device__ __forceinline__ void write_stats(int64_t nc, acc_t sum, acc_t aux, int64_t HW,
-                                           acc_t* out0, acc_t* out1) {
+                                           bool mix, acc_t* out0, acc_t* out1) {
   if (kGrad) {
     out0[nc] = sum;
     if (kMax) out1[nc] = aux;
@@ -33,7 +33,7 @@ __device__ __forceinline__ void write_stats(int64_t nc, acc_t sum, acc_t aux, in
     acc_t mean = sum / static_cast<acc_t>(HW);
     if (kMax) {
       out1[nc] = aux;
-      mean = acc_t(0.5) * mean + acc_t(0.5) * aux;
+      if (mix) mean = acc_t(0.5) * mean + acc_t(0.5) * aux;
     }
     out0[nc] = mean;
   }
@@ -42,7 +42,7 @@ __device__ __forceinline__ void write_stats(int64_t nc, acc_t sum, acc_t aux, in
 // NCHW: one block per (n, c) plane.
 template <bool kGrad, bool kMax, typename scalar_t, typename acc_t>
 __global__ void channel_reduce_nchw_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ dy,
-                                      const acc_t* __restrict__ xmax, int64_t HW,
+                                      const acc_t* __restrict__ xmax, int64_t HW, bool mix,
                                       acc_t* __restrict__ out0, acc_t* __restrict__ out1) {
   __shared__ acc_t scratch[kReduceThreads / kWarp];
   const int64_t nc = blockIdx.x;
@@ -61,7 +61,7 @@ __global__ void channel_reduce_nchw_kernel(const scalar_t* __restrict__ x, const
   }
   sum = block_reduce<false>(sum, scratch);
   if (kMax) aux = (kGrad ? block_reduce<false>(aux, scratch) : block_reduce<true>(aux, scratch));
-  if (threadIdx.x == 0) write_stats<kGrad, kMax>(nc, sum, aux, HW, out0, out1);
+  if (threadIdx.x == 0) write_stats<kGrad, kMax>(nc, sum, aux, HW, mix, out0, out1);
 }
 
 // channels_last: a block covers kTileC channels of one sample; lane = channel,
@@ -70,7 +70,8 @@ __global__ void channel_reduce_nchw_kernel(const scalar_t* __restrict__ x, const
 template <bool kGrad, bool kMax, typename scalar_t, typename acc_t>
 __global__ void channel_reduce_nhwc_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ dy,
                                       const acc_t* __restrict__ xmax, int64_t C, int64_t HW,
-                                      acc_t* __restrict__ out0, acc_t* __restrict__ out1) {
+                                      bool mix, acc_t* __restrict__ out0,
+                                      acc_t* __restrict__ out1) {
   constexpr int kRows = kReduceThreads / kTileC;
   __shared__ acc_t ssum[kRows][kTileC];
   __shared__ acc_t saux[kRows][kTileC];
@@ -100,7 +101,7 @@ __global__ void channel_reduce_nhwc_kernel(const scalar_t* __restrict__ x, const
       sum += ssum[r][threadIdx.x];
       if (kMax) aux = kGrad ? aux + saux[r][threadIdx.x] : max_nan(aux, saux[r][threadIdx.x]);
     }
-    write_stats<kGrad, kMax>(n * C + c, sum, aux, HW, out0, out1);
+    write_stats<kGrad, kMax>(n * C + c, sum, aux, HW, mix, out0, out1);
   }
 }
 
@@ -125,9 +126,10 @@ __global__ void channel_apply_kernel(const scalar_t* __restrict__ x, const scala
   }
 }
 
+// mix: the forward's out0 is 0.5 * mean + 0.5 * max with has_max (SE), else the mean.
 template <bool kGrad, typename scalar_t, typename acc_t>
 void launch_reduce(const at::Tensor& x, const at::Tensor* dy, const acc_t* xmax, bool has_max,
-                   acc_t* out0, acc_t* out1, cudaStream_t stream) {
+                   acc_t* out0, acc_t* out1, cudaStream_t stream, bool mix = true) {
   const int64_t B = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const scalar_t* dyp = dy ? dy->data_ptr<scalar_t>() : nullptr;
@@ -135,18 +137,18 @@ void launch_reduce(const at::Tensor& x, const at::Tensor* dy, const acc_t* xmax,
     const dim3 grid(ceil_div(C, kTileC), static_cast<unsigned int>(B));
     if (has_max)
       channel_reduce_nhwc_kernel<kGrad, true, scalar_t, acc_t><<<grid, kReduceThreads, 0, stream>>>(
-          xp, dyp, xmax, C, HW, out0, out1);
+          xp, dyp, xmax, C, HW, mix, out0, out1);
     else
       channel_reduce_nhwc_kernel<kGrad, false, scalar_t, acc_t><<<grid, kReduceThreads, 0, stream>>>(
-          xp, dyp, xmax, C, HW, out0, out1);
+          xp, dyp, xmax, C, HW, mix, out0, out1);
   } else {
     const unsigned int grid = static_cast<unsigned int>(B * C);
     if (has_max)
       channel_reduce_nchw_kernel<kGrad, true, scalar_t, acc_t><<<grid, kReduceThreads, 0, stream>>>(
-          xp, dyp, xmax, HW, out0, out1);
+          xp, dyp, xmax, HW, mix, out0, out1);
     else
       channel_reduce_nchw_kernel<kGrad, false, scalar_t, acc_t><<<grid, kReduceThreads, 0, stream>>>(
-          xp, dyp, xmax, HW, out0, out1);
+          xp, dyp, xmax, HW, mix, out0, out1);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
