@@ -1,4 +1,4 @@
-"""Micro-benchmarks: ``python -m bench [--modules se eca] [--device cpu|cuda] [--dtype ...] [--shapes ...]``.
+"""Micro-benchmarks: ``python -m bench [--modules se eca cbam] [--device cpu|cuda] [--dtype ...] [--shapes ...]``.
 
 For each module family and shape: ``x.clone()`` (the copy baseline, timed
 right before each case), the eager reference module, ``torch.compile`` of it, and every
@@ -17,10 +17,10 @@ import torch
 
 import attnkernels
 
-from . import eca, se
+from . import cbam, eca, se
 from .timing import measure
 
-FAMILIES = {"se": se, "eca": eca}
+FAMILIES = {"se": se, "eca": eca, "cbam": cbam}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -46,12 +46,12 @@ def providers(device: torch.device):
     return names
 
 
-def build(family, provider: str, fused: torch.nn.Module):
+def build(provider: str, fused: torch.nn.Module):
     if provider == "eager":
-        return family.reference_of(fused)
+        return fused.reference_module()
     if provider == "compile":
         torch._dynamo.reset()
-        return torch.compile(family.reference_of(fused))
+        return torch.compile(fused.reference_module())
     m = fused
     m.backend = provider
     return m
@@ -122,7 +122,7 @@ def run_family(family_name, family, args, device, dtype, fmt, provs, meta):
         for mode in args.modes:
             for prov in provs:
                 done += 1
-                module = build(family, prov, fused)
+                module = build(prov, fused)
                 # The copy baseline is timed right before each case: on a shared
                 # machine, memory bandwidth drifts between cases.
                 clone = measure(lambda: x.clone(), device, budget_s=args.budget)

@@ -1,6 +1,4 @@
 """Efficient Channel Attention benchmark: the same shapes as SE, every provider."""
-import copy
-
 import torch
 
 from attnkernels import nn as fnn
@@ -12,10 +10,3 @@ def make_module(channels: int) -> torch.nn.Module:
     """timm's EcaModule (k from the channel count): the module ECA-ResNets carry."""
     return fnn.EcaModule(channels)
 
-
-def reference_of(fused: torch.nn.Module) -> torch.nn.Module:
-    from attnkernels.reference import eca as ref
-
-    twin = copy.deepcopy(fused)
-    twin.__class__ = ref.EcaModule
-    return twin

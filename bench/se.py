@@ -1,6 +1,4 @@
 """Squeeze-and-Excitation benchmark: shapes from real networks, every provider."""
-import copy
-
 import torch
 
 from attnkernels import nn as fnn
@@ -21,10 +19,3 @@ def make_module(channels: int) -> torch.nn.Module:
     """timm's SEModule (ReLU, sigmoid, rd_ratio 1/16): the module ResNet-style nets carry."""
     return fnn.SEModule(channels)
 
-
-def reference_of(fused: torch.nn.Module) -> torch.nn.Module:
-    from attnkernels.reference import se as ref
-
-    twin = copy.deepcopy(fused)
-    twin.__class__ = ref.SEModule
-    return twin

@@ -32,6 +32,17 @@ class FusedFamily(nn.Module):
             cls.FLAVOURS[flavour] = cls
             cls.flavour = flavour
 
+    def reference_module(self) -> nn.Module:
+        """A copy of this module as its upstream (reference) class: same
+        submodules, weights, buffers and mode, the upstream forward."""
+        import copy
+
+        ref_cls = next(c for c in type(self).__mro__
+                       if c.__module__.startswith("attnkernels.reference."))
+        twin = copy.deepcopy(self)
+        twin.__class__ = ref_cls
+        return twin
+
     def reference_forward(self, x: torch.Tensor, reason: str) -> torch.Tensor:
         """No fused kernel for this configuration (``reason``): auto runs the
         reference module's forward (same numbers); an explicit fused backend raises."""
