@@ -11,15 +11,21 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <climits>
 #include <limits>
+#include <type_traits>
 
 #include "../common/cbam.h"
 #include "channel_gate.h"
+#include "simd.h"
 
 namespace attnkernels {
 namespace {
 
 constexpr int64_t kBlockC = 32;
+
+template <typename scalar_t>
+constexpr bool kFloat = std::is_same_v<scalar_t, float>;
 
 // The (sample, channel block) tasks of one tensor.
 struct Blocks {
@@ -111,7 +117,15 @@ void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& 
       for (int64_t c = c0; c < c1; ++c) {
         const scalar_t* __restrict__ row = xs + c * HW;
         const acc_t gc = g[c];
-        for (int64_t p = 0; p < HW; ++p) {
+        int64_t p = 0;
+        if constexpr (kFloat<scalar_t>) {
+          for (; p + 4 <= HW; p += 4) {
+            const f4 u = load4(row + p) * gc;
+            store4(s + p, load4(s + p) + u);
+            store4(m + p, max_nan4(load4(m + p), u));
+          }
+        }
+        for (; p < HW; ++p) {
           const acc_t u = static_cast<acc_t>(row[p]) * gc;
           s[p] += u;
           m[p] = max_nan(m[p], u);
@@ -230,6 +244,40 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
         acc_t lane[kLanes] = {};
         int32_t ct = tie0;
         int64_t p = 0;
+        if constexpr (kFloat<scalar_t>) {
+          // The scalar loop below, four lanes at a time (same lanes, same order).
+          f4 acc[4] = {};
+          i4 ctv = splat4(kFirst ? INT_MAX : 0);
+          const i4 cv = splat4(static_cast<int32_t>(c));
+          i4 pos = iota4(0);  // the index of each lane, for the first maximal element
+          for (; p + kLanes <= HW; p += kLanes) {
+            for (int k = 0; k < 4; ++k, pos += 4) {
+              const int64_t i = p + 4 * k;
+              const f4 xv = load4(xr + i), t = load4(dr + i) * xv;
+              acc[k] += t * load4(s + i);
+              store4(pd + i, load4(pd + i) + t * gc);
+              const i4 s_hit = xv * gc == load4(sm + i), c_hit = xv == cm;
+              i4 st = load4(pt + i);
+              if (kFirst) {
+                st = (s_hit & (st < 0)) ? cv : st;
+                const i4 cand = c_hit ? pos : splat4(INT_MAX);
+                ctv = cand < ctv ? cand : ctv;
+              } else {
+                st -= s_hit;
+                ctv -= c_hit;
+              }
+              store4(pt + i, st);
+            }
+          }
+          for (int k = 0; k < 4; ++k) store4(lane + 4 * k, acc[k]);
+          if (kFirst) {
+            int32_t first = INT_MAX;
+            for (int l = 0; l < 4; ++l) first = std::min(first, ctv[l]);
+            ct = first == INT_MAX ? -1 : first;
+          } else {
+            ct = ctv[0] + ctv[1] + ctv[2] + ctv[3];
+          }
+        }
         for (; p + kLanes <= HW; p += kLanes) {
           for (int l = 0; l < kLanes; ++l) {
             const acc_t xv = static_cast<acc_t>(xr[p + l]);
@@ -334,6 +382,20 @@ void spatial_pool_backward_kernel(const at::Tensor& x, const at::Tensor& ca,
           const acc_t xv = static_cast<acc_t>(xr[i]);
           return xv * (gm[i] + (routed<kFirst>(xv * gc, sm[i], st[i], c) ? gx[i] : acc_t(0)));
         };
+        if constexpr (kFloat<scalar_t>) {
+          // term() four lanes at a time (same lanes, same order).
+          f4 acc[4] = {};
+          const i4 cv = splat4(static_cast<int32_t>(c));
+          for (; p + kLanes <= HW; p += kLanes) {
+            for (int k = 0; k < 4; ++k) {
+              const int64_t i = p + 4 * k;
+              const f4 xv = load4(xr + i);
+              const i4 hit = kFirst ? load4(st + i) == cv : xv * gc == load4(sm + i);
+              acc[k] += xv * (load4(gm + i) + (hit ? load4(gx + i) : splat4(0.f)));
+            }
+          }
+          for (int k = 0; k < 4; ++k) store4(lane + 4 * k, acc[k]);
+        }
         for (; p + kLanes <= HW; p += kLanes)
           for (int l = 0; l < kLanes; ++l) lane[l] += term(p + l);
         acc_t sum = 0;
@@ -388,14 +450,49 @@ void backward_apply_kernel(const at::Tensor& dy, const at::Tensor& x, const at::
       const scalar_t* __restrict__ xr = xp + off + r * HW;
       const scalar_t* __restrict__ dr = dyp + off + r * HW;
       scalar_t* __restrict__ out = dxp + off + r * HW;
-      for (int64_t p = 0; p < HW; ++p)
+      int64_t p = 0;
+      if constexpr (kFloat<scalar_t>) {
+        // grad(), four elements at a time.
+        const int64_t n = b * C + r, q = b * HW;
+        const f4 g = splat4(gp[n]), cgm4 = splat4(cgm[n]), cgx4 = splat4(cgx[n]),
+                 cm4 = splat4(cmp[n]);
+        const i4 cv = splat4(static_cast<int32_t>(r)), ct = splat4(ctp[n]);
+        i4 pos = iota4(0);
+        for (; p + 4 <= HW; p += 4, pos += 4) {
+          const f4 xv = load4(xr + p), dyv = load4(dr + p);
+          const i4 s_hit = kFirst ? load4(stp + q + p) == cv : xv * g == load4(smp + q + p);
+          const i4 c_hit = kFirst ? pos == ct : xv == cm4;
+          const f4 v = g * (dyv * load4(sap + q + p) + load4(sgm + q + p) +
+                            (s_hit ? load4(sgx + q + p) : splat4(0.f))) +
+                       cgm4 + (c_hit ? cgx4 : splat4(0.f));
+          store4(out + p, v);
+        }
+      }
+      for (; p < HW; ++p)
         out[p] = static_cast<scalar_t>(grad(static_cast<acc_t>(dr[p]), static_cast<acc_t>(xr[p]),
                                             r, p, b * C + r, b * HW + p));
     } else {
       const scalar_t* __restrict__ xr = xp + off + r * C;
       const scalar_t* __restrict__ dr = dyp + off + r * C;
       scalar_t* __restrict__ out = dxp + off + r * C;
-      for (int64_t c = 0; c < C; ++c)
+      int64_t c = 0;
+      if constexpr (kFloat<scalar_t>) {
+        // grad(), four channels at a time.
+        const int64_t q = b * HW + r, n0 = b * C;
+        const f4 s = splat4(sap[q]), sgm4 = splat4(sgm[q]), sgx4 = splat4(sgx[q]),
+                 sm4 = splat4(smp[q]);
+        const i4 st = splat4(stp[q]), pv = splat4(static_cast<int32_t>(r));
+        i4 chan = iota4(0);
+        for (; c + 4 <= C; c += 4, chan += 4) {
+          const f4 xv = load4(xr + c), dyv = load4(dr + c), g = load4(gp + n0 + c);
+          const i4 s_hit = kFirst ? chan == st : xv * g == sm4;
+          const i4 c_hit = kFirst ? load4(ctp + n0 + c) == pv : xv == load4(cmp + n0 + c);
+          const f4 v = g * (dyv * s + sgm4 + (s_hit ? sgx4 : splat4(0.f))) + load4(cgm + n0 + c) +
+                       (c_hit ? load4(cgx + n0 + c) : splat4(0.f));
+          store4(out + c, v);
+        }
+      }
+      for (; c < C; ++c)
         out[c] = static_cast<scalar_t>(grad(static_cast<acc_t>(dr[c]), static_cast<acc_t>(xr[c]),
                                             c, r, b * C + c, b * HW + r));
     }
