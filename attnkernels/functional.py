@@ -123,15 +123,16 @@ def efficient_channel_attention(x: torch.Tensor, weight: torch.Tensor,
     return eca_ops.eca_forward(x, weight, bias, circular, GATES[gate])
 
 
-def _cbam_backend_reasons() -> Dict[str, List[str]]:
-    """Reasons particular to CBAM, per fused backend."""
-    if _extension.load() and not _extension.has_kernel("cbam_apply", "CUDA"):
-        return {"cuda": ["the extension has no CUDA kernels for CBAM"]}
+def _cuda_kernel_reasons(op: str, family: str) -> Dict[str, List[str]]:
+    """{"cuda": [why]} when the extension was built without ``op``'s CUDA kernel."""
+    if _extension.load() and not _extension.has_kernel(op, "CUDA"):
+        return {"cuda": [f"the extension has no CUDA kernels for {family}"]}
     return {}
 
 
 # Read once, at import: no dispatcher lookups inside compiled regions.
-_CBAM_BACKEND_REASONS = _cbam_backend_reasons()
+_CBAM_BACKEND_REASONS = _cuda_kernel_reasons("cbam_apply", "CBAM")
+_COORD_BACKEND_REASONS = _cuda_kernel_reasons("coord_apply", "Coordinate Attention")
 
 
 def convolutional_block_attention(
@@ -204,13 +205,8 @@ def convolutional_block_attention(
                              f"{tuple(conv_weight.shape) if isinstance(conv_weight, torch.Tensor) else conv_weight}")
         _check_param(x, conv_weight, "conv_weight", tuple(conv_weight.shape))
         _check_param(x, conv_bias, "conv_bias", (1,))
-        for name, t in (("bn_weight", bn_weight), ("bn_bias", bn_bias),
-                        ("running_mean", running_mean), ("running_var", running_var)):
-            if t is not None and not bn:
-                raise ValueError(f"{name} given with bn=False")
-            _check_param(x, t, name, (1,))
-        if (running_mean is None) != (running_var is None):
-            raise ValueError("give both running_mean and running_var, or neither")
+        _check_batch_norm(x, bn, 1, bn_weight=bn_weight, bn_bias=bn_bias,
+                          running_mean=running_mean, running_var=running_var)
 
     name = _backend.select(x, backend, family_reasons, _CBAM_BACKEND_REASONS)
     kwargs = dict(act=act, channel_gate=channel_gate, channel_pool=channel_pool,
@@ -229,8 +225,83 @@ def convolutional_block_attention(
     y, *_, batch_mean, batch_var = cbam_ops.cbam_forward(
         x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias,
         None if bn_stats else running_mean, None if bn_stats else running_var, config, eps, name)
-    if bn_stats and training and running_mean is not None:
-        with torch.no_grad():
-            running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype), alpha=momentum)
-            running_var.mul_(1 - momentum).add_(batch_var.to(running_var.dtype), alpha=momentum)
+    if bn_stats and training:
+        _update_running_stats(running_mean, running_var, batch_mean, batch_var, momentum)
+    return y
+
+
+def _update_running_stats(running_mean, running_var, batch_mean, batch_var, momentum) -> None:
+    """F.batch_norm's update in training mode: r = (1 - momentum) r + momentum * batch
+    (the variance unbiased)."""
+    if running_mean is None:
+        return
+    with torch.no_grad():
+        running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype), alpha=momentum)
+        running_var.mul_(1 - momentum).add_(batch_var.to(running_var.dtype), alpha=momentum)
+
+
+def _check_batch_norm(x, bn, width, **tensors) -> None:
+    for name, t in tensors.items():
+        if t is not None and not bn:
+            raise ValueError(f"{name} given with bn=False")
+        _check_param(x, t, name, (width,))
+    if (tensors["running_mean"] is None) != (tensors["running_var"] is None):
+        raise ValueError("give both running_mean and running_var, or neither")
+
+
+def coordinate_attention(
+        x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor], wh: torch.Tensor,
+        bh: Optional[torch.Tensor], ww: torch.Tensor, bw: Optional[torch.Tensor], *,
+        act: str = "hardswish", gate: str = "sigmoid", bn: bool = False,
+        bn_weight: Optional[torch.Tensor] = None, bn_bias: Optional[torch.Tensor] = None,
+        running_mean: Optional[torch.Tensor] = None, running_var: Optional[torch.Tensor] = None,
+        training: bool = False, momentum: float = 0.1, eps: float = 1e-5, skip: bool = False,
+        backend: Optional[str] = None, family_reasons: List[str] = ()) -> torch.Tensor:
+    """Coordinate Attention: ``y = x * a_w[n, c, w] * a_h[n, c, h]`` (``+ x`` with skip).
+
+    The strip means (over W per (n, c, h), over H per (n, c, w)) go through a
+    shared 1x1 conv w1 (R, C) with bias b1, BatchNorm over both strips (bn),
+    and act; then a_h = gate(wh y_h + bh), a_w = gate(ww y_w + bw) with wh, ww
+    (C, R). BatchNorm: bn_weight/bn_bias (or None) and running_mean/running_var
+    (R,); in training mode (or without running statistics) it normalises with
+    the batch statistics and updates the running ones in place with
+    ``momentum``, as F.batch_norm does. act: identity/relu/silu/hardswish;
+    gate: sigmoid/hard_sigmoid. backend: as for ``squeeze_excite``."""
+    _check_activation_4d(x)
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+    if gate not in GATES:
+        raise ValueError(f"gate must be one of {sorted(GATES)}, got {gate!r}")
+    channels = x.shape[1]
+    if not isinstance(w1, torch.Tensor) or w1.dim() != 2:
+        raise ValueError(f"w1 must be a 2-D (reduced, C) tensor, got "
+                         f"{tuple(w1.shape) if isinstance(w1, torch.Tensor) else type(w1).__name__}")
+    reduced = w1.shape[0]
+    _check_param(x, w1, "w1", (reduced, channels))
+    _check_param(x, b1, "b1", (reduced,))
+    for name, w, b in (("wh", wh, bh), ("ww", ww, bw)):
+        if not isinstance(w, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
+        _check_param(x, w, name, (channels, reduced))
+        _check_param(x, b, "b" + name[1], (channels,))
+    _check_batch_norm(x, bn, reduced, bn_weight=bn_weight, bn_bias=bn_bias,
+                      running_mean=running_mean, running_var=running_var)
+
+    name = _backend.select(x, backend, family_reasons, _COORD_BACKEND_REASONS)
+    if name == "reference":
+        return reference.coord.coordinate_attention(
+            x, w1, b1, wh, bh, ww, bw, act=act, gate_fn=gate, bn=bn, bn_weight=bn_weight,
+            bn_bias=bn_bias, running_mean=running_mean, running_var=running_var,
+            training=training, momentum=momentum, eps=eps, skip=skip)
+    from .ops import coord as coord_ops
+
+    bn_stats = bn and (training or running_mean is None)
+    bn_mode = (coord_ops.BN_NONE if not bn
+               else coord_ops.BN_BATCH if bn_stats else coord_ops.BN_RUNNING)
+    config = [ACTIVATIONS[act], GATES[gate], bn_mode, int(skip)]
+    y, _, _, batch_mean, batch_var = coord_ops.coord_forward(
+        x, w1, b1, wh, bh, ww, bw, bn_weight, bn_bias, None if bn_stats else running_mean,
+        None if bn_stats else running_var, config, eps, name)
+    if bn_stats and training:
+        _update_running_stats(running_mean, running_var, batch_mean, batch_var, momentum)
     return y

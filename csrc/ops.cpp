@@ -60,6 +60,21 @@ TORCH_LIBRARY(attnkernels, m) {
       "cbam_backward_apply(Tensor dy, Tensor x, Tensor ca, Tensor sa, Tensor cmax, Tensor ctie, "
       "Tensor cgmean, Tensor cgmax, Tensor smax, Tensor stie, Tensor sgmean, Tensor sgmax, "
       "bool first_max) -> Tensor");
+
+  // Coordinate Attention: the passes over x; the gate network (1x1 conv,
+  // BatchNorm, activation, two 1x1 convs, gates) runs in PyTorch between them
+  // (attnkernels/ops/coord.py). mh (N, C, H) is the mean over W, mw (N, C, W)
+  // the mean over H; ah (N, C, H) and aw (N, C, W) are the gates, all in the
+  // accumulate dtype. y = x * aw * ah (+ x with skip). The backward reduction
+  // reads (dy, x) once for dah = sum_w dy * x * aw and daw = sum_h dy * x * ah;
+  // gh (N, C, H) and gw (N, C, W) are what each element receives from the
+  // strip means (d mean / count), and dx = dy * aw * ah + gh + gw (+ dy).
+  m.def("coord_pool(Tensor x) -> (Tensor mh, Tensor mw)");
+  m.def("coord_apply(Tensor x, Tensor ah, Tensor aw, bool skip) -> Tensor");
+  m.def("coord_backward_reduce(Tensor dy, Tensor x, Tensor ah, Tensor aw) -> (Tensor dah, Tensor daw)");
+  m.def(
+      "coord_backward_apply(Tensor dy, Tensor ah, Tensor aw, Tensor gh, Tensor gw, bool skip) "
+      "-> Tensor");
 }
 
 #ifdef ATTNKERNELS_PYTHON_MODULE

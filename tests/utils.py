@@ -68,6 +68,9 @@ def assert_module_matches_reference(fused, reference_twin, dtype, memory_format,
     assert_matches_oracle(dx_f, dx_e, dx_o, "dx")
     assert dw_f.keys() == dw_o.keys()
     for name in dw_o:
+        if dw_o[name] is None:  # a parameter upstream never uses (the seeds' CA_Block.bn)
+            assert dw_f[name] is None, name
+            continue
         assert_matches_oracle(dw_f[name], dw_e[name], dw_o[name], name)
 
 

@@ -1,6 +1,6 @@
 """What every family of drop-in modules shares: the flavour factory and the
 fallback to the reference forward for configurations with no fused kernel."""
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -50,3 +50,31 @@ class FusedFamily(nn.Module):
 
         _backend.select(x, self.backend, [reason])
         return super().forward(x)
+
+
+def batch_norm_parts(bn: nn.BatchNorm2d) -> Dict:
+    """The BatchNorm arguments of the functionals (bn, bn_weight, ..., eps), as _BatchNorm.forward
+    would use them (this counts the batch when training, as it does)."""
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    keep = not bn.training or bn.track_running_stats
+    return dict(bn=True, bn_weight=bn.weight, bn_bias=bn.bias,
+                running_mean=bn.running_mean if keep else None,
+                running_var=bn.running_var if keep else None,
+                training=bn.training or (bn.running_mean is None and bn.running_var is None),
+                momentum=momentum, eps=bn.eps)
+
+
+def matrix_of(layer: nn.Module) -> torch.Tensor:
+    """A 1x1 conv's or a Linear's weight as (out, in)."""
+    return layer.weight.reshape(layer.weight.shape[0], -1)
+
+
+def is_1x1(layer: nn.Module) -> bool:
+    if isinstance(layer, nn.Linear):
+        return True
+    return (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.stride == (1, 1)
+            and layer.padding == (0, 0) and layer.groups == 1)

@@ -25,34 +25,22 @@ from torch import nn
 from .. import functional as F
 from ..reference import cbam as ref
 from ..reference._layers import activation_name, gate_name
-from ._family import FusedFamily
+from ._family import FusedFamily, batch_norm_parts, is_1x1, matrix_of
 
 # keyword arguments of F.convolutional_block_attention, or the reason the
 # module's configuration has no fused kernel
 Parts = Union[Dict, str]
 
 
-def _matrix(layer: nn.Module) -> torch.Tensor:
-    """A 1x1 conv's or a Linear's weight as (out, in)."""
-    return layer.weight.reshape(layer.weight.shape[0], -1)
-
-
-def _is_1x1(layer: nn.Module) -> bool:
-    if isinstance(layer, nn.Linear):
-        return True
-    return (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.stride == (1, 1)
-            and layer.padding == (0, 0) and layer.groups == 1)
-
-
 def channel_parts(fc1: nn.Module, act: nn.Module, fc2: nn.Module, gate: nn.Module) -> Parts:
     """The shared MLP fc1 -> act -> fc2 (1x1 convs or Linear) and its gate."""
-    if not (_is_1x1(fc1) and _is_1x1(fc2)):
+    if not (is_1x1(fc1) and is_1x1(fc2)):
         return "its MLP layers are not 1x1 convolutions or Linear layers"
     try:
         names = dict(act=activation_name(act), channel_gate=gate_name(gate))
     except ValueError as e:
         return str(e)
-    return dict(w1=_matrix(fc1), b1=fc1.bias, w2=_matrix(fc2), b2=fc2.bias, **names)
+    return dict(w1=matrix_of(fc1), b1=fc1.bias, w2=matrix_of(fc2), b2=fc2.bias, **names)
 
 
 def spatial_parts(conv: nn.Conv2d, gate, bn=None) -> Parts:
@@ -69,22 +57,6 @@ def spatial_parts(conv: nn.Conv2d, gate, bn=None) -> Parts:
                     batch_norm=bn)
     except ValueError as e:
         return str(e)
-
-
-def batch_norm_parts(bn: nn.BatchNorm2d) -> Dict:
-    """F.convolutional_block_attention's BatchNorm arguments, as _BatchNorm.forward
-    would use them (this counts the batch when training, as it does)."""
-    momentum = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:
-            momentum = 1.0 / float(bn.num_batches_tracked)
-    keep = not bn.training or bn.track_running_stats
-    return dict(bn=True, bn_weight=bn.weight, bn_bias=bn.bias,
-                running_mean=bn.running_mean if keep else None,
-                running_var=bn.running_var if keep else None,
-                training=bn.training or (bn.running_mean is None and bn.running_var is None),
-                momentum=momentum, eps=bn.eps)
 
 
 def combine(channel: Parts, spatial: Parts, **fixed) -> Parts:
@@ -192,10 +164,10 @@ class UltralyticsCBAM(ConvBlockAttention, ref.UltralyticsCBAM, flavour="ultralyt
 
     def gate_spec(self) -> Parts:
         ca, sa = self.channel_attention, self.spatial_attention
-        if not _is_1x1(ca.fc):
+        if not is_1x1(ca.fc):
             return "its channel fc is not a 1x1 convolution"
         try:
-            channel = dict(w1=_matrix(ca.fc), b1=ca.fc.bias, act="identity",
+            channel = dict(w1=matrix_of(ca.fc), b1=ca.fc.bias, act="identity",
                            channel_gate=gate_name(ca.act))
         except ValueError as e:
             return str(e)

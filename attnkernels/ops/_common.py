@@ -14,3 +14,24 @@ def like_x(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
                                   and x.is_contiguous(memory_format=torch.channels_last)) \
         else torch.contiguous_format
     return dy.contiguous(memory_format=fmt)
+
+
+def vjp_of(fn, primals):
+    """torch.func.vjp over the tensors in ``primals`` (None entries stay None)."""
+    idx = [i for i, p in enumerate(primals) if p is not None]
+
+    def inner(*tensors):
+        args = list(primals)
+        for i, t in zip(idx, tensors):
+            args[i] = t
+        return fn(*args)
+
+    out, vjp_fn = torch.func.vjp(inner, *[primals[i] for i in idx])
+
+    def backward(grad):
+        grads = [None] * len(primals)
+        for i, g in zip(idx, vjp_fn(grad)):
+            grads[i] = g
+        return grads
+
+    return out, backward

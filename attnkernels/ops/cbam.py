@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..reference._layers import activation, gate
-from ._common import like_x, stats_dtype
+from ._common import like_x, stats_dtype, vjp_of
 
 CHANNEL_POOLS = {"avg_max": 0, "mix": 1, "avg": 2, "max": 3}
 SPATIAL_INPUTS = {"mean_max": 0, "max_mean": 1, "mix": 2, "none": 3}
@@ -201,27 +201,6 @@ def _cbam_forward_fake(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, b
             x.new_empty((n,), dtype=acc), x.new_empty((n,), dtype=acc))
 
 
-def _vjp(fn, primals):
-    """torch.func.vjp over the tensors in ``primals`` (None entries stay None)."""
-    idx = [i for i, p in enumerate(primals) if p is not None]
-
-    def inner(*tensors):
-        args = list(primals)
-        for i, t in zip(idx, tensors):
-            args[i] = t
-        return fn(*args)
-
-    out, vjp_fn = torch.func.vjp(inner, *[primals[i] for i in idx])
-
-    def backward(grad):
-        grads = [None] * len(primals)
-        for i, g in zip(idx, vjp_fn(grad)):
-            grads[i] = g
-        return grads
-
-    return out, backward
-
-
 def _setup_context(ctx, inputs, output):
     x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps, backend = inputs
     _, cmean, cmax, smean, smax, _, _ = output
@@ -239,10 +218,10 @@ def _backward(ctx, dy, *_unused):
     C, HW = x.shape[1], x.shape[2] * x.shape[3]
     dy = like_x(dy, x)
     with torch.autocast(x.device.type, enabled=False):
-        ca, channel_vjp = _vjp(lambda *a: channel_gate(*a, config), [cmean, cmax, w1, b1, w2, b2])
+        ca, channel_vjp = vjp_of(lambda *a: channel_gate(*a, config), [cmean, cmax, w1, b1, w2, b2])
         spatial = _has_spatial(config)
         if spatial:
-            sa, spatial_vjp = _vjp(
+            sa, spatial_vjp = vjp_of(
                 lambda sm, sx, cw, cb, bw, bb: spatial_gate(sm, sx, cw, cb, bw, bb, bn_mean, bn_var,
                                                             config, eps),
                 [smean, smax, conv_w, conv_b, bn_w, bn_b])

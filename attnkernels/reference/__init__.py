@@ -1,13 +1,15 @@
 """Pure-PyTorch versions of every module flavour: the test oracle and the fallback path."""
-from . import cbam, eca, se
+from . import cbam, coord, eca, se
 from .cbam import (CBAM, CBAMBlock, CBAMBlockFc, CbamModule, LightCbamModule, OfficialCBAM,
                    UltralyticsCBAM, convolutional_block_attention)
+from .coord import CA_Block, CoordAtt, CoordAttGroups, CoordAttn, coordinate_attention
 from .eca import (CecaModule, ECAAttention, ECABlock, ECALayer, EcaModule,
                   efficient_channel_attention)
 from .se import (EffectiveSEModule, EfficientNetSqueezeExcite, SELayer, SEModule,
                  SqueezeExcitation, squeeze_excite)
 
-__all__ = ["cbam", "convolutional_block_attention", "CBAM", "CBAMBlock", "CBAMBlockFc",
+__all__ = ["coord", "coordinate_attention", "CoordAtt", "CoordAttGroups", "CA_Block", "CoordAttn",
+           "cbam", "convolutional_block_attention", "CBAM", "CBAMBlock", "CBAMBlockFc",
            "OfficialCBAM", "CbamModule", "LightCbamModule", "UltralyticsCBAM",
            "se", "squeeze_excite", "SELayer", "SqueezeExcitation", "SEModule",
            "EfficientNetSqueezeExcite", "EffectiveSEModule",

@@ -35,7 +35,7 @@ def gate(z: torch.Tensor, name: str) -> torch.Tensor:
 
 _ACT_ALIASES = {
     "relu": "relu", "silu": "silu", "swish": "silu", "hard_swish": "hardswish",
-    "hardswish": "hardswish", "identity": "identity", "none": "identity",
+    "hardswish": "hardswish", "h_swish": "hardswish", "identity": "identity", "none": "identity",
 }
 _GATE_ALIASES = {"sigmoid": "sigmoid", "hard_sigmoid": "hard_sigmoid", "hardsigmoid": "hard_sigmoid"}
 

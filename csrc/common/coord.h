@@ -1,0 +1,36 @@
+// Coordinate Attention: argument checks and outputs of the passes over x,
+// shared by the CPU and CUDA implementations (schemas and semantics in
+// csrc/ops.cpp). Strip tensors are contiguous (N, C, H) or (N, C, W) in the
+// accumulate dtype.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
+
+#include <limits>
+
+#include "checks.h"
+
+namespace attnkernels {
+
+// A strip of x: (N, C, len), contiguous, in the accumulate dtype.
+inline void check_strip(const at::Tensor& x, const at::Tensor& t, const char* name, int64_t len) {
+  const auto acc = accumulate_type(x);
+  const int64_t B = x.size(0), C = x.size(1);
+  TORCH_CHECK(t.scalar_type() == acc && t.sizes() == at::IntArrayRef({B, C, len}) && t.is_contiguous(),
+              name, " must be a contiguous (", B, ", ", C, ", ", len, ") ", acc, " tensor");
+  check_same_device(x, t, name);
+}
+
+inline void check_coord_gates(const at::Tensor& x, const at::Tensor& ah, const at::Tensor& aw) {
+  check_activation_4d(x, "x");
+  check_strip(x, ah, "ah", x.size(2));
+  check_strip(x, aw, "aw", x.size(3));
+}
+
+inline at::Tensor strip_like(const at::Tensor& x, int64_t len) {
+  return at::empty({x.size(0), x.size(1), len}, x.options().dtype(accumulate_type(x)));
+}
+
+}  // namespace attnkernels

@@ -1,0 +1,235 @@
+"""Coordinate Attention: every flavour x dtype x memory format x awkward shape x
+backend, forward, all gradients and BatchNorm's running statistics against the
+float64 reference."""
+import pytest
+import torch
+from torch import nn
+
+import attnkernels
+from attnkernels import functional as F
+from attnkernels import nn as fnn
+from attnkernels import reference as ref
+
+import utils
+from utils import assert_module_matches_reference, fused_backends, matrix_cases, run_module
+
+BACKENDS = fused_backends()
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 1, 6), (2, 32, 16, 16)]
+HAS_CPU = attnkernels.available_backends()["cpu"] is None
+
+# name -> shape -> fused module (its reference twin is built from the same class's base)
+FLAVOURS = {
+    "official": lambda s: fnn.CoordAtt(s[1], s[1], reduction=4),
+    "official_groups": lambda s: fnn.CoordAttGroups(s[1], s[1]),
+    "seed": lambda s: fnn.CA_Block(s[1], s[2], s[3], reduction=4),
+    "timm": lambda s: fnn.CoordAttn(s[1]),
+    "timm_bias_relu_hard_skip": lambda s: fnn.CoordAttn(
+        s[1], rd_ratio=0.25, bias=True, act_layer=nn.ReLU, gate_layer="hard_sigmoid",
+        has_skip=True),
+    "timm_no_norm_silu": lambda s: fnn.CoordAttn(s[1], norm_layer=None, act_layer=nn.SiLU),
+}
+
+
+def reference_twin(fused: nn.Module) -> nn.Module:
+    return utils.reference_twin(fused, ref.coord)
+
+
+def has_batch_norm(m: nn.Module) -> bool:
+    return isinstance(getattr(m, "bn1", None), nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape",
+                         list(matrix_cases(FLAVOURS, DTYPES, FORMATS, SHAPES)))
+def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
+    fused = FLAVOURS[flavour](shape).to(device)
+    if has_batch_norm(fused) and shape[0] * (shape[2] + shape[3]) == 1:
+        fused.eval()
+    fused.backend = backend
+    assert_module_matches_reference(fused, reference_twin, dtype, FORMATS[fmt], shape, device)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("flavour", ["official", "timm"])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("momentum", [0.3, None])
+def test_batch_norm_modes_and_running_statistics(backend, device, flavour, train, momentum):
+    shape = (3, 16, 6, 5)
+    fused = FLAVOURS[flavour](shape).to(device)
+    fused.bn1.momentum = momentum
+    fused.bn1.running_mean.uniform_(-1, 1)
+    fused.bn1.running_var.uniform_(0.5, 2)
+    fused.bn1.num_batches_tracked.fill_(3)
+    fused.train(train)
+    fused.backend = backend
+    oracle = reference_twin(fused).double()
+    x = torch.randn(shape, device=device, dtype=torch.float64)
+    dy = torch.randn_like(x)
+    y_o, dx_o, dw_o = run_module(oracle, x, dy)
+    y_f, dx_f, dw_f = run_module(fused, x.float(), dy.float())
+    torch.testing.assert_close(y_f.double(), y_o, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx_f.double(), dx_o, rtol=1e-4, atol=1e-5)
+    for name in dw_o:
+        torch.testing.assert_close(dw_f[name].double(), dw_o[name], rtol=1e-4, atol=1e-5, msg=name)
+    buffers_o = dict(oracle.named_buffers())
+    for name, buf in fused.named_buffers():
+        torch.testing.assert_close(buf.double(), buffers_o[name].double(), rtol=1e-6, atol=1e-7,
+                                   msg=name)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("bn,skip,act", [(False, False, "relu"), (True, True, "hardswish"),
+                                         (True, False, "silu")])
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_gradcheck(backend, device, bn, skip, act, fmt):
+    kw = dict(dtype=torch.float64, device=device, requires_grad=True)
+    B, C, H, W = (2, 5, 2, 3) if (backend, device) == ("triton", "cpu") else (2, 6, 3, 4)
+    x = torch.randn(B, C, H, W, **kw).detach().to(memory_format=FORMATS[fmt]).requires_grad_()
+    R = 3
+    args = [torch.randn(R, C, **kw), torch.randn(R, **kw), torch.randn(C, R, **kw),
+            torch.randn(C, **kw), torch.randn(C, R, **kw), torch.randn(C, **kw)]
+    bn_args = [torch.randn(R, **kw), torch.randn(R, **kw)] if bn else [None, None]
+
+    def f(x, w1, b1, wh, bh, ww, bw, g, b):
+        return F.coordinate_attention(x, w1, b1, wh, bh, ww, bw, act=act, bn=bn, bn_weight=g,
+                                      bn_bias=b, training=True, skip=skip, backend=backend)
+
+    assert torch.autograd.gradcheck(f, (x, *args, *bn_args), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_deterministic(backend, device, fmt):
+    m = fnn.CoordAttn(40).to(device)
+    m.backend = backend
+    x = torch.randn(2, 40, 9, 7, device=device).to(memory_format=FORMATS[fmt])
+    dy = torch.randn_like(x)
+    y1, dx1, dw1 = run_module(m, x, dy)
+    y2, dx2, dw2 = run_module(m, x, dy)
+    assert torch.equal(y1, y2) and torch.equal(dx1, dx2)
+    assert all(torch.equal(dw1[n], dw2[n]) for n in dw1)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_works_under_deterministic_algorithms(backend, device):
+    """PyTorch's adaptive pooling backward raises under deterministic algorithms
+    on CUDA; the fused path runs and gives bitwise-equal gradients."""
+    m = fnn.CoordAtt(16, 16, reduction=4).to(device)
+    m.backend = backend
+    x = torch.randn(2, 16, 6, 5, device=device)
+    dy = torch.randn_like(x)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = [run_module(m, x, dy) for _ in range(2)]
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert torch.equal(runs[0][1], runs[1][1])
+    assert all(torch.equal(runs[0][2][n], runs[1][2][n]) for n in runs[0][2])
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("batch", [1, 5])
+def test_cpu_independent_of_thread_count(fmt, batch):
+    m = fnn.CoordAttn(72)  # three channel blocks per sample in channels_last
+    m.backend = "cpu"
+    x = torch.randn(batch, 72, 9, 7).to(memory_format=FORMATS[fmt])
+    dy = torch.randn_like(x)
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 2, 3, 8):
+            torch.set_num_threads(threads)
+            runs.append(run_module(m, x, dy))
+    finally:
+        torch.set_num_threads(before)
+    for y, dx, dw in runs[1:]:
+        assert torch.equal(y, runs[0][0]) and torch.equal(dx, runs[0][1])
+        assert all(torch.equal(dw[n], runs[0][2][n]) for n in dw)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_zero_batch(backend, device):
+    m = fnn.CoordAttn(8, norm_layer=None).to(device)
+    m.backend = backend
+    x = torch.randn(0, 8, 4, 4, device=device, requires_grad=True)
+    y = m(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="no C++ extension")
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_opcheck_passes(fmt):
+    x = torch.randn(2, 6, 3, 5).to(memory_format=FORMATS[fmt])
+    ops = torch.ops.attnkernels
+    ah, aw = torch.rand(2, 6, 3), torch.rand(2, 6, 5)
+    torch.library.opcheck(ops.coord_pool.default, (x,))
+    torch.library.opcheck(ops.coord_apply.default, (x, ah, aw, True))
+    dy = torch.randn_like(x)
+    torch.library.opcheck(ops.coord_backward_reduce.default, (dy, x, ah, aw))
+    torch.library.opcheck(ops.coord_backward_apply.default,
+                          (dy, ah, aw, torch.randn(2, 6, 3), torch.randn(2, 6, 5), False))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("bn_mode", [0, 1, 2])
+def test_opcheck_composite(backend, device, bn_mode):
+    from attnkernels.ops import coord as coord_ops
+
+    kw = dict(device=device, requires_grad=True)
+    x = torch.randn(2, 6, 3, 5, **kw)
+    w1, wh, ww = torch.randn(3, 6, **kw), torch.randn(6, 3, **kw), torch.randn(6, 3, **kw)
+    bn = [torch.randn(3, **kw), torch.randn(3, **kw)] if bn_mode else [None, None]
+    running = [torch.zeros(3, device=device), torch.ones(3, device=device)] if bn_mode == 2 \
+        else [None, None]
+    torch.library.opcheck(coord_ops.coord_forward,
+                          (x, w1, None, wh, None, ww, None, *bn, *running, [3, 0, bn_mode, 0],
+                           1e-5, backend))
+
+
+def test_seed_block_on_another_size_runs_reference_under_auto_and_raises_when_explicit():
+    m = fnn.CA_Block(16, 1, 8, reduction=4)  # h = 1: upstream pools H whole, any H works
+    x = torch.randn(2, 16, 6, 8)
+    torch.testing.assert_close(m(x), reference_twin(m)(x))
+    if HAS_CPU:
+        m.backend = "cpu"
+        with pytest.raises(RuntimeError, match="not the fixed 1x8"):
+            m(x)
+
+
+def _args():
+    return {"x": torch.randn(2, 4, 3, 3), "w1": torch.randn(2, 4), "wh": torch.randn(4, 2),
+            "ww": torch.randn(4, 2), "bn_weight": None}
+
+
+@pytest.mark.parametrize("mutate,error,match", [
+    (lambda a: {**a, "x": a["x"][0]}, ValueError, "x must be a 4-D"),
+    (lambda a: {**a, "w1": torch.randn(2, 5)}, ValueError, "w1 must have shape"),
+    (lambda a: {**a, "wh": torch.randn(3, 2)}, ValueError, "wh must have shape"),
+    (lambda a: {**a, "ww": torch.randn(4, 3)}, ValueError, "ww must have shape"),
+    (lambda a: {**a, "bn_weight": torch.randn(2)}, ValueError, "bn_weight given with bn=False"),
+])
+def test_bad_input_names_the_argument(mutate, error, match):
+    a = mutate(_args())
+    with pytest.raises(error, match=match):
+        F.coordinate_attention(a["x"], a["w1"], None, a["wh"], None, a["ww"], None,
+                               bn_weight=a["bn_weight"])
+
+
+def test_flavour_factory_and_state_dict_keys():
+    assert type(fnn.CoordinateAttention(64)) is fnn.CoordAttn
+    assert set(fnn.CoordinateAttention(64, 64, flavour="official_groups").state_dict()) >= {
+        "conv2.weight", "conv3.bias", "bn1.running_mean"}
+    assert set(fnn.CA_Block(64, 7, 7).state_dict()) >= {"conv_1x1.weight", "bn.weight",
+                                                        "F_h.weight", "F_w.weight"}
+    assert fnn.CoordAtt(64, 64).conv1.out_channels == 8           # mip = max(8, 64 // 32)
+    assert fnn.CoordAttn(256).conv1.out_channels == 8             # make_divisible(256/16*2/3, 8)
+    with pytest.raises(ValueError, match="unknown CoordAtt flavour"):
+        fnn.CoordinateAttention(64, flavour="nope")
+    r, f = ref.CoordAttn(64), fnn.CoordAttn(64)
+    f.load_state_dict(r.state_dict())
+    r.load_state_dict(f.state_dict())
