@@ -209,15 +209,32 @@ def _match_cbam_ultralytics(m):
     return None
 
 
+def _match_coord(m):
+    ch = _children(m)
+    names = set(ch)
+    convs_1x1 = lambda *ns: all(_is_conv1x1(ch[n]) for n in ns)  # noqa: E731
+    if names == {"pool_h", "pool_w", "conv1", "bn1", "act", "conv_h", "conv_w"}:
+        return fused.CoordAtt if convs_1x1("conv1", "conv_h", "conv_w") else None
+    if names == {"pool_h", "pool_w", "conv1", "bn1", "conv2", "conv3", "relu"}:
+        return fused.CoordAttGroups if convs_1x1("conv1", "conv2", "conv3") else None
+    if names == {"avg_pool_x", "avg_pool_y", "conv_1x1", "relu", "bn", "F_h", "F_w", "sigmoid_h",
+                 "sigmoid_w"} and hasattr(m, "h") and hasattr(m, "w"):
+        return fused.CA_Block if convs_1x1("conv_1x1", "F_h", "F_w") else None
+    if names == {"conv1", "bn1", "act", "conv_h", "conv_w", "gate"} and hasattr(m, "has_skip"):
+        return fused.CoordAttn if convs_1x1("conv1", "conv_h", "conv_w") else None
+    return None
+
+
 MATCHERS: List[Callable] = [_match_seed, _match_torchvision, _match_timm, _match_efficientnet,
                             _match_effective, _match_eca_official, _match_eca_attention,
                             _match_eca_timm, _match_cbam_seed, _match_cbam_official,
-                            _match_cbam_timm, _match_cbam_ultralytics]
+                            _match_cbam_timm, _match_cbam_ultralytics, _match_coord]
 # Plain (non-module) attributes the fused forward reads: add_maxpool (timm SE),
 # padding (CecaModule), act/conv2 (EcaModule, None unless use_mlp), no_spatial
-# (the official CBAM).
-_PLAIN_ATTRS = ("add_maxpool", "padding", "act", "conv2", "no_spatial")
-_FUSED = (fused.SqueezeExcite, fused.EfficientChannelAttention, fused.ConvBlockAttention)
+# (the official CBAM), h/w (the seeds' CA_Block), has_skip (timm CoordAttn).
+_PLAIN_ATTRS = ("add_maxpool", "padding", "act", "conv2", "no_spatial", "h", "w", "has_skip")
+_FUSED = (fused.SqueezeExcite, fused.EfficientChannelAttention, fused.ConvBlockAttention,
+          fused.CoordinateAttention)
 
 
 def _adopt(cls, original: nn.Module) -> nn.Module:
@@ -251,7 +268,8 @@ def _probe_mismatch(original: nn.Module, candidate: nn.Module) -> Optional[str]:
     a = copy.deepcopy(original).double().eval().cpu()
     b = copy.deepcopy(candidate).double().eval().cpu()
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, channels, 5, 7, generator=g, dtype=torch.float64)
+    size = (b.h, b.w) if isinstance(b, fused.CA_Block) else (5, 7)  # CA_Block: fixed h, w
+    x = torch.randn(2, channels, *size, generator=g, dtype=torch.float64)
     try:
         with torch.no_grad():
             ya, yb = a(x), b(x)
@@ -285,6 +303,8 @@ def _try_convert(module: nn.Module):
         return None, "looks like ECA but its structure matches no known flavour"
     if "cbam" in name or "blockattention" in name:
         return None, "looks like CBAM but its structure matches no known flavour"
+    if "coord" in name or name.startswith("ca_"):
+        return None, "looks like Coordinate Attention but its structure matches no known flavour"
     return None, None
 
 

@@ -1,4 +1,4 @@
-"""Micro-benchmarks: ``python -m bench [--modules se eca cbam] [--device cpu|cuda] [--dtype ...] [--shapes ...]``.
+"""Micro-benchmarks: ``python -m bench [--modules se eca cbam coord] [--device cpu|cuda] [--dtype ...] [--shapes ...]``.
 
 For each module family and shape: ``x.clone()`` (the copy baseline, timed
 right before each case), the eager reference module, ``torch.compile`` of it, and every
@@ -17,10 +17,10 @@ import torch
 
 import attnkernels
 
-from . import cbam, eca, se
+from . import cbam, coord, eca, se
 from .timing import measure
 
-FAMILIES = {"se": se, "eca": eca, "cbam": cbam}
+FAMILIES = {"se": se, "eca": eca, "cbam": cbam, "coord": coord}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 

@@ -215,3 +215,57 @@ def test_convert_cbam_flavours_same_outputs_gradients_and_running_statistics():
     buffers = dict(original.named_buffers())
     for name, b in net.named_buffers():
         torch.testing.assert_close(b, buffers[name], msg=name)
+
+
+class PastedCoordAtt(nn.Module):
+    """The official CoordAtt pasted under another name (oup = inp)."""
+
+    def __init__(self, inp, reduction=32):
+        super().__init__()
+        self.pool_h = nn.AdaptiveAvgPool2d((None, 1))
+        self.pool_w = nn.AdaptiveAvgPool2d((1, None))
+        mip = max(8, inp // reduction)
+        self.conv1 = nn.Conv2d(inp, mip, kernel_size=1)
+        self.bn1 = nn.BatchNorm2d(mip)
+        self.act = ref.coord.h_swish()
+        self.conv_h = nn.Conv2d(mip, inp, kernel_size=1)
+        self.conv_w = nn.Conv2d(mip, inp, kernel_size=1)
+
+    def forward(self, x):
+        _, _, h, w = x.size()
+        y = torch.cat([self.pool_h(x), self.pool_w(x).permute(0, 1, 3, 2)], dim=2)
+        y = self.act(self.bn1(self.conv1(y)))
+        y_h, y_w = torch.split(y, [h, w], dim=2)
+        return x * self.conv_w(y_w.permute(0, 1, 3, 2)).sigmoid() * self.conv_h(y_h).sigmoid()
+
+
+class CoordNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.blocks = nn.Sequential(
+            PastedCoordAtt(32), ref.coord.CoordAtt(32, 32, reduction=4),
+            ref.coord.CoordAttGroups(32, 32), ref.coord.CA_Block(32, 9, 11, reduction=4),
+            ref.coord.CoordAttn(32, has_skip=True), ref.coord.CoordAttn(32, norm_layer=nn.LayerNorm))
+
+    def forward(self, x):
+        return self.blocks[:5](self.stem(x))
+
+
+def test_convert_coord_flavours_same_outputs_gradients_and_running_statistics():
+    net = CoordNet()
+    original = copy.deepcopy(net)
+    net, report = attnkernels.convert(net)
+    converted = {name: new for name, _, new in report.converted}
+    assert converted == {"blocks.0": "CoordAtt", "blocks.1": "CoordAtt",
+                         "blocks.2": "CoordAttGroups", "blocks.3": "CA_Block",
+                         "blocks.4": "CoordAttn"}, str(report)
+    left = {name: why for name, _, why in report.left_alone}
+    assert "LayerNorm" in left["blocks.5"]
+    assert net.blocks[4].has_skip and (net.blocks[3].h, net.blocks[3].w) == (9, 11)
+    assert net.state_dict().keys() == original.state_dict().keys()
+
+    _assert_same_outputs_and_gradients(original, net)
+    buffers = dict(original.named_buffers())
+    for name, b in net.named_buffers():
+        torch.testing.assert_close(b, buffers[name], msg=name)

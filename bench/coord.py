@@ -1,0 +1,12 @@
+"""Coordinate Attention benchmark: the same shapes as SE, every provider."""
+import torch
+
+from attnkernels import nn as fnn
+
+from .se import GPU_SHAPES, SHAPES  # noqa: F401  (the same real-network shapes)
+
+
+def make_module(channels: int) -> torch.nn.Module:
+    """The official CoordAtt(inp, oup, reduction=32) (BatchNorm in training mode
+    for fwd+bwd, as the targets ask)."""
+    return fnn.CoordAtt(channels, channels)
