@@ -32,6 +32,27 @@ def _check_param(x, t, name, shape) -> None:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
 
 
+def _check_mlp(x, w1, b1, w2, b2, act) -> None:
+    """W2 act(W1 s + b1) + b2 over the C channels of x; w2=None: one layer W1 (C, C)."""
+    channels = x.shape[1]
+    if not isinstance(w1, torch.Tensor) or w1.dim() != 2:
+        raise ValueError(f"w1 must be a 2-D (reduced, C) tensor, got "
+                         f"{tuple(w1.shape) if isinstance(w1, torch.Tensor) else type(w1).__name__}")
+    reduced = w1.shape[0]
+    _check_param(x, w1, "w1", (reduced, channels))
+    _check_param(x, b1, "b1", (reduced,))
+    if w2 is None:
+        if reduced != channels:
+            raise ValueError(f"a one-layer gate (w2=None) needs w1 of shape ({channels}, {channels}), "
+                             f"got {tuple(w1.shape)}")
+        if b2 is not None:
+            raise ValueError("b2 given without w2")
+        if act != "identity":
+            raise ValueError("a one-layer gate (w2=None) has no activation: act must be 'identity'")
+    _check_param(x, w2, "w2", (channels, reduced))
+    _check_param(x, b2, "b2", (channels,))
+
+
 def squeeze_excite(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor] = None,
                    w2: Optional[torch.Tensor] = None, b2: Optional[torch.Tensor] = None, *,
                    pool: str = "avg", act: str = "relu", gate: str = "sigmoid",
@@ -51,23 +72,7 @@ def squeeze_excite(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor]
         raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
     if gate not in GATES:
         raise ValueError(f"gate must be one of {sorted(GATES)}, got {gate!r}")
-    channels = x.shape[1]
-    if not isinstance(w1, torch.Tensor) or w1.dim() != 2:
-        raise ValueError(f"w1 must be a 2-D (reduced, C) tensor, got "
-                         f"{tuple(w1.shape) if isinstance(w1, torch.Tensor) else type(w1).__name__}")
-    reduced = w1.shape[0]
-    _check_param(x, w1, "w1", (reduced, channels))
-    _check_param(x, b1, "b1", (reduced,))
-    if w2 is None:
-        if reduced != channels:
-            raise ValueError(f"a one-layer gate (w2=None) needs w1 of shape ({channels}, {channels}), "
-                             f"got {tuple(w1.shape)}")
-        if b2 is not None:
-            raise ValueError("b2 given without w2")
-        if act != "identity":
-            raise ValueError("a one-layer gate (w2=None) has no activation: act must be 'identity'")
-    _check_param(x, w2, "w2", (channels, reduced))
-    _check_param(x, b2, "b2", (channels,))
+    _check_mlp(x, w1, b1, w2, b2, act)
 
     name = _backend.select(x, backend, family_reasons)
     if name == "reference":
@@ -177,23 +182,7 @@ def convolutional_block_attention(
     if spatial_input not in cbam_ops.SPATIAL_INPUTS:
         raise ValueError(f"spatial_input must be one of {sorted(cbam_ops.SPATIAL_INPUTS)}, "
                          f"got {spatial_input!r}")
-    channels = x.shape[1]
-    if not isinstance(w1, torch.Tensor) or w1.dim() != 2:
-        raise ValueError(f"w1 must be a 2-D (reduced, C) tensor, got "
-                         f"{tuple(w1.shape) if isinstance(w1, torch.Tensor) else type(w1).__name__}")
-    reduced = w1.shape[0]
-    _check_param(x, w1, "w1", (reduced, channels))
-    _check_param(x, b1, "b1", (reduced,))
-    if w2 is None:
-        if reduced != channels:
-            raise ValueError(f"a one-layer MLP (w2=None) needs w1 of shape ({channels}, {channels}), "
-                             f"got {tuple(w1.shape)}")
-        if b2 is not None:
-            raise ValueError("b2 given without w2")
-        if act != "identity":
-            raise ValueError("a one-layer MLP (w2=None) has no activation: act must be 'identity'")
-    _check_param(x, w2, "w2", (channels, reduced))
-    _check_param(x, b2, "b2", (channels,))
+    _check_mlp(x, w1, b1, w2, b2, act)
     spatial = spatial_input != "none"
     if spatial:
         in_ch = 1 if spatial_input == "mix" else 2

@@ -49,19 +49,12 @@ def test_eca_compile_fullgraph(backend, device, compiler):
         torch.testing.assert_close(g, g_eager)
 
 
-@pytest.mark.parametrize("backend,device", fused_backends())
-@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
-@pytest.mark.parametrize("flavour", ["timm", "official"])
-def test_cbam_compile_fullgraph(backend, device, compiler, flavour):
-    """BatchNorm in training mode included: the running statistics move as in eager."""
-    if compiler == "inductor" and backend == "triton" and device == "cpu":
-        pytest.skip("inductor on CPU with interpreted Triton kernels is not a supported pairing")
+def _assert_compiled_matches_eager(m, x, compiler):
+    """Compiled (fullgraph) and eager copies of ``m``: same output, gradients and buffers
+    (BatchNorm's running statistics included)."""
     torch._dynamo.reset()
-    make = {"timm": lambda: fnn.CbamModule(16), "official": lambda: fnn.OfficialCBAM(16, 4)}[flavour]
-    m = make().to(device)
-    m.backend = backend
     m_eager = copy.deepcopy(m)
-    x = torch.randn(2, 16, 5, 7, device=device).to(memory_format=torch.channels_last).requires_grad_()
+    x = x.requires_grad_()
     dy = torch.randn_like(x)
     y_eager = m_eager(x)
     grads_eager = torch.autograd.grad(y_eager, [x, *m_eager.parameters()], dy)
@@ -73,27 +66,30 @@ def test_cbam_compile_fullgraph(backend, device, compiler, flavour):
         torch.testing.assert_close(g, g_eager)
     for (name, b), b_eager in zip(m.named_buffers(), m_eager.buffers()):
         torch.testing.assert_close(b, b_eager, msg=name)
+
+
+def _skip_interpreted_inductor(backend, device, compiler):
+    if compiler == "inductor" and backend == "triton" and device == "cpu":
+        pytest.skip("inductor on CPU with interpreted Triton kernels is not a supported pairing")
+
+
+@pytest.mark.parametrize("backend,device", fused_backends())
+@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("flavour", ["timm", "official"])
+def test_cbam_compile_fullgraph(backend, device, compiler, flavour):
+    _skip_interpreted_inductor(backend, device, compiler)
+    make = {"timm": lambda: fnn.CbamModule(16), "official": lambda: fnn.OfficialCBAM(16, 4)}[flavour]
+    m = make().to(device)
+    m.backend = backend
+    x = torch.randn(2, 16, 5, 7, device=device).to(memory_format=torch.channels_last)
+    _assert_compiled_matches_eager(m, x, compiler)
 
 
 @pytest.mark.parametrize("backend,device", fused_backends())
 @pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
 def test_coord_compile_fullgraph(backend, device, compiler):
-    """BatchNorm in training mode included: the running statistics move as in eager."""
-    if compiler == "inductor" and backend == "triton" and device == "cpu":
-        pytest.skip("inductor on CPU with interpreted Triton kernels is not a supported pairing")
-    torch._dynamo.reset()
+    _skip_interpreted_inductor(backend, device, compiler)
     m = fnn.CoordAtt(16, 16, reduction=4).to(device)
     m.backend = backend
-    m_eager = copy.deepcopy(m)
-    x = torch.randn(2, 16, 5, 7, device=device).to(memory_format=torch.channels_last).requires_grad_()
-    dy = torch.randn_like(x)
-    y_eager = m_eager(x)
-    grads_eager = torch.autograd.grad(y_eager, [x, *m_eager.parameters()], dy)
-    compiled = torch.compile(m, fullgraph=True, backend=compiler)
-    y = compiled(x)
-    grads = torch.autograd.grad(y, [x, *m.parameters()], dy)
-    torch.testing.assert_close(y, y_eager)
-    for g, g_eager in zip(grads, grads_eager):
-        torch.testing.assert_close(g, g_eager)
-    for (name, b), b_eager in zip(m.named_buffers(), m_eager.buffers()):
-        torch.testing.assert_close(b, b_eager, msg=name)
+    x = torch.randn(2, 16, 5, 7, device=device).to(memory_format=torch.channels_last)
+    _assert_compiled_matches_eager(m, x, compiler)

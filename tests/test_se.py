@@ -9,8 +9,8 @@ from attnkernels import nn as fnn
 from attnkernels import reference as ref
 
 import utils
-from utils import (assert_matches_oracle, assert_module_matches_reference, fused_backends,
-                   matrix_cases, run_module)
+from utils import (assert_matches_oracle, assert_module_matches_reference, assert_same_runs,
+                   fused_backends, matrix_cases, run_module, runs_per_thread_count)
 
 BACKENDS = fused_backends()
 
@@ -93,11 +93,7 @@ def test_deterministic(backend, device, fmt):
     m.backend = backend
     x = torch.randn(2, 24, 9, 7, device=device).to(memory_format=FORMATS[fmt])
     dy = torch.randn_like(x)
-    y1, dx1, dw1 = run_module(m, x, dy)
-    m.zero_grad()
-    y2, dx2, dw2 = run_module(m, x, dy)
-    assert torch.equal(y1, y2) and torch.equal(dx1, dx2)
-    assert all(torch.equal(dw1[n], dw2[n]) for n in dw1)
+    assert_same_runs([run_module(m, x, dy) for _ in range(2)])
 
 
 @pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None,
@@ -114,19 +110,9 @@ def test_cpu_independent_of_thread_count(fmt, batch, hw):
     m.backend = "cpu"
     x = torch.randn(batch, 24, *hw).to(memory_format=FORMATS[fmt])
     dy = torch.randn_like(x)
-    before = torch.get_num_threads()
-    try:
-        runs = []
-        for threads in (1, 2, 3, 8):
-            torch.set_num_threads(threads)
-            m.zero_grad()
-            runs.append(run_module(m, x, dy))
-    finally:
-        torch.set_num_threads(before)
+    runs = runs_per_thread_count(m, x, dy)
+    assert_same_runs(runs)
     y0, dx0, dw0 = runs[0]
-    for y, dx, dw in runs[1:]:
-        assert torch.equal(y, y0) and torch.equal(dx, dx0)
-        assert all(torch.equal(dw[n], dw0[n]) for n in dw0)
     y_eager, dx_eager, _ = run_module(reference_twin(m), x, dy)
     y_ref, dx_ref, _ = run_module(reference_twin(m).double(), x.double(), dy.double())
     assert_matches_oracle(y0, y_eager, y_ref, "y")

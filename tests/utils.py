@@ -35,11 +35,41 @@ def assert_matches_oracle(fused, eager, oracle, name=""):
 
 
 def run_module(module, x, dy):
-    """(y, dx, {parameter name: grad}) of one forward and backward of ``module``."""
+    """(y, dx, {parameter name: grad}) of one forward and backward of ``module``;
+    the gradients are this run's alone (copies, not accumulated)."""
+    module.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_()
     y = module(x)
     y.backward(dy)
-    return y, x.grad, {n: p.grad for n, p in module.named_parameters()}
+    grads = {n: None if p.grad is None else p.grad.clone() for n, p in module.named_parameters()}
+    return y, x.grad, grads
+
+
+def assert_same_runs(runs, close=()):
+    """Every (y, dx, grads) of ``runs`` bitwise equal to the first; the gradients
+    named in ``close`` only to rounding (PyTorch's own kernels formed them)."""
+    y0, dx0, dw0 = runs[0]
+    for y, dx, dw in runs[1:]:
+        assert torch.equal(y, y0) and torch.equal(dx, dx0)
+        assert dw.keys() == dw0.keys()
+        for n in dw0:
+            if n in close:
+                torch.testing.assert_close(dw[n], dw0[n], msg=n)
+            elif dw0[n] is not None:
+                assert torch.equal(dw[n], dw0[n]), n
+
+
+def runs_per_thread_count(module, x, dy, threads=(1, 2, 3, 8)):
+    """run_module under each CPU thread count."""
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for n in threads:
+            torch.set_num_threads(n)
+            runs.append(run_module(module, x, dy))
+    finally:
+        torch.set_num_threads(before)
+    return runs
 
 
 def assert_module_matches_reference(fused, reference_twin, dtype, memory_format, shape, device):

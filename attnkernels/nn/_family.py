@@ -32,6 +32,24 @@ class FusedFamily(nn.Module):
             cls.FLAVOURS[flavour] = cls
             cls.flavour = flavour
 
+    def input_reason(self, x: torch.Tensor) -> Optional[str]:
+        """Why this input has no fused kernel (None: it has one)."""
+        return None
+
+    def fused_forward(self, x: torch.Tensor, functional) -> torch.Tensor:
+        """``functional(x, backend=..., **self.gate_spec())``, or the reference
+        forward when gate_spec() or input_reason(x) gives a reason. A BatchNorm
+        module in the spec (key ``batch_norm``) becomes its arguments only now,
+        as it counts the batch."""
+        parts = self.gate_spec()
+        why = parts if isinstance(parts, str) else self.input_reason(x)
+        if why:
+            return self.reference_forward(x, why)
+        bn = parts.pop("batch_norm", None)
+        if bn is not None:
+            parts.update(batch_norm_parts(bn))
+        return functional(x, backend=self.backend, **parts)
+
     def reference_module(self) -> nn.Module:
         """A copy of this module as its upstream (reference) class: same
         submodules, weights, buffers and mode, the upstream forward."""

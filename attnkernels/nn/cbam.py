@@ -25,7 +25,7 @@ from torch import nn
 from .. import functional as F
 from ..reference import cbam as ref
 from ..reference._layers import activation_name, gate_name
-from ._family import FusedFamily, batch_norm_parts, is_1x1, matrix_of
+from ._family import FusedFamily, is_1x1, matrix_of
 
 # keyword arguments of F.convolutional_block_attention, or the reason the
 # module's configuration has no fused kernel
@@ -75,13 +75,7 @@ class ConvBlockAttention(FusedFamily):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = self.gate_spec()
-        if isinstance(parts, str):
-            return self.reference_forward(x, parts)
-        bn = parts.pop("batch_norm", None)
-        if bn is not None:  # only now: it counts the batch
-            parts.update(batch_norm_parts(bn))
-        return F.convolutional_block_attention(x, backend=self.backend, **parts)
+        return self.fused_forward(x, F.convolutional_block_attention)
 
 
 class CBAM(ConvBlockAttention, ref.CBAM, flavour="seed"):

@@ -22,7 +22,7 @@ from torch import nn
 from .. import functional as F
 from ..reference import coord as ref
 from ..reference._layers import activation_name, gate_name
-from ._family import FusedFamily, batch_norm_parts, is_1x1, matrix_of
+from ._family import FusedFamily, is_1x1, matrix_of
 
 # keyword arguments of F.coordinate_attention, or the reason the module's
 # configuration has no fused kernel
@@ -52,21 +52,8 @@ class CoordinateAttention(FusedFamily):
     def gate_spec(self) -> Parts:
         raise NotImplementedError
 
-    def input_reason(self, x: torch.Tensor):
-        """Why this input has no fused kernel (None: it has one)."""
-        return None
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = self.gate_spec()
-        if isinstance(parts, str):
-            return self.reference_forward(x, parts)
-        why = self.input_reason(x)
-        if why:
-            return self.reference_forward(x, why)
-        bn = parts.pop("batch_norm", None)
-        if bn is not None:  # only now: it counts the batch
-            parts.update(batch_norm_parts(bn))
-        return F.coordinate_attention(x, backend=self.backend, **parts)
+        return self.fused_forward(x, F.coordinate_attention)
 
 
 class CoordAtt(CoordinateAttention, ref.CoordAtt, flavour="official"):
