@@ -20,6 +20,8 @@ import attnkernels
 from . import cbam, coord, eca, se
 from .timing import measure
 
+# --quick: the shape the targets are set on (per device) and a short timing budget.
+QUICK_SHAPES, QUICK_BUDGET = {"cpu": "resnet50-stage1", "cuda": "record-b64"}, 0.15
 FAMILIES = {"se": se, "eca": eca, "cbam": cbam, "coord": coord}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -86,10 +88,16 @@ def main(argv=None):
     parser.add_argument("--providers", nargs="*", default=None)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of timing per case")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only the targets' shape ({QUICK_SHAPES}), {QUICK_BUDGET} s per "
+                             "case (a few minutes on a 2-core CPU)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
+    if args.quick:
+        args.shapes = args.shapes or [QUICK_SHAPES[device.type]]
+        args.budget = min(args.budget, QUICK_BUDGET)
     dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
     provs = args.providers or providers(device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format

@@ -35,3 +35,34 @@ def test_bench_writes_rows_for_every_provider_and_mode(family, tmp_path, monkeyp
         assert float(r["median_ms"]) > 0 and float(r["ratio_to_clone"]) > 0
         assert float(r["peak_mb"]) >= 0  # measured on the CPU too (profiler memory events)
         assert r["device"] and r["torch"] and r["date"] and r["command"].startswith("python -m bench")
+
+
+def test_compare_flags_regressions_beyond_the_threshold(tmp_path, capsys):
+    from bench import compare
+
+    def row(provider, ms, ratio):
+        return {"family": "se", "shape": "2x16x5x5", "mode": "forward", "provider": provider,
+                "median_ms": ms, "ratio_to_clone": ratio}
+
+    old = [row("cpu", 1.0, 1.0), row("eager", 2.0, 2.0)]
+    new = [row("cpu", 1.5, 1.2), row("eager", 2.0, 2.1), {**row("triton", 1.0, 1.0)}]
+    (tmp_path / "old.json").write_text(__import__("json").dumps(old))
+    (tmp_path / "new.json").write_text(__import__("json").dumps(new))
+    status = compare.main([str(tmp_path / "old.json"), str(tmp_path / "new.json"),
+                           "--threshold", "0.1"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "| se | 2x16x5x5 | forward | cpu | 1 (1.00x) | 1.5 (1.20x) | +20.0% **regressed** |" in out
+    assert "| eager |" in out and "+5.0% |" in out  # within the threshold: not flagged
+    assert "1 case(s) in one file only" in out and "1 of 2 case(s) regressed" in out
+    assert compare.main([str(tmp_path / "old.json"), str(tmp_path / "old.json")]) == 0
+
+
+def test_quick_runs_only_the_targets_shape(tmp_path, monkeypatch):
+    shapes = [("resnet50-stage1", (2, 16, 5, 5)), ("other", (1, 16, 3, 3))]
+    monkeypatch.setattr(bench_eca, "SHAPES", shapes)
+    bench_main.main(["--modules", "eca", "--device", "cpu", "--quick", "--providers", "eager",
+                     "--out", str(tmp_path)])
+    (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".csv"]
+    rows = list(csv.DictReader(open(path)))
+    assert {r["shape_name"] for r in rows} == {"resnet50-stage1"}
