@@ -12,8 +12,9 @@ from attnkernels import nn as fnn
 from attnkernels import reference as ref
 
 import utils
-from utils import (assert_module_matches_reference, assert_same_runs, fused_backends,
-                   matrix_cases, run_module, runs_per_thread_count)
+from utils import (assert_float_module_matches_twin, assert_module_matches_reference,
+                   assert_same_runs, fused_backends, matrix_cases, run_module,
+                   runs_per_thread_count)
 
 BACKENDS = fused_backends()
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -77,19 +78,7 @@ def test_batch_norm_modes_and_running_statistics(backend, device, flavour, train
     _randomise_batch_norm(fused)
     fused.train(train)
     fused.backend = backend
-    oracle = reference_twin(fused).double()
-    x = torch.randn(3, 16, 6, 5, device=device, dtype=torch.float64)
-    dy = torch.randn_like(x)
-    y_o, dx_o, dw_o = run_module(oracle, x, dy)
-    y_f, dx_f, dw_f = run_module(fused, x.float(), dy.float())
-    torch.testing.assert_close(y_f.double(), y_o, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(dx_f.double(), dx_o, rtol=1e-4, atol=1e-5)
-    for name in dw_o:
-        torch.testing.assert_close(dw_f[name].double(), dw_o[name], rtol=1e-4, atol=1e-5, msg=name)
-    buffers_o = dict(oracle.named_buffers())
-    for name, buf in fused.named_buffers():
-        torch.testing.assert_close(buf.double(), buffers_o[name].double(), rtol=1e-6, atol=1e-7,
-                                   msg=name)
+    assert_float_module_matches_twin(fused, reference_twin(fused), (3, 16, 6, 5), device)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

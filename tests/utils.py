@@ -127,3 +127,22 @@ def reference_twin(fused, reference_module):
     twin = fused.reference_module()
     assert type(twin).__module__ == reference_module.__name__
     return twin
+
+
+def assert_float_module_matches_twin(fused, twin, shape, device):
+    """``fused`` (float32) against ``twin`` (its reference, float64) on one
+    forward and backward: output, every gradient, and every buffer afterwards
+    (BatchNorm's running statistics and num_batches_tracked), to float32 rounding."""
+    oracle = twin.double()
+    x = torch.randn(shape, device=device, dtype=torch.float64)
+    dy = torch.randn_like(x)
+    y_o, dx_o, dw_o = run_module(oracle, x, dy)
+    y_f, dx_f, dw_f = run_module(fused, x.float(), dy.float())
+    torch.testing.assert_close(y_f.double(), y_o, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx_f.double(), dx_o, rtol=1e-4, atol=1e-5)
+    for name in dw_o:
+        torch.testing.assert_close(dw_f[name].double(), dw_o[name], rtol=1e-4, atol=1e-5, msg=name)
+    buffers_o = dict(oracle.named_buffers())
+    for name, buf in fused.named_buffers():
+        torch.testing.assert_close(buf.double(), buffers_o[name].double(), rtol=1e-6, atol=1e-7,
+                                   msg=name)

@@ -65,4 +65,49 @@ inline void check_cbam_grad_inputs(const at::Tensor& dy, const at::Tensor& x, co
   check_grad_like_x(dy, x, "dy");
 }
 
+inline void check_cbam_backward_reduce_args(const at::Tensor& dy, const at::Tensor& x,
+                                            const at::Tensor& ca, const at::Tensor& sa,
+                                            const at::Tensor& cmax, const at::Tensor& smax) {
+  check_cbam_grad_inputs(dy, x, ca, sa);
+  check_stats(x, cmax, "cmax");
+  check_pixel_stats(x, smax, "smax");
+}
+
+inline void check_cbam_spatial_pool_backward_args(const at::Tensor& x, const at::Tensor& ca,
+                                                  const at::Tensor& smax, const at::Tensor& stie,
+                                                  const at::Tensor& sgmean,
+                                                  const at::Tensor& sgmax) {
+  check_activation_4d(x, "x");
+  check_stats(x, ca, "ca");
+  check_pixel_stats(x, smax, "smax");
+  check_ties(x, stie, "stie", true);
+  check_pixel_stats(x, sgmean, "sgmean");
+  check_pixel_stats(x, sgmax, "sgmax");
+}
+
+inline void check_cbam_backward_apply_args(const at::Tensor& dy, const at::Tensor& x,
+                                           const at::Tensor& ca, const at::Tensor& sa,
+                                           const at::Tensor& cmax, const at::Tensor& ctie,
+                                           const at::Tensor& cgmean, const at::Tensor& cgmax,
+                                           const at::Tensor& smax, const at::Tensor& stie,
+                                           const at::Tensor& sgmean, const at::Tensor& sgmax) {
+  check_cbam_backward_reduce_args(dy, x, ca, sa, cmax, smax);
+  check_ties(x, ctie, "ctie", false);
+  check_stats(x, cgmean, "cgmean");
+  check_stats(x, cgmax, "cgmax");
+  check_ties(x, stie, "stie", true);
+  check_pixel_stats(x, sgmean, "sgmean");
+  check_pixel_stats(x, sgmax, "sgmax");
+}
+
+// cbam_backward_reduce's outputs, zero-filled: dca, dsa and the int32 ties.
+struct CBAMReduceOutputs {
+  at::Tensor dca, dsa, ctie, stie;
+};
+
+inline CBAMReduceOutputs cbam_backward_reduce_outputs(const at::Tensor& ca, const at::Tensor& sa) {
+  return {at::zeros_like(ca), at::zeros_like(sa), at::zeros(ca.sizes(), ca.options().dtype(at::kInt)),
+          at::zeros(sa.sizes(), sa.options().dtype(at::kInt))};
+}
+
 }  // namespace attnkernels

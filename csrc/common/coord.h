@@ -9,6 +9,7 @@
 #include <ATen/ops/zeros_like.h>
 
 #include <limits>
+#include <tuple>
 
 #include "checks.h"
 
@@ -31,6 +32,25 @@ inline void check_coord_gates(const at::Tensor& x, const at::Tensor& ah, const a
 
 inline at::Tensor strip_like(const at::Tensor& x, int64_t len) {
   return at::empty({x.size(0), x.size(1), len}, x.options().dtype(accumulate_type(x)));
+}
+
+// coord_pool's outputs (mh, mw); NaN for an empty x, as torch's mean of
+// nothing (the caller then launches nothing).
+inline std::tuple<at::Tensor, at::Tensor> coord_pool_outputs(const at::Tensor& x) {
+  at::Tensor mh = strip_like(x, x.size(2)), mw = strip_like(x, x.size(3));
+  if (x.numel() == 0) {
+    mh.fill_(std::numeric_limits<double>::quiet_NaN());
+    mw.fill_(std::numeric_limits<double>::quiet_NaN());
+  }
+  return {mh, mw};
+}
+
+inline void check_coord_backward_apply_args(const at::Tensor& dy, const at::Tensor& ah,
+                                            const at::Tensor& aw, const at::Tensor& gh,
+                                            const at::Tensor& gw) {
+  check_coord_gates(dy, ah, aw);
+  check_strip(dy, gh, "gh", dy.size(2));
+  check_strip(dy, gw, "gw", dy.size(3));
 }
 
 }  // namespace attnkernels

@@ -534,12 +534,8 @@ at::Tensor cbam_apply_cpu(const at::Tensor& x, const at::Tensor& ca, const at::T
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cbam_backward_reduce_cpu(
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& ca, const at::Tensor& sa,
     const at::Tensor& cmax, const at::Tensor& smax, bool first_max) {
-  check_cbam_grad_inputs(dy, x, ca, sa);
-  check_stats(x, cmax, "cmax");
-  check_pixel_stats(x, smax, "smax");
-  at::Tensor dca = at::zeros_like(ca), dsa = at::zeros_like(sa);
-  at::Tensor ctie = at::zeros(ca.sizes(), ca.options().dtype(at::kInt));
-  at::Tensor stie = at::zeros(sa.sizes(), sa.options().dtype(at::kInt));
+  check_cbam_backward_reduce_args(dy, x, ca, sa, cmax, smax);
+  auto [dca, dsa, ctie, stie] = cbam_backward_reduce_outputs(ca, sa);
   if (x.numel() == 0) return {dca, dsa, ctie, stie};
   AK_DISPATCH(x, "cbam_backward_reduce_cpu", [&] {
     if (first_max)
@@ -554,12 +550,7 @@ at::Tensor cbam_spatial_pool_backward_cpu(const at::Tensor& x, const at::Tensor&
                                           const at::Tensor& smax, const at::Tensor& stie,
                                           const at::Tensor& sgmean, const at::Tensor& sgmax,
                                           bool first_max) {
-  check_activation_4d(x, "x");
-  check_stats(x, ca, "ca");
-  check_pixel_stats(x, smax, "smax");
-  check_ties(x, stie, "stie", true);
-  check_pixel_stats(x, sgmean, "sgmean");
-  check_pixel_stats(x, sgmax, "sgmax");
+  check_cbam_spatial_pool_backward_args(x, ca, smax, stie, sgmean, sgmax);
   at::Tensor dca = at::zeros_like(ca);
   if (x.numel() == 0) return dca;
   AK_DISPATCH(x, "cbam_spatial_pool_backward_cpu", [&] {
@@ -577,15 +568,8 @@ at::Tensor cbam_backward_apply_cpu(const at::Tensor& dy, const at::Tensor& x, co
                                    const at::Tensor& cgmax, const at::Tensor& smax,
                                    const at::Tensor& stie, const at::Tensor& sgmean,
                                    const at::Tensor& sgmax, bool first_max) {
-  check_cbam_grad_inputs(dy, x, ca, sa);
-  check_stats(x, cmax, "cmax");
-  check_ties(x, ctie, "ctie", false);
-  check_stats(x, cgmean, "cgmean");
-  check_stats(x, cgmax, "cgmax");
-  check_pixel_stats(x, smax, "smax");
-  check_ties(x, stie, "stie", true);
-  check_pixel_stats(x, sgmean, "sgmean");
-  check_pixel_stats(x, sgmax, "sgmax");
+  check_cbam_backward_apply_args(dy, x, ca, sa, cmax, ctie, cgmean, cgmax, smax, stie, sgmean,
+                                 sgmax);
   at::Tensor dx = at::empty_like(x);
   if (x.numel() == 0) return dx;
   AK_DISPATCH(x, "cbam_backward_apply_cpu", [&] {

@@ -235,12 +235,8 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
 
 std::tuple<at::Tensor, at::Tensor> coord_pool_cpu(const at::Tensor& x) {
   check_activation_4d(x, "x");
-  at::Tensor mh = strip_like(x, x.size(2)), mw = strip_like(x, x.size(3));
-  if (x.numel() == 0) {  // the mean of nothing is NaN, as in torch
-    mh.fill_(std::numeric_limits<double>::quiet_NaN());
-    mw.fill_(std::numeric_limits<double>::quiet_NaN());
-    return {mh, mw};
-  }
+  auto [mh, mw] = coord_pool_outputs(x);
+  if (x.numel() == 0) return {mh, mw};
   AK_DISPATCH(x, "coord_pool_cpu", [&] { pool_kernel<scalar_t>(x, mh, mw); });
   return {mh, mw};
 }
@@ -278,9 +274,7 @@ std::tuple<at::Tensor, at::Tensor> coord_backward_reduce_cpu(const at::Tensor& d
 at::Tensor coord_backward_apply_cpu(const at::Tensor& dy, const at::Tensor& ah,
                                     const at::Tensor& aw, const at::Tensor& gh,
                                     const at::Tensor& gw, bool skip) {
-  check_coord_gates(dy, ah, aw);
-  check_strip(dy, gh, "gh", dy.size(2));
-  check_strip(dy, gw, "gw", dy.size(3));
+  check_coord_backward_apply_args(dy, ah, aw, gh, gw);
   at::Tensor dx = at::empty_like(dy);
   if (dy.numel() == 0) return dx;
   const Geometry g(dy);

@@ -361,12 +361,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cbam_backward_reduce_
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& ca, const at::Tensor& sa,
     const at::Tensor& cmax, const at::Tensor& smax, bool first_max) {
   const c10::cuda::CUDAGuard guard(x.device());
-  check_cbam_grad_inputs(dy, x, ca, sa);
-  check_stats(x, cmax, "cmax");
-  check_pixel_stats(x, smax, "smax");
-  at::Tensor dca = at::zeros_like(ca), dsa = at::zeros_like(sa);
-  at::Tensor ctie = at::zeros(ca.sizes(), ca.options().dtype(at::kInt));
-  at::Tensor stie = at::zeros(sa.sizes(), sa.options().dtype(at::kInt));
+  check_cbam_backward_reduce_args(dy, x, ca, sa, cmax, smax);
+  auto [dca, dsa, ctie, stie] = cbam_backward_reduce_outputs(ca, sa);
   if (x.numel() == 0) return {dca, dsa, ctie, stie};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AK_DISPATCH(x, "cbam_backward_reduce_cuda", [&] {
@@ -398,12 +394,7 @@ at::Tensor cbam_spatial_pool_backward_cuda(const at::Tensor& x, const at::Tensor
                                            const at::Tensor& sgmean, const at::Tensor& sgmax,
                                            bool first_max) {
   const c10::cuda::CUDAGuard guard(x.device());
-  check_activation_4d(x, "x");
-  check_stats(x, ca, "ca");
-  check_pixel_stats(x, smax, "smax");
-  check_ties(x, stie, "stie", true);
-  check_pixel_stats(x, sgmean, "sgmean");
-  check_pixel_stats(x, sgmax, "sgmax");
+  check_cbam_spatial_pool_backward_args(x, ca, smax, stie, sgmean, sgmax);
   at::Tensor dca = at::zeros_like(ca);
   if (x.numel() == 0) return dca;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -433,15 +424,8 @@ at::Tensor cbam_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& x, c
                                     const at::Tensor& stie, const at::Tensor& sgmean,
                                     const at::Tensor& sgmax, bool first_max) {
   const c10::cuda::CUDAGuard guard(x.device());
-  check_cbam_grad_inputs(dy, x, ca, sa);
-  check_stats(x, cmax, "cmax");
-  check_ties(x, ctie, "ctie", false);
-  check_stats(x, cgmean, "cgmean");
-  check_stats(x, cgmax, "cgmax");
-  check_pixel_stats(x, smax, "smax");
-  check_ties(x, stie, "stie", true);
-  check_pixel_stats(x, sgmean, "sgmean");
-  check_pixel_stats(x, sgmax, "sgmax");
+  check_cbam_backward_apply_args(dy, x, ca, sa, cmax, ctie, cgmean, cgmax, smax, stie, sgmean,
+                                 sgmax);
   at::Tensor dx = at::empty_like(x);
   if (x.numel() == 0) return dx;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();

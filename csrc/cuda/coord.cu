@@ -119,12 +119,8 @@ void launch_elementwise(const at::Tensor& in, const acc_t* ah, const acc_t* aw, 
 std::tuple<at::Tensor, at::Tensor> coord_pool_cuda(const at::Tensor& x) {
   const c10::cuda::CUDAGuard guard(x.device());
   check_activation_4d(x, "x");
-  at::Tensor mh = strip_like(x, x.size(2)), mw = strip_like(x, x.size(3));
-  if (x.numel() == 0) {  // the mean of nothing is NaN, as in torch
-    mh.fill_(std::numeric_limits<double>::quiet_NaN());
-    mw.fill_(std::numeric_limits<double>::quiet_NaN());
-    return {mh, mw};
-  }
+  auto [mh, mw] = coord_pool_outputs(x);
+  if (x.numel() == 0) return {mh, mw};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AK_DISPATCH(x, "coord_pool_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -172,9 +168,7 @@ at::Tensor coord_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& ah,
                                      const at::Tensor& aw, const at::Tensor& gh,
                                      const at::Tensor& gw, bool skip) {
   const c10::cuda::CUDAGuard guard(dy.device());
-  check_coord_gates(dy, ah, aw);
-  check_strip(dy, gh, "gh", dy.size(2));
-  check_strip(dy, gw, "gw", dy.size(3));
+  check_coord_backward_apply_args(dy, ah, aw, gh, gw);
   at::Tensor dx = at::empty_like(dy);
   if (dy.numel() == 0) return dx;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
