@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+import time
 
 import torch
 
@@ -111,25 +112,43 @@ def main(argv=None):
     }
     print(f"# {meta['device']} | torch {meta['torch']} | {meta['dtype']} {meta['memory_format']}",
           flush=True)
+    progress = Progress(sum(len(family_shapes(FAMILIES[f], args, device)) for f in args.modules)
+                        * len(args.modes) * len(provs))
     for family_name in args.modules:
-        rows = run_family(family_name, FAMILIES[family_name], args, device, dtype, fmt, provs, meta)
+        rows = run_family(family_name, FAMILIES[family_name], args, device, dtype, fmt, provs, meta,
+                          progress)
         write_results(rows, family_name, device, meta, args.out)
 
 
-def run_family(family_name, family, args, device, dtype, fmt, provs, meta):
+class Progress:
+    """A progress bar on each case's line: cases done of the whole run, time
+    elapsed and an estimate of the time left."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = max(total, 1), 0, time.monotonic()
+
+    def step(self) -> str:
+        self.done += 1
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        filled = round(20 * self.done / self.total)
+        return (f"[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} "
+                f"{elapsed:.0f}s, ~{left:.0f}s left")
+
+
+def family_shapes(family, args, device):
     shapes = family.SHAPES + (family.GPU_SHAPES if device.type == "cuda" else [])
-    if args.shapes:
-        shapes = [s for s in shapes if s[0] in args.shapes]
+    return [s for s in shapes if s[0] in args.shapes] if args.shapes else shapes
+
+
+def run_family(family_name, family, args, device, dtype, fmt, provs, meta, progress):
     rows = []
-    total = len(shapes) * len(args.modes) * len(provs)
-    done = 0
-    for shape_name, shape in shapes:
+    for shape_name, shape in family_shapes(family, args, device):
         torch.manual_seed(0)
         x = torch.randn(shape, device=device, dtype=dtype).to(memory_format=fmt)
         fused = family.make_module(shape[1]).to(device, dtype)
         for mode in args.modes:
             for prov in provs:
-                done += 1
                 module = build(prov, fused)
                 # The copy baseline is timed right before each case: on a shared
                 # machine, memory bandwidth drifts between cases.
@@ -141,7 +160,7 @@ def run_family(family_name, family, args, device, dtype, fmt, provs, meta):
                        "ratio_to_clone": res["median_ms"] / clone["median_ms"],
                        "x_gb_per_s": x.numel() * x.element_size() / res["median_ms"] / 1e6, **meta}
                 rows.append(row)
-                print(f"[{family_name} {done}/{total}] {shape_name:16s} {mode:8s} {prov:8s} "
+                print(f"{progress.step()}  {family_name:6s} {shape_name:16s} {mode:8s} {prov:8s} "
                       f"{res['median_ms']:9.3f} ms  ({row['ratio_to_clone']:.2f}x clone"
                       + _peak(res) + ")",
                       flush=True)
