@@ -32,15 +32,21 @@ def _check_param(x, t, name, shape) -> None:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
 
 
-def _check_mlp(x, w1, b1, w2, b2, act) -> None:
-    """W2 act(W1 s + b1) + b2 over the C channels of x; w2=None: one layer W1 (C, C)."""
-    channels = x.shape[1]
+def _check_first_layer(x, w1, b1) -> int:
+    """w1 (R, C) and b1 (R,) of a layer over the C channels of x; returns R."""
     if not isinstance(w1, torch.Tensor) or w1.dim() != 2:
         raise ValueError(f"w1 must be a 2-D (reduced, C) tensor, got "
                          f"{tuple(w1.shape) if isinstance(w1, torch.Tensor) else type(w1).__name__}")
     reduced = w1.shape[0]
-    _check_param(x, w1, "w1", (reduced, channels))
+    _check_param(x, w1, "w1", (reduced, x.shape[1]))
     _check_param(x, b1, "b1", (reduced,))
+    return reduced
+
+
+def _check_mlp(x, w1, b1, w2, b2, act) -> None:
+    """W2 act(W1 s + b1) + b2 over the C channels of x; w2=None: one layer W1 (C, C)."""
+    channels = x.shape[1]
+    reduced = _check_first_layer(x, w1, b1)
     if w2 is None:
         if reduced != channels:
             raise ValueError(f"a one-layer gate (w2=None) needs w1 of shape ({channels}, {channels}), "
@@ -262,12 +268,7 @@ def coordinate_attention(
     if gate not in GATES:
         raise ValueError(f"gate must be one of {sorted(GATES)}, got {gate!r}")
     channels = x.shape[1]
-    if not isinstance(w1, torch.Tensor) or w1.dim() != 2:
-        raise ValueError(f"w1 must be a 2-D (reduced, C) tensor, got "
-                         f"{tuple(w1.shape) if isinstance(w1, torch.Tensor) else type(w1).__name__}")
-    reduced = w1.shape[0]
-    _check_param(x, w1, "w1", (reduced, channels))
-    _check_param(x, b1, "b1", (reduced,))
+    reduced = _check_first_layer(x, w1, b1)
     for name, w, b in (("wh", wh, bh), ("ww", ww, bw)):
         if not isinstance(w, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")

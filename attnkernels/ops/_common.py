@@ -35,3 +35,30 @@ def vjp_of(fn, primals):
         return grads
 
     return out, backward
+
+
+# How a gate network's BatchNorm normalises (the ``bn`` entry of an op's config).
+BN_NONE, BN_BATCH, BN_RUNNING = 0, 1, 2
+
+
+def normalise(z: torch.Tensor, mode: int, weight, bias, running_mean, running_var,
+              eps: float) -> torch.Tensor:
+    """BatchNorm of z (N, C, ...) in z's dtype: with the batch statistics
+    (BN_BATCH), the running ones (BN_RUNNING), or not at all (BN_NONE). Never
+    updates running statistics: the caller does, from ``batch_stats``."""
+    if mode == BN_NONE:
+        return z
+    acc = z.dtype
+    w = None if weight is None else weight.to(acc)
+    b = None if bias is None else bias.to(acc)
+    if mode == BN_BATCH:
+        return torch.nn.functional.batch_norm(z, None, None, w, b, True, 0.0, eps)
+    return torch.nn.functional.batch_norm(z, running_mean.to(acc), running_var.to(acc), w, b,
+                                          False, 0.0, eps)
+
+
+def batch_stats(z: torch.Tensor):
+    """(mean, unbiased variance) per channel of z (N, C, ...): what BatchNorm's
+    running statistics are updated with in training mode."""
+    var, mean = torch.var_mean(z, dim=[0, *range(2, z.dim())], unbiased=True)
+    return mean, var

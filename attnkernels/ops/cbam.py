@@ -21,16 +21,16 @@ import torch
 import torch.nn.functional as F
 
 from ..reference._layers import activation, gate
-from ._common import like_x, stats_dtype, vjp_of
+from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, batch_stats, like_x, normalise,  # noqa: F401
+                      stats_dtype, vjp_of)
 
 CHANNEL_POOLS = {"avg_max": 0, "mix": 1, "avg": 2, "max": 3}
 SPATIAL_INPUTS = {"mean_max": 0, "max_mean": 1, "mix": 2, "none": 3}
 _ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
 _GATE_NAMES = {0: "sigmoid", 1: "hard_sigmoid"}
-# config: [channel_pool, act, channel_gate, spatial_input, spatial_gate, bn (0 none,
-# 1 batch statistics, 2 running statistics), first_max]
+# config: [channel_pool, act, channel_gate, spatial_input, spatial_gate, bn (BN_NONE,
+# BN_BATCH, BN_RUNNING), first_max]
 _CHANNEL_POOL, _ACT, _CHANNEL_GATE, _SPATIAL_INPUT, _SPATIAL_GATE, _BN, _FIRST_MAX = range(7)
-BN_NONE, BN_BATCH, BN_RUNNING = 0, 1, 2
 
 
 # ---------------------------------------------------------------- the gate networks
@@ -78,16 +78,13 @@ def spatial_conv(smean, smax, conv_w, conv_b, config: List[int]) -> torch.Tensor
 def spatial_gate(smean, smax, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config: List[int],
                  eps: float) -> torch.Tensor:
     """sa (N, H, W) from the spatial statistics: gate(BN(conv(input)))."""
-    acc = smean.dtype
-    q = spatial_conv(smean, smax, conv_w, conv_b, config)
-    bn = config[_BN]
-    if bn != BN_NONE:
-        w = None if bn_w is None else bn_w.to(acc)
-        b = None if bn_b is None else bn_b.to(acc)
-        if bn == BN_BATCH:
-            q = F.batch_norm(q, None, None, w, b, True, 0.0, eps)
-        else:
-            q = F.batch_norm(q, bn_mean.to(acc), bn_var.to(acc), w, b, False, 0.0, eps)
+    return spatial_gate_of(spatial_conv(smean, smax, conv_w, conv_b, config), bn_w, bn_b,
+                           bn_mean, bn_var, config, eps)
+
+
+def spatial_gate_of(q, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: float):
+    """sa (N, H, W) from the conv's output q (N, 1, H, W)."""
+    q = normalise(q, config[_BN], bn_w, bn_b, bn_mean, bn_var, eps)
     return gate(q, _GATE_NAMES[config[_SPATIAL_GATE]])[:, 0]
 
 
@@ -179,13 +176,10 @@ def cbam_forward(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
             return (apply(x, ca, torch.ones_like(smean)), cmean, cmax, smean, smax,
                     *_empty_bn_stats(x))
         smean, smax = spatial_pool(x, ca)
-        sa = spatial_gate(smean, smax, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps)
-        batch_stats = _empty_bn_stats(x)
-        if config[_BN] == BN_BATCH:
-            q = spatial_conv(smean, smax, conv_w, conv_b, config)
-            var, mean = torch.var_mean(q, dim=(0, 2, 3), unbiased=True)
-            batch_stats = (mean, var)
-        return (apply(x, ca, sa), cmean, cmax, smean, smax, *batch_stats)
+        q = spatial_conv(smean, smax, conv_w, conv_b, config)
+        sa = spatial_gate_of(q, bn_w, bn_b, bn_mean, bn_var, config, eps)
+        stats = batch_stats(q) if config[_BN] == BN_BATCH else _empty_bn_stats(x)
+        return (apply(x, ca, sa), cmean, cmax, smean, smax, *stats)
 
 
 def _empty_bn_stats(x):

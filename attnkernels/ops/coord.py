@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from ..reference._layers import activation, gate
-from ._common import like_x, stats_dtype, vjp_of
+from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, batch_stats, like_x, normalise,  # noqa: F401
+                      stats_dtype, vjp_of)
 
 _ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
 _GATE_NAMES = {0: "sigmoid", 1: "hard_sigmoid"}
-# config: [act, gate, bn (0 none, 1 batch statistics, 2 running statistics), skip]
+# config: [act, gate, bn (BN_NONE, BN_BATCH, BN_RUNNING), skip]
 _ACT, _GATE, _BN, _SKIP = range(4)
-BN_NONE, BN_BATCH, BN_RUNNING = 0, 1, 2
 
 
 def _strip_conv(s, w, b):
@@ -35,26 +35,20 @@ def _strip_conv(s, w, b):
     return z.transpose(1, 2).contiguous()
 
 
-def shared_strips(mh, mw, w1, b1, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: float):
-    """act(BN(conv1([mh, mw]))): (N, R, H + W), BatchNorm over both strips together."""
-    z = _strip_conv(torch.cat([mh, mw], dim=2), w1, b1)
-    bn = config[_BN]
-    if bn != BN_NONE:
-        acc = z.dtype
-        w = None if bn_w is None else bn_w.to(acc)
-        b = None if bn_b is None else bn_b.to(acc)
-        if bn == BN_BATCH:
-            z = F.batch_norm(z, None, None, w, b, True, 0.0, eps)
-        else:
-            z = F.batch_norm(z, bn_mean.to(acc), bn_var.to(acc), w, b, False, 0.0, eps)
-    return activation(z, _ACT_NAMES[config[_ACT]])
-
-
 def coord_gates(mh, mw, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config: List[int],
                 eps: float):
     """(ah (N, C, H), aw (N, C, W)) from the strip means."""
-    y = shared_strips(mh, mw, w1, b1, bn_w, bn_b, bn_mean, bn_var, config, eps)
-    y_h, y_w = y.split([mh.shape[2], mw.shape[2]], dim=2)
+    z = _strip_conv(torch.cat([mh, mw], dim=2), w1, b1)
+    return coord_gates_of(z, mh.shape[2], wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps)
+
+
+def coord_gates_of(z, H: int, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config: List[int],
+                   eps: float):
+    """(ah, aw) from conv1's output z (N, R, H + W): act(BN(z)), BatchNorm over
+    both strips together, then a 1x1 conv and the gate per strip."""
+    y = activation(normalise(z, config[_BN], bn_w, bn_b, bn_mean, bn_var, eps),
+                   _ACT_NAMES[config[_ACT]])
+    y_h, y_w = y.split([H, z.shape[2] - H], dim=2)
     name = _GATE_NAMES[config[_GATE]]
     return gate(_strip_conv(y_h, wh, bh), name), gate(_strip_conv(y_w, ww, bw), name)
 
@@ -116,13 +110,11 @@ def coord_forward(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
     pool, apply = passes(backend)[:2]
     with torch.autocast(x.device.type, enabled=False):
         mh, mw = pool(x)
-        ah, aw = coord_gates(mh, mw, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config,
-                             eps)
-        stats = tuple(x.new_empty((0,), dtype=stats_dtype(x)) for _ in range(2))
-        if config[_BN] == BN_BATCH:
-            z = _strip_conv(torch.cat([mh, mw], dim=2), w1, b1)
-            var, mean = torch.var_mean(z, dim=(0, 2), unbiased=True)
-            stats = (mean, var)
+        z = _strip_conv(torch.cat([mh, mw], dim=2), w1, b1)
+        ah, aw = coord_gates_of(z, x.shape[2], wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var,
+                                config, eps)
+        stats = batch_stats(z) if config[_BN] == BN_BATCH else tuple(
+            x.new_empty((0,), dtype=stats_dtype(x)) for _ in range(2))
         return (apply(x, ah.contiguous(), aw.contiguous(), bool(config[_SKIP])), mh, mw, *stats)
 
 
