@@ -12,11 +12,13 @@ if _extension.load():
     from .ops import coord as _coord_ops
     from .ops import eca as _eca_ops
     from .ops import se as _se_ops
+    from .ops import triplet as _triplet_ops
 
     _se_ops.register()
     _eca_ops.register()
     _cbam_ops.register()
     _coord_ops.register()
+    _triplet_ops.register()
 
 from . import functional, nn, reference  # noqa: E402
 from .convert import ConversionReport, convert  # noqa: E402

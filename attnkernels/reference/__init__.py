@@ -1,5 +1,5 @@
 """Pure-PyTorch versions of every module flavour: the test oracle and the fallback path."""
-from . import cbam, coord, eca, se
+from . import cbam, coord, eca, se, triplet
 from .cbam import (CBAM, CBAMBlock, CBAMBlockFc, CbamModule, LightCbamModule, OfficialCBAM,
                    UltralyticsCBAM, convolutional_block_attention)
 from .coord import CA_Block, CoordAtt, CoordAttGroups, CoordAttn, coordinate_attention
@@ -7,6 +7,7 @@ from .eca import (CecaModule, ECAAttention, ECABlock, ECALayer, EcaModule,
                   efficient_channel_attention)
 from .se import (EffectiveSEModule, EfficientNetSqueezeExcite, SELayer, SEModule,
                  SqueezeExcitation, squeeze_excite)
+from .triplet import LegacyTripletAttention, TripletAttention, triplet_attention
 
 __all__ = ["coord", "coordinate_attention", "CoordAtt", "CoordAttGroups", "CA_Block", "CoordAttn",
            "cbam", "convolutional_block_attention", "CBAM", "CBAMBlock", "CBAMBlockFc",
@@ -14,4 +15,5 @@ __all__ = ["coord", "coordinate_attention", "CoordAtt", "CoordAttGroups", "CA_Bl
            "se", "squeeze_excite", "SELayer", "SqueezeExcitation", "SEModule",
            "EfficientNetSqueezeExcite", "EffectiveSEModule",
            "eca", "efficient_channel_attention", "ECALayer", "ECABlock", "ECAAttention",
-           "EcaModule", "CecaModule"]
+           "EcaModule", "CecaModule",
+           "triplet", "triplet_attention", "TripletAttention", "LegacyTripletAttention"]

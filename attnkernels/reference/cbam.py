@@ -215,9 +215,8 @@ class ChannelPool(nn.Module):
 
 
 class SpatialGate(nn.Module):
-    def __init__(self):
+    def __init__(self, kernel_size=7):  # upstream hard-codes 7; Triplet's k=3 weights need 3
         super().__init__()
-        kernel_size = 7
         self.compress = ChannelPool()
         self.spatial = BasicConv(2, 1, kernel_size, stride=1, padding=(kernel_size - 1) // 2,
                                  relu=False)

@@ -16,65 +16,14 @@
 #include <type_traits>
 
 #include "../common/cbam.h"
-#include "channel_gate.h"
 #include "simd.h"
+#include "tasks.h"
 
 namespace attnkernels {
 namespace {
 
-constexpr int64_t kBlockC = 32;
-
 template <typename scalar_t>
 constexpr bool kFloat = std::is_same_v<scalar_t, float>;
-
-// The (sample, channel block) tasks of one tensor.
-struct Blocks {
-  int64_t B, C, HW, n;  // n: channel blocks per sample
-  Blocks(const Layout& L, int64_t batch)
-      : B(batch), C(L.C), HW(L.HW), n((L.C + kBlockC - 1) / kBlockC) {}
-  // f(b, k, c0, c1) for every task, in parallel.
-  template <typename F>
-  void for_each(const F& f) const {
-    at::parallel_for(0, B * n, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t b = t / n, k = t % n, c0 = k * kBlockC;
-        f(b, k, c0, std::min(C, c0 + kBlockC));
-      }
-    });
-  }
-  // Per-block partials of a per-pixel reduction: (B, n, HW).
-  at::Tensor partials(const at::Tensor& x, at::ScalarType dtype) const {
-    return at::empty({B, n, HW}, x.options().dtype(dtype));
-  }
-};
-
-// f(b, p0, p1) over every pixel of every sample, in parallel.
-template <typename F>
-void for_pixels(int64_t B, int64_t HW, const F& f) {
-  at::parallel_for(0, B * HW, 4096, [&](int64_t i0, int64_t i1) {
-    while (i0 < i1) {
-      const int64_t b = i0 / HW, p0 = i0 % HW, p1 = std::min(HW, p0 + (i1 - i0));
-      f(b, p0, p1);
-      i0 += p1 - p0;
-    }
-  });
-}
-
-// f(b, r) over the rows of every sample (channels for NCHW, pixels for
-// channels_last), in parallel.
-template <typename F>
-void for_rows(const Layout& L, int64_t B, const F& f) {
-  const int64_t rows = L.rows(), len = L.sample() / std::max<int64_t>(1, rows);
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, len));
-  at::parallel_for(0, B * rows, grain, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) f(r / rows, r % rows);
-  });
-}
-
-template <typename T>
-T* ptr(const at::Tensor& t) {
-  return const_cast<T*>(t.data_ptr<T>());
-}
 
 // ---------------------------------------------------------------- forward
 

@@ -14,55 +14,10 @@
 #include <vector>
 
 #include "../common/coord.h"
-#include "channel_gate.h"
+#include "tasks.h"
 
 namespace attnkernels {
 namespace {
-
-constexpr int64_t kBlockC = 32;
-
-struct Geometry {
-  int64_t B, C, H, W;
-  bool cl;
-  explicit Geometry(const at::Tensor& x)
-      : B(x.size(0)), C(x.size(1)), H(x.size(2)), W(x.size(3)), cl(Layout(x).channels_last()) {}
-  int64_t sample() const { return C * H * W; }
-  int64_t blocks() const { return (C + kBlockC - 1) / kBlockC; }
-};
-
-// sum_i term(i) for i in [0, n), in kLanes lanes (then the lanes in order, then the tail).
-template <typename acc_t, typename Term>
-inline acc_t lane_sum(int64_t n, const Term& term) {
-  acc_t lane[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) lane[l] += term(i + l);
-  acc_t s = 0;
-  for (int l = 0; l < kLanes; ++l) s += lane[l];
-  for (; i < n; ++i) s += term(i);
-  return s;
-}
-
-// Planes (NCHW) or (sample, channel block) tasks (channels_last), in parallel.
-template <typename Plane, typename Block>
-void for_tasks(const Geometry& g, const Plane& plane, const Block& block) {
-  if (!g.cl) {
-    at::parallel_for(0, g.B * g.C, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) plane(t / g.C, t % g.C);
-    });
-  } else {
-    const int64_t n = g.blocks();
-    at::parallel_for(0, g.B * n, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t c0 = (t % n) * kBlockC;
-        block(t / n, c0, std::min(g.C, c0 + kBlockC));
-      }
-    });
-  }
-}
-
-// A strip (N, C, len) as (N, len, C), contiguous: channels_last reads it per position.
-at::Tensor by_position(const at::Tensor& strip) { return strip.transpose(1, 2).contiguous(); }
 
 template <typename scalar_t>
 void pool_kernel(const at::Tensor& x, at::Tensor& mh, at::Tensor& mw) {
@@ -107,26 +62,6 @@ void pool_kernel(const at::Tensor& x, at::Tensor& mh, at::Tensor& mw) {
         for (int64_t w = 0; w < W; ++w)
           for (int64_t c = 0; c < nc; ++c) wp[(b * C + c0 + c) * W + w] = acc_w[w * nc + c] / hf;
       });
-}
-
-// Elementwise over x-shaped tensors: out = f(element index i, c, h, w) per element,
-// planes (NCHW) or positions (channels_last) in parallel.
-template <typename F>
-void for_elements(const Geometry& g, const F& f) {
-  if (!g.cl) {
-    at::parallel_for(0, g.B * g.C, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t)
-        for (int64_t h = 0; h < g.H; ++h) f.row_nchw(t / g.C, t % g.C, h);
-    });
-  } else {
-    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.C));
-    at::parallel_for(0, g.B * g.H * g.W, grain, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t b = t / (g.H * g.W), p = t % (g.H * g.W);
-        f.row_nhwc(b, p / g.W, p % g.W);
-      }
-    });
-  }
 }
 
 // y = x * aw * ah (+ x); dx = dy * aw * ah + gh + gw (+ dy). in is x or dy.

@@ -1,0 +1,197 @@
+"""Triplet Attention operators: the composite forward op, its autograd, and the
+fakes of the passes.
+
+``attnkernels::triplet_forward`` runs the pool pass over x (one read: max and
+mean over C, over H and over W), the three gate networks in PyTorch on the
+pooled maps (kxk conv, BatchNorm, sigmoid per branch), and the apply pass
+(read x, write y). It saves x and the pooled maps only. Its backward
+recomputes the gate networks from the maps under ``torch.func.vjp``, with one
+reduction pass over (dy, x) before it (the sums of dy * x per map and where
+the maxima are) and the dx pass (reads dy only) after: forward 3 passes over
+x-sized tensors (2 reads, 1 write), backward 3 (3 reads, 1 write). x is never
+permuted or copied.
+
+Branches are stacked in the upstream order (cw, hc, hw): conv weights
+(G, 2, k, k), per-branch BatchNorm parameters (G,), G = 3, or 2 without the
+spatial (hw) branch. The op is functional: in BatchNorm training mode it
+returns the batch mean and unbiased variance per branch, and the caller
+updates the running statistics. The passes come from the backend: the
+compiled ``attnkernels::triplet_*`` ops (CPU, CUDA) or their Triton twins
+(``attnkernels::triplet_*_triton``).
+"""
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, batch_stats, like_x, normalise,  # noqa: F401
+                      stats_dtype, vjp_of)
+
+# config: [bn (BN_NONE, BN_BATCH, BN_RUNNING), spatial (1: the hw branch, 0: no_spatial)]
+_BN, _SPATIAL = range(2)
+CW, HC, HW = range(3)  # branch order in the stacked parameters
+
+
+def scale_of(config: List[int]) -> float:
+    """The mean over branches, as upstream writes it: 1/3 or 1/2."""
+    return 1 / 3 if config[_SPATIAL] else 1 / 2
+
+
+def branch_convs(maps, conv_w, conv_b, config: List[int]) -> List[torch.Tensor]:
+    """Each branch's conv output (N, 1, rows, cols), before BatchNorm, from the
+    pooled maps (cmean, cmax, hmean, hmax, wmean, wmax): [max, mean] in the
+    plane upstream convolves, (C, W) for cw, (H, C) for hc, (H, W) for hw."""
+    cmean, cmax, hmean, hmax, wmean, wmax = maps
+    acc = cmean.dtype
+    inputs = [torch.stack([hmax, hmean], 1), torch.stack([wmax, wmean], 1).transpose(2, 3)]
+    if config[_SPATIAL]:
+        inputs.append(torch.stack([cmax, cmean], 1))
+    k = conv_w.shape[-1]
+    return [F.conv2d(t, conv_w[g:g + 1].to(acc),
+                     None if conv_b is None else conv_b[g:g + 1].to(acc), padding=k // 2)
+            for g, t in enumerate(inputs)]
+
+
+def gates_of(qs, like, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: float):
+    """(s_hw (N, H, W), s_cw (N, C, W), s_hc (N, C, H)) from the conv outputs;
+    s_hw is zero without the spatial branch. like: a (N, H, W) map."""
+    def one(g):
+        part = (lambda t: None if t is None else t[g:g + 1])
+        q = normalise(qs[g], config[_BN], part(bn_w), part(bn_b), part(bn_mean), part(bn_var), eps)
+        return torch.sigmoid(q)[:, 0]
+
+    s_cw = one(CW)
+    s_hc = one(HC).transpose(1, 2).contiguous()
+    s_hw = one(HW) if config[_SPATIAL] else torch.zeros_like(like)
+    return s_hw, s_cw, s_hc
+
+
+def gates(maps, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: float):
+    return gates_of(branch_convs(maps, conv_w, conv_b, config), maps[0], bn_w, bn_b, bn_mean,
+                    bn_var, config, eps)
+
+
+# ---------------------------------------------------------------- passes per backend
+
+def passes(backend: str):
+    """The four passes of ``backend``: (pool, apply, backward_reduce, backward_apply)."""
+    ops = torch.ops.attnkernels
+    if backend == "triton":
+        from ..triton import triplet  # noqa: F401  (registers the *_triton ops)
+
+        return (ops.triplet_pool_triton, ops.triplet_apply_triton,
+                ops.triplet_backward_reduce_triton, ops.triplet_backward_apply_triton)
+    return (ops.triplet_pool, ops.triplet_apply, ops.triplet_backward_reduce,
+            ops.triplet_backward_apply)
+
+
+# ---------------------------------------------------------------- fakes of the passes
+
+def _maps(x, dtype=None):
+    """Empty (over C, over H, over W) maps of x: (N, H, W), (N, C, W), (N, C, H)."""
+    n, c, h, w = x.shape
+    dtype = dtype or stats_dtype(x)
+    return (x.new_empty((n, h, w), dtype=dtype), x.new_empty((n, c, w), dtype=dtype),
+            x.new_empty((n, c, h), dtype=dtype))
+
+
+def pool_fake(x):
+    c, h, w = _maps(x)
+    return c, torch.empty_like(c), h, torch.empty_like(h), w, torch.empty_like(w)
+
+
+def apply_fake(x, s_hw, s_cw, s_hc, scale):
+    return torch.empty_like(x)
+
+
+def backward_reduce_fake(dy, x, cmax, hmax, wmax):
+    return (*_maps(x), *_maps(x, torch.int32))
+
+
+def backward_apply_fake(dy, s_hw, s_cw, s_hc, scale, ctie, cgmean, cgmax, htie, hgmean, hgmax,
+                        wtie, wgmean, wgmax):
+    return torch.empty_like(dy)
+
+
+PASS_FAKES = {
+    "triplet_pool": pool_fake,
+    "triplet_apply": apply_fake,
+    "triplet_backward_reduce": backward_reduce_fake,
+    "triplet_backward_apply": backward_apply_fake,
+}
+
+
+# ---------------------------------------------------------------- the composite op
+
+@torch.library.custom_op("attnkernels::triplet_forward", mutates_args=())
+def triplet_forward(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Optional[torch.Tensor],
+                    bn_w: Optional[torch.Tensor], bn_b: Optional[torch.Tensor],
+                    bn_mean: Optional[torch.Tensor], bn_var: Optional[torch.Tensor],
+                    config: List[int], eps: float, backend: str
+                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                               torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, cmean, cmax, hmean, hmax, wmean, wmax, bn_mean, bn_var_unbiased); the
+    last two are the per-branch batch statistics of the conv outputs (empty
+    unless config's BatchNorm uses batch statistics)."""
+    pool, apply = passes(backend)[:2]
+    with torch.autocast(x.device.type, enabled=False):
+        maps = pool(x)
+        qs = branch_convs(maps, conv_w, conv_b, config)
+        s_hw, s_cw, s_hc = gates_of(qs, maps[0], bn_w, bn_b, bn_mean, bn_var, config, eps)
+        if config[_BN] == BN_BATCH:
+            stats = [batch_stats(q) for q in qs]
+            mean, var = torch.cat([m for m, _ in stats]), torch.cat([v for _, v in stats])
+        else:
+            mean, var = _empty_bn_stats(x)
+        return (apply(x, s_hw, s_cw, s_hc, scale_of(config)), *maps, mean, var)
+
+
+def _empty_bn_stats(x):
+    return x.new_empty((0,), dtype=stats_dtype(x)), x.new_empty((0,), dtype=stats_dtype(x))
+
+
+@triplet_forward.register_fake
+def _triplet_forward_fake(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps, backend):
+    n = conv_w.shape[0] if config[_BN] == BN_BATCH else 0
+    acc = stats_dtype(x)
+    return (torch.empty_like(x), *pool_fake(x), x.new_empty((n,), dtype=acc),
+            x.new_empty((n,), dtype=acc))
+
+
+def _setup_context(ctx, inputs, output):
+    x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps, backend = inputs
+    ctx.save_for_backward(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, *output[1:7])
+    ctx.params = (list(config), eps, backend)
+
+
+def _backward(ctx, dy, *_unused):
+    x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, *maps = ctx.saved_tensors
+    config, eps, backend = ctx.params
+    _, _, backward_reduce, backward_apply = passes(backend)
+    scale = scale_of(config)
+    _, C, H, W = x.shape
+    dy = like_x(dy, x)
+    with torch.autocast(x.device.type, enabled=False):
+        (s_hw, s_cw, s_hc), gates_vjp = vjp_of(
+            lambda cm, cx, hm, hx, wm, wx, cw, cb, bw, bb: gates(
+                (cm, cx, hm, hx, wm, wx), cw, cb, bw, bb, bn_mean, bn_var, config, eps),
+            [*maps, conv_w, conv_b, bn_w, bn_b])
+        dc, dh, dw, ctie, htie, wtie = backward_reduce(dy, x, maps[1], maps[3], maps[5])
+        dcmean, dcmax, dhmean, dhmax, dwmean, dwmax, *param_grads = gates_vjp(
+            (dc * scale, dh * scale, dw * scale))
+        if not config[_SPATIAL]:  # the hw branch is absent: nothing flows through the C pool
+            dcmean, dcmax = torch.zeros_like(maps[0]), torch.zeros_like(maps[1])
+        dx = backward_apply(dy, s_hw, s_cw, s_hc, scale,
+                            ctie, (dcmean / C).contiguous(), dcmax.contiguous(),
+                            htie, (dhmean / H).contiguous(), dhmax.contiguous(),
+                            wtie, (dwmean / W).contiguous(), dwmax.contiguous())
+    return (dx, *param_grads, None, None, None, None, None)
+
+
+triplet_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def register() -> None:
+    """Fakes for the compiled Triplet passes (once the extension is loaded)."""
+    for name, fake in PASS_FAKES.items():
+        torch.library.register_fake(f"attnkernels::{name}")(fake)

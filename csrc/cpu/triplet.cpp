@@ -1,0 +1,506 @@
+// Triplet Attention on the CPU: the passes over x (semantics in csrc/ops.cpp).
+//
+// The reductions run in tasks of (sample, block of kBlockC channels), in both
+// memory formats: a task owns the reductions over H and over W of its
+// channels whole, and forms per-block partials of the reduction over C, which
+// are combined in block order. Results do not depend on the thread count.
+// The elementwise passes go a row at a time (for_elements).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "../common/triplet.h"
+#include "simd.h"
+#include "tasks.h"
+
+namespace attnkernels {
+namespace {
+
+template <typename scalar_t>
+constexpr bool kFloat = std::is_same_v<scalar_t, float>;
+
+// v is where the max m is: equal to it, or the NaN that made it NaN.
+template <typename T>
+inline bool is_max(T v, T m) {
+  return v == m || (v != v && m != m);
+}
+
+// The first index in [i, i + 4) whose lane is set in hit, else -1.
+inline int32_t first_lane(i4 hit, int64_t i) {
+  for (int l = 0; l < 4; ++l)
+    if (hit[l]) return static_cast<int32_t>(i + l);
+  return -1;
+}
+
+// ---------------------------------------------------------------- pool
+
+// One task's reductions over H and W of channels [c0, c1) of sample b, and its
+// partial sum and max over those channels per pixel (ps, pm).
+template <typename scalar_t>
+struct PoolTask {
+  using acc_t = at::opmath_type<scalar_t>;
+  static constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
+  const Geometry& g;
+  const scalar_t* x;
+  acc_t *hmean, *hmax, *wmean, *wmax;
+
+  void nchw(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
+    const int64_t H = g.H, W = g.W;
+    std::fill(ps, ps + H * W, acc_t(0));
+    std::fill(pm, pm + H * W, kNegInf);
+    std::vector<acc_t> col_sum(W), col_max(W);
+    for (int64_t c = c0; c < c1; ++c) {
+      std::fill(col_sum.begin(), col_sum.end(), acc_t(0));
+      std::fill(col_max.begin(), col_max.end(), kNegInf);
+      acc_t* __restrict__ hs = col_sum.data();
+      acc_t* __restrict__ hm = col_max.data();
+      for (int64_t h = 0; h < H; ++h) {
+        const scalar_t* __restrict__ row = x + ((b * g.C + c) * H + h) * W;
+        acc_t* __restrict__ s = ps + h * W;
+        acc_t* __restrict__ m = pm + h * W;
+        acc_t rs = 0, rm = kNegInf;
+        int64_t w = 0;
+        if constexpr (kFloat<scalar_t>) {
+          f4 rs4 = splat4(0.f), rm4 = splat4(kNegInf);
+          for (; w + 4 <= W; w += 4) {
+            const f4 v = load4(row + w);
+            rs4 += v;
+            rm4 = max_nan4(rm4, v);
+            store4(hs + w, load4(hs + w) + v);
+            store4(hm + w, max_nan4(load4(hm + w), v));
+            store4(s + w, load4(s + w) + v);
+            store4(m + w, max_nan4(load4(m + w), v));
+          }
+          rs = hsum4(rs4);
+          for (int l = 0; l < 4; ++l) rm = max_nan(rm, rm4[l]);
+        }
+        for (; w < W; ++w) {
+          const acc_t v = static_cast<acc_t>(row[w]);
+          rs += v;
+          rm = max_nan(rm, v);
+          hs[w] += v;
+          hm[w] = max_nan(hm[w], v);
+          s[w] += v;
+          m[w] = max_nan(m[w], v);
+        }
+        wmean[(b * g.C + c) * H + h] = rs / static_cast<acc_t>(W);
+        wmax[(b * g.C + c) * H + h] = rm;
+      }
+      for (int64_t w = 0; w < W; ++w) {
+        hmean[(b * g.C + c) * W + w] = hs[w] / static_cast<acc_t>(H);
+        hmax[(b * g.C + c) * W + w] = hm[w];
+      }
+    }
+  }
+
+  void nhwc(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
+    const int64_t H = g.H, W = g.W, nc = c1 - c0;
+    std::vector<acc_t> col_sum(W * nc, acc_t(0)), col_max(W * nc, kNegInf);
+    acc_t rs[kBlockC], rm[kBlockC];
+    for (int64_t h = 0; h < H; ++h) {
+      std::fill(rs, rs + nc, acc_t(0));
+      std::fill(rm, rm + nc, kNegInf);
+      for (int64_t w = 0; w < W; ++w) {
+        const scalar_t* __restrict__ row = x + b * g.sample() + (h * W + w) * g.C + c0;
+        acc_t* __restrict__ hs = col_sum.data() + w * nc;
+        acc_t* __restrict__ hm = col_max.data() + w * nc;
+        acc_t s = 0, m = kNegInf;
+        for (int64_t c = 0; c < nc; ++c) {
+          const acc_t v = static_cast<acc_t>(row[c]);
+          s += v;
+          m = max_nan(m, v);
+          rs[c] += v;
+          rm[c] = max_nan(rm[c], v);
+          hs[c] += v;
+          hm[c] = max_nan(hm[c], v);
+        }
+        ps[h * W + w] = s;
+        pm[h * W + w] = m;
+      }
+      for (int64_t c = 0; c < nc; ++c) {
+        wmean[(b * g.C + c0 + c) * H + h] = rs[c] / static_cast<acc_t>(W);
+        wmax[(b * g.C + c0 + c) * H + h] = rm[c];
+      }
+    }
+    for (int64_t w = 0; w < W; ++w)
+      for (int64_t c = 0; c < nc; ++c) {
+        hmean[(b * g.C + c0 + c) * W + w] = col_sum[w * nc + c] / static_cast<acc_t>(H);
+        hmax[(b * g.C + c0 + c) * W + w] = col_max[w * nc + c];
+      }
+  }
+};
+
+template <typename scalar_t>
+void pool_kernel(const at::Tensor& x, std::array<at::Tensor, 6>& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Geometry g(x);
+  const Blocks blocks(Layout(x), g.B);
+  const int64_t HW = g.H * g.W;
+  const at::Tensor psum_t = blocks.partials(x, out[0].scalar_type());
+  const at::Tensor pmax_t = blocks.partials(x, out[0].scalar_type());
+  acc_t* psum = ptr<acc_t>(psum_t);
+  acc_t* pmax = ptr<acc_t>(pmax_t);
+  const PoolTask<scalar_t> task{g, x.data_ptr<scalar_t>(), ptr<acc_t>(out[2]), ptr<acc_t>(out[3]),
+                                ptr<acc_t>(out[4]), ptr<acc_t>(out[5])};
+  blocks.for_each([&](int64_t b, int64_t k, int64_t c0, int64_t c1) {
+    acc_t* ps = psum + (b * blocks.n + k) * HW;
+    acc_t* pm = pmax + (b * blocks.n + k) * HW;
+    if (g.cl)
+      task.nhwc(b, c0, c1, ps, pm);
+    else
+      task.nchw(b, c0, c1, ps, pm);
+  });
+  acc_t* cmean = ptr<acc_t>(out[0]);
+  acc_t* cmax = ptr<acc_t>(out[1]);
+  for_pixels(g.B, HW, [&](int64_t b, int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      acc_t s = 0, m = -std::numeric_limits<acc_t>::infinity();
+      for (int64_t k = 0; k < blocks.n; ++k) {
+        s += psum[(b * blocks.n + k) * HW + p];
+        m = max_nan(m, pmax[(b * blocks.n + k) * HW + p]);
+      }
+      cmean[b * HW + p] = s / static_cast<acc_t>(g.C);
+      cmax[b * HW + p] = m;
+    }
+  });
+}
+
+// ---------------------------------------------------------------- apply passes
+
+// y = x * (s_hw + s_cw + s_hc) * scale; with kGrad (in = dy, out = dx), plus
+// per axis gmean + gmax where the element is the tie. Per-(c, .) maps are read
+// per position for channels_last (by_position).
+template <bool kGrad, typename scalar_t>
+struct ApplyRows {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Geometry& g;
+  const scalar_t* in;
+  scalar_t* out;
+  acc_t scale;
+  const acc_t *s_hw, *s_cw, *s_hc;
+  const int32_t *ctie, *htie, *wtie;
+  const acc_t *cgmean, *cgmax, *hgmean, *hgmax, *wgmean, *wgmax;
+
+  void row_nchw(int64_t b, int64_t c, int64_t h) const {
+    const int64_t W = g.W, off = ((b * g.C + c) * g.H + h) * W;
+    const int64_t pix = (b * g.H + h) * W, cw = (b * g.C + c) * W, ch = (b * g.C + c) * g.H + h;
+    const scalar_t* __restrict__ src = in + off;
+    scalar_t* __restrict__ dst = out + off;
+    const acc_t* __restrict__ a = s_hw + pix;
+    const acc_t* __restrict__ bb = s_cw + cw;
+    const acc_t s3 = s_hc[ch];
+    if (!kGrad) {
+      for (int64_t w = 0; w < W; ++w)
+        dst[w] = static_cast<scalar_t>(static_cast<acc_t>(src[w]) * ((a[w] + bb[w]) + s3) * scale);
+      return;
+    }
+    const int32_t* __restrict__ ct = ctie + pix;
+    const int32_t* __restrict__ ht = htie + cw;
+    const acc_t* __restrict__ cgm = cgmean + pix;
+    const acc_t* __restrict__ cgx = cgmax + pix;
+    const acc_t* __restrict__ hgm = hgmean + cw;
+    const acc_t* __restrict__ hgx = hgmax + cw;
+    const acc_t wg = wgmean[ch], wx = wgmax[ch];
+    const int32_t wt = wtie[ch], c32 = static_cast<int32_t>(c), h32 = static_cast<int32_t>(h);
+    for (int64_t w = 0; w < W; ++w) {
+      acc_t r = static_cast<acc_t>(src[w]) * ((a[w] + bb[w]) + s3) * scale + ((cgm[w] + hgm[w]) + wg);
+      r += (ct[w] == c32 ? cgx[w] : acc_t(0)) + (ht[w] == h32 ? hgx[w] : acc_t(0)) +
+           (w == wt ? wx : acc_t(0));
+      dst[w] = static_cast<scalar_t>(r);
+    }
+  }
+
+  // s_cw, hgmean, hgmax, htie are (N, W, C); s_hc, wgmean, wgmax, wtie (N, H, C).
+  void row_nhwc(int64_t b, int64_t h, int64_t w) const {
+    const int64_t C = g.C, off = b * g.sample() + (h * g.W + w) * C;
+    const int64_t pix = (b * g.H + h) * g.W + w, wc = (b * g.W + w) * C, hc = (b * g.H + h) * C;
+    const scalar_t* __restrict__ src = in + off;
+    scalar_t* __restrict__ dst = out + off;
+    const acc_t a = s_hw[pix];
+    const acc_t* __restrict__ bb = s_cw + wc;
+    const acc_t* __restrict__ s3 = s_hc + hc;
+    if (!kGrad) {
+      for (int64_t c = 0; c < C; ++c)
+        dst[c] = static_cast<scalar_t>(static_cast<acc_t>(src[c]) * ((a + bb[c]) + s3[c]) * scale);
+      return;
+    }
+    const int32_t* __restrict__ ht = htie + wc;
+    const int32_t* __restrict__ wt = wtie + hc;
+    const acc_t* __restrict__ hgm = hgmean + wc;
+    const acc_t* __restrict__ hgx = hgmax + wc;
+    const acc_t* __restrict__ wgm = wgmean + hc;
+    const acc_t* __restrict__ wgx = wgmax + hc;
+    const acc_t cg = cgmean[pix], cx = cgmax[pix];
+    const int32_t ct = ctie[pix], h32 = static_cast<int32_t>(h), w32 = static_cast<int32_t>(w);
+    for (int64_t c = 0; c < C; ++c) {
+      acc_t r = static_cast<acc_t>(src[c]) * ((a + bb[c]) + s3[c]) * scale + ((cg + hgm[c]) + wgm[c]);
+      r += (c == ct ? cx : acc_t(0)) + (ht[c] == h32 ? hgx[c] : acc_t(0)) +
+           (wt[c] == w32 ? wgx[c] : acc_t(0));
+      dst[c] = static_cast<scalar_t>(r);
+    }
+  }
+};
+
+// ---------------------------------------------------------------- backward reduce
+
+// One task's sums of dy * x over H and W of channels [c0, c1) and their ties,
+// and its partial sum over those channels per pixel with the first channel
+// there that holds the max (pd, pt).
+template <typename scalar_t>
+struct ReduceTask {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Geometry& g;
+  const scalar_t *dy, *x;
+  const acc_t *cmax, *hmax, *wmax;
+  acc_t *dh, *dw;
+  int32_t *htie, *wtie;
+
+  void nchw(int64_t b, int64_t c0, int64_t c1, acc_t* pd, int32_t* pt) const {
+    const int64_t H = g.H, W = g.W;
+    std::fill(pd, pd + H * W, acc_t(0));
+    std::fill(pt, pt + H * W, -1);
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t cw = (b * g.C + c) * W;
+      acc_t* __restrict__ col = dh + cw;  // zero-filled by the caller
+      int32_t* __restrict__ ht = htie + cw;
+      const acc_t* __restrict__ hm = hmax + cw;
+      const int32_t c32 = static_cast<int32_t>(c);
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t off = ((b * g.C + c) * H + h) * W, pix = (b * H + h) * W;
+        const scalar_t* __restrict__ xr = x + off;
+        const scalar_t* __restrict__ dr = dy + off;
+        const acc_t* __restrict__ cm = cmax + pix;
+        acc_t* __restrict__ s = pd + h * W;
+        int32_t* __restrict__ t = pt + h * W;
+        const acc_t wm = wmax[(b * g.C + c) * H + h];
+        const int32_t h32 = static_cast<int32_t>(h);
+        acc_t rs = 0;
+        int32_t wt = -1;
+        int64_t w = 0;
+        if constexpr (kFloat<scalar_t>) {
+          f4 rs4 = splat4(0.f);
+          const f4 wm4 = splat4(wm);
+          for (; w + 4 <= W; w += 4) {
+            const f4 v = load4(xr + w), p = load4(dr + w) * v;
+            rs4 += p;
+            store4(col + w, load4(col + w) + p);
+            store4(s + w, load4(s + w) + p);
+            const f4 hmv = load4(hm + w), cmv = load4(cm + w);
+            const i4 nan = v != v;
+            const i4 hit_h = (v == hmv) | (nan & (hmv != hmv));
+            const i4 hit_c = (v == cmv) | (nan & (cmv != cmv));
+            const i4 htv = load4(ht + w), ptv = load4(t + w);
+            store4(ht + w, ((htv < splat4(0)) & hit_h) ? splat4(h32) : htv);
+            store4(t + w, ((ptv < splat4(0)) & hit_c) ? splat4(c32) : ptv);
+            if (wt < 0) wt = first_lane((v == wm4) | (nan & (wm4 != wm4)), w);
+          }
+          rs = hsum4(rs4);
+        }
+        for (; w < W; ++w) {
+          const acc_t v = static_cast<acc_t>(xr[w]), p = static_cast<acc_t>(dr[w]) * v;
+          rs += p;
+          col[w] += p;
+          s[w] += p;
+          if (ht[w] < 0 && is_max(v, hm[w])) ht[w] = h32;
+          if (t[w] < 0 && is_max(v, cm[w])) t[w] = c32;
+          if (wt < 0 && is_max(v, wm)) wt = static_cast<int32_t>(w);
+        }
+        dw[(b * g.C + c) * H + h] = rs;
+        wtie[(b * g.C + c) * H + h] = wt;
+      }
+    }
+  }
+
+  void nhwc(int64_t b, int64_t c0, int64_t c1, acc_t* pd, int32_t* pt) const {
+    const int64_t H = g.H, W = g.W, nc = c1 - c0;
+    std::vector<acc_t> col_sum(W * nc, acc_t(0));
+    std::vector<int32_t> col_tie(W * nc, -1);
+    acc_t rs[kBlockC], wm[kBlockC], hm[kBlockC];
+    int32_t wt[kBlockC];
+    for (int64_t h = 0; h < H; ++h) {
+      std::fill(rs, rs + nc, acc_t(0));
+      std::fill(wt, wt + nc, -1);
+      for (int64_t c = 0; c < nc; ++c) wm[c] = wmax[(b * g.C + c0 + c) * H + h];
+      for (int64_t w = 0; w < W; ++w) {
+        const int64_t off = b * g.sample() + (h * W + w) * g.C + c0, pix = (b * H + h) * W + w;
+        const scalar_t* __restrict__ xr = x + off;
+        const scalar_t* __restrict__ dr = dy + off;
+        acc_t* __restrict__ hs = col_sum.data() + w * nc;
+        int32_t* __restrict__ ht = col_tie.data() + w * nc;
+        for (int64_t c = 0; c < nc; ++c) hm[c] = hmax[(b * g.C + c0 + c) * W + w];
+        const acc_t cm = cmax[pix];
+        acc_t s = 0;
+        int32_t t = -1;
+        for (int64_t c = 0; c < nc; ++c) {
+          const acc_t v = static_cast<acc_t>(xr[c]), p = static_cast<acc_t>(dr[c]) * v;
+          s += p;
+          rs[c] += p;
+          hs[c] += p;
+          if (t < 0 && is_max(v, cm)) t = static_cast<int32_t>(c0 + c);
+          if (wt[c] < 0 && is_max(v, wm[c])) wt[c] = static_cast<int32_t>(w);
+          if (ht[c] < 0 && is_max(v, hm[c])) ht[c] = static_cast<int32_t>(h);
+        }
+        pd[h * W + w] = s;
+        pt[h * W + w] = t;
+      }
+      for (int64_t c = 0; c < nc; ++c) {
+        dw[(b * g.C + c0 + c) * H + h] = rs[c];
+        wtie[(b * g.C + c0 + c) * H + h] = wt[c];
+      }
+    }
+    for (int64_t w = 0; w < W; ++w)
+      for (int64_t c = 0; c < nc; ++c) {
+        dh[(b * g.C + c0 + c) * W + w] = col_sum[w * nc + c];
+        htie[(b * g.C + c0 + c) * W + w] = col_tie[w * nc + c];
+      }
+  }
+};
+
+template <typename scalar_t>
+void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& cmax,
+                            const at::Tensor& hmax, const at::Tensor& wmax,
+                            std::array<at::Tensor, 6>& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Geometry g(x);
+  const Blocks blocks(Layout(x), g.B);
+  const int64_t HW = g.H * g.W;
+  const at::Tensor psum_t = blocks.partials(x, out[0].scalar_type());
+  const at::Tensor ptie_t = blocks.partials(x, at::kInt);
+  acc_t* psum = ptr<acc_t>(psum_t);
+  int32_t* ptie = ptr<int32_t>(ptie_t);
+  const ReduceTask<scalar_t> task{g,
+                                  dy.data_ptr<scalar_t>(),
+                                  x.data_ptr<scalar_t>(),
+                                  cmax.data_ptr<acc_t>(),
+                                  hmax.data_ptr<acc_t>(),
+                                  wmax.data_ptr<acc_t>(),
+                                  ptr<acc_t>(out[1]),
+                                  ptr<acc_t>(out[2]),
+                                  ptr<int32_t>(out[4]),
+                                  ptr<int32_t>(out[5])};
+  blocks.for_each([&](int64_t b, int64_t k, int64_t c0, int64_t c1) {
+    acc_t* pd = psum + (b * blocks.n + k) * HW;
+    int32_t* pt = ptie + (b * blocks.n + k) * HW;
+    if (g.cl)
+      task.nhwc(b, c0, c1, pd, pt);
+    else
+      task.nchw(b, c0, c1, pd, pt);
+  });
+  acc_t* dc = ptr<acc_t>(out[0]);
+  int32_t* ctie = ptr<int32_t>(out[3]);
+  for_pixels(g.B, HW, [&](int64_t b, int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      acc_t s = 0;
+      int32_t t = -1;
+      for (int64_t k = 0; k < blocks.n; ++k) {
+        s += psum[(b * blocks.n + k) * HW + p];
+        if (t < 0) t = ptie[(b * blocks.n + k) * HW + p];
+      }
+      dc[b * HW + p] = s;
+      ctie[b * HW + p] = t;
+    }
+  });
+}
+
+// ---------------------------------------------------------------- ops
+
+#define AK_DISPATCH(x, name, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (x).scalar_type(), name, __VA_ARGS__)
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> as_tuple(
+    const std::array<at::Tensor, 6>& t) {
+  return {t[0], t[1], t[2], t[3], t[4], t[5]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+triplet_pool_cpu(const at::Tensor& x) {
+  check_activation_4d(x, "x");
+  auto out = triplet_pool_outputs(x);
+  if (x.numel() != 0) AK_DISPATCH(x, "triplet_pool_cpu", [&] { pool_kernel<scalar_t>(x, out); });
+  return as_tuple(out);
+}
+
+at::Tensor triplet_apply_cpu(const at::Tensor& x, const at::Tensor& s_hw, const at::Tensor& s_cw,
+                             const at::Tensor& s_hc, double scale) {
+  check_triplet_gates(x, s_hw, s_cw, s_hc);
+  at::Tensor y = at::empty_like(x);
+  if (x.numel() == 0) return y;
+  const Geometry g(x);
+  const at::Tensor cw = g.cl ? by_position(s_cw) : s_cw, hc = g.cl ? by_position(s_hc) : s_hc;
+  AK_DISPATCH(x, "triplet_apply_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const ApplyRows<false, scalar_t> rows{
+        g, x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), static_cast<acc_t>(scale),
+        s_hw.data_ptr<acc_t>(), cw.data_ptr<acc_t>(), hc.data_ptr<acc_t>()};
+    for_elements(g, rows);
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+triplet_backward_reduce_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& cmax,
+                            const at::Tensor& hmax, const at::Tensor& wmax) {
+  check_triplet_backward_reduce_args(dy, x, cmax, hmax, wmax);
+  auto out = triplet_backward_reduce_outputs(x);
+  if (x.numel() != 0)
+    AK_DISPATCH(x, "triplet_backward_reduce_cpu",
+                [&] { backward_reduce_kernel<scalar_t>(dy, x, cmax, hmax, wmax, out); });
+  return as_tuple(out);
+}
+
+at::Tensor triplet_backward_apply_cpu(const at::Tensor& dy, const at::Tensor& s_hw,
+                                      const at::Tensor& s_cw, const at::Tensor& s_hc, double scale,
+                                      const at::Tensor& ctie, const at::Tensor& cgmean,
+                                      const at::Tensor& cgmax, const at::Tensor& htie,
+                                      const at::Tensor& hgmean, const at::Tensor& hgmax,
+                                      const at::Tensor& wtie, const at::Tensor& wgmean,
+                                      const at::Tensor& wgmax) {
+  check_triplet_backward_apply_args(
+      dy, s_hw, s_cw, s_hc, {{ctie, cgmean, cgmax}, {htie, hgmean, hgmax}, {wtie, wgmean, wgmax}});
+  at::Tensor dx = at::empty_like(dy);
+  if (dy.numel() == 0) return dx;
+  const Geometry g(dy);
+  auto pos = [&](const at::Tensor& t) { return g.cl ? by_position(t) : t; };
+  const at::Tensor cw = pos(s_cw), hc = pos(s_hc), ht = pos(htie), hgm = pos(hgmean),
+                   hgx = pos(hgmax), wt = pos(wtie), wgm = pos(wgmean), wgx = pos(wgmax);
+  AK_DISPATCH(dy, "triplet_backward_apply_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const ApplyRows<true, scalar_t> rows{g,
+                                         dy.data_ptr<scalar_t>(),
+                                         dx.data_ptr<scalar_t>(),
+                                         static_cast<acc_t>(scale),
+                                         s_hw.data_ptr<acc_t>(),
+                                         cw.data_ptr<acc_t>(),
+                                         hc.data_ptr<acc_t>(),
+                                         ctie.data_ptr<int32_t>(),
+                                         ht.data_ptr<int32_t>(),
+                                         wt.data_ptr<int32_t>(),
+                                         cgmean.data_ptr<acc_t>(),
+                                         cgmax.data_ptr<acc_t>(),
+                                         hgm.data_ptr<acc_t>(),
+                                         hgx.data_ptr<acc_t>(),
+                                         wgm.data_ptr<acc_t>(),
+                                         wgx.data_ptr<acc_t>()};
+    for_elements(g, rows);
+  });
+  return dx;
+}
+
+#undef AK_DISPATCH
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(attnkernels, CPU, m) {
+  m.impl("triplet_pool", &triplet_pool_cpu);
+  m.impl("triplet_apply", &triplet_apply_cpu);
+  m.impl("triplet_backward_reduce", &triplet_backward_reduce_cpu);
+  m.impl("triplet_backward_apply", &triplet_backward_apply_cpu);
+}
+
+}  // namespace attnkernels
