@@ -225,16 +225,39 @@ def _match_coord(m):
     return None
 
 
+def _is_basic_conv(m) -> bool:
+    """The official repos' BasicConv: conv, bn (or None), relu (or None)."""
+    return isinstance(getattr(m, "conv", None), nn.Conv2d) and hasattr(m, "bn") and hasattr(m, "relu")
+
+
+def _match_triplet(m):
+    ch = _children(m)
+    names = set(ch)
+    no_spatial = getattr(m, "no_spatial", None)
+    if no_spatial is None:
+        return None
+    official, legacy = ["cw", "hc", "hw"], ["ChannelGateH", "ChannelGateW", "SpatialGate"]
+    for branches, conv_attr, cls in ((official, "conv", fused.TripletAttention),
+                                     (legacy, "spatial", fused.LegacyTripletAttention)):
+        if names != set(branches[:2] if no_spatial else branches):
+            continue
+        if all(_has_children(ch[b], {"compress", conv_attr})
+               and _is_basic_conv(getattr(ch[b], conv_attr)) for b in names):
+            return cls
+    return None
+
+
 MATCHERS: List[Callable] = [_match_seed, _match_torchvision, _match_timm, _match_efficientnet,
                             _match_effective, _match_eca_official, _match_eca_attention,
                             _match_eca_timm, _match_cbam_seed, _match_cbam_official,
-                            _match_cbam_timm, _match_cbam_ultralytics, _match_coord]
+                            _match_cbam_timm, _match_cbam_ultralytics, _match_coord,
+                            _match_triplet]
 # Plain (non-module) attributes the fused forward reads: add_maxpool (timm SE),
 # padding (CecaModule), act/conv2 (EcaModule, None unless use_mlp), no_spatial
 # (the official CBAM), h/w (the seeds' CA_Block), has_skip (timm CoordAttn).
 _PLAIN_ATTRS = ("add_maxpool", "padding", "act", "conv2", "no_spatial", "h", "w", "has_skip")
 _FUSED = (fused.SqueezeExcite, fused.EfficientChannelAttention, fused.ConvBlockAttention,
-          fused.CoordinateAttention)
+          fused.CoordinateAttention, fused.TripletAttentionModule)
 
 
 def _adopt(cls, original: nn.Module) -> nn.Module:
@@ -253,6 +276,8 @@ def _adopt(cls, original: nn.Module) -> nn.Module:
 def _channels(m: nn.Module) -> Optional[int]:
     if isinstance(m, fused.EfficientChannelAttention):
         return 16 + m.conv.kernel_size[0]  # any channel count works; wider than the kernel
+    if isinstance(m, fused.TripletAttentionModule):
+        return 6  # any channel count works
     p = next(iter(m.parameters()), None)
     if p is None:
         return None
@@ -305,6 +330,8 @@ def _try_convert(module: nn.Module):
         return None, "looks like CBAM but its structure matches no known flavour"
     if "coord" in name or name.startswith("ca_"):
         return None, "looks like Coordinate Attention but its structure matches no known flavour"
+    if "triplet" in name:
+        return None, "looks like Triplet Attention but its structure matches no known flavour"
     return None, None
 
 

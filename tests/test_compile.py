@@ -93,3 +93,14 @@ def test_coord_compile_fullgraph(backend, device, compiler):
     m.backend = backend
     x = torch.randn(2, 16, 5, 7, device=device).to(memory_format=torch.channels_last)
     _assert_compiled_matches_eager(m, x, compiler)
+
+
+@pytest.mark.parametrize("backend,device", fused_backends())
+@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("no_spatial", [False, True])
+def test_triplet_compile_fullgraph(backend, device, compiler, no_spatial):
+    _skip_interpreted_inductor(backend, device, compiler)
+    m = fnn.TripletAttention(no_spatial=no_spatial).to(device)
+    m.backend = backend
+    x = torch.randn(2, 16, 5, 7, device=device).to(memory_format=torch.channels_last)
+    _assert_compiled_matches_eager(m, x, compiler)

@@ -269,3 +269,61 @@ def test_convert_coord_flavours_same_outputs_gradients_and_running_statistics():
     buffers = dict(original.named_buffers())
     for name, b in net.named_buffers():
         torch.testing.assert_close(b, buffers[name], msg=name)
+
+
+class PastedTriplet(nn.Module):
+    """The seeds' TripletAttention pasted under another name, with its own gate class."""
+
+    class Gate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.compress = ref.triplet.ZPool()
+            self.conv = ref.cbam.BasicConv(2, 1, 7, stride=1, padding=3, relu=False)
+
+        def forward(self, x):
+            return x * torch.sigmoid_(self.conv(self.compress(x)))
+
+    def __init__(self, no_spatial=False):
+        super().__init__()
+        self.cw, self.hc = self.Gate(), self.Gate()
+        self.no_spatial = no_spatial
+        if not no_spatial:
+            self.hw = self.Gate()
+
+    def forward(self, x):
+        return ref.triplet._triplet_forward(self.cw, self.hc,
+                                            None if self.no_spatial else self.hw, x)
+
+
+class TripletNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        with_relu = ref.triplet.TripletAttention()
+        with_relu.hc.conv.relu = nn.ReLU()
+        self.blocks = nn.Sequential(
+            PastedTriplet(), ref.triplet.TripletAttention(no_spatial=True),
+            ref.triplet.TripletAttention(kernel_size=3), ref.triplet.LegacyTripletAttention(16),
+            ref.triplet.LegacyTripletAttention(16, no_spatial=True, kernel_size=3), with_relu)
+
+    def forward(self, x):  # not the ReLU one: its in-place sigmoid_ breaks upstream's backward
+        return self.blocks[:5](self.stem(x))
+
+
+def test_convert_triplet_flavours_same_outputs_gradients_and_running_statistics():
+    net = TripletNet()
+    original = copy.deepcopy(net)
+    net, report = attnkernels.convert(net)
+    converted = {name: new for name, _, new in report.converted}
+    assert converted == {"blocks.0": "TripletAttention", "blocks.1": "TripletAttention",
+                         "blocks.2": "TripletAttention", "blocks.3": "LegacyTripletAttention",
+                         "blocks.4": "LegacyTripletAttention"}, str(report)
+    left = {name: why for name, _, why in report.left_alone}
+    assert "ReLU" in left["blocks.5"]
+    assert net.blocks[1].no_spatial and net.blocks[4].no_spatial
+    assert net.state_dict().keys() == original.state_dict().keys()
+
+    _assert_same_outputs_and_gradients(original, net)
+    buffers = dict(original.named_buffers())
+    for name, b in net.named_buffers():
+        torch.testing.assert_close(b, buffers[name], msg=name)

@@ -54,7 +54,13 @@ def assert_same_runs(runs, close=()):
         assert dw.keys() == dw0.keys()
         for n in dw0:
             if n in close:
-                torch.testing.assert_close(dw[n], dw0[n], msg=n)
+                # PyTorch's conv weight gradient sums thousands of terms in a
+                # thread-dependent order, and under BatchNorm they cancel: its
+                # rounding scales with the largest entry, not each entry (the
+                # reference modules vary by up to ~3e-6 of it here)
+                scale = dw0[n].abs().max().item()
+                torch.testing.assert_close(dw[n], dw0[n], rtol=1.3e-6, atol=max(1e-5, 1e-5 * scale),
+                                           msg=n)
             elif dw0[n] is not None:
                 assert torch.equal(dw[n], dw0[n]), n
 

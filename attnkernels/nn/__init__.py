@@ -6,6 +6,7 @@ from .eca import (CecaModule, ECAAttention, ECABlock, ECALayer, EcaModule,
                   EfficientChannelAttention)
 from .se import (EffectiveSEModule, EfficientNetSqueezeExcite, SELayer, SEModule,
                  SqueezeExcitation, SqueezeExcite)
+from .triplet import LegacyTripletAttention, TripletAttention, TripletAttentionModule
 
 __all__ = ["SqueezeExcite", "SELayer", "SqueezeExcitation", "SEModule",
            "EfficientNetSqueezeExcite", "EffectiveSEModule",
@@ -13,4 +14,5 @@ __all__ = ["SqueezeExcite", "SELayer", "SqueezeExcitation", "SEModule",
            "CecaModule",
            "ConvBlockAttention", "CBAM", "CBAMBlock", "CBAMBlockFc", "OfficialCBAM", "CbamModule",
            "LightCbamModule", "UltralyticsCBAM",
-           "CoordinateAttention", "CoordAtt", "CoordAttGroups", "CA_Block", "CoordAttn"]
+           "CoordinateAttention", "CoordAtt", "CoordAttGroups", "CA_Block", "CoordAttn",
+           "TripletAttentionModule", "TripletAttention", "LegacyTripletAttention"]

@@ -39,8 +39,8 @@ class FusedFamily(nn.Module):
     def fused_forward(self, x: torch.Tensor, functional) -> torch.Tensor:
         """``functional(x, backend=..., **self.gate_spec())``, or the reference
         forward when gate_spec() or input_reason(x) gives a reason. A BatchNorm
-        module in the spec (key ``batch_norm``) becomes its arguments only now,
-        as it counts the batch."""
+        module in the spec (key ``batch_norm``, or ``batch_norms`` for one per
+        branch) becomes its arguments only now, as it counts the batch."""
         parts = self.gate_spec()
         why = parts if isinstance(parts, str) else self.input_reason(x)
         if why:
@@ -48,6 +48,9 @@ class FusedFamily(nn.Module):
         bn = parts.pop("batch_norm", None)
         if bn is not None:
             parts.update(batch_norm_parts(bn))
+        bns = parts.pop("batch_norms", None)
+        if bns is not None:
+            parts.update(batch_norms_parts(bns))
         return functional(x, backend=self.backend, **parts)
 
     def reference_module(self) -> nn.Module:
@@ -84,6 +87,28 @@ def batch_norm_parts(bn: nn.BatchNorm2d) -> Dict:
                 running_var=bn.running_var if keep else None,
                 training=bn.training or (bn.running_mean is None and bn.running_var is None),
                 momentum=momentum, eps=bn.eps)
+
+
+def batch_norms_reason(bns) -> Optional[str]:
+    """Why per-branch BatchNorms cannot share one fused call (None: they can)."""
+    if not all(isinstance(b, nn.BatchNorm2d) for b in bns):
+        return "its norm layers are not all BatchNorm2d"
+    keys = {(b.training, b.track_running_stats, b.eps, b.affine, b.running_mean is None)
+            for b in bns}
+    if len(keys) > 1:
+        return "its BatchNorm layers differ in mode, eps, affine or running statistics"
+    return None
+
+
+def batch_norms_parts(bns) -> Dict:
+    """batch_norm_parts of one BatchNorm per branch (alike, see batch_norms_reason), as
+    sequences: bn_weights, bn_biases, running_means, running_vars, momentum."""
+    parts = [batch_norm_parts(b) for b in bns]
+    seq = (lambda key: None if parts[0][key] is None else [p[key] for p in parts])  # noqa: E731
+    return dict(bn=True, bn_weights=seq("bn_weight"), bn_biases=seq("bn_bias"),
+                running_means=seq("running_mean"), running_vars=seq("running_var"),
+                training=parts[0]["training"], momentum=[p["momentum"] for p in parts],
+                eps=parts[0]["eps"])
 
 
 def matrix_of(layer: nn.Module) -> torch.Tensor:
