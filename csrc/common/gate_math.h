@@ -74,4 +74,11 @@ AK_HD T max_nan(T m, T v) {
   return (v != v || v > m) ? v : m;
 }
 
+// v is where the max m is: equal to it, or a NaN where the max is NaN (as
+// torch.max(dim) points its index at the first NaN).
+template <typename T>
+AK_HD bool is_max(T v, T m) {
+  return v == m || (v != v && m != m);
+}
+
 }  // namespace attnkernels

@@ -12,6 +12,7 @@
 #include <ATen/ops/zeros.h>
 
 #include <array>
+#include <tuple>
 #include <limits>
 
 #include "checks.h"
@@ -77,6 +78,14 @@ inline void check_triplet_backward_apply_args(const at::Tensor& dy, const at::Te
     check_triplet_map(dy, grads[a].gmean, axis, names[a][1]);
     check_triplet_map(dy, grads[a].gmax, axis, names[a][2]);
   }
+}
+
+// The six maps an op returns, as the schema's tuple.
+using TripletSix =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+inline TripletSix as_tuple(const std::array<at::Tensor, 6>& t) {
+  return {t[0], t[1], t[2], t[3], t[4], t[5]};
 }
 
 // The statistics of triplet_pool: mean and max per axis, (cmean, cmax, hmean,

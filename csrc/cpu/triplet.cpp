@@ -25,12 +25,6 @@ namespace {
 template <typename scalar_t>
 constexpr bool kFloat = std::is_same_v<scalar_t, float>;
 
-// v is where the max m is: equal to it, or the NaN that made it NaN.
-template <typename T>
-inline bool is_max(T v, T m) {
-  return v == m || (v != v && m != m);
-}
-
 // The first index in [i, i + 4) whose lane is set in hit, else -1.
 inline int32_t first_lane(i4 hit, int64_t i) {
   for (int l = 0; l < 4; ++l)
@@ -209,7 +203,8 @@ struct ApplyRows {
     const acc_t wg = wgmean[ch], wx = wgmax[ch];
     const int32_t wt = wtie[ch], c32 = static_cast<int32_t>(c), h32 = static_cast<int32_t>(h);
     for (int64_t w = 0; w < W; ++w) {
-      acc_t r = static_cast<acc_t>(src[w]) * ((a[w] + bb[w]) + s3) * scale + ((cgm[w] + hgm[w]) + wg);
+      acc_t r = static_cast<acc_t>(src[w]) * ((a[w] + bb[w]) + s3) * scale;
+      r += (cgm[w] + hgm[w]) + wg;
       r += (ct[w] == c32 ? cgx[w] : acc_t(0)) + (ht[w] == h32 ? hgx[w] : acc_t(0)) +
            (w == wt ? wx : acc_t(0));
       dst[w] = static_cast<scalar_t>(r);
@@ -239,7 +234,8 @@ struct ApplyRows {
     const acc_t cg = cgmean[pix], cx = cgmax[pix];
     const int32_t ct = ctie[pix], h32 = static_cast<int32_t>(h), w32 = static_cast<int32_t>(w);
     for (int64_t c = 0; c < C; ++c) {
-      acc_t r = static_cast<acc_t>(src[c]) * ((a + bb[c]) + s3[c]) * scale + ((cg + hgm[c]) + wgm[c]);
+      acc_t r = static_cast<acc_t>(src[c]) * ((a + bb[c]) + s3[c]) * scale;
+      r += (cg + hgm[c]) + wgm[c];
       r += (c == ct ? cx : acc_t(0)) + (ht[c] == h32 ? hgx[c] : acc_t(0)) +
            (wt[c] == w32 ? wgx[c] : acc_t(0));
       dst[c] = static_cast<scalar_t>(r);
@@ -413,13 +409,7 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
 #define AK_DISPATCH(x, name, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (x).scalar_type(), name, __VA_ARGS__)
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> as_tuple(
-    const std::array<at::Tensor, 6>& t) {
-  return {t[0], t[1], t[2], t[3], t[4], t[5]};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-triplet_pool_cpu(const at::Tensor& x) {
+TripletSix triplet_pool_cpu(const at::Tensor& x) {
   check_activation_4d(x, "x");
   auto out = triplet_pool_outputs(x);
   if (x.numel() != 0) AK_DISPATCH(x, "triplet_pool_cpu", [&] { pool_kernel<scalar_t>(x, out); });
@@ -443,9 +433,9 @@ at::Tensor triplet_apply_cpu(const at::Tensor& x, const at::Tensor& s_hw, const 
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-triplet_backward_reduce_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& cmax,
-                            const at::Tensor& hmax, const at::Tensor& wmax) {
+TripletSix triplet_backward_reduce_cpu(const at::Tensor& dy, const at::Tensor& x,
+                                       const at::Tensor& cmax, const at::Tensor& hmax,
+                                       const at::Tensor& wmax) {
   check_triplet_backward_reduce_args(dy, x, cmax, hmax, wmax);
   auto out = triplet_backward_reduce_outputs(x);
   if (x.numel() != 0)
