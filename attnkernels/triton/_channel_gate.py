@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import acc_dtype, layout
+from ._common import acc_dtype, channels_last, layout
 
 
 @triton.jit
@@ -93,10 +93,6 @@ def _reduce_blocks(x: torch.Tensor):
     return (64, 16) if stride_c == 1 else (4, 128)
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return layout(x)[0] == 1 and x.shape[1] > 1
-
-
 def pool(x: torch.Tensor, pooled: torch.Tensor, xmax: torch.Tensor, has_max: bool) -> None:
     """pooled[b, c] = mean over H*W (0.5 * mean + 0.5 * max with has_max; the max into xmax)."""
     B, C, H, W = x.shape
@@ -125,7 +121,7 @@ def apply(x: torch.Tensor, g: torch.Tensor, y: torch.Tensor) -> None:
     """y = x * g[b, c]."""
     N, C = x.numel(), x.shape[1]
     channel_apply_kernel[(triton.cdiv(N, _APPLY_BLOCK),)](
-        x, x, g, g, g, g, y, N, C, x.shape[2] * x.shape[3], CHANNELS_LAST=_channels_last(x),
+        x, x, g, g, g, g, y, N, C, x.shape[2] * x.shape[3], CHANNELS_LAST=channels_last(x),
         GRAD=False, HAS_MAX=False, BLOCK=_APPLY_BLOCK)
 
 
@@ -135,5 +131,5 @@ def apply_grad(dy: torch.Tensor, x: torch.Tensor, g: torch.Tensor, dmean: torch.
     N, C = x.numel(), x.shape[1]
     channel_apply_kernel[(triton.cdiv(N, _APPLY_BLOCK),)](
         x, dy, g, dmean, xmax if has_max else g, dmax if has_max else g, dx, N, C,
-        x.shape[2] * x.shape[3], CHANNELS_LAST=_channels_last(x), GRAD=True, HAS_MAX=has_max,
+        x.shape[2] * x.shape[3], CHANNELS_LAST=channels_last(x), GRAD=True, HAS_MAX=has_max,
         BLOCK=_APPLY_BLOCK)

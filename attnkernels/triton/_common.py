@@ -64,6 +64,31 @@ def acc_dtype(x: torch.Tensor):
     return (torch.float64, tl.float64) if x.dtype == torch.float64 else (torch.float32, tl.float32)
 
 
+def channels_last(x: torch.Tensor) -> bool:
+    """Whether the kernels index x as channels_last (dense NHWC and not dense NCHW)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def strides_chw(x: torch.Tensor):
+    """(channel, h, w) element strides of a NCHW- or channels_last-dense x."""
+    C, H, W = x.shape[1:]
+    return (1, W * C, C) if channels_last(x) else (H * W, W, 1)
+
+
+@triton.jit
+def element_chw(e, C, H, W, CHANNELS_LAST: tl.constexpr):
+    """(n, c, h, w) of the flat element index e of a dense NCHW or NHWC tensor."""
+    if CHANNELS_LAST:
+        c = e % C
+        w = (e // C) % W
+        h = (e // (C * W)) % H
+    else:
+        w = e % W
+        h = (e // W) % H
+        c = (e // (H * W)) % C
+    return e // (C * H * W), c, h, w
+
+
 def layout(x: torch.Tensor):
     """(channel stride, position stride) of a NCHW- or channels_last-dense x."""
     C, HW = x.shape[1], x.shape[2] * x.shape[3]

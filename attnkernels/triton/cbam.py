@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from ..ops import cbam as cbam_ops
-from ._common import acc_dtype, layout
+from ._common import acc_dtype, channels_last, layout
 
 _BIG = 2 ** 30  # "no index" while taking the first maximal element
 
@@ -189,10 +189,6 @@ def _blocks(x: torch.Tensor):
     return (64, 16) if layout(x)[0] == 1 else (8, 128)
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return layout(x)[0] == 1 and x.shape[1] > 1
-
-
 def _over_hw(x, dy, pix_a, pix_b, pix_c, chan, out, aux, mode, first):
     B, C, H, W = x.shape
     _, tl_acc = acc_dtype(x)
@@ -217,7 +213,7 @@ def _elementwise(x, dy, ca, sa, ch, sp, out, grad, first):
     N, C = x.numel(), x.shape[1]
     _elementwise_kernel[(triton.cdiv(N, _BLOCK),)](
         x, dy, ca, sa, *ch, *sp, out, N, C, x.shape[2] * x.shape[3],
-        CHANNELS_LAST=_channels_last(x), GRAD=grad, FIRST=first, BLOCK=_BLOCK)
+        CHANNELS_LAST=channels_last(x), GRAD=grad, FIRST=first, BLOCK=_BLOCK)
 
 
 # ---------------------------------------------------------------- ops

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from ..ops import coord as coord_ops
-from ._common import acc_dtype
+from ._common import acc_dtype, channels_last, element_chw, strides_chw
 
 
 @triton.jit
@@ -47,15 +47,8 @@ def _elementwise_kernel(in_ptr, ah_ptr, aw_ptr, gh_ptr, gw_ptr, out_ptr, N, C, H
     """Forward: out = x * aw * ah (+ x). Backward (GRAD): out = dy * aw * ah + gh + gw (+ dy)."""
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = i < N
-    if CHANNELS_LAST:
-        c = i % C
-        w = (i // C) % W
-        h = (i // (C * W)) % H
-    else:
-        w = i % W
-        h = (i // W) % H
-        c = (i // (H * W)) % C
-    nc = (i // (C * H * W)) * C + c
+    n, c, h, w = element_chw(i, C, H, W, CHANNELS_LAST)
+    nc = n * C + c
     a_h = tl.load(ah_ptr + nc * H + h, mask=mask, other=0.0)
     a_w = tl.load(aw_ptr + nc * W + w, mask=mask, other=0.0)
     v = tl.load(in_ptr + i, mask=mask, other=0.0).to(a_h.dtype)
@@ -73,21 +66,11 @@ def _elementwise_kernel(in_ptr, ah_ptr, aw_ptr, gh_ptr, gw_ptr, out_ptr, N, C, H
 _BLOCK = 1024
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-
-def _strides(x: torch.Tensor):
-    """(channel, h, w) element strides of a NCHW- or channels_last-dense x."""
-    C, H, W = x.shape[1:]
-    return (1, W * C, C) if _channels_last(x) else (H * W, W, 1)
-
-
 def _strips(x, dy, a_h, a_w, out_h, out_w, grad):
     """Both strips: over W per (n, c, h) into out_h, over H per (n, c, w) into out_w."""
     B, C, H, W = x.shape
     _, tl_acc = acc_dtype(x)
-    sc, sh, sw = _strides(x)
+    sc, sh, sw = strides_chw(x)
     block_c, block_m = (32, 32)
     for L, M, sl, sm, a, out in ((H, W, sh, sw, a_w, out_h), (W, H, sw, sh, a_h, out_w)):
         _strip_kernel[(B, triton.cdiv(C, block_c), L)](
@@ -98,7 +81,7 @@ def _strips(x, dy, a_h, a_w, out_h, out_w, grad):
 def _elementwise(src, ah, aw, gh, gw, out, grad, skip):
     N = src.numel()
     _elementwise_kernel[(triton.cdiv(N, _BLOCK),)](
-        src, ah, aw, gh, gw, out, N, *src.shape[1:], CHANNELS_LAST=_channels_last(src), GRAD=grad,
+        src, ah, aw, gh, gw, out, N, *src.shape[1:], CHANNELS_LAST=channels_last(src), GRAD=grad,
         SKIP=skip, BLOCK=_BLOCK)
 
 

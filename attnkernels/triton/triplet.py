@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from ..ops import triplet as triplet_ops
-from ._common import acc_dtype
+from ._common import acc_dtype, channels_last, element_chw, strides_chw
 
 _BIG = 2 ** 30  # "no index yet" while taking the first maximal element
 
@@ -73,15 +73,7 @@ def _elementwise_kernel(in_ptr, shw_ptr, scw_ptr, shc_ptr, ct_ptr, cgm_ptr, cgx_
     plus, per map, gmean + gmax where this element is the tie."""
     e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = e < N
-    if CHANNELS_LAST:
-        c = e % C
-        w = (e // C) % W
-        h = (e // (C * W)) % H
-    else:
-        w = e % W
-        h = (e // W) % H
-        c = (e // (H * W)) % C
-    b = e // (C * H * W)
+    b, c, h, w = element_chw(e, C, H, W, CHANNELS_LAST)
     pix = (b * H + h) * W + w
     cw = (b * C + c) * W + w
     ch = (b * C + c) * H + h
@@ -107,15 +99,11 @@ def _elementwise_kernel(in_ptr, shw_ptr, scw_ptr, shc_ptr, ct_ptr, cgm_ptr, cgx_
 _BLOCK = 1024
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-
 def _reduce_all(x, dy, maxes, outs, auxes, grad):
     """The three maps, over C, over H and over W, into outs / auxes."""
     B, C, H, W = x.shape
     _, tl_acc = acc_dtype(x)
-    sc, sh, sw = (1, W * C, C) if _channels_last(x) else (H * W, W, 1)
+    sc, sh, sw = strides_chw(x)
     # (I, J, K, stride_i, stride_j, stride_k) per map
     geometry = ((H, W, C, sh, sw, sc), (C, W, H, sc, sw, sh), (C, H, W, sc, sh, sw))
     block_k, block_q = 16, 64
@@ -129,7 +117,7 @@ def _elementwise(src, s_hw, s_cw, s_hc, scale, grads, out, grad):
     N = src.numel()
     _elementwise_kernel[(triton.cdiv(N, _BLOCK),)](
         src, s_hw, s_cw, s_hc, *grads, out, scale, N, *src.shape[1:],
-        CHANNELS_LAST=_channels_last(src), GRAD=grad, BLOCK=_BLOCK)
+        CHANNELS_LAST=channels_last(src), GRAD=grad, BLOCK=_BLOCK)
 
 
 # ---------------------------------------------------------------- ops
