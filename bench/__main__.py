@@ -1,4 +1,4 @@
-"""Micro-benchmarks: ``python -m bench [--modules se eca cbam coord] [--device cpu|cuda] [--dtype ...] [--shapes ...]``.
+"""Micro-benchmarks: ``python -m bench [--modules se eca cbam coord triplet] [--device cpu|cuda] [--dtype ...] [--shapes ...]``.
 
 For each module family and shape: ``x.clone()`` (the copy baseline, timed
 right before each case), the eager reference module, ``torch.compile`` of it, and every
@@ -18,12 +18,12 @@ import torch
 
 import attnkernels
 
-from . import cbam, coord, eca, se
+from . import cbam, coord, eca, se, triplet
 from .timing import measure
 
 # --quick: the shape the targets are set on (per device) and a short timing budget.
 QUICK_SHAPES, QUICK_BUDGET = {"cpu": "resnet50-stage1", "cuda": "record-b64"}, 0.15
-FAMILIES = {"se": se, "eca": eca, "cbam": cbam, "coord": coord}
+FAMILIES = {"se": se, "eca": eca, "cbam": cbam, "coord": coord, "triplet": triplet}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 

@@ -12,15 +12,17 @@ from bench import cbam as bench_cbam  # noqa: E402
 from bench import coord as bench_coord  # noqa: E402
 from bench import eca as bench_eca  # noqa: E402
 from bench import se as bench_se  # noqa: E402
+from bench import triplet as bench_triplet  # noqa: E402
 
 
-@pytest.mark.parametrize("family", ["se", "eca", "cbam", "coord"])
+@pytest.mark.parametrize("family", ["se", "eca", "cbam", "coord", "triplet"])
 def test_bench_writes_rows_for_every_provider_and_mode(family, tmp_path, monkeypatch):
     tiny = [("tiny", (2, 16, 5, 5))]
     monkeypatch.setattr(bench_se, "SHAPES", tiny)
     monkeypatch.setattr(bench_eca, "SHAPES", tiny)
     monkeypatch.setattr(bench_cbam, "SHAPES", tiny)
     monkeypatch.setattr(bench_coord, "SHAPES", tiny)
+    monkeypatch.setattr(bench_triplet, "SHAPES", tiny)
     providers = ["eager"] + [p for p in bench_main.providers(bench_main.torch.device("cpu"))
                              if p not in ("eager", "compile")]
     bench_main.main(["--modules", family, "--device", "cpu", "--budget", "0.01",

@@ -5,7 +5,8 @@ fakes of the passes.
 mean over C, over H and over W), the three gate networks in PyTorch on the
 pooled maps (kxk conv, BatchNorm, sigmoid per branch), and the apply pass
 (read x, write y). It saves x and the pooled maps only. Its backward
-recomputes the gate networks from the maps under ``torch.func.vjp``, with one
+recomputes the gate networks from the maps (BatchNorm and the sigmoid under
+``torch.func.vjp``, the convs by hand), with one
 reduction pass over (dy, x) before it (the sums of dy * x per map and where
 the maxima are) and the dx pass (reads dy only) after: forward 3 passes over
 x-sized tensors (2 reads, 1 write), backward 3 (3 reads, 1 write). x is never
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, batch_stats, like_x, normalise,  # noqa: F401
-                      stats_dtype, vjp_of)
+                      same_conv2d_backward, stats_dtype, vjp_of)
 
 # config: [bn (BN_NONE, BN_BATCH, BN_RUNNING), spatial (1: the hw branch, 0: no_spatial)]
 _BN, _SPATIAL = range(2)
@@ -37,15 +38,20 @@ def scale_of(config: List[int]) -> float:
     return 1 / 3 if config[_SPATIAL] else 1 / 2
 
 
-def branch_convs(maps, conv_w, conv_b, config: List[int]) -> List[torch.Tensor]:
-    """Each branch's conv output (N, 1, rows, cols), before BatchNorm, from the
-    pooled maps (cmean, cmax, hmean, hmax, wmean, wmax): [max, mean] in the
-    plane upstream convolves, (C, W) for cw, (H, C) for hc, (H, W) for hw."""
+def branch_inputs(maps, config: List[int]) -> List[torch.Tensor]:
+    """Each branch's conv input (N, 2, rows, cols) from the pooled maps (cmean,
+    cmax, hmean, hmax, wmean, wmax): [max, mean] in the plane upstream
+    convolves, (C, W) for cw, (H, C) for hc, (H, W) for hw."""
     cmean, cmax, hmean, hmax, wmean, wmax = maps
-    acc = cmean.dtype
     inputs = [torch.stack([hmax, hmean], 1), torch.stack([wmax, wmean], 1).transpose(2, 3)]
     if config[_SPATIAL]:
         inputs.append(torch.stack([cmax, cmean], 1))
+    return inputs
+
+
+def branch_convs(inputs, conv_w, conv_b) -> List[torch.Tensor]:
+    """Each branch's conv output (N, 1, rows, cols), before BatchNorm."""
+    acc = inputs[0].dtype
     k = conv_w.shape[-1]
     return [F.conv2d(t, conv_w[g:g + 1].to(acc),
                      None if conv_b is None else conv_b[g:g + 1].to(acc), padding=k // 2)
@@ -64,11 +70,6 @@ def gates_of(qs, like, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: floa
     s_hc = one(HC).transpose(1, 2).contiguous()
     s_hw = one(HW) if config[_SPATIAL] else torch.zeros_like(like)
     return s_hw, s_cw, s_hc
-
-
-def gates(maps, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: float):
-    return gates_of(branch_convs(maps, conv_w, conv_b, config), maps[0], bn_w, bn_b, bn_mean,
-                    bn_var, config, eps)
 
 
 # ---------------------------------------------------------------- passes per backend
@@ -136,7 +137,7 @@ def triplet_forward(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Optional[torc
     pool, apply = passes(backend)[:2]
     with torch.autocast(x.device.type, enabled=False):
         maps = pool(x)
-        qs = branch_convs(maps, conv_w, conv_b, config)
+        qs = branch_convs(branch_inputs(maps, config), conv_w, conv_b)
         s_hw, s_cw, s_hc = gates_of(qs, maps[0], bn_w, bn_b, bn_mean, bn_var, config, eps)
         if config[_BN] == BN_BATCH:
             stats = [batch_stats(q) for q in qs]
@@ -172,20 +173,32 @@ def _backward(ctx, dy, *_unused):
     _, C, H, W = x.shape
     dy = like_x(dy, x)
     with torch.autocast(x.device.type, enabled=False):
+        inputs = branch_inputs(maps, config)
+        G = len(inputs)
+        qs = branch_convs(inputs, conv_w, conv_b)
         (s_hw, s_cw, s_hc), gates_vjp = vjp_of(
-            lambda cm, cx, hm, hx, wm, wx, cw, cb, bw, bb: gates(
-                (cm, cx, hm, hx, wm, wx), cw, cb, bw, bb, bn_mean, bn_var, config, eps),
-            [*maps, conv_w, conv_b, bn_w, bn_b])
+            lambda *a: gates_of(a[:G], maps[0], a[G], a[G + 1], bn_mean, bn_var, config, eps),
+            [*qs, bn_w, bn_b])
         dc, dh, dw, ctie, htie, wtie = backward_reduce(dy, x, maps[1], maps[3], maps[5])
-        dcmean, dcmax, dhmean, dhmax, dwmean, dwmax, *param_grads = gates_vjp(
-            (dc * scale, dh * scale, dw * scale))
-        if not config[_SPATIAL]:  # the hw branch is absent: nothing flows through the C pool
+        *dqs, dbn_w, dbn_b = gates_vjp((dc * scale, dh * scale, dw * scale))
+        # the convs by hand (same_conv2d_backward), not under vjp: PyTorch's
+        # backward of a one-output-channel conv is slow on the CPU
+        w = conv_w.to(qs[0].dtype)
+        d_in, d_w = zip(*(same_conv2d_backward(dq, t, w[g:g + 1])
+                          for g, (dq, t) in enumerate(zip(dqs, inputs))))
+        dconv_w = torch.cat(d_w).to(conv_w.dtype)
+        dconv_b = None if conv_b is None else torch.stack(
+            [dq.sum() for dq in dqs]).to(conv_b.dtype)
+        (dhmax, dhmean), (dwmax, dwmean) = d_in[CW].unbind(1), d_in[HC].transpose(2, 3).unbind(1)
+        if config[_SPATIAL]:
+            dcmax, dcmean = d_in[HW].unbind(1)
+        else:  # the hw branch is absent: nothing flows through the C pool
             dcmean, dcmax = torch.zeros_like(maps[0]), torch.zeros_like(maps[1])
         dx = backward_apply(dy, s_hw, s_cw, s_hc, scale,
                             ctie, (dcmean / C).contiguous(), dcmax.contiguous(),
                             htie, (dhmean / H).contiguous(), dhmax.contiguous(),
                             wtie, (dwmean / W).contiguous(), dwmax.contiguous())
-    return (dx, *param_grads, None, None, None, None, None)
+    return (dx, dconv_w, dconv_b, dbn_w, dbn_b, None, None, None, None, None)
 
 
 triplet_forward.register_autograd(_backward, setup_context=_setup_context)

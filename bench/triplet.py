@@ -1,0 +1,12 @@
+"""Triplet Attention benchmark: the same shapes as SE, every provider."""
+import torch
+
+from attnkernels import nn as fnn
+
+from .se import GPU_SHAPES, SHAPES  # noqa: F401  (the same real-network shapes)
+
+
+def make_module(channels: int) -> torch.nn.Module:
+    """The official TripletAttention() (three branches, 7x7, BatchNorm in training
+    mode for fwd+bwd, as the targets ask). Its parameters do not depend on C."""
+    return fnn.TripletAttention()
