@@ -5,9 +5,9 @@ pool of x * ca, apply) with the two small gate networks in PyTorch between
 them: the shared MLP on the (N, C) channel statistics and the kxk conv (+
 BatchNorm) on the (N, 2, H, W) spatial statistics. It saves x and those
 statistics only. Its backward recomputes the gate networks from the
-statistics under ``torch.func.vjp`` and runs three more passes: a reduction of
-(dy, x) to the gates' gradients, the spatial pool's backward (a read of x),
-and dx. Forward 4 passes over x-sized tensors (3 reads, 1 write), backward 6
+statistics under ``torch.func.vjp`` (the spatial conv by hand) and runs three
+more passes: a reduction of (dy, x) to the gates' gradients, the spatial
+pool's backward (a read of x), and dx. Forward 4 passes over x-sized tensors (3 reads, 1 write), backward 6
 (5 reads, 1 write).
 
 The op is functional: in BatchNorm training mode it returns the batch mean
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..reference._layers import activation, gate
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, batch_stats, like_x, normalise,  # noqa: F401
-                      stats_dtype, vjp_of)
+                      same_conv2d_backward, stats_dtype, vjp_of)
 
 CHANNEL_POOLS = {"avg_max": 0, "mix": 1, "avg": 2, "max": 3}
 SPATIAL_INPUTS = {"mean_max": 0, "max_mean": 1, "mix": 2, "none": 3}
@@ -73,13 +73,6 @@ def spatial_conv(smean, smax, conv_w, conv_b, config: List[int]) -> torch.Tensor
     k = conv_w.shape[-1]
     return F.conv2d(spatial_input(smean, smax, config), conv_w.to(acc),
                     None if conv_b is None else conv_b.to(acc), padding=k // 2)
-
-
-def spatial_gate(smean, smax, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config: List[int],
-                 eps: float) -> torch.Tensor:
-    """sa (N, H, W) from the spatial statistics: gate(BN(conv(input)))."""
-    return spatial_gate_of(spatial_conv(smean, smax, conv_w, conv_b, config), bn_w, bn_b,
-                           bn_mean, bn_var, config, eps)
 
 
 def spatial_gate_of(q, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: float):
@@ -215,17 +208,27 @@ def _backward(ctx, dy, *_unused):
         ca, channel_vjp = vjp_of(lambda *a: channel_gate(*a, config), [cmean, cmax, w1, b1, w2, b2])
         spatial = _has_spatial(config)
         if spatial:
-            sa, spatial_vjp = vjp_of(
-                lambda sm, sx, cw, cb, bw, bb: spatial_gate(sm, sx, cw, cb, bw, bb, bn_mean, bn_var,
-                                                            config, eps),
-                [smean, smax, conv_w, conv_b, bn_w, bn_b])
+            s_in, input_vjp = vjp_of(lambda sm, sx: spatial_input(sm, sx, config), [smean, smax])
+            w = conv_w.to(s_in.dtype)
+            q = F.conv2d(s_in, w, None if conv_b is None else conv_b.to(s_in.dtype),
+                         padding=w.shape[-1] // 2)
+            sa, gate_vjp = vjp_of(
+                lambda q, bw, bb: spatial_gate_of(q, bw, bb, bn_mean, bn_var, config, eps),
+                [q, bn_w, bn_b])
         else:
             sa = torch.ones_like(smean)
         dca, dsa, ctie, stie = backward_reduce(dy, x, ca, sa, cmax, smax, first)
         sgmean, sgmax = torch.zeros_like(smean), torch.zeros_like(smax)
         spatial_grads = [None] * 4
         if spatial:
-            dsmean, dsmax, *spatial_grads = spatial_vjp(dsa)
+            # the conv by hand (same_conv2d_backward), not under vjp: PyTorch's
+            # backward of a one-output-channel conv is slow on the CPU
+            dq, dbn_w, dbn_b = gate_vjp(dsa)
+            d_in, d_w = same_conv2d_backward(dq, s_in, w)
+            dsmean, dsmax = input_vjp(d_in)
+            spatial_grads = [d_w.to(conv_w.dtype),
+                             None if conv_b is None else dq.sum().reshape(1).to(conv_b.dtype),
+                             dbn_w, dbn_b]
             sgmean = (dsmean / C).contiguous()
             sgmax = (dsmax if first else dsmax / stie.to(dsmax.dtype)).contiguous()
             dca = dca + spatial_pool_backward(x, ca, smax, stie, sgmean, sgmax, first)
