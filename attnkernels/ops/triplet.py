@@ -194,10 +194,14 @@ def _backward(ctx, dy, *_unused):
             dcmax, dcmean = d_in[HW].unbind(1)
         else:  # the hw branch is absent: nothing flows through the C pool
             dcmean, dcmax = torch.zeros_like(maps[0]), torch.zeros_like(maps[1])
-        dx = backward_apply(dy, s_hw, s_cw, s_hc, scale,
-                            ctie, (dcmean / C).contiguous(), dcmax.contiguous(),
-                            htie, (dhmean / H).contiguous(), dhmax.contiguous(),
-                            wtie, (dwmean / W).contiguous(), dwmax.contiguous())
+        grads = [ctie, (dcmean / C).contiguous(), dcmax.contiguous(),
+                 htie, (dhmean / H).contiguous(), dhmax.contiguous(),
+                 wtie, (dwmean / W).contiguous(), dwmax.contiguous()]
+        # free the gate networks' intermediates before dx is allocated: they
+        # would otherwise add to the training peak (about 20 MB at 16x256x56x56)
+        del inputs, qs, gates_vjp, dqs, d_in, dcmean, dcmax, dhmean, dhmax, dwmean, dwmax
+        del dc, dh, dw, ctie, htie, wtie
+        dx = backward_apply(dy, s_hw, s_cw, s_hc, scale, *grads)
     return (dx, dconv_w, dconv_b, dbn_w, dbn_b, None, None, None, None, None)
 
 

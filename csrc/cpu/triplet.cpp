@@ -45,52 +45,89 @@ struct PoolTask {
   acc_t *hmean, *hmax, *wmean, *wmax;
 
   void nchw(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
+    std::fill(ps, ps + g.H * g.W, acc_t(0));
+    std::fill(pm, pm + g.H * g.W, kNegInf);
+    std::vector<acc_t> columns(2 * kGroup * g.W);
+    int64_t c = c0;
+    for (; c + kGroup <= c1; c += kGroup) nchw_group<kGroup>(b, c, ps, pm, columns.data());
+    for (; c < c1; ++c) nchw_group<1>(b, c, ps, pm, columns.data());
+  }
+
+  // Channels [c, c + kCh) of sample b, a row of each at a time: their
+  // reductions over H and W, and their sum and max per pixel, combined over
+  // the kCh channels first (in channel order) and then folded into ps and pm,
+  // which are so read and written once per kCh channels.
+  static constexpr int kGroup = 4;
+
+  template <int kCh>
+  void nchw_group(int64_t b, int64_t c, acc_t* ps, acc_t* pm, acc_t* columns) const {
     const int64_t H = g.H, W = g.W;
-    std::fill(ps, ps + H * W, acc_t(0));
-    std::fill(pm, pm + H * W, kNegInf);
-    std::vector<acc_t> col_sum(W), col_max(W);
-    for (int64_t c = c0; c < c1; ++c) {
-      std::fill(col_sum.begin(), col_sum.end(), acc_t(0));
-      std::fill(col_max.begin(), col_max.end(), kNegInf);
-      acc_t* __restrict__ hs = col_sum.data();
-      acc_t* __restrict__ hm = col_max.data();
-      for (int64_t h = 0; h < H; ++h) {
-        const scalar_t* __restrict__ row = x + ((b * g.C + c) * H + h) * W;
-        acc_t* __restrict__ s = ps + h * W;
-        acc_t* __restrict__ m = pm + h * W;
-        acc_t rs = 0, rm = kNegInf;
-        int64_t w = 0;
-        if constexpr (kFloat<scalar_t>) {
-          f4 rs4 = splat4(0.f), rm4 = splat4(kNegInf);
-          for (; w + 4 <= W; w += 4) {
-            const f4 v = load4(row + w);
-            rs4 += v;
-            rm4 = max_nan4(rm4, v);
-            store4(hs + w, load4(hs + w) + v);
-            store4(hm + w, max_nan4(load4(hm + w), v));
-            store4(s + w, load4(s + w) + v);
-            store4(m + w, max_nan4(load4(m + w), v));
+    acc_t* hs[kCh];
+    acc_t* hm[kCh];
+    for (int j = 0; j < kCh; ++j) {
+      hs[j] = columns + 2 * j * W;
+      hm[j] = hs[j] + W;
+      std::fill(hs[j], hs[j] + W, acc_t(0));
+      std::fill(hm[j], hm[j] + W, kNegInf);
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      const scalar_t* row[kCh];
+      for (int j = 0; j < kCh; ++j) row[j] = x + ((b * g.C + c + j) * H + h) * W;
+      acc_t* __restrict__ s = ps + h * W;
+      acc_t* __restrict__ m = pm + h * W;
+      acc_t rs[kCh], rm[kCh];
+      std::fill(rs, rs + kCh, acc_t(0));
+      std::fill(rm, rm + kCh, kNegInf);
+      int64_t w = 0;
+      if constexpr (kFloat<scalar_t>) {
+        f4 rs4[kCh], rm4[kCh];
+        for (int j = 0; j < kCh; ++j) {
+          rs4[j] = splat4(0.f);
+          rm4[j] = splat4(kNegInf);
+        }
+        for (; w + 4 <= W; w += 4) {
+          f4 vs = splat4(0.f), vm = splat4(kNegInf);
+          for (int j = 0; j < kCh; ++j) {
+            const f4 v = load4(row[j] + w);
+            rs4[j] += v;
+            rm4[j] = max_nan4(rm4[j], v);
+            store4(hs[j] + w, load4(hs[j] + w) + v);
+            store4(hm[j] + w, max_nan4(load4(hm[j] + w), v));
+            vs += v;
+            vm = max_nan4(vm, v);
           }
-          rs = hsum4(rs4);
-          for (int l = 0; l < 4; ++l) rm = max_nan(rm, rm4[l]);
+          store4(s + w, load4(s + w) + vs);
+          store4(m + w, max_nan4(load4(m + w), vm));
         }
-        for (; w < W; ++w) {
-          const acc_t v = static_cast<acc_t>(row[w]);
-          rs += v;
-          rm = max_nan(rm, v);
-          hs[w] += v;
-          hm[w] = max_nan(hm[w], v);
-          s[w] += v;
-          m[w] = max_nan(m[w], v);
+        for (int j = 0; j < kCh; ++j) {
+          rs[j] = hsum4(rs4[j]);
+          for (int l = 0; l < 4; ++l) rm[j] = max_nan(rm[j], rm4[j][l]);
         }
-        wmean[(b * g.C + c) * H + h] = rs / static_cast<acc_t>(W);
-        wmax[(b * g.C + c) * H + h] = rm;
       }
-      for (int64_t w = 0; w < W; ++w) {
-        hmean[(b * g.C + c) * W + w] = hs[w] / static_cast<acc_t>(H);
-        hmax[(b * g.C + c) * W + w] = hm[w];
+      for (; w < W; ++w) {
+        acc_t vs = 0, vm = kNegInf;
+        for (int j = 0; j < kCh; ++j) {
+          const acc_t v = static_cast<acc_t>(row[j][w]);
+          rs[j] += v;
+          rm[j] = max_nan(rm[j], v);
+          hs[j][w] += v;
+          hm[j][w] = max_nan(hm[j][w], v);
+          vs += v;
+          vm = max_nan(vm, v);
+        }
+        s[w] += vs;
+        m[w] = max_nan(m[w], vm);
+      }
+      for (int j = 0; j < kCh; ++j) {
+        wmean[(b * g.C + c + j) * H + h] = rs[j] / static_cast<acc_t>(W);
+        wmax[(b * g.C + c + j) * H + h] = rm[j];
       }
     }
+    for (int j = 0; j < kCh; ++j)
+      for (int64_t w = 0; w < W; ++w) {
+        hmean[(b * g.C + c + j) * W + w] = hs[j][w] / static_cast<acc_t>(H);
+        hmax[(b * g.C + c + j) * W + w] = hm[j][w];
+      }
   }
 
   void nhwc(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
@@ -202,7 +239,19 @@ struct ApplyRows {
     const acc_t* __restrict__ hgx = hgmax + cw;
     const acc_t wg = wgmean[ch], wx = wgmax[ch];
     const int32_t wt = wtie[ch], c32 = static_cast<int32_t>(c), h32 = static_cast<int32_t>(h);
-    for (int64_t w = 0; w < W; ++w) {
+    int64_t w = 0;
+    if constexpr (kFloat<scalar_t>) {  // the same arithmetic as below, four lanes at a time
+      const f4 zero = splat4(0.f);
+      for (; w + 4 <= W; w += 4) {
+        f4 r = load4(src + w) * ((load4(a + w) + load4(bb + w)) + s3) * scale;
+        r += (load4(cgm + w) + load4(hgm + w)) + wg;
+        r += ((load4(ct + w) == c32) ? load4(cgx + w) : zero) +
+             ((load4(ht + w) == h32) ? load4(hgx + w) : zero) +
+             ((iota4(static_cast<int32_t>(w)) == wt) ? splat4(wx) : zero);
+        store4(dst + w, r);
+      }
+    }
+    for (; w < W; ++w) {
       acc_t r = static_cast<acc_t>(src[w]) * ((a[w] + bb[w]) + s3) * scale;
       r += (cgm[w] + hgm[w]) + wg;
       r += (ct[w] == c32 ? cgx[w] : acc_t(0)) + (ht[w] == h32 ? hgx[w] : acc_t(0)) +
