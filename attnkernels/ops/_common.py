@@ -57,6 +57,21 @@ def normalise(z: torch.Tensor, mode: int, weight, bias, running_mean, running_va
                                           False, 0.0, eps)
 
 
+def normalise_batch(z: torch.Tensor, weight, bias, eps: float):
+    """BatchNorm of z (N, C, ...) with its batch statistics, in z's dtype:
+    (output, batch mean, unbiased batch variance) from one F.batch_norm, whose
+    running statistics (fresh buffers, momentum 1) come out as the batch's.
+    normalise plus batch_stats compute the statistics twice (5 ms each for a
+    gate conv's output at 128x2048x7x7 on the CPU)."""
+    width = z.shape[1]
+    mean = torch.zeros(width, dtype=z.dtype, device=z.device)
+    var = torch.ones(width, dtype=z.dtype, device=z.device)
+    out = torch.nn.functional.batch_norm(
+        z, mean, var, None if weight is None else weight.to(z.dtype),
+        None if bias is None else bias.to(z.dtype), True, 1.0, eps)
+    return out, mean, var
+
+
 def batch_stats(z: torch.Tensor):
     """(mean, unbiased variance) per channel of z (N, C, ...): what BatchNorm's
     running statistics are updated with in training mode."""
