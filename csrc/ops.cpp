@@ -101,6 +101,13 @@ TORCH_LIBRARY(attnkernels, m) {
       "triplet_backward_apply(Tensor dy, Tensor s_hw, Tensor s_cw, Tensor s_hc, float scale, "
       "Tensor ctie, Tensor cgmean, Tensor cgmax, Tensor htie, Tensor hgmean, Tensor hgmax, "
       "Tensor wtie, Tensor wgmean, Tensor wgmax) -> Tensor");
+
+  // The gate networks' small convolutions (CPU only; elsewhere F.conv2d):
+  // same-padded (k / 2), stride 1, no bias, k odd, float32 or float64,
+  // contiguous. gate_conv2d: out[n, o] = sum_i conv(input[n, i], weight[o, i]);
+  // gate_conv2d_weight_grad: its weight gradient (C_out, C_in, k, k) for grad.
+  m.def("gate_conv2d(Tensor input, Tensor weight) -> Tensor");
+  m.def("gate_conv2d_weight_grad(Tensor grad, Tensor input, int kernel_size) -> Tensor");
 }
 
 #ifdef ATTNKERNELS_PYTHON_MODULE

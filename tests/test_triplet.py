@@ -126,6 +126,21 @@ def test_gradcheck(backend, device, no_spatial, bn, bias, k, fmt):
     assert torch.autograd.gradcheck(f, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
+def test_gradcheck_on_thin_planes():
+    """C x 3 and 4 x C maps: the gate convs run on attnkernels::gate_conv2d."""
+    kw = dict(dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 64, 3, 4, **kw)
+    ws = [torch.randn(1, 2, 3, 3, **kw) for _ in range(3)]
+    bws, bbs = [torch.rand(1, **kw) + 0.5 for _ in range(3)], [torch.randn(1, **kw) for _ in range(3)]
+
+    def f(x, *p):
+        return F.triplet_attention(x, p[:3], bn=True, bn_weights=p[3:6], bn_biases=p[6:],
+                                   training=True, backend="cpu")
+
+    assert torch.autograd.gradcheck(f, (x, *ws, *bws, *bbs), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_deterministic(backend, device, fmt):

@@ -78,17 +78,3 @@ def batch_stats(z: torch.Tensor):
     var, mean = torch.var_mean(z, dim=[0, *range(2, z.dim())], unbiased=True)
     return mean, var
 
-
-def same_conv2d_backward(grad: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor):
-    """(d inp, d weight) of ``conv2d(inp, weight, padding=k // 2)``, stride 1, odd k.
-    d inp is the conv of grad with the flipped, transposed kernel: PyTorch's own
-    CPU conv backward (oneDNN) takes 17x longer for it when the conv has one
-    output channel, as the gate networks' convs do (29 ms vs 1.7 ms for a
-    (16, 2, 256, 56) 7x7 conv on 2 CPU threads)."""
-    k = weight.shape[-1]
-    flipped = weight.flip(2, 3).transpose(0, 1)
-    d_inp = torch.nn.functional.conv2d(grad, flipped, padding=k // 2)
-    d_weight = torch.ops.aten.convolution_backward(
-        grad, inp, weight, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1,
-        [False, True, False])[1]
-    return d_inp, d_weight

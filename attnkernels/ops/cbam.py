@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from ..reference._layers import activation, gate
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, batch_stats, like_x, normalise,  # noqa: F401
-                      same_conv2d_backward, stats_dtype, vjp_of)
+                      stats_dtype, vjp_of)
+from .gate_conv import same_conv2d, same_conv2d_backward
 
 CHANNEL_POOLS = {"avg_max": 0, "mix": 1, "avg": 2, "max": 3}
 SPATIAL_INPUTS = {"mean_max": 0, "max_mean": 1, "mix": 2, "none": 3}
@@ -69,16 +70,18 @@ def spatial_input(smean, smax, config: List[int]) -> torch.Tensor:
 
 def spatial_conv(smean, smax, conv_w, conv_b, config: List[int]) -> torch.Tensor:
     """The conv's output (N, 1, H, W), before BatchNorm."""
-    acc = smean.dtype
-    k = conv_w.shape[-1]
-    return F.conv2d(spatial_input(smean, smax, config), conv_w.to(acc),
-                    None if conv_b is None else conv_b.to(acc), padding=k // 2)
+    return conv_with_bias(spatial_input(smean, smax, config), conv_w, conv_b)
+
+
+def conv_with_bias(s_in, conv_w, conv_b) -> torch.Tensor:
+    q = same_conv2d(s_in, conv_w.to(s_in.dtype))
+    return q if conv_b is None else q + conv_b.to(s_in.dtype)
 
 
 def spatial_gate_of(q, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: float):
     """sa (N, H, W) from the conv's output q (N, 1, H, W)."""
     q = normalise(q, config[_BN], bn_w, bn_b, bn_mean, bn_var, eps)
-    return gate(q, _GATE_NAMES[config[_SPATIAL_GATE]])[:, 0]
+    return gate(q, _GATE_NAMES[config[_SPATIAL_GATE]])[:, 0].contiguous()
 
 
 def _has_spatial(config) -> bool:
@@ -210,8 +213,7 @@ def _backward(ctx, dy, *_unused):
         if spatial:
             s_in, input_vjp = vjp_of(lambda sm, sx: spatial_input(sm, sx, config), [smean, smax])
             w = conv_w.to(s_in.dtype)
-            q = F.conv2d(s_in, w, None if conv_b is None else conv_b.to(s_in.dtype),
-                         padding=w.shape[-1] // 2)
+            q = conv_with_bias(s_in, w, conv_b)
             sa, gate_vjp = vjp_of(
                 lambda q, bw, bb: spatial_gate_of(q, bw, bb, bn_mean, bn_var, config, eps),
                 [q, bn_w, bn_b])
@@ -221,8 +223,7 @@ def _backward(ctx, dy, *_unused):
         sgmean, sgmax = torch.zeros_like(smean), torch.zeros_like(smax)
         spatial_grads = [None] * 4
         if spatial:
-            # the conv by hand (same_conv2d_backward), not under vjp: PyTorch's
-            # backward of a one-output-channel conv is slow on the CPU
+            # the conv by hand (ops/gate_conv.py), not under vjp
             dq, dbn_w, dbn_b = gate_vjp(dsa)
             d_in, d_w = same_conv2d_backward(dq, s_in, w)
             dsmean, dsmax = input_vjp(d_in)

@@ -6,7 +6,7 @@ mean over C, over H and over W), the three gate networks in PyTorch on the
 pooled maps (kxk conv, BatchNorm, sigmoid per branch), and the apply pass
 (read x, write y). It saves x and the pooled maps only. Its backward
 recomputes the gate networks from the maps (BatchNorm and the sigmoid under
-``torch.func.vjp``, the convs by hand), with one
+``torch.func.vjp``, the convs by hand: ops/gate_conv.py), with one
 reduction pass over (dy, x) before it (the sums of dy * x per map and where
 the maxima are) and the dx pass (reads dy only) after: forward 3 passes over
 x-sized tensors (2 reads, 1 write), backward 4 (3 reads, 1 write) on the CPU.
@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, like_x, normalise,  # noqa: F401
-                      normalise_batch, same_conv2d_backward, stats_dtype, vjp_of)
+                      normalise_batch, stats_dtype, vjp_of)
+from .gate_conv import same_conv2d, same_conv2d_backward
 
 # config: [bn (BN_NONE, BN_BATCH, BN_RUNNING), spatial (1: the hw branch, 0: no_spatial)]
 _BN, _SPATIAL = range(2)
@@ -55,10 +56,10 @@ def branch_inputs(maps, config: List[int]) -> List[torch.Tensor]:
 def branch_convs(inputs, conv_w, conv_b) -> List[torch.Tensor]:
     """Each branch's conv output (N, 1, rows, cols), before BatchNorm."""
     acc = inputs[0].dtype
-    k = conv_w.shape[-1]
-    return [F.conv2d(t, conv_w[g:g + 1].to(acc),
-                     None if conv_b is None else conv_b[g:g + 1].to(acc), padding=k // 2)
-            for g, t in enumerate(inputs)]
+    qs = [same_conv2d(t, conv_w[g:g + 1].to(acc)) for g, t in enumerate(inputs)]
+    if conv_b is not None:
+        qs = [q + conv_b[g].to(acc) for g, q in enumerate(qs)]
+    return qs
 
 
 def gates_of(qs, like, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: float):
@@ -78,9 +79,9 @@ def gates_of(qs, like, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: floa
                           part(bn_var), eps)
         return torch.sigmoid(q)[:, 0]
 
-    s_cw = one(CW)
+    s_cw = one(CW).contiguous()
     s_hc = one(HC).transpose(1, 2).contiguous()
-    s_hw = one(HW) if config[_SPATIAL] else torch.zeros_like(like)
+    s_hw = one(HW).contiguous() if config[_SPATIAL] else torch.zeros_like(like)
     if stats:
         batch = torch.cat([m for m, _ in stats]), torch.cat([v for _, v in stats])
     else:
@@ -193,8 +194,7 @@ def _backward(ctx, dy, *_unused):
             [*qs, bn_w, bn_b])
         dc, dh, dw, ctie, htie, wtie = backward_reduce(dy, x, maps[1], maps[3], maps[5])
         *dqs, dbn_w, dbn_b = gates_vjp((dc * scale, dh * scale, dw * scale))
-        # the convs by hand (same_conv2d_backward), not under vjp: PyTorch's
-        # backward of a one-output-channel conv is slow on the CPU
+        # the convs by hand (ops/gate_conv.py), not under vjp
         w = conv_w.to(qs[0].dtype)
         d_in, d_w = zip(*(same_conv2d_backward(dq, t, w[g:g + 1])
                           for g, (dq, t) in enumerate(zip(dqs, inputs))))
