@@ -44,13 +44,19 @@ def branch_inputs(maps, config: List[int]) -> List[torch.Tensor]:
     cmax, hmean, hmax, wmean, wmax): [max, mean] in the plane upstream
     convolves, (C, W) for cw, (H, C) for hc, (H, W) for hw."""
     cmean, cmax, hmean, hmax, wmean, wmax = maps
-    # (channels_last inputs make oneDNN's conv up to 1.8x faster on the thin
-    # planes of late ResNet stages, but round differently from upstream's
-    # contiguous ones: measured, not taken)
-    inputs = [torch.stack([hmax, hmean], 1), torch.stack([wmax, wmean], 1).transpose(2, 3)]
+    inputs = [stack_planes(hmax, hmean), stack_planes(wmax, wmean).transpose(2, 3)]
     if config[_SPATIAL]:
-        inputs.append(torch.stack([cmax, cmean], 1))
+        inputs.append(stack_planes(cmax, cmean))
     return inputs
+
+
+def stack_planes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[a, b] (N, R, S) as (N, 2, R, S), laid out with the longer side
+    contiguous: the gate conv works on that orientation (ops/gate_conv.py), so
+    it needs no second copy."""
+    if a.shape[2] >= a.shape[1]:
+        return torch.stack([a, b], 1)
+    return torch.stack([a.transpose(1, 2), b.transpose(1, 2)], 1).transpose(2, 3)
 
 
 def branch_convs(inputs, conv_w, conv_b) -> List[torch.Tensor]:
