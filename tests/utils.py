@@ -45,23 +45,14 @@ def run_module(module, x, dy):
     return y, x.grad, grads
 
 
-def assert_same_runs(runs, close=()):
-    """Every (y, dx, grads) of ``runs`` bitwise equal to the first; the gradients
-    named in ``close`` only to rounding (PyTorch's own kernels formed them)."""
+def assert_same_runs(runs):
+    """Every (y, dx, grads) of ``runs`` bitwise equal to the first."""
     y0, dx0, dw0 = runs[0]
     for y, dx, dw in runs[1:]:
         assert torch.equal(y, y0) and torch.equal(dx, dx0)
         assert dw.keys() == dw0.keys()
         for n in dw0:
-            if n in close:
-                # PyTorch's conv weight gradient sums thousands of terms in a
-                # thread-dependent order, and under BatchNorm they cancel: its
-                # rounding scales with the largest entry, not each entry (the
-                # reference modules vary by up to ~3e-6 of it here)
-                scale = dw0[n].abs().max().item()
-                torch.testing.assert_close(dw[n], dw0[n], rtol=1.3e-6, atol=max(1e-5, 1e-5 * scale),
-                                           msg=n)
-            elif dw0[n] is not None:
+            if dw0[n] is not None:
                 assert torch.equal(dw[n], dw0[n]), n
 
 
