@@ -81,24 +81,25 @@ TORCH_LIBRARY(attnkernels, m) {
   // (attnkernels/ops/triplet.py). A reduction over C gives an (N, H, W) map,
   // over H an (N, C, W) map, over W an (N, C, H) map, in the accumulate dtype.
   //   pool            one read of x: mean and max over C, over H and over W
-  //   apply           y = x * (s_hw[n,h,w] + s_cw[n,c,w] + s_hc[n,c,h]) * scale
+  //   apply           y = (x s_hw[n,h,w] + x s_cw[n,c,w] + x s_hc[n,c,h]) / 3, or
+  //                   (x s_cw + x s_hc) / 2 without spatial (s_hw then unused)
   //   backward_reduce one read of (dy, x): dc, dh, dw, the sums of dy * x over
   //                   C, H and W, and the ties: per map, the index of the first
   //                   element equal to the max (or the first NaN where the max
   //                   is NaN), as torch.max(dim) routes its gradient; -1: none
-  //   backward_apply  dx = dy * (s_hw + s_cw + s_hc) * scale
+  //   backward_apply  dx = the same mean of dy's products with the gates
   //                        + per axis: gmean + gmax where the element is the tie
   // g*mean is what each element receives from a mean (d mean / count), g*max
   // what the routed element receives from a max.
   m.def(
       "triplet_pool(Tensor x) -> (Tensor cmean, Tensor cmax, Tensor hmean, Tensor hmax, "
       "Tensor wmean, Tensor wmax)");
-  m.def("triplet_apply(Tensor x, Tensor s_hw, Tensor s_cw, Tensor s_hc, float scale) -> Tensor");
+  m.def("triplet_apply(Tensor x, Tensor s_hw, Tensor s_cw, Tensor s_hc, bool spatial) -> Tensor");
   m.def(
       "triplet_backward_reduce(Tensor dy, Tensor x, Tensor cmax, Tensor hmax, Tensor wmax) "
       "-> (Tensor dc, Tensor dh, Tensor dw, Tensor ctie, Tensor htie, Tensor wtie)");
   m.def(
-      "triplet_backward_apply(Tensor dy, Tensor s_hw, Tensor s_cw, Tensor s_hc, float scale, "
+      "triplet_backward_apply(Tensor dy, Tensor s_hw, Tensor s_cw, Tensor s_hc, bool spatial, "
       "Tensor ctie, Tensor cgmean, Tensor cgmax, Tensor htie, Tensor hgmean, Tensor hgmax, "
       "Tensor wtie, Tensor wgmean, Tensor wgmax) -> Tensor");
 

@@ -207,13 +207,13 @@ def test_opcheck_passes(fmt):
     torch.library.opcheck(ops.triplet_pool.default, (x,))
     cmean, cmax, hmean, hmax, wmean, wmax = ops.triplet_pool(x)
     s = (torch.rand(2, 3, 5), torch.rand(2, 6, 5), torch.rand(2, 6, 3))
-    torch.library.opcheck(ops.triplet_apply.default, (x, *s, 1 / 3))
+    torch.library.opcheck(ops.triplet_apply.default, (x, *s, True))
     dy = torch.randn_like(x)
     torch.library.opcheck(ops.triplet_backward_reduce.default, (dy, x, cmax, hmax, wmax))
     _, _, _, ctie, htie, wtie = ops.triplet_backward_reduce(dy, x, cmax, hmax, wmax)
     g = [torch.randn_like(t) for t in s]
     torch.library.opcheck(ops.triplet_backward_apply.default,
-                          (dy, *s, 1 / 3, ctie, g[0], g[0], htie, g[1], g[1], wtie, g[2], g[2]))
+                          (dy, *s, True, ctie, g[0], g[0], htie, g[1], g[1], wtie, g[2], g[2]))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -280,7 +280,7 @@ def test_compiled_passes_check_their_arguments():
     x = torch.randn(2, 4, 3, 5)
     with pytest.raises(RuntimeError, match=r"s_cw must be a contiguous Float tensor of shape \[2, 4, 5\]"):
         torch.ops.attnkernels.triplet_apply(x, torch.rand(2, 3, 5), torch.rand(2, 4, 3),
-                                            torch.rand(2, 4, 3), 0.5)
+                                            torch.rand(2, 4, 3), False)
     with pytest.raises(RuntimeError, match="hmax must be"):
         torch.ops.attnkernels.triplet_backward_reduce(x, x, torch.rand(2, 3, 5),
                                                       torch.rand(2, 5, 4), torch.rand(2, 4, 3))

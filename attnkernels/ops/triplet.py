@@ -124,7 +124,7 @@ def pool_fake(x):
     return c, torch.empty_like(c), h, torch.empty_like(h), w, torch.empty_like(w)
 
 
-def apply_fake(x, s_hw, s_cw, s_hc, scale):
+def apply_fake(x, s_hw, s_cw, s_hc, spatial):
     return torch.empty_like(x)
 
 
@@ -132,7 +132,7 @@ def backward_reduce_fake(dy, x, cmax, hmax, wmax):
     return (*_maps(x), *_maps(x, torch.int32))
 
 
-def backward_apply_fake(dy, s_hw, s_cw, s_hc, scale, ctie, cgmean, cgmax, htie, hgmean, hgmax,
+def backward_apply_fake(dy, s_hw, s_cw, s_hc, spatial, ctie, cgmean, cgmax, htie, hgmean, hgmax,
                         wtie, wgmean, wgmax):
     return torch.empty_like(dy)
 
@@ -163,7 +163,7 @@ def triplet_forward(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Optional[torc
         qs = branch_convs(branch_inputs(maps, config), conv_w, conv_b)
         (s_hw, s_cw, s_hc), (mean, var) = gates_of(qs, maps[0], bn_w, bn_b, bn_mean, bn_var,
                                                    config, eps)
-        return (apply(x, s_hw, s_cw, s_hc, scale_of(config)), *maps, mean, var)
+        return (apply(x, s_hw, s_cw, s_hc, bool(config[_SPATIAL])), *maps, mean, var)
 
 
 def _empty_bn_stats(x):
@@ -219,7 +219,7 @@ def _backward(ctx, dy, *_unused):
         # would otherwise add to the training peak (about 20 MB at 16x256x56x56)
         del inputs, qs, gates_vjp, dqs, d_in, dcmean, dcmax, dhmean, dhmax, dwmean, dwmax
         del dc, dh, dw, ctie, htie, wtie
-        dx = backward_apply(dy, s_hw, s_cw, s_hc, scale, *grads)
+        dx = backward_apply(dy, s_hw, s_cw, s_hc, bool(config[_SPATIAL]), *grads)
     return (dx, dconv_w, dconv_b, dbn_w, dbn_b, None, None, None, None, None)
 
 

@@ -67,10 +67,13 @@ def _reduce_kernel(x_ptr, dy_ptr, max_ptr, out_ptr, aux_ptr, J, Q, K, sample, st
 
 @triton.jit
 def _elementwise_kernel(in_ptr, shw_ptr, scw_ptr, shc_ptr, ct_ptr, cgm_ptr, cgx_ptr, ht_ptr,
-                        hgm_ptr, hgx_ptr, wt_ptr, wgm_ptr, wgx_ptr, out_ptr, scale, N, C, H, W,
-                        CHANNELS_LAST: tl.constexpr, GRAD: tl.constexpr, BLOCK: tl.constexpr):
-    """Forward: out = x * (s_hw + s_cw + s_hc) * scale. Backward (GRAD, in = dy):
-    plus, per map, gmean + gmax where this element is the tie."""
+                        hgm_ptr, hgx_ptr, wt_ptr, wgm_ptr, wgx_ptr, out_ptr, N, C, H, W,
+                        SPATIAL: tl.constexpr, CHANNELS_LAST: tl.constexpr, GRAD: tl.constexpr,
+                        BLOCK: tl.constexpr):
+    """Forward: out = (x s_hw + x s_cw + x s_hc) / 3, or (x s_cw + x s_hc) / 2
+    without SPATIAL, product by product as upstream (csrc/common/triplet.h
+    branch_mean). Backward (GRAD, in = dy): plus, per map, gmean + gmax where
+    this element is the tie."""
     e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = e < N
     b, c, h, w = element_chw(e, C, H, W, CHANNELS_LAST)
@@ -81,7 +84,10 @@ def _elementwise_kernel(in_ptr, shw_ptr, scw_ptr, shc_ptr, ct_ptr, cgm_ptr, cgx_
     s_cw = tl.load(scw_ptr + cw, mask=mask, other=0.0)
     s_hc = tl.load(shc_ptr + ch, mask=mask, other=0.0)
     v = tl.load(in_ptr + e, mask=mask, other=0.0).to(s_hw.dtype)
-    r = v * ((s_hw + s_cw) + s_hc) * scale
+    if SPATIAL:
+        r = ((v * s_hw + v * s_cw) + v * s_hc) * (1.0 / 3.0)
+    else:
+        r = (v * s_cw + v * s_hc) * 0.5
     if GRAD:
         r += (tl.load(cgm_ptr + pix, mask=mask, other=0.0) + tl.load(hgm_ptr + cw, mask=mask, other=0.0)) \
             + tl.load(wgm_ptr + ch, mask=mask, other=0.0)
@@ -113,10 +119,10 @@ def _reduce_all(x, dy, maxes, outs, auxes, grad):
             BLOCK_K=block_k, BLOCK_Q=block_q)
 
 
-def _elementwise(src, s_hw, s_cw, s_hc, scale, grads, out, grad):
+def _elementwise(src, s_hw, s_cw, s_hc, spatial, grads, out, grad):
     N = src.numel()
     _elementwise_kernel[(triton.cdiv(N, _BLOCK),)](
-        src, s_hw, s_cw, s_hc, *grads, out, scale, N, *src.shape[1:],
+        src, s_hw, s_cw, s_hc, *grads, out, N, *src.shape[1:], SPATIAL=spatial,
         CHANNELS_LAST=channels_last(src), GRAD=grad, BLOCK=_BLOCK)
 
 
@@ -134,10 +140,10 @@ def triplet_pool_triton(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, to
 
 @torch.library.custom_op("attnkernels::triplet_apply_triton", mutates_args=())
 def triplet_apply_triton(x: torch.Tensor, s_hw: torch.Tensor, s_cw: torch.Tensor,
-                         s_hc: torch.Tensor, scale: float) -> torch.Tensor:
+                         s_hc: torch.Tensor, spatial: bool) -> torch.Tensor:
     y = torch.empty_like(x)
     if x.numel():
-        _elementwise(x, s_hw, s_cw, s_hc, scale, [s_hw] * 9, y, False)
+        _elementwise(x, s_hw, s_cw, s_hc, spatial, [s_hw] * 9, y, False)
     return y
 
 
@@ -156,12 +162,12 @@ def triplet_backward_reduce_triton(
 @torch.library.custom_op("attnkernels::triplet_backward_apply_triton", mutates_args=())
 def triplet_backward_apply_triton(
         dy: torch.Tensor, s_hw: torch.Tensor, s_cw: torch.Tensor, s_hc: torch.Tensor,
-        scale: float, ctie: torch.Tensor, cgmean: torch.Tensor, cgmax: torch.Tensor,
+        spatial: bool, ctie: torch.Tensor, cgmean: torch.Tensor, cgmax: torch.Tensor,
         htie: torch.Tensor, hgmean: torch.Tensor, hgmax: torch.Tensor, wtie: torch.Tensor,
         wgmean: torch.Tensor, wgmax: torch.Tensor) -> torch.Tensor:
     dx = torch.empty_like(dy)
     if dy.numel():
-        _elementwise(dy, s_hw, s_cw, s_hc, scale,
+        _elementwise(dy, s_hw, s_cw, s_hc, spatial,
                      [ctie, cgmean, cgmax, htie, hgmean, hgmax, wtie, wgmean, wgmax], dx, True)
     return dx
 

@@ -16,10 +16,21 @@
 #include <limits>
 
 #include "checks.h"
+#include "gate_math.h"
 
 namespace attnkernels {
 
 enum TripletAxis { kOverC = 0, kOverH = 1, kOverW = 2 };
+
+// Upstream's output for one element, the mean of the branches' products:
+// (v s_hw + v s_cw + v s_hc) / 3, or (v s_cw + v s_hc) / 2 without the spatial
+// branch. Product by product, as upstream, so an infinite v times a gate that
+// is exactly 0 gives NaN where upstream's does.
+template <typename T>
+AK_HD T branch_mean(T v, T s_hw, T s_cw, T s_hc, bool spatial) {
+  return spatial ? ((v * s_hw + v * s_cw) + v * s_hc) * T(1.0 / 3.0)
+                 : (v * s_cw + v * s_hc) * T(0.5);
+}
 
 inline std::array<int64_t, 3> triplet_map_shape(const at::Tensor& x, TripletAxis axis) {
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);

@@ -204,7 +204,7 @@ void pool_kernel(const at::Tensor& x, std::array<at::Tensor, 6>& out) {
 
 // ---------------------------------------------------------------- apply passes
 
-// y = x * (s_hw + s_cw + s_hc) * scale; with kGrad (in = dy, out = dx), plus
+// y = branch_mean(x, s_hw, s_cw, s_hc); with kGrad (in = dy, out = dx), plus
 // per axis gmean + gmax where the element is the tie. Per-(c, .) maps are read
 // per position for channels_last (by_position).
 template <bool kGrad, typename scalar_t>
@@ -213,7 +213,7 @@ struct ApplyRows {
   const Geometry& g;
   const scalar_t* in;
   scalar_t* out;
-  acc_t scale;
+  bool spatial;
   const acc_t *s_hw, *s_cw, *s_hc;
   const int32_t *ctie, *htie, *wtie;
   const acc_t *cgmean, *cgmax, *hgmean, *hgmax, *wgmean, *wgmax;
@@ -228,7 +228,8 @@ struct ApplyRows {
     const acc_t s3 = s_hc[ch];
     if (!kGrad) {
       for (int64_t w = 0; w < W; ++w)
-        dst[w] = static_cast<scalar_t>(static_cast<acc_t>(src[w]) * ((a[w] + bb[w]) + s3) * scale);
+        dst[w] = static_cast<scalar_t>(
+            branch_mean(static_cast<acc_t>(src[w]), a[w], bb[w], s3, spatial));
       return;
     }
     const int32_t* __restrict__ ct = ctie + pix;
@@ -242,8 +243,11 @@ struct ApplyRows {
     int64_t w = 0;
     if constexpr (kFloat<scalar_t>) {  // the same arithmetic as below, four lanes at a time
       const f4 zero = splat4(0.f);
+      const float third = static_cast<float>(1.0 / 3.0);
       for (; w + 4 <= W; w += 4) {
-        f4 r = load4(src + w) * ((load4(a + w) + load4(bb + w)) + s3) * scale;
+        const f4 v = load4(src + w);
+        f4 r = spatial ? ((v * load4(a + w) + v * load4(bb + w)) + v * s3) * third
+                       : (v * load4(bb + w) + v * s3) * 0.5f;
         r += (load4(cgm + w) + load4(hgm + w)) + wg;
         r += ((load4(ct + w) == c32) ? load4(cgx + w) : zero) +
              ((load4(ht + w) == h32) ? load4(hgx + w) : zero) +
@@ -252,7 +256,7 @@ struct ApplyRows {
       }
     }
     for (; w < W; ++w) {
-      acc_t r = static_cast<acc_t>(src[w]) * ((a[w] + bb[w]) + s3) * scale;
+      acc_t r = branch_mean(static_cast<acc_t>(src[w]), a[w], bb[w], s3, spatial);
       r += (cgm[w] + hgm[w]) + wg;
       r += (ct[w] == c32 ? cgx[w] : acc_t(0)) + (ht[w] == h32 ? hgx[w] : acc_t(0)) +
            (w == wt ? wx : acc_t(0));
@@ -271,7 +275,8 @@ struct ApplyRows {
     const acc_t* __restrict__ s3 = s_hc + hc;
     if (!kGrad) {
       for (int64_t c = 0; c < C; ++c)
-        dst[c] = static_cast<scalar_t>(static_cast<acc_t>(src[c]) * ((a + bb[c]) + s3[c]) * scale);
+        dst[c] = static_cast<scalar_t>(
+            branch_mean(static_cast<acc_t>(src[c]), a, bb[c], s3[c], spatial));
       return;
     }
     const int32_t* __restrict__ ht = htie + wc;
@@ -283,7 +288,7 @@ struct ApplyRows {
     const acc_t cg = cgmean[pix], cx = cgmax[pix];
     const int32_t ct = ctie[pix], h32 = static_cast<int32_t>(h), w32 = static_cast<int32_t>(w);
     for (int64_t c = 0; c < C; ++c) {
-      acc_t r = static_cast<acc_t>(src[c]) * ((a + bb[c]) + s3[c]) * scale;
+      acc_t r = branch_mean(static_cast<acc_t>(src[c]), a, bb[c], s3[c], spatial);
       r += (cg + hgm[c]) + wgm[c];
       r += (c == ct ? cx : acc_t(0)) + (ht[c] == h32 ? hgx[c] : acc_t(0)) +
            (wt[c] == w32 ? wgx[c] : acc_t(0));
@@ -466,7 +471,7 @@ TripletSix triplet_pool_cpu(const at::Tensor& x) {
 }
 
 at::Tensor triplet_apply_cpu(const at::Tensor& x, const at::Tensor& s_hw, const at::Tensor& s_cw,
-                             const at::Tensor& s_hc, double scale) {
+                             const at::Tensor& s_hc, bool spatial) {
   check_triplet_gates(x, s_hw, s_cw, s_hc);
   at::Tensor y = at::empty_like(x);
   if (x.numel() == 0) return y;
@@ -475,7 +480,7 @@ at::Tensor triplet_apply_cpu(const at::Tensor& x, const at::Tensor& s_hw, const 
   AK_DISPATCH(x, "triplet_apply_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const ApplyRows<false, scalar_t> rows{
-        g, x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), static_cast<acc_t>(scale),
+        g, x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), spatial,
         s_hw.data_ptr<acc_t>(), cw.data_ptr<acc_t>(), hc.data_ptr<acc_t>()};
     for_elements(g, rows);
   });
@@ -494,7 +499,7 @@ TripletSix triplet_backward_reduce_cpu(const at::Tensor& dy, const at::Tensor& x
 }
 
 at::Tensor triplet_backward_apply_cpu(const at::Tensor& dy, const at::Tensor& s_hw,
-                                      const at::Tensor& s_cw, const at::Tensor& s_hc, double scale,
+                                      const at::Tensor& s_cw, const at::Tensor& s_hc, bool spatial,
                                       const at::Tensor& ctie, const at::Tensor& cgmean,
                                       const at::Tensor& cgmax, const at::Tensor& htie,
                                       const at::Tensor& hgmean, const at::Tensor& hgmax,
@@ -513,7 +518,7 @@ at::Tensor triplet_backward_apply_cpu(const at::Tensor& dy, const at::Tensor& s_
     const ApplyRows<true, scalar_t> rows{g,
                                          dy.data_ptr<scalar_t>(),
                                          dx.data_ptr<scalar_t>(),
-                                         static_cast<acc_t>(scale),
+                                         spatial,
                                          s_hw.data_ptr<acc_t>(),
                                          cw.data_ptr<acc_t>(),
                                          hc.data_ptr<acc_t>(),

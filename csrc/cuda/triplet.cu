@@ -80,13 +80,13 @@ struct MapGrads {
   const acc_t *gmean, *gmax;
 };
 
-// Forward: out = x * (s_hw + s_cw + s_hc) * scale. kGrad (in = dy): plus, per
+// Forward: out = branch_mean(x, s_hw, s_cw, s_hc). kGrad (in = dy): plus, per
 // map, gmean + gmax where this element is the tie.
 template <bool kGrad, bool kChannelsLast, typename scalar_t, typename acc_t>
 __global__ void elementwise_kernel(const scalar_t* __restrict__ in, const acc_t* __restrict__ s_hw,
                                    const acc_t* __restrict__ s_cw, const acc_t* __restrict__ s_hc,
                                    MapGrads<acc_t> gc, MapGrads<acc_t> gh, MapGrads<acc_t> gw,
-                                   scalar_t* __restrict__ out, acc_t scale, int64_t N, int64_t C,
+                                   scalar_t* __restrict__ out, bool spatial, int64_t N, int64_t C,
                                    int64_t H, int64_t W) {
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < N;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -102,7 +102,7 @@ __global__ void elementwise_kernel(const scalar_t* __restrict__ in, const acc_t*
     }
     const int64_t n = e / (C * H * W);
     const int64_t pix = (n * H + h) * W + w, cw = (n * C + c) * W + w, ch = (n * C + c) * H + h;
-    acc_t r = static_cast<acc_t>(in[e]) * ((s_hw[pix] + s_cw[cw]) + s_hc[ch]) * scale;
+    acc_t r = branch_mean(static_cast<acc_t>(in[e]), s_hw[pix], s_cw[cw], s_hc[ch], spatial);
     if (kGrad) {
       r += (gc.gmean[pix] + gh.gmean[cw]) + gw.gmean[ch];
       r += ((gc.tie[pix] == c ? gc.gmax[pix] : acc_t(0)) +
@@ -132,19 +132,18 @@ void launch_reductions(const at::Tensor& x, const scalar_t* dy,
 template <bool kGrad, typename scalar_t, typename acc_t>
 void launch_elementwise(const at::Tensor& in, const at::Tensor& s_hw, const at::Tensor& s_cw,
                         const at::Tensor& s_hc, const std::array<MapGrads<acc_t>, 3>& grads,
-                        double scale, at::Tensor& out, cudaStream_t stream) {
+                        bool spatial, at::Tensor& out, cudaStream_t stream) {
   const int64_t N = in.numel(), C = in.size(1), H = in.size(2), W = in.size(3);
   const unsigned int grid = std::min<int64_t>(ceil_div(N, kThreads), 65535LL * 32);
   const scalar_t* ip = in.data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
   const acc_t *a = s_hw.data_ptr<acc_t>(), *b = s_cw.data_ptr<acc_t>(), *c = s_hc.data_ptr<acc_t>();
-  const acc_t sc = static_cast<acc_t>(scale);
   if (is_channels_last(in))
     elementwise_kernel<kGrad, true, scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
-        ip, a, b, c, grads[0], grads[1], grads[2], op, sc, N, C, H, W);
+        ip, a, b, c, grads[0], grads[1], grads[2], op, spatial, N, C, H, W);
   else
     elementwise_kernel<kGrad, false, scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
-        ip, a, b, c, grads[0], grads[1], grads[2], op, sc, N, C, H, W);
+        ip, a, b, c, grads[0], grads[1], grads[2], op, spatial, N, C, H, W);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -169,7 +168,7 @@ TripletSix triplet_pool_cuda(const at::Tensor& x) {
 }
 
 at::Tensor triplet_apply_cuda(const at::Tensor& x, const at::Tensor& s_hw, const at::Tensor& s_cw,
-                              const at::Tensor& s_hc, double scale) {
+                              const at::Tensor& s_hc, bool spatial) {
   const c10::cuda::CUDAGuard guard(x.device());
   check_triplet_gates(x, s_hw, s_cw, s_hc);
   at::Tensor y = at::empty_like(x);
@@ -178,7 +177,7 @@ at::Tensor triplet_apply_cuda(const at::Tensor& x, const at::Tensor& s_hw, const
   AK_DISPATCH(x, "triplet_apply_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const MapGrads<acc_t> none{nullptr, nullptr, nullptr};
-    launch_elementwise<false, scalar_t, acc_t>(x, s_hw, s_cw, s_hc, {none, none, none}, scale, y,
+    launch_elementwise<false, scalar_t, acc_t>(x, s_hw, s_cw, s_hc, {none, none, none}, spatial, y,
                                                stream);
   });
   return y;
@@ -206,7 +205,7 @@ TripletSix triplet_backward_reduce_cuda(const at::Tensor& dy, const at::Tensor& 
 
 at::Tensor triplet_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& s_hw,
                                        const at::Tensor& s_cw, const at::Tensor& s_hc,
-                                       double scale, const at::Tensor& ctie,
+                                       bool spatial, const at::Tensor& ctie,
                                        const at::Tensor& cgmean, const at::Tensor& cgmax,
                                        const at::Tensor& htie, const at::Tensor& hgmean,
                                        const at::Tensor& hgmax, const at::Tensor& wtie,
@@ -225,7 +224,7 @@ at::Tensor triplet_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& s
     launch_elementwise<true, scalar_t, acc_t>(
         dy, s_hw, s_cw, s_hc,
         {grads(ctie, cgmean, cgmax), grads(htie, hgmean, hgmax), grads(wtie, wgmean, wgmax)},
-        scale, dx, stream);
+        spatial, dx, stream);
   });
   return dx;
 }

@@ -1,0 +1,79 @@
+"""Extremes, every family on the CPU backend against its upstream module: large
+fp16 magnitudes over many pixels, Inf and NaN through the pools and gates, a
+channel that is -inf everywhere, C = 1 and C = 4096, a reduced width of 1."""
+import pytest
+import torch
+
+import attnkernels
+
+from test_fuzz import FLAVOURS
+from utils import assert_module_matches_reference
+
+HAS_CPU = attnkernels.available_backends()["cpu"] is None
+pytestmark = pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
+
+
+def _pair(flavour, channels):
+    torch.manual_seed(0)
+    fused = FLAVOURS[flavour](channels).eval()
+    fused.backend = "cpu"
+    return fused, fused.reference_module()
+
+
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+def test_fp16_large_magnitude_over_many_pixels_stays_finite(flavour):
+    """|x| = 256 over 128x128 pixels: a pool that summed in fp16 would overflow."""
+    fused, ref = _pair(flavour, 8)
+    fused, ref = fused.half(), ref.float()
+    x = (torch.randint(0, 2, (2, 8, 128, 128)) * 2 - 1).half() * 256
+    y = fused(x)
+    expect = ref(x.float())
+    assert torch.isfinite(expect).all()
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y.float(), expect, rtol=2e-2, atol=2e-2 * 256)
+
+
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_inf_and_nan_land_where_upstream_puts_them(flavour, value):
+    fused, ref = _pair(flavour, 6)
+    fused, ref = fused.double(), ref.double()
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    x[1, 2, 3, 4] = value
+    y, expect = fused(x), ref(x)
+    assert torch.equal(y.isnan(), expect.isnan())
+    assert torch.equal(y.isinf(), expect.isinf())
+    finite = torch.isfinite(expect)
+    torch.testing.assert_close(y[finite], expect[finite])
+
+
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+def test_a_channel_of_minus_inf(flavour):
+    """A whole window of -inf: its max and mean are -inf, as upstream's."""
+    fused, ref = _pair(flavour, 6)
+    fused, ref = fused.double(), ref.double()
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    x[0, 3] = float("-inf")
+    y, expect = fused(x), ref(x)
+    assert torch.equal(y.isnan(), expect.isnan())
+    finite = torch.isfinite(expect)
+    torch.testing.assert_close(y[finite], expect[finite])
+
+
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+@pytest.mark.parametrize("shape", [(2, 1, 5, 7), (2, 4096, 2, 3)])
+def test_one_and_4096_channels(flavour, shape):
+    fused, _ = _pair(flavour, shape[1])
+    fused.train()
+    assert_module_matches_reference(fused, lambda f: f.reference_module(), torch.float32,
+                                    torch.contiguous_format, shape, "cpu")
+
+
+def test_reduced_width_one():
+    from attnkernels import nn as fnn
+
+    for fused in (fnn.SEModule(16, rd_channels=1), fnn.CbamModule(16, rd_channels=1),
+                  fnn.CoordAttn(16, rd_channels=1)):
+        fused.backend = "cpu"
+        assert_module_matches_reference(fused, lambda f: f.reference_module(), torch.float32,
+                                        torch.contiguous_format, (2, 16, 5, 7), "cpu")
