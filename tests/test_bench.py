@@ -68,3 +68,19 @@ def test_quick_runs_only_the_targets_shape(tmp_path, monkeypatch):
     (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".csv"]
     rows = list(csv.DictReader(open(path)))
     assert {r["shape_name"] for r in rows} == {"resnet50-stage1"}
+
+
+def test_plot_writes_a_png_from_results(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from bench import plot
+
+    monkeypatch.setattr(bench_se, "SHAPES", [("tiny", (2, 16, 5, 5)), ("tiny2", (1, 16, 3, 3))])
+    bench_main.main(["--modules", "se", "--device", "cpu", "--budget", "0.01", "--providers",
+                     "eager", "compile", "cpu", "--out", str(tmp_path)])
+    (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".json"]
+    rows = __import__("json").load(open(path))
+    s = plot.speedups(rows, "forward", "eager")
+    assert set(s) == {"2x16x5x5", "1x16x3x3"} and all(v > 0 for v in s.values())
+    out = tmp_path / "plot.png"
+    plot.main([str(path), str(path), "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
