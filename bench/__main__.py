@@ -1,4 +1,4 @@
-"""Micro-benchmarks: ``python -m bench [--modules se eca cbam coord triplet] [--device cpu|cuda] [--dtype ...] [--shapes ...]``.
+"""Micro-benchmarks: ``python -m bench [--modules se eca cbam coord triplet] [--device cpu|cuda] [--dtype ...] [--shapes ...] [--batches 1 8 32]``.
 
 For each module family and shape: ``x.clone()`` (the copy baseline, timed
 right before each case), the eager reference module, ``torch.compile`` of it, and every
@@ -85,6 +85,9 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="default: bfloat16 on CUDA, float32 on the CPU")
     parser.add_argument("--shapes", nargs="*", default=None, help="shape names to run (default: all)")
+    parser.add_argument("--batches", nargs="*", type=int, default=None,
+                        help="a batch sweep: every shape at each of these batch sizes "
+                             "(named <shape>-b<N>)")
     parser.add_argument("--modes", nargs="*", default=["forward", "fwd+bwd"])
     parser.add_argument("--providers", nargs="*", default=None)
     parser.add_argument("--channels-last", action="store_true")
@@ -138,7 +141,10 @@ class Progress:
 
 def family_shapes(family, args, device):
     shapes = family.SHAPES + (family.GPU_SHAPES if device.type == "cuda" else [])
-    return [s for s in shapes if s[0] in args.shapes] if args.shapes else shapes
+    shapes = [s for s in shapes if s[0] in args.shapes] if args.shapes else shapes
+    if args.batches:
+        shapes = [(f"{name}-b{n}", (n, *shape[1:])) for name, shape in shapes for n in args.batches]
+    return shapes
 
 
 def run_family(family_name, family, args, device, dtype, fmt, provs, meta, progress):

@@ -84,3 +84,13 @@ def test_plot_writes_a_png_from_results(tmp_path, monkeypatch):
     out = tmp_path / "plot.png"
     plot.main([str(path), str(path), "--out", str(out)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_batch_sweep_runs_each_shape_at_each_batch(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_eca, "SHAPES", [("tiny", (2, 16, 5, 5))])
+    bench_main.main(["--modules", "eca", "--device", "cpu", "--budget", "0.01", "--providers",
+                     "eager", "--modes", "forward", "--batches", "1", "3", "--out", str(tmp_path)])
+    (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".csv"]
+    rows = list(csv.DictReader(open(path)))
+    assert [(r["shape_name"], r["shape"]) for r in rows] == [("tiny-b1", "1x16x5x5"),
+                                                            ("tiny-b3", "3x16x5x5")]
