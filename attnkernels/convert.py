@@ -78,6 +78,18 @@ def _match_timm(m):
     return None
 
 
+def _match_senet(m):
+    ch = _children(m)  # Cadene's copy also holds a weightless avg_pool
+    if set(ch) - {"avg_pool"} != {"fc1", "relu", "fc2", "sigmoid"}:
+        return None
+    if "avg_pool" in ch and not _is_global_avgpool(ch["avg_pool"]):
+        return None
+    if _is_conv1x1(ch["fc1"]) and _is_conv1x1(ch["fc2"], ch["fc1"].out_channels,
+                                              ch["fc1"].in_channels):
+        return fused.LegacySEModule
+    return None
+
+
 def _match_efficientnet(m):
     ch = _children(m)
     if set(ch) != {"conv_reduce", "act1", "conv_expand", "gate"}:
@@ -247,8 +259,9 @@ def _match_triplet(m):
     return None
 
 
-MATCHERS: List[Callable] = [_match_seed, _match_torchvision, _match_timm, _match_efficientnet,
-                            _match_effective, _match_eca_official, _match_eca_attention,
+MATCHERS: List[Callable] = [_match_seed, _match_torchvision, _match_timm, _match_senet,
+                            _match_efficientnet, _match_effective, _match_eca_official,
+                            _match_eca_attention,
                             _match_eca_timm, _match_cbam_seed, _match_cbam_official,
                             _match_cbam_timm, _match_cbam_ultralytics, _match_coord,
                             _match_triplet]

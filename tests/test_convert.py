@@ -24,6 +24,23 @@ class SEAttentionCopy(nn.Module):
         return x * self.fc(y).view(b, c, 1, 1)
 
 
+class CadeneSEModule(nn.Module):
+    """pretrainedmodels' SENet SEModule: timm's legacy one plus a weightless avg_pool."""
+
+    def __init__(self, channels, reduction):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1, padding=0)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1, padding=0)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        module_input = x
+        x = self.sigmoid(self.fc2(self.relu(self.fc1(self.avg_pool(x)))))
+        return module_input * x
+
+
 class LooksLikeSEButIsNot(SEAttentionCopy):
     """Same structure, different forward: must be left alone."""
 
@@ -39,7 +56,7 @@ class Net(nn.Module):
         self.block = nn.Sequential(
             nn.Conv2d(32, 32, 1), ref.SqueezeExcitation(32, 8, scale_activation=nn.Hardsigmoid),
             ref.SEModule(32, add_maxpool=True), ref.EfficientNetSqueezeExcite(32, act_layer=nn.SiLU),
-            ref.EffectiveSEModule(32))
+            ref.EffectiveSEModule(32), ref.LegacySEModule(32, 4), CadeneSEModule(32, 8))
         self.impostor = LooksLikeSEButIsNot(32, 8)
         self.gelu_se = ref.SqueezeExcitation(32, 8, activation=nn.GELU)
 
@@ -65,11 +82,13 @@ def test_convert_net_same_outputs_and_gradients():
     keys = {k: v.clone() for k, v in net.state_dict().items()}
     net, report = attnkernels.convert(net)
     converted = {name for name, _, _ in report.converted}
-    assert converted == {"se_seed", "block.1", "block.2", "block.3", "block.4"}, str(report)
+    assert converted == {"se_seed", "block.1", "block.2", "block.3", "block.4",
+                         "block.5", "block.6"}, str(report)
     left = {name: why for name, _, why in report.left_alone}
     assert "output differs" in left["impostor"]
     assert "GELU" in left["gelu_se"]
     assert isinstance(net.se_seed, fnn.SELayer) and isinstance(net.block[4], fnn.EffectiveSEModule)
+    assert isinstance(net.block[5], fnn.LegacySEModule) and isinstance(net.block[6], fnn.LegacySEModule)
     assert net.state_dict().keys() == keys.keys()
     assert all(torch.equal(net.state_dict()[k], v) for k, v in keys.items())
 

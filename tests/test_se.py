@@ -42,6 +42,7 @@ FLAVOURS = {
     "timm_efficientnet": lambda C: fnn.EfficientNetSqueezeExcite(C, act_layer=nn.SiLU),
     "timm_effective": lambda C: fnn.EffectiveSEModule(C),
     "timm_effective_maxpool": lambda C: fnn.EffectiveSEModule(C, add_maxpool=True),
+    "senet": lambda C: fnn.LegacySEModule(C, 4),
 }
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

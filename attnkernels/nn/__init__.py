@@ -4,12 +4,12 @@ from .cbam import (CBAM, CBAMBlock, CBAMBlockFc, CbamModule, ConvBlockAttention,
 from .coord import CA_Block, CoordAtt, CoordAttGroups, CoordAttn, CoordinateAttention
 from .eca import (CecaModule, ECAAttention, ECABlock, ECALayer, EcaModule,
                   EfficientChannelAttention)
-from .se import (EffectiveSEModule, EfficientNetSqueezeExcite, SELayer, SEModule,
+from .se import (EffectiveSEModule, EfficientNetSqueezeExcite, LegacySEModule, SELayer, SEModule,
                  SqueezeExcitation, SqueezeExcite)
 from .triplet import LegacyTripletAttention, TripletAttention, TripletAttentionModule
 
 __all__ = ["SqueezeExcite", "SELayer", "SqueezeExcitation", "SEModule",
-           "EfficientNetSqueezeExcite", "EffectiveSEModule",
+           "EfficientNetSqueezeExcite", "EffectiveSEModule", "LegacySEModule",
            "EfficientChannelAttention", "ECALayer", "ECABlock", "ECAAttention", "EcaModule",
            "CecaModule",
            "ConvBlockAttention", "CBAM", "CBAMBlock", "CBAMBlockFc", "OfficialCBAM", "CbamModule",

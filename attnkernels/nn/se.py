@@ -10,6 +10,7 @@ builds any of them::
     SqueezeExcite(256, 64, flavour="torchvision")        # torchvision.ops.SqueezeExcitation
     SqueezeExcite(256, flavour="timm_efficientnet")      # timm EfficientNet SqueezeExcite
     SqueezeExcite(256, flavour="timm_effective")         # timm EffectiveSEModule
+    SqueezeExcite(256, 16, flavour="senet")              # the original SENet's (timm legacy_seresnet*)
 """
 from typing import Tuple, Union
 
@@ -128,3 +129,13 @@ class EffectiveSEModule(SqueezeExcite, ref.EffectiveSEModule, flavour="timm_effe
             return names
         pool = "avg_max" if self.add_maxpool else "avg"
         return _conv_w(self.fc), self.fc.bias, None, None, pool, *names
+
+
+class LegacySEModule(SqueezeExcite, ref.LegacySEModule, flavour="senet"):
+    """The original SENet's SEModule (timm ``legacy_seresnet*``): ``(channels, reduction)``."""
+
+    def gate_spec(self) -> Spec:
+        names = _names(self.relu, self.sigmoid)
+        if isinstance(names, str):
+            return names
+        return _conv_w(self.fc1), self.fc1.bias, _conv_w(self.fc2), self.fc2.bias, "avg", *names

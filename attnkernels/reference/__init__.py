@@ -5,7 +5,7 @@ from .cbam import (CBAM, CBAMBlock, CBAMBlockFc, CbamModule, LightCbamModule, Of
 from .coord import CA_Block, CoordAtt, CoordAttGroups, CoordAttn, coordinate_attention
 from .eca import (CecaModule, ECAAttention, ECABlock, ECALayer, EcaModule,
                   efficient_channel_attention)
-from .se import (EffectiveSEModule, EfficientNetSqueezeExcite, SELayer, SEModule,
+from .se import (EffectiveSEModule, EfficientNetSqueezeExcite, LegacySEModule, SELayer, SEModule,
                  SqueezeExcitation, squeeze_excite)
 from .triplet import LegacyTripletAttention, TripletAttention, triplet_attention
 
@@ -13,7 +13,7 @@ __all__ = ["coord", "coordinate_attention", "CoordAtt", "CoordAttGroups", "CA_Bl
            "cbam", "convolutional_block_attention", "CBAM", "CBAMBlock", "CBAMBlockFc",
            "OfficialCBAM", "CbamModule", "LightCbamModule", "UltralyticsCBAM",
            "se", "squeeze_excite", "SELayer", "SqueezeExcitation", "SEModule",
-           "EfficientNetSqueezeExcite", "EffectiveSEModule",
+           "EfficientNetSqueezeExcite", "EffectiveSEModule", "LegacySEModule",
            "eca", "efficient_channel_attention", "ECALayer", "ECABlock", "ECAAttention",
            "EcaModule", "CecaModule",
            "triplet", "triplet_attention", "TripletAttention", "LegacyTripletAttention"]

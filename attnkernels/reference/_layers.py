@@ -97,3 +97,10 @@ def make_divisible(v, divisor=8, min_value=None, round_limit=0.9):
     if new_v < round_limit * v:
         new_v += divisor
     return new_v
+
+
+def place(module: nn.Module, device=None, dtype=None) -> None:
+    """timm's ``device``/``dtype`` constructor keywords, applied after construction
+    (floating-point parameters and buffers take ``dtype``; counters stay integer)."""
+    if device is not None or dtype is not None:
+        module.to(device=device, dtype=dtype)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._layers import make_act_layer, make_divisible
+from ._layers import make_act_layer, make_divisible, place
 
 
 # ---------------------------------------------------------------- the seeds
@@ -313,12 +313,14 @@ class CbamModule(nn.Module):
     """timm CbamModule."""
 
     def __init__(self, channels, rd_ratio=1. / 16, rd_channels=None, rd_divisor=1,
-                 spatial_kernel_size=7, act_layer=nn.ReLU, gate_layer="sigmoid", mlp_bias=False):
+                 spatial_kernel_size=7, act_layer=nn.ReLU, gate_layer="sigmoid", mlp_bias=False,
+                 device=None, dtype=None):
         super().__init__()
         self.channel = ChannelAttn(channels, rd_ratio=rd_ratio, rd_channels=rd_channels,
                                    rd_divisor=rd_divisor, act_layer=act_layer,
                                    gate_layer=gate_layer, mlp_bias=mlp_bias)
         self.spatial = SpatialAttn(spatial_kernel_size, gate_layer=gate_layer)
+        place(self, device, dtype)
 
     def forward(self, x):
         return self.spatial(self.channel(x))
@@ -328,12 +330,14 @@ class LightCbamModule(nn.Module):
     """timm LightCbamModule (its spatial gate is always a sigmoid)."""
 
     def __init__(self, channels, rd_ratio=1. / 16, rd_channels=None, rd_divisor=1,
-                 spatial_kernel_size=7, act_layer=nn.ReLU, gate_layer="sigmoid", mlp_bias=False):
+                 spatial_kernel_size=7, act_layer=nn.ReLU, gate_layer="sigmoid", mlp_bias=False,
+                 device=None, dtype=None):
         super().__init__()
         self.channel = LightChannelAttn(channels, rd_ratio=rd_ratio, rd_channels=rd_channels,
                                         rd_divisor=rd_divisor, act_layer=act_layer,
                                         gate_layer=gate_layer, mlp_bias=mlp_bias)
         self.spatial = LightSpatialAttn(spatial_kernel_size)
+        place(self, device, dtype)
 
     def forward(self, x):
         return self.spatial(self.channel(x))

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._layers import activation, gate, make_act_layer, make_divisible
+from ._layers import activation, gate, make_act_layer, make_divisible, place
 
 
 class h_sigmoid(nn.Module):
@@ -141,7 +141,7 @@ class CoordAttn(nn.Module):
 
     def __init__(self, channels, rd_ratio=1. / 16, rd_channels=None, rd_divisor=8, se_factor=2 / 3,
                  bias=False, act_layer=nn.Hardswish, norm_layer=nn.BatchNorm2d,
-                 gate_layer="sigmoid", has_skip=False):
+                 gate_layer="sigmoid", has_skip=False, device=None, dtype=None):
         super().__init__()
         self.has_skip = has_skip
         if not rd_channels:
@@ -152,6 +152,7 @@ class CoordAttn(nn.Module):
         self.conv_h = nn.Conv2d(rd_channels, channels, kernel_size=1, stride=1, padding=0, bias=bias)
         self.conv_w = nn.Conv2d(rd_channels, channels, kernel_size=1, stride=1, padding=0, bias=bias)
         self.gate = make_act_layer(gate_layer)
+        place(self, device, dtype)
 
     def forward(self, x):
         _, _, H, W = x.size()

@@ -15,6 +15,11 @@ Flavours:
   * ``EfficientNetSqueezeExcite``  timm EfficientNet blocks' ``SqueezeExcite``;
                               keys ``conv_reduce``, ``conv_expand``.
   * ``EffectiveSEModule``    timm: a single C->C conv and hard_sigmoid; key ``fc``.
+  * ``LegacySEModule``       the original SENet's (timm ``legacy_seresnet*`` / ``senet154``,
+                              Cadene's pretrainedmodels): ``(channels, reduction)``, 1x1 convs
+                              with bias, ReLU, Sigmoid; keys ``fc1.*``, ``fc2.*``.
+
+The timm flavours take timm's ``device`` and ``dtype`` keywords too.
 """
 from typing import Optional
 
@@ -22,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._layers import activation, gate, make_act_layer, make_divisible
+from ._layers import activation, gate, make_act_layer, make_divisible, place
 
 
 def squeeze_excite(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor] = None,
@@ -93,7 +98,7 @@ class SEModule(nn.Module):
 
     def __init__(self, channels, rd_ratio=1.0 / 16, rd_channels=None, rd_divisor=8,
                  add_maxpool=False, bias=True, act_layer=nn.ReLU, norm_layer=None,
-                 gate_layer="sigmoid"):
+                 gate_layer="sigmoid", device=None, dtype=None):
         super().__init__()
         self.add_maxpool = add_maxpool
         if not rd_channels:
@@ -103,6 +108,7 @@ class SEModule(nn.Module):
         self.act = make_act_layer(act_layer, inplace=True)
         self.fc2 = nn.Conv2d(rd_channels, channels, kernel_size=1, bias=bias)
         self.gate = make_act_layer(gate_layer)
+        place(self, device, dtype)
 
     def forward(self, x):
         x_se = x.mean((2, 3), keepdim=True)
@@ -118,7 +124,8 @@ class EfficientNetSqueezeExcite(nn.Module):
     """timm.models._efficientnet_blocks.SqueezeExcite."""
 
     def __init__(self, in_chs, rd_ratio=0.25, rd_channels=None, act_layer=nn.ReLU,
-                 gate_layer=nn.Sigmoid, force_act_layer=None, rd_round_fn=None):
+                 gate_layer=nn.Sigmoid, force_act_layer=None, rd_round_fn=None, device=None,
+                 dtype=None):
         super().__init__()
         if rd_channels is None:
             rd_round_fn = rd_round_fn or round
@@ -128,6 +135,7 @@ class EfficientNetSqueezeExcite(nn.Module):
         self.act1 = make_act_layer(act_layer, inplace=True)
         self.conv_expand = nn.Conv2d(rd_channels, in_chs, 1, bias=True)
         self.gate = make_act_layer(gate_layer)
+        place(self, device, dtype)
 
     def forward(self, x):
         x_se = x.mean((2, 3), keepdim=True)
@@ -140,11 +148,13 @@ class EfficientNetSqueezeExcite(nn.Module):
 class EffectiveSEModule(nn.Module):
     """timm.layers.squeeze_excite.EffectiveSEModule (CenterMask's eSE)."""
 
-    def __init__(self, channels, add_maxpool=False, gate_layer="hard_sigmoid", **_):
+    def __init__(self, channels, add_maxpool=False, gate_layer="hard_sigmoid", device=None,
+                 dtype=None, **_):
         super().__init__()
         self.add_maxpool = add_maxpool
         self.fc = nn.Conv2d(channels, channels, kernel_size=1, padding=0)
         self.gate = make_act_layer(gate_layer)
+        place(self, device, dtype)
 
     def forward(self, x):
         x_se = x.mean((2, 3), keepdim=True)
@@ -152,6 +162,29 @@ class EffectiveSEModule(nn.Module):
             x_se = 0.5 * x_se + 0.5 * x.amax((2, 3), keepdim=True)
         x_se = self.fc(x_se)
         return x * self.gate(x_se)
+
+
+class LegacySEModule(nn.Module):
+    """The original SENet's SEModule, as timm.models.senet has it (legacy_seresnet*,
+    senet154). Cadene's pretrainedmodels copy also holds an ``avg_pool`` child,
+    which carries no weights; ``convert`` takes both."""
+
+    def __init__(self, channels: int, reduction: int, device=None, dtype=None):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1)
+        self.sigmoid = nn.Sigmoid()
+        place(self, device, dtype)
+
+    def forward(self, x):
+        module_input = x
+        x = x.mean((2, 3), keepdim=True)
+        x = self.fc1(x)
+        x = self.relu(x)
+        x = self.fc2(x)
+        x = self.sigmoid(x)
+        return module_input * x
 
 
 # The seeds' other names for the same class.
