@@ -1,0 +1,73 @@
+"""Real networks for the integration tests and the model benchmark: timm and
+torchvision models built with random weights (nothing is downloaded), and a
+helper that makes every attention module matter."""
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from attnkernels import reference as ref
+from attnkernels.nn._family import FusedFamily
+
+
+def triplet_layer(channels, device=None, dtype=None):
+    """The official Triplet Attention as a timm ``attn_layer`` (it ignores ``channels``)."""
+    return ref.TripletAttention()
+
+
+# name -> builder of the unconverted model (eval mode)
+NETWORKS = {
+    "seresnet50": lambda: timm.create_model("seresnet50"),
+    "legacy_seresnet18": lambda: timm.create_model("legacy_seresnet18"),
+    "ecaresnet50d": lambda: timm.create_model("ecaresnet50d"),
+    "efficientnet_b0": lambda: timm.create_model("efficientnet_b0"),
+    "mobilenetv3_large_100": lambda: timm.create_model("mobilenetv3_large_100"),
+    "cbam_resnet50": lambda: timm.create_model("resnet50", block_args=dict(attn_layer="cbam")),
+    "coord_resnet50": lambda: timm.create_model("resnet50", block_args=dict(attn_layer="coord")),
+    "triplet_resnet50": lambda: timm.create_model("resnet50",
+                                                  block_args=dict(attn_layer=triplet_layer)),
+    "tv_efficientnet_b0": lambda: torchvision.models.efficientnet_b0(),
+    "tv_mobilenet_v3_large": lambda: torchvision.models.mobilenet_v3_large(),
+}
+
+# The attention classes these networks hold, by upstream module.
+ATTENTION_CLASSES = (
+    timm.layers.SEModule, timm.layers.EffectiveSEModule, timm.layers.EcaModule,
+    timm.layers.CecaModule, timm.layers.cbam.CbamModule, timm.layers.cbam.LightCbamModule,
+    timm.layers.coord_attn.CoordAttn, timm.models._efficientnet_blocks.SqueezeExcite,
+    timm.models.senet.SEModule, torchvision.ops.SqueezeExcitation, ref.TripletAttention)
+
+
+def attention_paths(model: nn.Module):
+    """Where ``model`` holds an upstream (unfused) attention module."""
+    return {name for name, m in model.named_modules()
+            if isinstance(m, ATTENTION_CLASSES) and not isinstance(m, FusedFamily)}
+
+
+def make_attention_matter(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Module:
+    """Random init zeroes the last BatchNorm of every residual block (so an
+    attention module there changes nothing) and leaves BatchNorm statistics at
+    0/1. Give every BatchNorm a non-zero affine and the statistics of ``x``, and
+    switch off dropout and stochastic depth, so that outputs and gradients
+    depend on every attention module and the network is deterministic."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1)
+            m.momentum = None  # cumulative average: the statistics of the batches below
+            m.reset_running_stats()
+        if isinstance(m, nn.Dropout) or type(m).__name__ in ("StochasticDepth", "DropPath"):
+            m.p = 0.0
+            if hasattr(m, "drop_prob"):
+                m.drop_prob = 0.0
+        if isinstance(getattr(m, "drop_rate", None), float):  # timm's functional dropout
+            m.drop_rate = 0.0
+    model.train()
+    with torch.no_grad():
+        model(x)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.1
+    return model.eval()
