@@ -92,3 +92,26 @@ def exact_hardsigmoids(model: nn.Module) -> nn.Module:
         else:
             exact_hardsigmoids(m)
     return model
+
+
+class AttentionZoo(nn.Module):
+    """A small CNN with one module of every family and main flavour, each after
+    a conv-BN-ReLU: the network for the compile, autocast, DDP and export tests."""
+
+    def __init__(self, channels: int = 32, classes: int = 10):
+        super().__init__()
+        c = channels
+        attention = [timm.layers.SEModule(c), torchvision.ops.SqueezeExcitation(c, c // 4),
+                     timm.models._efficientnet_blocks.SqueezeExcite(c, gate_layer="hard_sigmoid"),
+                     timm.models.senet.SEModule(c, 4), timm.layers.EcaModule(c),
+                     timm.layers.CecaModule(c), timm.layers.cbam.CbamModule(c),
+                     ref.OfficialCBAM(c, 4), timm.layers.coord_attn.CoordAttn(c),
+                     ref.CoordAtt(c, c), ref.TripletAttention()]
+        layers = [nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+        for a in attention:
+            layers += [nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), a]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c, classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
