@@ -98,8 +98,14 @@ def input_reasons(name: str, x: torch.Tensor, family_reasons: List[str] = (),
 
 def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: List[str] = (),
            backend_reasons: Optional[Dict[str, List[str]]] = None) -> str:
-    """The backend that serves ``x``: the requested one, or the first with no reasons."""
+    """The backend that serves ``x``: the requested one, or the first with no reasons.
+
+    While ``torch.onnx.export`` traces, always the reference: its decomposition
+    (mean, amax, matmul, conv, BatchNorm, sigmoid: standard ONNX operators, and
+    no adaptive pools) is what the exported graph must hold, whatever the choice."""
     name = _checked(requested or _state["backend"])
+    if torch.onnx.is_in_onnx_export():
+        return "reference"
     if name != "auto":
         reasons = input_reasons(name, x, family_reasons, backend_reasons)
         if reasons:

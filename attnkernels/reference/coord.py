@@ -178,7 +178,7 @@ def coordinate_attention(x, w1, b1=None, wh=None, bh=None, ww=None, bw=None, *, 
     running_var in training mode, as F.batch_norm does."""
     H, W = x.shape[2], x.shape[3]
     s = torch.cat([x.mean(3), x.mean(2)], dim=2)  # (N, C, H + W)
-    z = torch.einsum("nct,rc->nrt", s, w1)
+    z = torch.matmul(w1, s)  # (N, R, T); matmul, not einsum, exports to ONNX MatMul
     if b1 is not None:
         z = z + b1[:, None]
     if bn:  # (N, R, T): BatchNorm1d's view of BatchNorm2d over (N, R, T, 1)
@@ -186,8 +186,8 @@ def coordinate_attention(x, w1, b1=None, wh=None, bh=None, ww=None, bw=None, *, 
                          momentum, eps)
     z = activation(z, act)
     z_h, z_w = z.split([H, W], dim=2)
-    a_h = torch.einsum("nrh,cr->nch", z_h, wh)
-    a_w = torch.einsum("nrw,cr->ncw", z_w, ww)
+    a_h = torch.matmul(wh, z_h)
+    a_w = torch.matmul(ww, z_w)
     if bh is not None:
         a_h = a_h + bh[:, None]
     if bw is not None:

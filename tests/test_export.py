@@ -1,0 +1,79 @@
+"""Export of a converted network: torch.onnx.export gives a graph of standard
+ONNX operators (the fused modules trace their reference decomposition, with no
+pools at all) that onnxruntime runs to the same numbers; torch.export.export
+keeps the fused ops, with a dynamic batch size."""
+import copy
+
+import onnxruntime
+import pytest
+import torch
+
+import attnkernels
+
+from networks import AttentionZoo, make_attention_matter
+from utils import assert_matches_oracle, nudged
+
+# ONNX operators the attention modules may decompose into (plus the zoo's own
+# Conv, BatchNormalization, Relu and Gemm): no pooling of any kind.
+STANDARD_OPS = {"Add", "BatchNormalization", "Concat", "Conv", "Gather", "Gemm", "HardSigmoid",
+                "HardSwish", "MatMul", "Mul", "Pad", "ReduceMax", "ReduceMean", "Relu",
+                "Reshape", "Sigmoid", "Split", "Squeeze", "Transpose", "Unsqueeze", "Sub", "Div",
+                "Cast", "Constant", "Slice", "Expand", "Shape", "Identity"}
+
+
+def _zoo():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 24, 20)
+    model = make_attention_matter(AttentionZoo(), x)
+    converted, report = attnkernels.convert(copy.deepcopy(model))
+    assert len(report.converted) == 11 and not report.left_alone, str(report)
+    return model, converted.eval(), x
+
+
+def test_onnx_export_standard_operators_and_onnxruntime_matches(tmp_path):
+    model, converted, x = _zoo()
+    path = tmp_path / "zoo.onnx"
+    torch.onnx.export(converted, (x,), str(path), dynamo=True, input_names=["x"],
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch", max=64)}})
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    nodes = list(graph.node)
+    assert {n.domain for n in nodes} <= {"", "ai.onnx"}, "non-standard operator domains"
+    ops = {n.op_type for n in nodes}
+    assert ops <= STANDARD_OPS, f"unexpected ONNX operators: {sorted(ops - STANDARD_OPS)}"
+    assert not any("Pool" in op for op in ops)
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (2, 5):
+        xb = torch.randn(batch, 3, 24, 20)
+        (y_ort,) = session.run(None, {"x": xb.numpy()})
+        with torch.no_grad():
+            y_e, y_n = model(xb), model(nudged(xb))
+            y_o = copy.deepcopy(model).double()(xb.double())
+        assert_matches_oracle(torch.from_numpy(y_ort), y_e, y_o, f"onnxruntime, batch {batch}", y_n)
+
+
+def test_onnx_export_keeps_the_backend_choice_outside_the_export():
+    _, converted, x = _zoo()
+    with torch.no_grad():
+        before = converted(x)
+    torch.onnx.export(converted, (x,), dynamo=True)
+    assert not torch.onnx.is_in_onnx_export()
+    with torch.no_grad():
+        assert torch.equal(converted(x), before)  # fused kernels again, bitwise as before
+
+
+def test_torch_export_keeps_fused_ops_with_a_dynamic_batch():
+    model, converted, x = _zoo()
+    program = torch.export.export(converted, (x,),
+                                  dynamic_shapes={"x": {0: torch.export.Dim("batch", max=64)}})
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    fused = {t for t in targets if t.startswith("attnkernels.")}
+    assert fused == {f"attnkernels.{f}_forward.default"
+                     for f in ("se", "eca", "cbam", "coord", "triplet")}, targets
+    exported = program.module()
+    for batch in (2, 3):
+        xb = torch.randn(batch, 3, 24, 20)
+        with torch.no_grad():
+            assert torch.equal(exported(xb), converted(xb))
