@@ -30,6 +30,7 @@ def _zoo():
     return model, converted.eval(), x
 
 
+@pytest.mark.slow
 def test_onnx_export_standard_operators_and_onnxruntime_matches(tmp_path):
     model, converted, x = _zoo()
     path = tmp_path / "zoo.onnx"
