@@ -39,6 +39,19 @@ def device_name(device: torch.device) -> str:
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
+def describe(device: torch.device, dtype: torch.dtype, channels_last: bool, program: str,
+             argv=None) -> dict:
+    """What every result row carries: machine, versions, date, the command, dtype, layout."""
+    return {
+        "device": device_name(device), "torch": torch.__version__,
+        "triton": _version("triton"), "attnkernels": attnkernels.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": program + " " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "dtype": str(dtype).replace("torch.", ""),
+        "memory_format": "channels_last" if channels_last else "nchw",
+    }
+
+
 def providers(device: torch.device):
     names = ["eager", "compile"]
     for backend in ("cuda", "triton", "cpu"):
@@ -105,14 +118,7 @@ def main(argv=None):
     dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
     provs = args.providers or providers(device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    meta = {
-        "device": device_name(device), "torch": torch.__version__,
-        "triton": _version("triton"), "attnkernels": attnkernels.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "dtype": str(dtype).replace("torch.", ""),
-        "memory_format": "channels_last" if args.channels_last else "nchw",
-    }
+    meta = describe(device, dtype, args.channels_last, "python -m bench", argv)
     print(f"# {meta['device']} | torch {meta['torch']} | {meta['dtype']} {meta['memory_format']}",
           flush=True)
     progress = Progress(sum(len(family_shapes(FAMILIES[f], args, device)) for f in args.modules)

@@ -1,7 +1,12 @@
 import os
+import sys
 
 import pytest
 import torch
+
+# The benchmark package (bench/, with the real networks) lives in the checkout.
+# Appended, not prepended: attnkernels must still come from the installed package.
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Without a GPU, Triton kernels run in the interpreter; the variable must be set
 # before triton.jit decorates anything.

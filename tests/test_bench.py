@@ -1,18 +1,15 @@
 """The benchmark runner's code paths on tiny shapes (no timing assertions)."""
 import csv
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench import __main__ as bench_main  # noqa: E402
-from bench import cbam as bench_cbam  # noqa: E402
-from bench import coord as bench_coord  # noqa: E402
-from bench import eca as bench_eca  # noqa: E402
-from bench import se as bench_se  # noqa: E402
-from bench import triplet as bench_triplet  # noqa: E402
+from bench import __main__ as bench_main
+from bench import cbam as bench_cbam
+from bench import coord as bench_coord
+from bench import eca as bench_eca
+from bench import se as bench_se
+from bench import triplet as bench_triplet
 
 
 @pytest.mark.parametrize("family", ["se", "eca", "cbam", "coord", "triplet"])
@@ -94,3 +91,30 @@ def test_batch_sweep_runs_each_shape_at_each_batch(tmp_path, monkeypatch):
     rows = list(csv.DictReader(open(path)))
     assert [(r["shape_name"], r["shape"]) for r in rows] == [("tiny-b1", "1x16x5x5"),
                                                             ("tiny-b3", "3x16x5x5")]
+
+
+def test_model_benchmark_every_provider_and_mode(tmp_path, capsys):
+    from bench import models as bench_models
+
+    bench_models.main(["--models", "legacy_seresnet18", "--device", "cpu", "--batch", "2",
+                       "--size", "32", "--budget", "0.01", "--out", str(tmp_path)])
+    (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".csv"]
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["mode"], r["provider"]) for r in rows} == {
+        (m, p) for m in ("inference", "train") for p in bench_models.PROVIDERS}
+    assert all(float(r["images_per_s"]) > 0 and r["device"] and r["date"] for r in rows)
+    table = capsys.readouterr().out.split("| model |")[1]
+    assert "legacy_seresnet18 | train" in table
+
+
+def test_without_attention_strips_every_attention_module():
+    from bench import models as bench_models
+    from bench.networks import NETWORKS, attention_paths
+
+    model = NETWORKS["triplet_resnet50"]()
+    stripped = bench_models.without_attention(model)
+    assert attention_paths(model) and not attention_paths(stripped)
+    assert len(attention_paths(model)) == sum(
+        isinstance(stripped.get_submodule(p), bench_models.torch.nn.Identity)
+        for p in attention_paths(model))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import attnkernels
 
-from networks import AttentionZoo, make_attention_matter
+from bench.networks import AttentionZoo, make_attention_matter
 
 WORLD = 2
 BATCH = 4  # 2 per process

@@ -10,7 +10,7 @@ import torch
 
 import attnkernels
 
-from networks import AttentionZoo, make_attention_matter
+from bench.networks import AttentionZoo, make_attention_matter
 from utils import assert_matches_oracle, nudged
 
 # ONNX operators the attention modules may decompose into (plus the zoo's own

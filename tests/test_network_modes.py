@@ -8,7 +8,7 @@ import torch
 import attnkernels
 from attnkernels.nn._family import FusedFamily
 
-from networks import AttentionZoo, exact_hardsigmoids, make_attention_matter
+from bench.networks import AttentionZoo, exact_hardsigmoids, make_attention_matter
 from utils import assert_matches_oracle, nudged
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import attnkernels
 from attnkernels.nn._family import FusedFamily
 
-from networks import NETWORKS, attention_paths, exact_hardsigmoids, make_attention_matter
+from bench.networks import NETWORKS, attention_paths, exact_hardsigmoids, make_attention_matter
 from utils import assert_matches_oracle, nudged
 
 SHAPE = (2, 3, 64, 64)

@@ -9,7 +9,7 @@ from attnkernels import nn as fnn
 from attnkernels.integrations import timm as ak_timm
 from attnkernels.nn._family import FusedFamily
 
-from networks import attention_paths, make_attention_matter, triplet_layer
+from bench.networks import attention_paths, make_attention_matter, triplet_layer
 from utils import assert_matches_oracle, nudged
 
 # attn_layer name -> the fused class timm then builds

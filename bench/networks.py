@@ -1,6 +1,6 @@
-"""Real networks for the integration tests and the model benchmark: timm and
-torchvision models built with random weights (nothing is downloaded), and a
-helper that makes every attention module matter."""
+"""Real networks for the model benchmark and the integration tests: timm and
+torchvision models built with random weights (nothing is downloaded), a small
+network with every family, and a helper that makes every attention module matter."""
 import timm
 import torch
 import torch.nn.functional as F

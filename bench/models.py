@@ -1,0 +1,136 @@
+"""Model-level benchmark: ``python -m bench.models [--models ...] [--batch 8] [--size 224]``.
+
+Each real network (timm and torchvision, random weights) as built upstream
+("original") and after ``attnkernels.convert`` ("converted"), each in eager
+mode and under ``torch.compile``, and the original without its attention
+modules (the floor for any attention kernel): inference (eval, no autograd) and a training
+step (forward, cross-entropy, backward, SGD step), in images per second, with
+peak memory. Writes bench/results/models-<device>-<dtype>-<layout>-<date>.csv/.json."""
+import argparse
+import copy
+import os
+
+import torch
+import torch.nn.functional as F
+
+import attnkernels
+
+from .__main__ import Progress, _peak, describe, write_results
+from .networks import NETWORKS, attention_paths, make_attention_matter
+from .timing import measure
+
+# without-attention: the original with every attention module replaced by
+# nn.Identity, the floor no attention kernel can beat (Amdahl's bound).
+PROVIDERS = ("original", "converted", "without-attention", "original-compile", "converted-compile")
+QUICK_MODELS = ["cbam_resnet50", "coord_resnet50", "triplet_resnet50"]
+
+
+def without_attention(model: torch.nn.Module) -> torch.nn.Module:
+    stripped = copy.deepcopy(model)
+    for path in attention_paths(stripped):
+        parent, _, name = path.rpartition(".")
+        setattr(stripped.get_submodule(parent) if parent else stripped, name, torch.nn.Identity())
+    return stripped
+
+
+def build(name: str, device, dtype, fmt, batch: int, size: int):
+    """(original, converted, x, target): the same weights; BatchNorm statistics
+    from a batch of x so that every attention module matters."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, size, size, device=device, dtype=dtype).to(memory_format=fmt)
+    original = NETWORKS[name]().to(device=device, dtype=dtype, memory_format=fmt)
+    make_attention_matter(original, x)
+    converted, report = attnkernels.convert(copy.deepcopy(original))
+    if report.left_alone:
+        raise RuntimeError(f"{name}: attention modules left alone:\n{report}")
+    target = torch.randint(0, 1000, (batch,), device=device)
+    return original, converted, x, target
+
+
+def step_fn(model, forward, x, target, mode):
+    if mode == "inference":
+        model.eval()
+
+        def fn():
+            with torch.no_grad():
+                forward(x)
+        return fn
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+    def fn():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(forward(x), target).backward()
+        opt.step()
+    return fn
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.models", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", choices=list(NETWORKS), default=list(NETWORKS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--modes", nargs="*", choices=["inference", "train"],
+                        default=["inference", "train"])
+    parser.add_argument("--providers", nargs="*", choices=PROVIDERS, default=list(PROVIDERS))
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--budget", type=float, default=5.0, help="seconds of timing per case")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"only {', '.join(QUICK_MODELS)}, eager providers, 1 s per case")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models = QUICK_MODELS if args.models == list(NETWORKS) else args.models
+        args.providers = [p for p in args.providers if not p.endswith("compile")]
+        args.budget = min(args.budget, 1.0)
+
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    meta = describe(device, dtype, args.channels_last, "python -m bench.models", argv)
+    print(f"# {meta['device']} | torch {meta['torch']} | {meta['dtype']} {meta['memory_format']} "
+          f"| batch {args.batch} at {args.size}x{args.size}", flush=True)
+    progress = Progress(len(args.models) * len(args.modes) * len(args.providers))
+    rows = []
+    for name in args.models:
+        original, converted, x, target = build(name, device, dtype, fmt, args.batch, args.size)
+        for mode in args.modes:
+            for prov in args.providers:
+                model = (converted if prov.startswith("converted") else
+                         without_attention(original) if prov == "without-attention" else original)
+                torch._dynamo.reset()
+                forward = torch.compile(model) if prov.endswith("compile") else model
+                res = measure(step_fn(model, forward, x, target, mode), device,
+                              min_reps=3, budget_s=args.budget)
+                row = {"family": "models", "model": name, "shape_name": name,
+                       "shape": "x".join(map(str, x.shape)), "mode": mode, "provider": prov,
+                       **res, "images_per_s": args.batch / res["median_ms"] * 1e3, **meta}
+                rows.append(row)
+                print(f"{progress.step()}  {name:22s} {mode:9s} {prov:17s} "
+                      f"{res['median_ms']:9.1f} ms  {row['images_per_s']:7.1f} img/s"
+                      + _peak(res).replace(", ", " (") + (")" if _peak(res) else ""), flush=True)
+        del original, converted
+    write_results(rows, "models", device, meta, args.out)
+    print(speedup_table(rows))
+
+
+def speedup_table(rows) -> str:
+    """Markdown: per model and mode, each provider's time (ms) and its speedup
+    over the original network in eager mode."""
+    provs = list(dict.fromkeys(r["provider"] for r in rows))
+    cells = {(r["model"], r["mode"], r["provider"]): r["median_ms"] for r in rows}
+    out = ["| model | mode | " + " | ".join(f"{p} (ms)" for p in provs) + " |",
+           "|---|---|" + "---|" * len(provs)]
+    for model, mode in dict.fromkeys((r["model"], r["mode"]) for r in rows):
+        base = cells.get((model, mode, "original"))
+        line = []
+        for p in provs:
+            t = cells.get((model, mode, p))
+            line.append("–" if t is None else f"{t:.0f}" + (f" ({base / t:.2f}x)" if base else ""))
+        out.append(f"| {model} | {mode} | " + " | ".join(line) + " |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
