@@ -2,7 +2,7 @@
 
 Each real network (timm and torchvision, random weights) as built upstream
 ("original") and after ``attnkernels.convert`` ("converted"), each in eager
-mode and under ``torch.compile``, and the original without its attention
+mode and under ``torch.compile``, timed in interleaved rounds, and the original without its attention
 modules (the floor for any attention kernel): inference (eval, no autograd) and a training
 step (forward, cross-entropy, backward, SGD step), in images per second, with
 peak memory. Writes bench/results/models-<device>-<dtype>-<layout>-<date>.csv/.json."""
@@ -17,7 +17,7 @@ import attnkernels
 
 from .__main__ import Progress, _peak, describe, write_results
 from .networks import NETWORKS, attention_paths, make_attention_matter
-from .timing import measure
+from .timing import measure_interleaved
 
 # without-attention: the original with every attention module replaced by
 # nn.Identity, the floor no attention kernel can beat (Amdahl's bound).
@@ -96,20 +96,22 @@ def main(argv=None):
     for name in args.models:
         original, converted, x, target = build(name, device, dtype, fmt, args.batch, args.size)
         for mode in args.modes:
+            fns = {}
             for prov in args.providers:
                 model = (converted if prov.startswith("converted") else
                          without_attention(original) if prov == "without-attention" else original)
-                torch._dynamo.reset()
                 forward = torch.compile(model) if prov.endswith("compile") else model
-                res = measure(step_fn(model, forward, x, target, mode), device,
-                              min_reps=3, budget_s=args.budget)
+                fns[prov] = step_fn(model, forward, x, target, mode)
+            results = measure_interleaved(fns, device, budget_s=args.budget * len(fns))
+            torch._dynamo.reset()
+            for prov, res in results.items():
                 row = {"family": "models", "model": name, "shape_name": name,
                        "shape": "x".join(map(str, x.shape)), "mode": mode, "provider": prov,
                        **res, "images_per_s": args.batch / res["median_ms"] * 1e3, **meta}
                 rows.append(row)
                 print(f"{progress.step()}  {name:22s} {mode:9s} {prov:17s} "
                       f"{res['median_ms']:9.1f} ms  {row['images_per_s']:7.1f} img/s"
-                      + _peak(res).replace(", ", " (") + (")" if _peak(res) else ""), flush=True)
+                      f" (p20-p80 {res['p20_ms']:.0f}-{res['p80_ms']:.0f}{_peak(res)})", flush=True)
         del original, converted
     write_results(rows, "models", device, meta, args.out)
     print(speedup_table(rows))

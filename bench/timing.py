@@ -88,3 +88,40 @@ def cpu_peak_mb(fn: Callable[[], None]) -> float:
         level += e.nbytes()
         peak = max(peak, level)
     return peak / 2**20
+
+
+def measure_interleaved(fns: Dict[str, Callable[[], None]], device: torch.device,
+                        min_rounds: int = 3, budget_s: float = 5.0) -> Dict[str, Dict[str, float]]:
+    """Time several alternatives of the same work by rounds, each round calling
+    every one once, in a rotating order: on a shared machine the speed drifts
+    over seconds, and blocks of one alternative after another would turn that
+    drift into differences between them. Returns measure()'s fields per name."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    names = list(fns)
+    for name in names:  # warm up (and compile, for torch.compile alternatives)
+        fns[name]()
+        fns[name]()
+    sync()
+    samples: Dict[str, list] = {name: [] for name in names}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() - start < budget_s and rounds < 100):
+        order = names[rounds % len(names):] + names[:rounds % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            fns[name]()
+            sync()
+            samples[name].append((time.perf_counter() - t0) * 1e3)
+        rounds += 1
+    out = {}
+    for name in names:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            fns[name]()
+            sync()
+            peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        else:
+            peak = cpu_peak_mb(fns[name])
+        out[name] = {**_quantiles(samples[name]), "peak_mb": peak, "rounds": rounds}
+    return out

@@ -107,3 +107,21 @@ def test_flavour_factory():
     assert isinstance(fnn.SqueezeExcite(32, 4, flavour="seed"), fnn.SELayer)
     with pytest.raises(ValueError, match="unknown SE flavour"):
         fnn.SqueezeExcite(32, flavour="nope")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: fnn.OfficialCBAM(16, 4), lambda: fnn.CbamModule(16), lambda: fnn.CoordAttn(16),
+    lambda: fnn.TripletAttention(), lambda: fnn.SEModule(16, norm_layer=torch.nn.BatchNorm2d)],
+    ids=["cbam_official", "cbam_timm", "coord_timm", "triplet", "se_timm_bn"])
+def test_sync_batch_norm_runs_the_reference_forward(make):
+    """After convert_sync_batchnorm a gate's norm layer synchronises statistics
+    across processes, which no fused kernel does: auto runs the reference
+    forward (SyncBatchNorm's own), an explicit fused backend raises."""
+    m = torch.nn.SyncBatchNorm.convert_sync_batchnorm(make()).eval()
+    spec = m.gate_spec()
+    assert isinstance(spec, str) and ("SyncBatchNorm" in spec or "not all BatchNorm2d" in spec), spec
+    x = torch.randn(2, 16, 5, 6)
+    torch.testing.assert_close(m(x), m.reference_module()(x), rtol=0, atol=0)
+    m.backend = "cpu"
+    with pytest.raises(RuntimeError, match="cannot serve"):
+        m(x)

@@ -52,6 +52,8 @@ def spatial_parts(conv: nn.Conv2d, gate, bn=None) -> Parts:
             and conv.groups == 1 and conv.padding == (k[0] // 2, k[0] // 2)
             and conv.padding_mode == "zeros"):
         return "its spatial conv is not a same-padded, stride-1 conv with an odd square kernel"
+    if bn is not None and not isinstance(bn, nn.BatchNorm2d):  # SyncBatchNorm, say
+        return f"its norm layer {type(bn).__name__} has no fused kernel (BatchNorm2d only)"
     try:
         return dict(conv_weight=conv.weight, conv_bias=conv.bias, spatial_gate=gate_name(gate),
                     batch_norm=bn)
