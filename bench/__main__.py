@@ -3,7 +3,8 @@
 For each module family and shape: ``x.clone()`` (the copy baseline, timed
 right before each case), the eager reference module, ``torch.compile`` of it, and every
 fused backend that can run on the device; modes ``forward`` (inference, no
-autograd) and ``fwd+bwd``. Writes a long-format CSV and JSON per family under
+autograd), ``backward`` (alone, on one retained graph; ``--modes`` adds it) and
+``fwd+bwd``. Writes a long-format CSV and JSON per family under
 bench/results/ with the device name, versions, date and command."""
 import argparse
 import csv
@@ -81,6 +82,15 @@ def run_case(module, x, mode):
         return fn
     xg = x.detach().requires_grad_()
     dy = torch.randn_like(x)
+    if mode == "backward":  # one forward; each call runs the backward alone on its graph
+        y = module(xg)
+
+        def fn():
+            xg.grad = None
+            for p in module.parameters():
+                p.grad = None
+            y.backward(dy, retain_graph=True)
+        return fn
 
     def fn():
         xg.grad = None
@@ -101,7 +111,9 @@ def main(argv=None):
     parser.add_argument("--batches", nargs="*", type=int, default=None,
                         help="a batch sweep: every shape at each of these batch sizes "
                              "(named <shape>-b<N>)")
-    parser.add_argument("--modes", nargs="*", default=["forward", "fwd+bwd"])
+    parser.add_argument("--modes", nargs="*", choices=["forward", "backward", "fwd+bwd"],
+                        default=["forward", "fwd+bwd"],
+                        help="backward: the backward pass alone, on one forward's graph")
     parser.add_argument("--providers", nargs="*", default=None)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of timing per case")

@@ -22,13 +22,14 @@ def test_bench_writes_rows_for_every_provider_and_mode(family, tmp_path, monkeyp
     monkeypatch.setattr(bench_triplet, "SHAPES", tiny)
     providers = ["eager"] + [p for p in bench_main.providers(bench_main.torch.device("cpu"))
                              if p not in ("eager", "compile")]
+    modes = ("forward", "backward", "fwd+bwd")
     bench_main.main(["--modules", family, "--device", "cpu", "--budget", "0.01",
-                     "--providers", *providers, "--out", str(tmp_path)])
+                     "--providers", *providers, "--modes", *modes, "--out", str(tmp_path)])
     (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".csv"]
     assert path.name.startswith(f"{family}-cpu-float32-nchw-")
     rows = list(csv.DictReader(open(path)))
     assert {(r["provider"], r["mode"]) for r in rows} == {
-        (p, m) for p in providers for m in ("forward", "fwd+bwd")}
+        (p, m) for p in providers for m in modes}
     for r in rows:
         assert r["family"] == family and r["shape"] == "2x16x5x5"
         assert float(r["median_ms"]) > 0 and float(r["ratio_to_clone"]) > 0

@@ -23,7 +23,6 @@ compiled ``attnkernels::triplet_*`` ops (CPU, CUDA) or their Triton twins
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, like_x, normalise,  # noqa: F401
                       normalise_batch, stats_dtype, vjp_of)
