@@ -10,9 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-import attnkernels
-
-from bench.networks import AttentionZoo, make_attention_matter
+from utils import converted_zoo
 
 WORLD = 2
 BATCH = 4  # 2 per process
@@ -21,11 +19,7 @@ STEPS = 3
 
 def _setup():
     """The converted network, its batch and targets: the same in every process."""
-    torch.manual_seed(0)
-    x = torch.randn(BATCH, 3, 24, 20)
-    model = make_attention_matter(AttentionZoo(), x)
-    converted, report = attnkernels.convert(model)
-    assert len(report.converted) == 11 and not report.left_alone, str(report)
+    _, converted, x = converted_zoo(BATCH)
     return converted.train(), x, torch.tensor([1, 7, 3, 0])
 
 

@@ -8,10 +8,8 @@ import onnxruntime
 import pytest
 import torch
 
-import attnkernels
 
-from bench.networks import AttentionZoo, make_attention_matter
-from utils import assert_matches_oracle, nudged
+from utils import assert_matches_oracle, converted_zoo, nudged
 
 # ONNX operators the attention modules may decompose into (plus the zoo's own
 # Conv, BatchNormalization, Relu and Gemm): no pooling of any kind.
@@ -22,11 +20,7 @@ STANDARD_OPS = {"Add", "BatchNormalization", "Concat", "Conv", "Gather", "Gemm",
 
 
 def _zoo():
-    torch.manual_seed(0)
-    x = torch.randn(2, 3, 24, 20)
-    model = make_attention_matter(AttentionZoo(), x)
-    converted, report = attnkernels.convert(copy.deepcopy(model))
-    assert len(report.converted) == 11 and not report.left_alone, str(report)
+    model, converted, x = converted_zoo()
     return model, converted.eval(), x
 
 

@@ -5,20 +5,10 @@ import copy
 import pytest
 import torch
 
-import attnkernels
 from attnkernels.nn._family import FusedFamily
 
-from bench.networks import AttentionZoo, exact_hardsigmoids, make_attention_matter
-from utils import assert_matches_oracle, nudged
-
-
-def _zoo():
-    torch.manual_seed(0)
-    x = torch.randn(2, 3, 24, 20)
-    model = make_attention_matter(AttentionZoo(), x)
-    converted, report = attnkernels.convert(copy.deepcopy(model))
-    assert len(report.converted) == 11 and not report.left_alone, str(report)
-    return model, converted, x
+from bench.networks import exact_hardsigmoids
+from utils import assert_matches_oracle, converted_zoo, nudged
 
 
 def _train_run(model, x, forward=None):
@@ -46,7 +36,7 @@ def _assert_runs_match(fused, eager, oracle, nudged_run):
 
 @pytest.mark.parametrize("mode", ["default", "max-autotune-no-cudagraphs"])
 def test_compiled_converted_network_matches_eager(mode):
-    model, converted, x = _zoo()
+    model, converted, x = converted_zoo()
     torch._dynamo.reset()
     compiled = torch.compile(converted, mode=mode, fullgraph=True)
     with torch.no_grad():
@@ -69,7 +59,7 @@ def test_autocast_bfloat16_on_cpu():
     """Under autocast the convs hand the attention modules bfloat16 activations
     while their weights stay float32: the fused kernels take both, accumulate in
     float32, and land as close to the float64 network as eager autocast does."""
-    model, converted, x = _zoo()
+    model, converted, x = converted_zoo()
     seen = []
     hooks = [m.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype)))
              for m in converted.modules() if isinstance(m, FusedFamily)]
