@@ -107,6 +107,9 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="default: bfloat16 on CUDA, float32 on the CPU")
+    parser.add_argument("--flavours", nargs="*", default=None,
+                        help="flavour groups to run, e.g. timm official (default: every one; "
+                             "--quick: each family's first)")
     parser.add_argument("--shapes", nargs="*", default=None, help="shape names to run (default: all)")
     parser.add_argument("--batches", nargs="*", type=int, default=None,
                         help="a batch sweep: every shape at each of these batch sizes "
@@ -133,12 +136,18 @@ def main(argv=None):
     meta = describe(device, dtype, args.channels_last, "python -m bench", argv)
     print(f"# {meta['device']} | torch {meta['torch']} | {meta['dtype']} {meta['memory_format']}",
           flush=True)
-    progress = Progress(sum(len(family_shapes(FAMILIES[f], args, device)) for f in args.modules)
+    runs = [(f, flavour) for f in args.modules for flavour in family_flavours(FAMILIES[f], args)]
+    if args.flavours and not runs:
+        parser.error(f"no family has the flavours {args.flavours}")
+    progress = Progress(sum(len(family_shapes(FAMILIES[f], args, device)) for f, _ in runs)
                         * len(args.modes) * len(provs))
-    for family_name in args.modules:
-        rows = run_family(family_name, FAMILIES[family_name], args, device, dtype, fmt, provs, meta,
-                          progress)
-        write_results(rows, family_name, device, meta, args.out)
+    for family_name, flavour in runs:
+        rows = run_family(family_name, flavour, FAMILIES[family_name], args, device, dtype, fmt,
+                          provs, meta, progress)
+        # The first flavour keeps the family's own file name.
+        first = flavour == next(iter(FAMILIES[family_name].FLAVOURS))
+        write_results(rows, family_name if first else f"{family_name}-{flavour}", device, meta,
+                      args.out)
 
 
 class Progress:
@@ -157,6 +166,14 @@ class Progress:
                 f"{elapsed:.0f}s, ~{left:.0f}s left")
 
 
+def family_flavours(family, args):
+    """The flavour groups to run: those named by --flavours, else every one (--quick: the first)."""
+    names = list(family.FLAVOURS)
+    if args.flavours:
+        return [n for n in names if n in args.flavours]
+    return names[:1] if args.quick else names
+
+
 def family_shapes(family, args, device):
     shapes = family.SHAPES + (family.GPU_SHAPES if device.type == "cuda" else [])
     shapes = [s for s in shapes if s[0] in args.shapes] if args.shapes else shapes
@@ -165,12 +182,12 @@ def family_shapes(family, args, device):
     return shapes
 
 
-def run_family(family_name, family, args, device, dtype, fmt, provs, meta, progress):
+def run_family(family_name, flavour, family, args, device, dtype, fmt, provs, meta, progress):
     rows = []
     for shape_name, shape in family_shapes(family, args, device):
         torch.manual_seed(0)
         x = torch.randn(shape, device=device, dtype=dtype).to(memory_format=fmt)
-        fused = family.make_module(shape[1]).to(device, dtype)
+        fused = family.FLAVOURS[flavour](shape[1]).to(device, dtype)
         for mode in args.modes:
             for prov in provs:
                 module = build(prov, fused)
@@ -178,13 +195,14 @@ def run_family(family_name, family, args, device, dtype, fmt, provs, meta, progr
                 # machine, memory bandwidth drifts between cases.
                 clone = measure(lambda: x.clone(), device, budget_s=args.budget)
                 res = measure(run_case(module, x, mode), device, budget_s=args.budget)
-                row = {"family": family_name, "shape_name": shape_name,
+                row = {"family": family_name, "flavour": flavour, "shape_name": shape_name,
                        "shape": "x".join(map(str, shape)), "mode": mode, "provider": prov, **res,
                        "clone_ms": clone["median_ms"],
                        "ratio_to_clone": res["median_ms"] / clone["median_ms"],
                        "x_gb_per_s": x.numel() * x.element_size() / res["median_ms"] / 1e6, **meta}
                 rows.append(row)
-                print(f"{progress.step()}  {family_name:6s} {shape_name:16s} {mode:8s} {prov:8s} "
+                print(f"{progress.step()}  {family_name + '/' + flavour:22s} {shape_name:16s} "
+                      f"{mode:8s} {prov:8s} "
                       f"{res['median_ms']:9.3f} ms  ({row['ratio_to_clone']:.2f}x clone"
                       + _peak(res) + ")",
                       flush=True)

@@ -11,3 +11,12 @@ def make_module(channels: int) -> torch.nn.Module:
     copy most user code carries, and the configuration the targets were set on."""
     return fnn.CBAM(channels)
 
+
+# Flavour groups: each takes another kernel path (the first is make_module's).
+FLAVOURS = {
+    "seed": make_module,
+    "timm": lambda c: fnn.CbamModule(c),  # [mean, max], conv + BatchNorm
+    "official": lambda c: fnn.OfficialCBAM(c),  # [max, mean], BatchNorm momentum 0.01
+    "light": lambda c: fnn.LightCbamModule(c),  # 0.5 mean + 0.5 max pools
+    "ultralytics": lambda c: fnn.UltralyticsCBAM(c),  # one 1x1 conv on the mean
+}

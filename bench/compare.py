@@ -1,6 +1,6 @@
 """Two benchmark result files side by side: ``python -m bench.compare OLD.json NEW.json``.
 
-Rows are matched on (family, shape, mode, provider). A case regresses when its
+Rows are matched on (family, flavour, shape, mode, provider). A case regresses when its
 ratio to ``x.clone()`` (timed in the same run, so machine drift cancels)
 grows by more than ``--threshold`` (default 10%). Prints a markdown table and
 exits with status 1 when anything regressed, so it can gate a release.
@@ -10,13 +10,14 @@ import json
 import sys
 from typing import Dict, List, Tuple
 
-Key = Tuple[str, str, str, str]
+Key = Tuple[str, str, str, str, str]
 
 
 def load(path: str) -> Dict[Key, dict]:
     with open(path) as f:
         rows = json.load(f)
-    return {(r["family"], r["shape"], r["mode"], r["provider"]): r for r in rows}
+    return {(r["family"], r.get("flavour", ""), r["shape"], r["mode"], r["provider"]): r
+            for r in rows}
 
 
 def compare(old: Dict[Key, dict], new: Dict[Key, dict], threshold: float) -> List[dict]:
@@ -32,12 +33,12 @@ def compare(old: Dict[Key, dict], new: Dict[Key, dict], threshold: float) -> Lis
 
 
 def table(entries: List[dict]) -> str:
-    lines = ["| family | shape | mode | provider | old ms (x clone) | new ms (x clone) | change |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| family | flavour | shape | mode | provider | old ms (x clone) | new ms (x clone) "
+             "| change |", "|---|---|---|---|---|---|---|---|"]
     for e in entries:
-        family, shape, mode, provider = e["key"]
+        family, flavour, shape, mode, provider = e["key"]
         flag = " **regressed**" if e["regressed"] else ""
-        lines.append(f"| {family} | {shape} | {mode} | {provider} | "
+        lines.append(f"| {family} | {flavour} | {shape} | {mode} | {provider} | "
                      f"{e['old_ms']:.3g} ({e['old_ratio']:.2f}x) | "
                      f"{e['new_ms']:.3g} ({e['new_ratio']:.2f}x) | {e['change']:+.1%}{flag} |")
     return "\n".join(lines)

@@ -59,7 +59,7 @@ def plot(paths: List[str], out: str) -> None:
             ax.yaxis.set_major_formatter(label)
             ax.yaxis.set_minor_formatter(label)
             ax.tick_params(axis="y", which="both", labelsize=7)
-            ax.set_title(f"{meta['family']} {mode}: {fused} speedup")
+            ax.set_title(f"{meta['family']} {meta.get('flavour', '')} {mode}: {fused} speedup")
             ax.set_xticks(list(xs), shapes, rotation=20, fontsize=7)
             ax.legend(fontsize=7)
         ax = row_axes[2]
@@ -68,7 +68,8 @@ def plot(paths: List[str], out: str) -> None:
             ax.bar([x + (i - 0.5) * 0.4 for x in xs], [c.get(sh, 0) for sh in shapes], 0.4,
                    label=mode)
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"{meta['family']}: share of copy bandwidth (clone / {fused})")
+        ax.set_title(f"{meta['family']} {meta.get('flavour', '')}: share of copy bandwidth "
+                     f"(clone / {fused})")
         ax.set_xticks(list(xs), shapes, rotation=20, fontsize=7)
         ax.legend(fontsize=7)
     meta = files[0][0]

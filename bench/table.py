@@ -27,7 +27,7 @@ def main(paths: List[str]) -> None:
         with open(path) as f:
             rows = json.load(f)
         r = rows[0]
-        print(f"{r['family']}: {r['device']}; torch {r['torch']}; {r['dtype']} {r['memory_format']}; "
+        print(f"{r['family']} {r.get('flavour', '')}: {r['device']}; torch {r['torch']}; {r['dtype']} {r['memory_format']}; "
               f"{r['date'][:10]}; `{r['command']}`\n")
         print(table(rows) + "\n")
 

@@ -25,23 +25,31 @@ def test_bench_writes_rows_for_every_provider_and_mode(family, tmp_path, monkeyp
     modes = ("forward", "backward", "fwd+bwd")
     bench_main.main(["--modules", family, "--device", "cpu", "--budget", "0.01",
                      "--providers", *providers, "--modes", *modes, "--out", str(tmp_path)])
-    (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".csv"]
-    assert path.name.startswith(f"{family}-cpu-float32-nchw-")
-    rows = list(csv.DictReader(open(path)))
-    assert {(r["provider"], r["mode"]) for r in rows} == {
-        (p, m) for p in providers for m in modes}
-    for r in rows:
-        assert r["family"] == family and r["shape"] == "2x16x5x5"
-        assert float(r["median_ms"]) > 0 and float(r["ratio_to_clone"]) > 0
-        assert float(r["peak_mb"]) >= 0  # measured on the CPU too (profiler memory events)
-        assert r["device"] and r["torch"] and r["date"] and r["command"].startswith("python -m bench")
+    flavours = list(bench_main.FAMILIES[family].FLAVOURS)
+    assert len(flavours) >= 2
+    files = {p.name: p for p in tmp_path.iterdir() if p.suffix == ".csv"}
+    assert len(files) == len(flavours)
+    for i, flavour in enumerate(flavours):
+        # The first flavour keeps the family's own file name.
+        stem = family if i == 0 else f"{family}-{flavour}"
+        (path,) = [p for n, p in files.items() if n.startswith(f"{stem}-cpu-float32-nchw-2")]
+        rows = list(csv.DictReader(open(path)))
+        assert {(r["provider"], r["mode"]) for r in rows} == {
+            (p, m) for p in providers for m in modes}
+        for r in rows:
+            assert r["family"] == family and r["flavour"] == flavour and r["shape"] == "2x16x5x5"
+            assert float(r["median_ms"]) > 0 and float(r["ratio_to_clone"]) > 0
+            assert float(r["peak_mb"]) >= 0  # measured on the CPU too (profiler memory events)
+            assert r["device"] and r["torch"] and r["date"]
+            assert r["command"].startswith("python -m bench")
 
 
 def test_compare_flags_regressions_beyond_the_threshold(tmp_path, capsys):
     from bench import compare
 
     def row(provider, ms, ratio):
-        return {"family": "se", "shape": "2x16x5x5", "mode": "forward", "provider": provider,
+        return {"family": "se", "flavour": "timm", "shape": "2x16x5x5", "mode": "forward",
+                "provider": provider,
                 "median_ms": ms, "ratio_to_clone": ratio}
 
     old = [row("cpu", 1.0, 1.0), row("eager", 2.0, 2.0)]
@@ -52,7 +60,7 @@ def test_compare_flags_regressions_beyond_the_threshold(tmp_path, capsys):
                            "--threshold", "0.1"])
     out = capsys.readouterr().out
     assert status == 1
-    assert "| se | 2x16x5x5 | forward | cpu | 1 (1.00x) | 1.5 (1.20x) | +20.0% **regressed** |" in out
+    assert "| se | timm | 2x16x5x5 | forward | cpu | 1 (1.00x) | 1.5 (1.20x) | +20.0% **regressed** |" in out
     assert "| eager |" in out and "+5.0% |" in out  # within the threshold: not flagged
     assert "1 case(s) in one file only" in out and "1 of 2 case(s) regressed" in out
     assert compare.main([str(tmp_path / "old.json"), str(tmp_path / "old.json")]) == 0
@@ -73,8 +81,8 @@ def test_plot_writes_a_png_from_results(tmp_path, monkeypatch):
     from bench import plot
 
     monkeypatch.setattr(bench_se, "SHAPES", [("tiny", (2, 16, 5, 5)), ("tiny2", (1, 16, 3, 3))])
-    bench_main.main(["--modules", "se", "--device", "cpu", "--budget", "0.01", "--providers",
-                     "eager", "compile", "cpu", "--out", str(tmp_path)])
+    bench_main.main(["--modules", "se", "--flavours", "timm", "--device", "cpu", "--budget",
+                     "0.01", "--providers", "eager", "compile", "cpu", "--out", str(tmp_path)])
     (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".json"]
     rows = __import__("json").load(open(path))
     s = plot.speedups(rows, "forward", "eager")
@@ -86,8 +94,9 @@ def test_plot_writes_a_png_from_results(tmp_path, monkeypatch):
 
 def test_batch_sweep_runs_each_shape_at_each_batch(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_eca, "SHAPES", [("tiny", (2, 16, 5, 5))])
-    bench_main.main(["--modules", "eca", "--device", "cpu", "--budget", "0.01", "--providers",
-                     "eager", "--modes", "forward", "--batches", "1", "3", "--out", str(tmp_path)])
+    bench_main.main(["--modules", "eca", "--flavours", "timm", "--device", "cpu", "--budget",
+                     "0.01", "--providers", "eager", "--modes", "forward", "--batches", "1", "3",
+                     "--out", str(tmp_path)])
     (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".csv"]
     rows = list(csv.DictReader(open(path)))
     assert [(r["shape_name"], r["shape"]) for r in rows] == [("tiny-b1", "1x16x5x5"),
