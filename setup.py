@@ -7,6 +7,10 @@ Environment:
   TORCH_CUDA_ARCH_LIST   GPU architectures (default: "8.0;9.0")
   MAX_JOBS               parallel compile jobs
   ATTNKERNELS_DEBUG=1    -O0 -g
+  ATTNKERNELS_SANITIZE=address,undefined
+                         build the C++ kernels with these -fsanitize checks (-O1 -g,
+                         errors fatal); run with the sanitizer runtime preloaded, as
+                         tools/sanitize.sh does
 """
 import glob
 import os
@@ -70,7 +74,8 @@ def get_extensions():
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     debug = os.environ.get("ATTNKERNELS_DEBUG") == "1"
-    opt = ["-O0", "-g"] if debug else ["-O3"]
+    sanitize = os.environ.get("ATTNKERNELS_SANITIZE", "").strip()
+    opt = ["-O0", "-g"] if debug else ["-O1", "-g"] if sanitize else ["-O3"]
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     # -ffp-contract=off: no FMA contraction, so every code path of a kernel rounds alike.
     # -fno-wrapv: Python's CFLAGS carry -fwrapv, which stops GCC from assuming the
@@ -82,6 +87,12 @@ def get_extensions():
         # "#pragma omp parallel" is dropped and every kernel runs on one thread.
         cxx.append("-fopenmp")
         link.append("-fopenmp")
+    if sanitize:
+        checks = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer",
+                  f"-fno-sanitize-recover={sanitize}"]
+        cxx += checks
+        link += checks
+        log(f"ATTNKERNELS_SANITIZE={sanitize}: the C++ kernels carry these checks")
     macros = [("ATTNKERNELS_PYTHON_MODULE", None)]  # the PyInit__C stub in csrc/ops.cpp
     if not with_cuda:
         return [CppExtension("attnkernels._C", sources, define_macros=macros,
