@@ -1,0 +1,48 @@
+"""Tensors above 2^31 elements on the CPU kernels (int64 indexing): a batch of
+identical samples, so that every sample's output, the last ones past element
+2^31 included, must equal the fused output of one sample, bitwise (samples are
+independent in eval mode, and the kernels do not depend on the batch split).
+Needs about 10 GB free; skipped where memory does not allow."""
+import pytest
+import torch
+
+from attnkernels import nn as fnn
+
+SAMPLE = (1, 64, 64, 64)  # 2^18 elements
+BATCH = 2**31 // (64 * 64 * 64) + 2  # just over 2^31 elements in all
+
+
+def _available_gb() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) / 2**20
+    except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+MODULES = {
+    "se": lambda: fnn.SEModule(64),
+    "eca": lambda: fnn.EcaModule(64),
+    "cbam": lambda: fnn.CbamModule(64),
+    "coord": lambda: fnn.CoordAttn(64),
+    "triplet": lambda: fnn.TripletAttention(),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_available_gb() < 12, reason="needs about 10 GB of free memory")
+@pytest.mark.parametrize("family", list(MODULES))
+def test_forward_above_2_31_elements(family):
+    m = MODULES[family]().eval().half()
+    m.backend = "cpu"
+    small = torch.randn(SAMPLE).half()
+    with torch.no_grad():
+        expected = m(small)[0]
+        x = small.expand(BATCH, -1, -1, -1).contiguous()
+        assert x.numel() > 2**31
+        y = m(x)
+    del x
+    last_below = (2**31 - 1) // small.numel()  # the sample holding element 2^31 - 1
+    for n in (0, last_below, last_below + 1, BATCH - 1):
+        assert torch.equal(y[n], expected), f"sample {n} of {BATCH}"
