@@ -218,7 +218,7 @@ def convolutional_block_attention(
                else cbam_ops.BN_BATCH if bn_stats else cbam_ops.BN_RUNNING)
     config = [cbam_ops.CHANNEL_POOLS[channel_pool], ACTIVATIONS[act], GATES[channel_gate],
               cbam_ops.SPATIAL_INPUTS[spatial_input], GATES[spatial_gate], bn_mode, int(first_max)]
-    y, *_, batch_mean, batch_var = cbam_ops.cbam_forward(
+    y, batch_mean, batch_var, *_saved = cbam_ops.cbam_forward(
         x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias,
         None if bn_stats else running_mean, None if bn_stats else running_var, config, eps, name)
     if bn_stats and training:

@@ -3,12 +3,12 @@
 ``attnkernels::cbam_forward`` runs three passes over x (channel pool, spatial
 pool of x * ca, apply) with the two small gate networks in PyTorch between
 them: the shared MLP on the (N, C) channel statistics and the kxk conv (+
-BatchNorm) on the (N, 2, H, W) spatial statistics. It saves x and those
-statistics only. Its backward recomputes the gate networks from the
-statistics under ``torch.func.vjp`` (the spatial conv by hand) and runs three
-more passes: a reduction of (dy, x) to the gates' gradients, the spatial
-pool's backward (a read of x), and dx. Forward 4 passes over x-sized tensors (3 reads, 1 write), backward 6
-(5 reads, 1 write).
+BatchNorm) on the (N, 2, H, W) spatial statistics. It saves x, those
+statistics and the gate networks' small intermediates. Its backward runs the
+gate networks' backward by hand from them (nothing recomputed) and three more
+passes: a reduction of (dy, x) to the gates' gradients, the spatial pool's
+backward (a read of x), and dx. Forward 4 passes over x-sized tensors (3
+reads, 1 write), backward 6 (5 reads, 1 write).
 
 The op is functional: in BatchNorm training mode it returns the batch mean
 and unbiased variance, and the caller updates the running statistics.
@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from ..reference._layers import activation, gate
-from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, batch_stats, like_x, normalise,  # noqa: F401
-                      stats_dtype, vjp_of)
+from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # noqa: F401
+                      gate_backward, like_x, linear_backward, normalise_backward,
+                      normalise_saving, stats_dtype)
 from .gate_conv import same_conv2d, same_conv2d_backward
 
 CHANNEL_POOLS = {"avg_max": 0, "mix": 1, "avg": 2, "max": 3}
@@ -35,28 +36,69 @@ _CHANNEL_POOL, _ACT, _CHANNEL_GATE, _SPATIAL_INPUT, _SPATIAL_GATE, _BN, _FIRST_M
 
 
 # ---------------------------------------------------------------- the gate networks
+# Forward and backward by hand: the forward returns the intermediates the
+# backward needs (all per-(n, c) or per-(n, h, w): small), so nothing is
+# recomputed and no torch.func.vjp runs (see _common.activation_backward).
 
-def channel_gate(cmean, cmax, w1, b1, w2, b2, config: List[int]) -> torch.Tensor:
-    """ca (N, C) from the channel statistics: gate of the shared MLP of the pools."""
-    acc = cmean.dtype
-
-    def mlp(s):
-        h = F.linear(s, w1.to(acc), None if b1 is None else b1.to(acc))
-        if w2 is None:
-            return h
-        h = activation(h, _ACT_NAMES[config[_ACT]])
-        return F.linear(h, w2.to(acc), None if b2 is None else b2.to(acc))
-
+def _mlp_input(cmean, cmax, config: List[int]) -> torch.Tensor:
+    """The rows the shared MLP runs on: both pools stacked (2N, C) for avg_max,
+    so that one GEMM per layer serves both; else (N, C)."""
     pool = config[_CHANNEL_POOL]
     if pool == CHANNEL_POOLS["avg_max"]:
-        z = mlp(cmean) + mlp(cmax)
-    elif pool == CHANNEL_POOLS["mix"]:
-        z = mlp(0.5 * cmean + 0.5 * cmax)
-    elif pool == CHANNEL_POOLS["avg"]:
-        z = mlp(cmean)
+        return torch.cat([cmean, cmax])
+    if pool == CHANNEL_POOLS["mix"]:
+        return 0.5 * cmean + 0.5 * cmax
+    return cmean if pool == CHANNEL_POOLS["avg"] else cmax
+
+
+def _bias(b, acc):
+    return None if b is None else b.to(acc)
+
+
+def channel_gate(cmean, cmax, w1, b1, w2, b2, config: List[int]):
+    """(ca, h, z): the gate ca (N, C) of the summed shared MLP of the pools, the
+    MLP's first-layer output h (rows, R) and the gate's input z (N, C)."""
+    acc = cmean.dtype
+    h = F.linear(_mlp_input(cmean, cmax, config), w1.to(acc), _bias(b1, acc))
+    if w2 is None:
+        z = h
     else:
-        z = mlp(cmax)
-    return gate(z, _GATE_NAMES[config[_CHANNEL_GATE]])
+        z = F.linear(activation(h, _ACT_NAMES[config[_ACT]]), w2.to(acc), _bias(b2, acc))
+    if config[_CHANNEL_POOL] == CHANNEL_POOLS["avg_max"]:
+        n = cmean.shape[0]
+        z = z[:n] + z[n:]
+    return gate(z, _GATE_NAMES[config[_CHANNEL_GATE]]), h, z
+
+
+def channel_gate_backward(dca, cmean, cmax, h, z, w1, b1, w2, b2, config: List[int]):
+    """(d cmean, d cmax, d w1, d b1, d w2, d b2) of ``channel_gate``."""
+    acc = z.dtype
+    name = _GATE_NAMES[config[_CHANNEL_GATE]]
+    dz = gate_backward(dca, z, gate(z, name), name)
+    pool = config[_CHANNEL_POOL]
+    if pool == CHANNEL_POOLS["avg_max"]:
+        dz = torch.cat([dz, dz])
+    dw2 = db2 = None
+    if w2 is None:
+        dh = dz
+    else:
+        act = _ACT_NAMES[config[_ACT]]
+        a = activation(h, act)
+        da, dw2, db2 = linear_backward(dz, a, w2.to(acc), b2 is not None)
+        dh = activation_backward(da, h, a, act)
+    ds, dw1, db1 = linear_backward(dh, _mlp_input(cmean, cmax, config), w1.to(acc),
+                                   b1 is not None)
+    if pool == CHANNEL_POOLS["avg_max"]:
+        n = cmean.shape[0]
+        dcmean, dcmax = ds[:n], ds[n:]
+    elif pool == CHANNEL_POOLS["mix"]:
+        dcmean = dcmax = 0.5 * ds
+    elif pool == CHANNEL_POOLS["avg"]:
+        dcmean, dcmax = ds, torch.zeros_like(ds)
+    else:
+        dcmean, dcmax = torch.zeros_like(ds), ds
+    return (dcmean, dcmax, *(None if g is None else g.to(p.dtype)
+                             for g, p in ((dw1, w1), (db1, b1), (dw2, w2), (db2, b2))))
 
 
 def spatial_input(smean, smax, config: List[int]) -> torch.Tensor:
@@ -68,9 +110,15 @@ def spatial_input(smean, smax, config: List[int]) -> torch.Tensor:
     return (0.5 * smean + 0.5 * smax)[:, None]
 
 
-def spatial_conv(smean, smax, conv_w, conv_b, config: List[int]) -> torch.Tensor:
-    """The conv's output (N, 1, H, W), before BatchNorm."""
-    return conv_with_bias(spatial_input(smean, smax, config), conv_w, conv_b)
+def spatial_input_backward(d_in, config: List[int]):
+    """(d smean, d smax) of ``spatial_input``."""
+    mode = config[_SPATIAL_INPUT]
+    if mode == SPATIAL_INPUTS["mean_max"]:
+        return d_in[:, 0], d_in[:, 1]
+    if mode == SPATIAL_INPUTS["max_mean"]:
+        return d_in[:, 1], d_in[:, 0]
+    d = 0.5 * d_in[:, 0]
+    return d, d
 
 
 def conv_with_bias(s_in, conv_w, conv_b) -> torch.Tensor:
@@ -78,10 +126,30 @@ def conv_with_bias(s_in, conv_w, conv_b) -> torch.Tensor:
     return q if conv_b is None else q + conv_b.to(s_in.dtype)
 
 
-def spatial_gate_of(q, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: float):
-    """sa (N, H, W) from the conv's output q (N, 1, H, W)."""
-    q = normalise(q, config[_BN], bn_w, bn_b, bn_mean, bn_var, eps)
-    return gate(q, _GATE_NAMES[config[_SPATIAL_GATE]])[:, 0].contiguous()
+def spatial_gate(smean, smax, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config: List[int],
+                 eps: float):
+    """(sa (N, H, W), q, qn, save_mean, save_invstd, batch mean, batch variance):
+    the gate of the (BatchNorm of the) conv over the spatial statistics, the
+    conv's output q (N, 1, H, W) and the gate's input qn, and BatchNorm's saved
+    and batch statistics (empty unless it uses batch statistics)."""
+    q = conv_with_bias(spatial_input(smean, smax, config), conv_w, conv_b)
+    qn, *bn_saved = normalise_saving(q, config[_BN], bn_w, bn_b, bn_mean, bn_var, eps)
+    sa = gate(qn, _GATE_NAMES[config[_SPATIAL_GATE]])[:, 0].contiguous()
+    return (sa, q, qn, *bn_saved)
+
+
+def spatial_gate_backward(dsa, sa, smean, smax, q, qn, save_mean, save_invstd, conv_w, conv_b,
+                          bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: float):
+    """(d smean, d smax, d conv_w, d conv_b, d bn_w, d bn_b) of ``spatial_gate``."""
+    name = _GATE_NAMES[config[_SPATIAL_GATE]]
+    dqn = gate_backward(dsa[:, None], qn, sa[:, None], name)
+    dq, dbn_w, dbn_b = normalise_backward(dqn, q, config[_BN], bn_w, bn_b, bn_mean, bn_var,
+                                          save_mean, save_invstd, eps)
+    s_in = spatial_input(smean, smax, config)
+    d_in, d_w = same_conv2d_backward(dq, s_in, conv_w.to(s_in.dtype))
+    dsmean, dsmax = spatial_input_backward(d_in, config)
+    return (dsmean, dsmax, d_w.to(conv_w.dtype),
+            None if conv_b is None else dq.sum().reshape(1).to(conv_b.dtype), dbn_w, dbn_b)
 
 
 def _has_spatial(config) -> bool:
@@ -157,83 +225,87 @@ def cbam_forward(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
                  conv_w: Optional[torch.Tensor], conv_b: Optional[torch.Tensor],
                  bn_w: Optional[torch.Tensor], bn_b: Optional[torch.Tensor],
                  bn_mean: Optional[torch.Tensor], bn_var: Optional[torch.Tensor],
-                 config: List[int], eps: float, backend: str
-                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                            torch.Tensor, torch.Tensor]:
-    """(y, cmean, cmax, smean, smax, bn_mean, bn_var_unbiased); the last two are
-    the batch statistics of the spatial conv's output (empty unless config's
-    BatchNorm uses batch statistics)."""
+                 config: List[int], eps: float, backend: str) -> Tuple[
+                     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, batch mean, unbiased batch variance, *saved). The statistics are
+    those of the spatial conv's output (empty unless config's BatchNorm uses
+    batch statistics). saved, what the backward needs: cmean, cmax, h, z (the
+    channel gate's), smean, smax, sa, q, qn, save_mean, save_invstd (the spatial
+    gate's; see ``channel_gate`` and ``spatial_gate``)."""
     channel_pool, spatial_pool, apply = passes(backend)[:3]
     with torch.autocast(x.device.type, enabled=False):
         cmean, cmax = channel_pool(x)
-        ca = channel_gate(cmean, cmax, w1, b1, w2, b2, config)
+        ca, h, z = channel_gate(cmean, cmax, w1, b1, w2, b2, config)
+        if w2 is None:  # h is z, and the backward does not need it
+            h = _empty(x)
         if not _has_spatial(config):
             smean, smax = _pixel(x).zero_(), _pixel(x).zero_()
-            return (apply(x, ca, torch.ones_like(smean)), cmean, cmax, smean, smax,
-                    *_empty_bn_stats(x))
+            sa = torch.ones_like(smean)
+            return (apply(x, ca, sa), *(_empty(x) for _ in range(2)), cmean, cmax, h, z, smean,
+                    smax, sa, *(_empty(x) for _ in range(4)))
         smean, smax = spatial_pool(x, ca)
-        q = spatial_conv(smean, smax, conv_w, conv_b, config)
-        sa = spatial_gate_of(q, bn_w, bn_b, bn_mean, bn_var, config, eps)
-        stats = batch_stats(q) if config[_BN] == BN_BATCH else _empty_bn_stats(x)
-        return (apply(x, ca, sa), cmean, cmax, smean, smax, *stats)
+        sa, q, qn, save_mean, save_invstd, mean, var = spatial_gate(
+            smean, smax, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps)
+        if config[_BN] == BN_NONE:  # q is qn, and the backward does not need it
+            q = _empty(x)
+        return (apply(x, ca, sa), mean, var, cmean, cmax, h, z, smean, smax, sa, q, qn,
+                save_mean, save_invstd)
 
 
-def _empty_bn_stats(x):
-    return x.new_empty((0,), dtype=stats_dtype(x)), x.new_empty((0,), dtype=stats_dtype(x))
+def _empty(x):
+    return x.new_empty((0,), dtype=stats_dtype(x))
 
 
 @cbam_forward.register_fake
 def _cbam_forward_fake(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config,
                        eps, backend):
-    n = 1 if config[_BN] == BN_BATCH and _has_spatial(config) else 0
     acc = stats_dtype(x)
-    return (torch.empty_like(x), _channel(x), _channel(x), _pixel(x), _pixel(x),
-            x.new_empty((n,), dtype=acc), x.new_empty((n,), dtype=acc))
+    spatial = _has_spatial(config)
+    n = 1 if config[_BN] == BN_BATCH and spatial else 0
+    rows = 2 * x.shape[0] if config[_CHANNEL_POOL] == CHANNEL_POOLS["avg_max"] else x.shape[0]
+    h = x.new_empty((rows, w1.shape[0]), dtype=acc) if w2 is not None else _empty(x)
+
+    def pixel4(present):
+        return x.new_empty((x.shape[0], 1, x.shape[2], x.shape[3]), dtype=acc) if present \
+            else _empty(x)
+
+    bn = [x.new_empty((n,), dtype=acc) for _ in range(4)]
+    return (torch.empty_like(x), bn[0], bn[1], _channel(x), _channel(x), h, _channel(x),
+            _pixel(x), _pixel(x), _pixel(x), pixel4(spatial and config[_BN] != BN_NONE),
+            pixel4(spatial), bn[2], bn[3])
 
 
 def _setup_context(ctx, inputs, output):
     x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps, backend = inputs
-    _, cmean, cmax, smean, smax, _, _ = output
     ctx.save_for_backward(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var,
-                          cmean, cmax, smean, smax)
+                          *output[3:])
     ctx.params = (list(config), eps, backend)
 
 
 def _backward(ctx, dy, *_unused):
     (x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var,
-     cmean, cmax, smean, smax) = ctx.saved_tensors
+     cmean, cmax, h, z, smean, smax, sa, q, qn, save_mean, save_invstd) = ctx.saved_tensors
     config, eps, backend = ctx.params
     _, _, _, backward_reduce, spatial_pool_backward, backward_apply = passes(backend)
     first = bool(config[_FIRST_MAX])
     C, HW = x.shape[1], x.shape[2] * x.shape[3]
     dy = like_x(dy, x)
     with torch.autocast(x.device.type, enabled=False):
-        ca, channel_vjp = vjp_of(lambda *a: channel_gate(*a, config), [cmean, cmax, w1, b1, w2, b2])
-        spatial = _has_spatial(config)
-        if spatial:
-            s_in, input_vjp = vjp_of(lambda sm, sx: spatial_input(sm, sx, config), [smean, smax])
-            w = conv_w.to(s_in.dtype)
-            q = conv_with_bias(s_in, w, conv_b)
-            sa, gate_vjp = vjp_of(
-                lambda q, bw, bb: spatial_gate_of(q, bw, bb, bn_mean, bn_var, config, eps),
-                [q, bn_w, bn_b])
-        else:
-            sa = torch.ones_like(smean)
+        ca = gate(z, _GATE_NAMES[config[_CHANNEL_GATE]])
         dca, dsa, ctie, stie = backward_reduce(dy, x, ca, sa, cmax, smax, first)
         sgmean, sgmax = torch.zeros_like(smean), torch.zeros_like(smax)
         spatial_grads = [None] * 4
-        if spatial:
-            # the conv by hand (ops/gate_conv.py), not under vjp
-            dq, dbn_w, dbn_b = gate_vjp(dsa)
-            d_in, d_w = same_conv2d_backward(dq, s_in, w)
-            dsmean, dsmax = input_vjp(d_in)
-            spatial_grads = [d_w.to(conv_w.dtype),
-                             None if conv_b is None else dq.sum().reshape(1).to(conv_b.dtype),
-                             dbn_w, dbn_b]
+        if _has_spatial(config):
+            dsmean, dsmax, *spatial_grads = spatial_gate_backward(
+                dsa, sa, smean, smax, q, qn, save_mean, save_invstd, conv_w, conv_b, bn_w, bn_b,
+                bn_mean, bn_var, config, eps)
             sgmean = (dsmean / C).contiguous()
             sgmax = (dsmax if first else dsmax / stie.to(dsmax.dtype)).contiguous()
             dca = dca + spatial_pool_backward(x, ca, smax, stie, sgmean, sgmax, first)
-        dcmean, dcmax, *channel_grads = channel_vjp(dca)
+        dcmean, dcmax, *channel_grads = channel_gate_backward(dca, cmean, cmax, h, z, w1, b1, w2,
+                                                              b2, config)
         cgmean = (dcmean / HW).contiguous()
         cgmax = (dcmax if first else dcmax / ctie.to(dcmax.dtype)).contiguous()
         dx = backward_apply(dy, x, ca, sa, cmax, ctie, cgmean, cgmax, smax, stie, sgmean, sgmax,
