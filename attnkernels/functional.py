@@ -290,7 +290,7 @@ def coordinate_attention(
     bn_mode = (coord_ops.BN_NONE if not bn
                else coord_ops.BN_BATCH if bn_stats else coord_ops.BN_RUNNING)
     config = [ACTIVATIONS[act], GATES[gate], bn_mode, int(skip)]
-    y, _, _, batch_mean, batch_var = coord_ops.coord_forward(
+    y, batch_mean, batch_var, *_saved = coord_ops.coord_forward(
         x, w1, b1, wh, bh, ww, bw, bn_weight, bn_bias, None if bn_stats else running_mean,
         None if bn_stats else running_var, config, eps, name)
     if bn_stats and training:

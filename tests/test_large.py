@@ -1,8 +1,11 @@
 """Tensors above 2^31 elements on the CPU kernels (int64 indexing): a batch of
 identical samples, so that every sample's output, the last ones past element
-2^31 included, must equal the fused output of one sample, bitwise (samples are
-independent in eval mode, and the kernels do not depend on the batch split).
-Needs about 10 GB free; skipped where memory does not allow."""
+2^31 included, must equal the first sample's, bitwise (samples are independent
+in eval mode, and the kernels do not depend on the batch split). The first
+equals a lone sample's output to fp16 rounding: the gate networks' GEMMs (MKL)
+round a one-row product differently from a many-row one, though identical
+rows of one product come out identical. Needs about 10 GB free; skipped
+where memory does not allow."""
 import pytest
 import torch
 
@@ -44,5 +47,6 @@ def test_forward_above_2_31_elements(family):
         y = m(x)
     del x
     last_below = (2**31 - 1) // small.numel()  # the sample holding element 2^31 - 1
-    for n in (0, last_below, last_below + 1, BATCH - 1):
-        assert torch.equal(y[n], expected), f"sample {n} of {BATCH}"
+    for n in (last_below, last_below + 1, BATCH - 1):
+        assert torch.equal(y[n], y[0]), f"sample {n} of {BATCH}"
+    torch.testing.assert_close(y[0], expected)  # fp16: rtol 1e-3, atol 1e-5

@@ -4,10 +4,11 @@ the fakes of the passes.
 ``attnkernels::coord_forward`` runs the strip pool over x (one read: the mean
 over W per (n, c, h) and over H per (n, c, w)), the gate network in PyTorch on
 the strips (1x1 conv, BatchNorm over both strips, activation, a 1x1 conv and a
-gate per strip), and the apply pass (read x, write y). It saves x and the
-strips only. Its backward recomputes the gate network from the strips under
-``torch.func.vjp``, with one reduction pass over (dy, x) before it and the dx
-pass (reads dy only) after: forward 3 passes over x-sized tensors, backward 3.
+gate per strip), and the apply pass (read x, write y). It saves x, the
+strips and the gate network's small intermediates. Its backward runs the gate
+network's backward by hand from them (nothing recomputed), with one reduction
+pass over (dy, x) before it and the dx pass (reads dy only) after: forward 3
+passes over x-sized tensors, backward 3.
 
 The op is functional: in BatchNorm training mode it returns the batch mean
 and unbiased variance, and the caller updates the running statistics. The
@@ -20,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from ..reference._layers import activation, gate
-from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, batch_stats, like_x, normalise,  # noqa: F401
-                      stats_dtype, vjp_of)
+from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # noqa: F401
+                      gate_backward, like_x, normalise_backward, normalise_saving, stats_dtype)
 
 _ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
 _GATE_NAMES = {0: "sigmoid", 1: "hard_sigmoid"}
@@ -29,28 +30,51 @@ _GATE_NAMES = {0: "sigmoid", 1: "hard_sigmoid"}
 _ACT, _GATE, _BN, _SKIP = range(4)
 
 
-def _strip_conv(s, w, b):
-    """A 1x1 conv over a strip: (N, in, T) -> (N, out, T), as one (N*T, in) x (in, out) GEMM."""
-    z = F.linear(s.transpose(1, 2), w.to(s.dtype), None if b is None else b.to(s.dtype))
-    return z.transpose(1, 2).contiguous()
+def strip_conv(s, w, b):
+    """A 1x1 conv over strips: (N, in, T) -> (N, out, T), w @ s per sample."""
+    z = torch.matmul(w.to(s.dtype), s)
+    return z if b is None else z.add_(b.to(s.dtype)[:, None])
+
+
+def strip_conv_backward(grad, s, w, b):
+    """(d s, d w, d b) of ``strip_conv``, the parameter gradients in their dtypes."""
+    ds = torch.matmul(w.to(s.dtype).t(), grad)
+    dw = torch.einsum("not,nit->oi", grad, s).to(w.dtype)
+    return ds, dw, None if b is None else grad.sum((0, 2)).to(b.dtype)
 
 
 def coord_gates(mh, mw, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config: List[int],
                 eps: float):
-    """(ah (N, C, H), aw (N, C, W)) from the strip means."""
-    z = _strip_conv(torch.cat([mh, mw], dim=2), w1, b1)
-    return coord_gates_of(z, mh.shape[2], wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps)
-
-
-def coord_gates_of(z, H: int, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config: List[int],
-                   eps: float):
-    """(ah, aw) from conv1's output z (N, R, H + W): act(BN(z)), BatchNorm over
-    both strips together, then a 1x1 conv and the gate per strip."""
-    y = activation(normalise(z, config[_BN], bn_w, bn_b, bn_mean, bn_var, eps),
-                   _ACT_NAMES[config[_ACT]])
-    y_h, y_w = y.split([H, z.shape[2] - H], dim=2)
+    """(ah (N, C, H), aw (N, C, W), z, zn, th, tw, save_mean, save_invstd, batch
+    mean, batch variance) from the strip means: z = conv1 over both strips
+    (N, R, H + W), zn its BatchNorm (over both strips together), th and tw the
+    per-strip 1x1 convs of act(zn), the gates' inputs; BatchNorm's saved and
+    batch statistics (empty unless it uses batch statistics)."""
+    z = strip_conv(torch.cat([mh, mw], dim=2), w1, b1)
+    zn, *bn_saved = normalise_saving(z, config[_BN], bn_w, bn_b, bn_mean, bn_var, eps)
+    a_h, a_w = activation(zn, _ACT_NAMES[config[_ACT]]).split([mh.shape[2], mw.shape[2]], dim=2)
+    th, tw = strip_conv(a_h, wh, bh), strip_conv(a_w, ww, bw)
     name = _GATE_NAMES[config[_GATE]]
-    return gate(_strip_conv(y_h, wh, bh), name), gate(_strip_conv(y_w, ww, bw), name)
+    return (gate(th, name), gate(tw, name), z, zn, th, tw, *bn_saved)
+
+
+def coord_gates_backward(dah, daw, ah, aw, mh, mw, z, zn, th, tw, save_mean, save_invstd, w1, b1,
+                         wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config: List[int],
+                         eps: float):
+    """(d mh, d mw, d w1, d b1, d wh, d bh, d ww, d bw, d bn_w, d bn_b) of
+    ``coord_gates``."""
+    name, act = _GATE_NAMES[config[_GATE]], _ACT_NAMES[config[_ACT]]
+    H = mh.shape[2]
+    a = activation(zn, act)
+    a_h, a_w = a.split([H, mw.shape[2]], dim=2)
+    da_h, dwh, dbh = strip_conv_backward(gate_backward(dah, th, ah, name), a_h, wh, bh)
+    da_w, dww, dbw = strip_conv_backward(gate_backward(daw, tw, aw, name), a_w, ww, bw)
+    dzn = activation_backward(torch.cat([da_h, da_w], dim=2), zn, a, act)
+    dz, dbn_w, dbn_b = normalise_backward(dzn, z, config[_BN], bn_w, bn_b, bn_mean, bn_var,
+                                          save_mean, save_invstd, eps)
+    ds, dw1, db1 = strip_conv_backward(dz, torch.cat([mh, mw], dim=2), w1, b1)
+    dmh, dmw = ds[:, :, :H], ds[:, :, H:]
+    return dmh, dmw, dw1, db1, dwh, dbh, dww, dbw, dbn_w, dbn_b
 
 
 # ---------------------------------------------------------------- passes per backend
@@ -103,19 +127,21 @@ def coord_forward(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
                   bn_b: Optional[torch.Tensor], bn_mean: Optional[torch.Tensor],
                   bn_var: Optional[torch.Tensor], config: List[int], eps: float, backend: str
                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                             torch.Tensor]:
-    """(y, mh, mw, bn_mean, bn_var_unbiased); the last two are the batch
-    statistics of conv1's output over both strips (empty unless config's
-    BatchNorm uses batch statistics)."""
+                             torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                             torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, batch mean, unbiased batch variance, *saved). The statistics are
+    those of conv1's output over both strips (empty unless config's BatchNorm
+    uses batch statistics). saved, what the backward needs: mh, mw (the strip
+    means), z, zn, th, tw, save_mean, save_invstd (see ``coord_gates``)."""
     pool, apply = passes(backend)[:2]
     with torch.autocast(x.device.type, enabled=False):
         mh, mw = pool(x)
-        z = _strip_conv(torch.cat([mh, mw], dim=2), w1, b1)
-        ah, aw = coord_gates_of(z, x.shape[2], wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var,
-                                config, eps)
-        stats = batch_stats(z) if config[_BN] == BN_BATCH else tuple(
-            x.new_empty((0,), dtype=stats_dtype(x)) for _ in range(2))
-        return (apply(x, ah.contiguous(), aw.contiguous(), bool(config[_SKIP])), mh, mw, *stats)
+        ah, aw, z, zn, th, tw, save_mean, save_invstd, mean, var = coord_gates(
+            mh, mw, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps)
+        if config[_BN] == BN_NONE:  # z is zn, and the backward does not need it
+            z = x.new_empty((0,), dtype=stats_dtype(x))
+        y = apply(x, ah.contiguous(), aw.contiguous(), bool(config[_SKIP]))
+        return y, mean, var, mh, mw, z, zn, th, tw, save_mean, save_invstd
 
 
 @coord_forward.register_fake
@@ -123,30 +149,34 @@ def _coord_forward_fake(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, 
                         backend):
     n = w1.shape[0] if config[_BN] == BN_BATCH else 0
     acc = stats_dtype(x)
-    return (torch.empty_like(x), *pool_fake(x), x.new_empty((n,), dtype=acc),
-            x.new_empty((n,), dtype=acc))
+    N, C, H, W = x.shape
+    R = w1.shape[0]
+    z = x.new_empty((N, R, H + W) if config[_BN] != BN_NONE else (0,), dtype=acc)
+    return (torch.empty_like(x), *(x.new_empty((n,), dtype=acc) for _ in range(2)),
+            *pool_fake(x), z, x.new_empty((N, R, H + W), dtype=acc), *pool_fake(x),
+            *(x.new_empty((n,), dtype=acc) for _ in range(2)))
 
 
 def _setup_context(ctx, inputs, output):
     x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps, backend = inputs
-    _, mh, mw, _, _ = output
-    ctx.save_for_backward(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, mh, mw)
+    ctx.save_for_backward(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, *output[3:])
     ctx.params = (list(config), eps, backend)
 
 
 def _backward(ctx, dy, *_unused):
-    x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, mh, mw = ctx.saved_tensors
+    (x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var,
+     mh, mw, z, zn, th, tw, save_mean, save_invstd) = ctx.saved_tensors
     config, eps, backend = ctx.params
     _, _, backward_reduce, backward_apply = passes(backend)
     H, W = x.shape[2], x.shape[3]
     dy = like_x(dy, x)
     with torch.autocast(x.device.type, enabled=False):
-        (ah, aw), gates_vjp = vjp_of(
-            lambda *a: coord_gates(*a, bn_mean, bn_var, config, eps),
-            [mh, mw, w1, b1, wh, bh, ww, bw, bn_w, bn_b])
-        ah, aw = ah.contiguous(), aw.contiguous()
+        name = _GATE_NAMES[config[_GATE]]
+        ah, aw = gate(th, name), gate(tw, name)
         dah, daw = backward_reduce(dy, x, ah, aw)
-        dmh, dmw, *param_grads = gates_vjp((dah, daw))
+        dmh, dmw, *param_grads = coord_gates_backward(
+            dah, daw, ah, aw, mh, mw, zn if config[_BN] == BN_NONE else z, zn, th, tw, save_mean,
+            save_invstd, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps)
         dx = backward_apply(dy, ah, aw, (dmh / W).contiguous(), (dmw / H).contiguous(),
                             bool(config[_SKIP]))
     return (dx, *param_grads, None, None, None, None, None)
