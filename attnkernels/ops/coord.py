@@ -5,10 +5,10 @@ the fakes of the passes.
 over W per (n, c, h) and over H per (n, c, w)), the gate network in PyTorch on
 the strips (1x1 conv, BatchNorm over both strips, activation, a 1x1 conv and a
 gate per strip), and the apply pass (read x, write y). It saves x, the
-strips and the gate network's small intermediates. Its backward runs the gate
-network's backward by hand from them (nothing recomputed), with one reduction
-pass over (dy, x) before it and the dx pass (reads dy only) after: forward 3
-passes over x-sized tensors, backward 3.
+strips and conv1's small (N, R, H + W) output. Its backward recomputes the
+per-strip convs from it and runs the gate network's backward by hand (no
+torch.func.vjp), with one reduction pass over (dy, x) before it and the dx
+pass (reads dy only) after: forward 3 passes over x-sized tensors, backward 3.
 
 The op is functional: in BatchNorm training mode it returns the batch mean
 and unbiased variance, and the caller updates the running statistics. The
@@ -45,20 +45,27 @@ def strip_conv_backward(grad, s, w, b):
 
 def coord_gates(mh, mw, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config: List[int],
                 eps: float):
-    """(ah (N, C, H), aw (N, C, W), z, zn, th, tw, save_mean, save_invstd, batch
-    mean, batch variance) from the strip means: z = conv1 over both strips
-    (N, R, H + W), zn its BatchNorm (over both strips together), th and tw the
-    per-strip 1x1 convs of act(zn), the gates' inputs; BatchNorm's saved and
+    """(ah (N, C, H), aw (N, C, W), z, zn, save_mean, save_invstd, batch mean,
+    batch variance) from the strip means: z = conv1 over both strips (N, R,
+    H + W), zn its BatchNorm (over both strips together); BatchNorm's saved and
     batch statistics (empty unless it uses batch statistics)."""
     z = strip_conv(torch.cat([mh, mw], dim=2), w1, b1)
     zn, *bn_saved = normalise_saving(z, config[_BN], bn_w, bn_b, bn_mean, bn_var, eps)
-    a_h, a_w = activation(zn, _ACT_NAMES[config[_ACT]]).split([mh.shape[2], mw.shape[2]], dim=2)
+    ah, aw, _, _ = strip_gates(zn, mh.shape[2], wh, bh, ww, bw, config)
+    return (ah, aw, z, zn, *bn_saved)
+
+
+def strip_gates(zn, H: int, wh, bh, ww, bw, config: List[int]):
+    """(ah, aw, th, tw): the gates of the per-strip 1x1 convs th, tw of act(zn).
+    The backward recomputes them from zn (two GEMMs) rather than keep th and tw,
+    which are as large as the strips (2/7 of x on ResNet's last stage)."""
+    a_h, a_w = activation(zn, _ACT_NAMES[config[_ACT]]).split([H, zn.shape[2] - H], dim=2)
     th, tw = strip_conv(a_h, wh, bh), strip_conv(a_w, ww, bw)
     name = _GATE_NAMES[config[_GATE]]
-    return (gate(th, name), gate(tw, name), z, zn, th, tw, *bn_saved)
+    return gate(th, name), gate(tw, name), th, tw
 
 
-def coord_gates_backward(dah, daw, ah, aw, mh, mw, z, zn, th, tw, save_mean, save_invstd, w1, b1,
+def coord_gates_backward(dah, daw, ah, aw, th, tw, mh, mw, z, zn, save_mean, save_invstd, w1, b1,
                          wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config: List[int],
                          eps: float):
     """(d mh, d mw, d w1, d b1, d wh, d bh, d ww, d bw, d bn_w, d bn_b) of
@@ -128,20 +135,20 @@ def coord_forward(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
                   bn_var: Optional[torch.Tensor], config: List[int], eps: float, backend: str
                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                              torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                             torch.Tensor, torch.Tensor, torch.Tensor]:
+                             torch.Tensor]:
     """(y, batch mean, unbiased batch variance, *saved). The statistics are
     those of conv1's output over both strips (empty unless config's BatchNorm
     uses batch statistics). saved, what the backward needs: mh, mw (the strip
-    means), z, zn, th, tw, save_mean, save_invstd (see ``coord_gates``)."""
+    means), z, zn, save_mean, save_invstd (see ``coord_gates``)."""
     pool, apply = passes(backend)[:2]
     with torch.autocast(x.device.type, enabled=False):
         mh, mw = pool(x)
-        ah, aw, z, zn, th, tw, save_mean, save_invstd, mean, var = coord_gates(
+        ah, aw, z, zn, save_mean, save_invstd, mean, var = coord_gates(
             mh, mw, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps)
         if config[_BN] == BN_NONE:  # z is zn, and the backward does not need it
             z = x.new_empty((0,), dtype=stats_dtype(x))
         y = apply(x, ah.contiguous(), aw.contiguous(), bool(config[_SKIP]))
-        return y, mean, var, mh, mw, z, zn, th, tw, save_mean, save_invstd
+        return y, mean, var, mh, mw, z, zn, save_mean, save_invstd
 
 
 @coord_forward.register_fake
@@ -153,7 +160,7 @@ def _coord_forward_fake(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, 
     R = w1.shape[0]
     z = x.new_empty((N, R, H + W) if config[_BN] != BN_NONE else (0,), dtype=acc)
     return (torch.empty_like(x), *(x.new_empty((n,), dtype=acc) for _ in range(2)),
-            *pool_fake(x), z, x.new_empty((N, R, H + W), dtype=acc), *pool_fake(x),
+            *pool_fake(x), z, x.new_empty((N, R, H + W), dtype=acc),
             *(x.new_empty((n,), dtype=acc) for _ in range(2)))
 
 
@@ -165,17 +172,16 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy, *_unused):
     (x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var,
-     mh, mw, z, zn, th, tw, save_mean, save_invstd) = ctx.saved_tensors
+     mh, mw, z, zn, save_mean, save_invstd) = ctx.saved_tensors
     config, eps, backend = ctx.params
     _, _, backward_reduce, backward_apply = passes(backend)
     H, W = x.shape[2], x.shape[3]
     dy = like_x(dy, x)
     with torch.autocast(x.device.type, enabled=False):
-        name = _GATE_NAMES[config[_GATE]]
-        ah, aw = gate(th, name), gate(tw, name)
+        ah, aw, th, tw = strip_gates(zn, H, wh, bh, ww, bw, config)
         dah, daw = backward_reduce(dy, x, ah, aw)
         dmh, dmw, *param_grads = coord_gates_backward(
-            dah, daw, ah, aw, mh, mw, zn if config[_BN] == BN_NONE else z, zn, th, tw, save_mean,
+            dah, daw, ah, aw, th, tw, mh, mw, zn if config[_BN] == BN_NONE else z, zn, save_mean,
             save_invstd, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps)
         dx = backward_apply(dy, ah, aw, (dmh / W).contiguous(), (dmw / H).contiguous(),
                             bool(config[_SKIP]))
