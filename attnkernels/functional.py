@@ -222,14 +222,16 @@ def convolutional_block_attention(
         x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias,
         None if bn_stats else running_mean, None if bn_stats else running_var, config, eps, name)
     if bn_stats and training:
-        _update_running_stats(running_mean, running_var, batch_mean, batch_var, momentum)
+        _update_running_stats(x, running_mean, running_var, batch_mean, batch_var, momentum)
     return y
 
 
-def _update_running_stats(running_mean, running_var, batch_mean, batch_var, momentum) -> None:
+def _update_running_stats(x, running_mean, running_var, batch_mean, batch_var,
+                          momentum) -> None:
     """F.batch_norm's update in training mode: r = (1 - momentum) r + momentum * batch
-    (the variance unbiased)."""
-    if running_mean is None:
+    (the variance unbiased). An empty x leaves them as they are, as F.batch_norm
+    does (the ops' batch statistics are then zeros: ``normalise_saving``)."""
+    if running_mean is None or x.numel() == 0:
         return
     with torch.no_grad():
         running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype), alpha=momentum)
@@ -294,7 +296,7 @@ def coordinate_attention(
         x, w1, b1, wh, bh, ww, bw, bn_weight, bn_bias, None if bn_stats else running_mean,
         None if bn_stats else running_var, config, eps, name)
     if bn_stats and training:
-        _update_running_stats(running_mean, running_var, batch_mean, batch_var, momentum)
+        _update_running_stats(x, running_mean, running_var, batch_mean, batch_var, momentum)
     return y
 
 
@@ -391,6 +393,6 @@ def triplet_attention(
         [bn_mode, int(not no_spatial)], eps, name)
     if bn_stats and training and r_means is not None:
         for g in range(branches):
-            _update_running_stats(r_means[g], r_vars[g], batch_mean[g:g + 1], batch_var[g:g + 1],
-                                  momenta[g])
+            _update_running_stats(x, r_means[g], r_vars[g], batch_mean[g:g + 1],
+                                  batch_var[g:g + 1], momenta[g])
     return y

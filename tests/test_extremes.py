@@ -77,3 +77,35 @@ def test_reduced_width_one():
         fused.backend = "cpu"
         assert_module_matches_reference(fused, lambda f: f.reference_module(), torch.float32,
                                         torch.contiguous_format, (2, 16, 5, 7), "cpu")
+
+
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+@pytest.mark.parametrize("train", [False, True])
+def test_zero_batch_like_upstream(flavour, train):
+    """An empty batch: empty output and dx, zero parameter gradients, and in
+    training mode BatchNorm's running statistics left alone (num_batches_tracked
+    still counts), all as upstream. native_batch_norm refuses an empty input,
+    and its backward divides by zero on one."""
+    fused, _ = _pair(flavour, 6)
+    fused.train(train)
+    ref = fused.reference_module()
+    outs = []
+    for m in (ref, fused):
+        x = torch.randn(0, 6, 5, 7, requires_grad=True)
+        try:
+            y = m(x)
+        except RuntimeError as e:  # a .view(N, -1) upstream: nothing to be like
+            assert m is ref
+            pytest.skip(f"upstream refuses an empty batch: {e}")
+        y.sum().backward()
+        outs.append((y, x.grad, {n: p.grad for n, p in m.named_parameters()},
+                     dict(m.named_buffers())))
+    (y_r, dx_r, grads_r, buffers_r), (y, dx, grads, buffers) = outs
+    assert y.shape == y_r.shape and dx.shape == dx_r.shape
+    for n, g in grads_r.items():
+        if g is None:
+            assert grads[n] is None or not grads[n].any(), n
+        else:
+            assert torch.equal(grads[n], g), n
+    for n, b in buffers_r.items():
+        assert torch.equal(buffers[n], b), n

@@ -19,8 +19,8 @@ def like_x(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- gate pieces, backward by hand
 # The gate networks' backward, written out with the same aten backward ops
 # eager autograd calls (so the rounding is eager's), from intermediates the
-# forward saved: torch.func.vjp costs about 1.5 ms of Python per module call
-# (measured on the small CBAM MLP), more than the passes over x on late stages.
+# forward saved: torch.func.vjp cost about 1.5 ms of Python per module call
+# (measured on CBAM's small MLP), more than the passes over x on late stages.
 
 def activation_backward(grad: torch.Tensor, h: torch.Tensor, a: torch.Tensor,
                         name: str) -> torch.Tensor:
@@ -51,27 +51,6 @@ def linear_backward(grad: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor,
     return (grad @ weight, grad.t() @ inp, grad.sum(0) if has_bias else None)
 
 
-def vjp_of(fn, primals):
-    """torch.func.vjp over the tensors in ``primals`` (None entries stay None)."""
-    idx = [i for i, p in enumerate(primals) if p is not None]
-
-    def inner(*tensors):
-        args = list(primals)
-        for i, t in zip(idx, tensors):
-            args[i] = t
-        return fn(*args)
-
-    out, vjp_fn = torch.func.vjp(inner, *[primals[i] for i in idx])
-
-    def backward(grad):
-        grads = [None] * len(primals)
-        for i, g in zip(idx, vjp_fn(grad)):
-            grads[i] = g
-        return grads
-
-    return out, backward
-
-
 # How a gate network's BatchNorm normalises (the ``bn`` entry of an op's config).
 BN_NONE, BN_BATCH, BN_RUNNING = 0, 1, 2
 
@@ -92,32 +71,19 @@ def normalise(z: torch.Tensor, mode: int, weight, bias, running_mean, running_va
                                           False, 0.0, eps)
 
 
-def normalise_batch(z: torch.Tensor, weight, bias, eps: float):
-    """BatchNorm of z (N, C, ...) with its batch statistics, in z's dtype:
-    (output, batch mean, unbiased batch variance) from one F.batch_norm, whose
-    running statistics (fresh buffers, momentum 1) come out as the batch's.
-    normalise plus batch_stats compute the statistics twice (5 ms each for a
-    gate conv's output at 128x2048x7x7 on the CPU)."""
-    width = z.shape[1]
-    mean = torch.zeros(width, dtype=z.dtype, device=z.device)
-    var = torch.ones(width, dtype=z.dtype, device=z.device)
-    out = torch.nn.functional.batch_norm(
-        z, mean, var, None if weight is None else weight.to(z.dtype),
-        None if bias is None else bias.to(z.dtype), True, 1.0, eps)
-    return out, mean, var
-
-
 def normalise_saving(z: torch.Tensor, mode: int, weight, bias, running_mean, running_var,
                      eps: float):
     """``normalise`` that also returns what ``normalise_backward`` needs and, for
     BN_BATCH, the batch statistics: (out, save_mean, save_invstd, batch mean,
     unbiased batch variance), all from one native_batch_norm (fresh running
     buffers at momentum 1 come out as the batch's statistics). The last four are
-    empty unless mode is BN_BATCH."""
-    if mode != BN_BATCH:
-        return (normalise(z, mode, weight, bias, running_mean, running_var, eps),
-                *(z.new_empty((0,)) for _ in range(4)))
+    empty unless mode is BN_BATCH. An empty z (native_batch_norm refuses it)
+    takes F.batch_norm's path for it, with zeros for statistics: callers leave
+    running statistics alone on an empty batch, as F.batch_norm does."""
     width = z.shape[1]
+    if mode != BN_BATCH or z.numel() == 0:
+        return (normalise(z, mode, weight, bias, running_mean, running_var, eps),
+                *(z.new_zeros((width if mode == BN_BATCH else 0,)) for _ in range(4)))
     mean = torch.zeros(width, dtype=z.dtype, device=z.device)
     var = torch.ones(width, dtype=z.dtype, device=z.device)
     out, save_mean, save_invstd = torch.ops.aten.native_batch_norm(
@@ -132,6 +98,9 @@ def normalise_backward(grad: torch.Tensor, z: torch.Tensor, mode: int, weight, b
     the parameters' dtypes (None where a parameter is None or mode is BN_NONE)."""
     if mode == BN_NONE:
         return grad, None, None
+    if z.numel() == 0:  # native_batch_norm_backward divides by zero on it
+        return (torch.zeros_like(grad), None if weight is None else torch.zeros_like(weight),
+                None if bias is None else torch.zeros_like(bias))
     acc = z.dtype
     w = None if weight is None else weight.to(acc)
     train = mode == BN_BATCH
@@ -142,11 +111,3 @@ def normalise_backward(grad: torch.Tensor, z: torch.Tensor, mode: int, weight, b
         [True, weight is not None, bias is not None])
     return (dz, None if weight is None else dw.to(weight.dtype),
             None if bias is None else db.to(bias.dtype))
-
-
-def batch_stats(z: torch.Tensor):
-    """(mean, unbiased variance) per channel of z (N, C, ...): what BatchNorm's
-    running statistics are updated with in training mode."""
-    var, mean = torch.var_mean(z, dim=[0, *range(2, z.dim())], unbiased=True)
-    return mean, var
-

@@ -5,8 +5,9 @@ fakes of the passes.
 mean over C, over H and over W), the three gate networks in PyTorch on the
 pooled maps (kxk conv, BatchNorm, sigmoid per branch), and the apply pass
 (read x, write y). It saves x and the pooled maps only. Its backward
-recomputes the gate networks from the maps (BatchNorm and the sigmoid under
-``torch.func.vjp``, the convs by hand: ops/gate_conv.py), with one
+recomputes the convs from the maps and runs the gate networks' backward by
+hand (the convs in ops/gate_conv.py; BatchNorm and the sigmoid with the aten
+backward ops eager autograd calls, no torch.func.vjp), with one
 reduction pass over (dy, x) before it (the sums of dy * x per map and where
 the maxima are) and the dx pass (reads dy only) after: forward 3 passes over
 x-sized tensors (2 reads, 1 write), backward 4 (3 reads, 1 write) on the CPU.
@@ -24,8 +25,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, like_x, normalise,  # noqa: F401
-                      normalise_batch, stats_dtype, vjp_of)
+from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, like_x,  # noqa: F401
+                      normalise_backward, normalise_saving, stats_dtype)
 from .gate_conv import same_conv2d, same_conv2d_backward
 
 # config: [bn (BN_NONE, BN_BATCH, BN_RUNNING), spatial (1: the hw branch, 0: no_spatial)]
@@ -67,31 +68,56 @@ def branch_convs(inputs, conv_w, conv_b) -> List[torch.Tensor]:
     return qs
 
 
-def gates_of(qs, like, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: float):
+def _part(t, g):
+    return None if t is None else t[g:g + 1]
+
+
+def branch_gates(qs, bn_w, bn_b, bn_mean, bn_var, config: List[int], eps: float):
+    """Per branch, from its conv output q: (s, save_mean, save_invstd, batch mean,
+    batch variance), s = sigmoid(BatchNorm(q)) (N, 1, rows, cols); the
+    statistics as ``normalise_saving`` gives them."""
+    out = []
+    for g, q in enumerate(qs):
+        qn, *stats = normalise_saving(q, config[_BN], _part(bn_w, g), _part(bn_b, g),
+                                      _part(bn_mean, g), _part(bn_var, g), eps)
+        out.append((torch.sigmoid(qn), *stats))
+    return out
+
+
+def gates_of(branches, like, config: List[int]):
     """((s_hw (N, H, W), s_cw (N, C, W), s_hc (N, C, H)), batch statistics) from
-    the conv outputs; s_hw is zero without the spatial branch. like: a (N, H,
+    ``branch_gates``; s_hw is zero without the spatial branch. like: a (N, H,
     W) map. The batch statistics (per branch mean and unbiased variance) are
     empty unless BatchNorm uses them."""
-    stats = []
-
-    def one(g):
-        part = (lambda t: None if t is None else t[g:g + 1])
-        if config[_BN] == BN_BATCH:
-            q, mean, var = normalise_batch(qs[g], part(bn_w), part(bn_b), eps)
-            stats.append((mean, var))
-        else:
-            q = normalise(qs[g], config[_BN], part(bn_w), part(bn_b), part(bn_mean),
-                          part(bn_var), eps)
-        return torch.sigmoid(q)[:, 0]
-
-    s_cw = one(CW).contiguous()
-    s_hc = one(HC).transpose(1, 2).contiguous()
-    s_hw = one(HW).contiguous() if config[_SPATIAL] else torch.zeros_like(like)
-    if stats:
-        batch = torch.cat([m for m, _ in stats]), torch.cat([v for _, v in stats])
+    s = [b[0][:, 0] for b in branches]
+    s_cw = s[CW].contiguous()
+    s_hc = s[HC].transpose(1, 2).contiguous()
+    s_hw = s[HW].contiguous() if config[_SPATIAL] else torch.zeros_like(like)
+    if config[_BN] == BN_BATCH:
+        batch = torch.cat([b[3] for b in branches]), torch.cat([b[4] for b in branches])
     else:
         batch = _empty_bn_stats(like)
     return (s_hw, s_cw, s_hc), batch
+
+
+def branch_gates_backward(ds, qs, branches, bn_w, bn_b, bn_mean, bn_var, config: List[int],
+                          eps: float):
+    """(d qs, d bn_w, d bn_b) of ``branch_gates`` for the gates' gradients ds
+    (each (N, rows, cols), in its branch's plane), by hand: sigmoid and
+    BatchNorm backward as eager autograd runs them."""
+    dqs, dws, dbs = [], [], []
+    for g, (q, (s, save_mean, save_invstd, _, _)) in enumerate(zip(qs, branches)):
+        # dense in the plane's (rows, cols) order, as autograd's select_backward
+        # hands it on: BatchNorm's backward sums in the gradient's layout
+        dqn = torch.ops.aten.sigmoid_backward(ds[g][:, None].contiguous(), s)
+        dq, dw, db = normalise_backward(dqn, q, config[_BN], _part(bn_w, g), _part(bn_b, g),
+                                        _part(bn_mean, g), _part(bn_var, g), save_mean,
+                                        save_invstd, eps)
+        dqs.append(dq)
+        dws.append(dw)
+        dbs.append(db)
+    return (dqs, None if bn_w is None else torch.cat(dws),
+            None if bn_b is None else torch.cat(dbs))
 
 
 # ---------------------------------------------------------------- passes per backend
@@ -160,8 +186,8 @@ def triplet_forward(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Optional[torc
     with torch.autocast(x.device.type, enabled=False):
         maps = pool(x)
         qs = branch_convs(branch_inputs(maps, config), conv_w, conv_b)
-        (s_hw, s_cw, s_hc), (mean, var) = gates_of(qs, maps[0], bn_w, bn_b, bn_mean, bn_var,
-                                                   config, eps)
+        (s_hw, s_cw, s_hc), (mean, var) = gates_of(
+            branch_gates(qs, bn_w, bn_b, bn_mean, bn_var, config, eps), maps[0], config)
         return (apply(x, s_hw, s_cw, s_hc, bool(config[_SPATIAL])), *maps, mean, var)
 
 
@@ -194,12 +220,13 @@ def _backward(ctx, dy, *_unused):
         inputs = branch_inputs(maps, config)
         G = len(inputs)
         qs = branch_convs(inputs, conv_w, conv_b)
-        (s_hw, s_cw, s_hc), gates_vjp = vjp_of(
-            lambda *a: gates_of(a[:G], maps[0], a[G], a[G + 1], bn_mean, bn_var, config, eps)[0],
-            [*qs, bn_w, bn_b])
+        branches = branch_gates(qs, bn_w, bn_b, bn_mean, bn_var, config, eps)
+        (s_hw, s_cw, s_hc), _ = gates_of(branches, maps[0], config)
         dc, dh, dw, ctie, htie, wtie = backward_reduce(dy, x, maps[1], maps[3], maps[5])
-        *dqs, dbn_w, dbn_b = gates_vjp((dc * scale, dh * scale, dw * scale))
-        # the convs by hand (ops/gate_conv.py), not under vjp
+        # the gates' gradients in their branches' planes (cw, hc, hw)
+        ds = [dh * scale, (dw * scale).transpose(1, 2), dc * scale][:G]
+        dqs, dbn_w, dbn_b = branch_gates_backward(ds, qs, branches, bn_w, bn_b, bn_mean, bn_var,
+                                                  config, eps)
         w = conv_w.to(qs[0].dtype)
         d_in, d_w = zip(*(same_conv2d_backward(dq, t, w[g:g + 1])
                           for g, (dq, t) in enumerate(zip(dqs, inputs))))
@@ -216,7 +243,7 @@ def _backward(ctx, dy, *_unused):
                  wtie, (dwmean / W).contiguous(), dwmax.contiguous()]
         # free the gate networks' intermediates before dx is allocated: they
         # would otherwise add to the training peak (about 20 MB at 16x256x56x56)
-        del inputs, qs, gates_vjp, dqs, d_in, dcmean, dcmax, dhmean, dhmax, dwmean, dwmax
+        del inputs, qs, branches, ds, dqs, d_in, dcmean, dcmax, dhmean, dhmax, dwmean, dwmax
         del dc, dh, dw, ctie, htie, wtie
         dx = backward_apply(dy, s_hw, s_cw, s_hc, bool(config[_SPATIAL]), *grads)
     return (dx, dconv_w, dconv_b, dbn_w, dbn_b, None, None, None, None, None)
