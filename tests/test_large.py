@@ -4,8 +4,9 @@ identical samples, so that every sample's output, the last ones past element
 in eval mode, and the kernels do not depend on the batch split). The first
 equals a lone sample's output to fp16 rounding: the gate networks' GEMMs (MKL)
 round a one-row product differently from a many-row one, though identical
-rows of one product come out identical. Needs about 10 GB free; skipped
-where memory does not allow."""
+rows of one product come out identical. The forward needs about 10 GB
+free, the backward about 19 GB (x, y, dy and dx are 4.3 GB each in fp16);
+each is skipped where memory does not allow."""
 import pytest
 import torch
 
@@ -50,3 +51,38 @@ def test_forward_above_2_31_elements(family):
     for n in (last_below, last_below + 1, BATCH - 1):
         assert torch.equal(y[n], y[0]), f"sample {n} of {BATCH}"
     torch.testing.assert_close(y[0], expected)  # fp16: rtol 1e-3, atol 1e-5
+
+
+def _params(m):
+    return [p for p in m.parameters() if p.requires_grad]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_available_gb() < 19, reason="needs about 19 GB of free memory")
+@pytest.mark.parametrize("family", list(MODULES))
+def test_backward_above_2_31_elements(family):
+    """dx of every sample, those past element 2^31 included, equals the first
+    sample's bitwise; the first equals a lone sample's dx, and each parameter's
+    gradient BATCH times a lone sample's, to fp16 rounding."""
+    m = MODULES[family]().eval().half()
+    m.backend = "cpu"
+    params = _params(m)
+    small = torch.randn(SAMPLE).half().requires_grad_()
+    small_dy = (torch.randn(SAMPLE) / 512).half()  # summed over BATCH samples: stays finite in fp16
+    expected = torch.autograd.grad(m(small), [small, *params], small_dy)
+    dy = small_dy.expand(BATCH, -1, -1, -1).contiguous()
+    x = small.detach().expand(BATCH, -1, -1, -1).contiguous().requires_grad_()
+    assert x.numel() > 2**31
+    grads = torch.autograd.grad(m(x), [x, *params], dy)  # y is freed once the graph runs
+    del x, dy
+    dx = grads[0]
+    last_below = (2**31 - 1) // small.numel()
+    for n in (last_below, last_below + 1, BATCH - 1):
+        assert torch.equal(dx[n], dx[0]), f"sample {n} of {BATCH}"
+    torch.testing.assert_close(dx[0], expected[0][0])
+    # A parameter's gradient sums BATCH equal per-sample terms: both sides are
+    # one fp16 rounding of (nearly) the same number.
+    for name, got, lone in zip((n for n, p in m.named_parameters() if p.requires_grad),
+                               grads[1:], expected[1:]):
+        torch.testing.assert_close(got.float(), lone.float() * BATCH, rtol=2e-3,
+                                   atol=1e-5 * BATCH, msg=lambda s: f"{name}: {s}")

@@ -69,6 +69,7 @@ void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& 
         int64_t p = 0;
         if constexpr (kFloat<scalar_t>) {
           for (; p + 4 <= HW; p += 4) {
+            if (p % 16 == 0) prefetch_ahead(row + p);
             const f4 u = load4(row + p) * gc;
             store4(s + p, load4(s + p) + u);
             store4(m + p, max_nan4(load4(m + p), u));
@@ -126,8 +127,9 @@ void apply_kernel(const at::Tensor& x, const at::Tensor& ca, const at::Tensor& s
       scalar_t* __restrict__ yr = yp + off + r * HW;
       const acc_t* __restrict__ s = sp + b * HW;
       const acc_t g = gp[b * C + r];
-      for (int64_t p = 0; p < HW; ++p)
-        yr[p] = static_cast<scalar_t>(static_cast<acc_t>(xr[p]) * g * s[p]);
+      for_each_streamed(
+          HW, [&](int64_t p) { yr[p] = static_cast<scalar_t>(static_cast<acc_t>(xr[p]) * g * s[p]); },
+          xr);
     } else {
       const scalar_t* __restrict__ xr = xp + off + r * C;
       scalar_t* __restrict__ yr = yp + off + r * C;
@@ -200,6 +202,8 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
           const i4 cv = splat4(static_cast<int32_t>(c));
           i4 pos = iota4(0);  // the index of each lane, for the first maximal element
           for (; p + kLanes <= HW; p += kLanes) {
+            prefetch_ahead(xr + p);
+            prefetch_ahead(dr + p);
             for (int k = 0; k < 4; ++k, pos += 4) {
               const int64_t i = p + 4 * k;
               const f4 xv = load4(xr + i), t = load4(dr + i) * xv;
@@ -228,6 +232,8 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
           }
         }
         for (; p + kLanes <= HW; p += kLanes) {
+          prefetch_ahead(xr + p);
+          prefetch_ahead(dr + p);
           for (int l = 0; l < kLanes; ++l) {
             const acc_t xv = static_cast<acc_t>(xr[p + l]);
             const acc_t t = static_cast<acc_t>(dr[p + l]) * xv;
@@ -336,6 +342,7 @@ void spatial_pool_backward_kernel(const at::Tensor& x, const at::Tensor& ca,
           f4 acc[4] = {};
           const i4 cv = splat4(static_cast<int32_t>(c));
           for (; p + kLanes <= HW; p += kLanes) {
+            prefetch_ahead(xr + p);
             for (int k = 0; k < 4; ++k) {
               const int64_t i = p + 4 * k;
               const f4 xv = load4(xr + i);
@@ -345,8 +352,10 @@ void spatial_pool_backward_kernel(const at::Tensor& x, const at::Tensor& ca,
           }
           for (int k = 0; k < 4; ++k) store4(lane + 4 * k, acc[k]);
         }
-        for (; p + kLanes <= HW; p += kLanes)
+        for (; p + kLanes <= HW; p += kLanes) {
+          prefetch_ahead(xr + p);
           for (int l = 0; l < kLanes; ++l) lane[l] += term(p + l);
+        }
         acc_t sum = 0;
         for (int l = 0; l < kLanes; ++l) sum += lane[l];
         for (; p < HW; ++p) sum += term(p);
@@ -408,6 +417,10 @@ void backward_apply_kernel(const at::Tensor& dy, const at::Tensor& x, const at::
         const i4 cv = splat4(static_cast<int32_t>(r)), ct = splat4(ctp[n]);
         i4 pos = iota4(0);
         for (; p + 4 <= HW; p += 4, pos += 4) {
+          if (p % 16 == 0) {
+            prefetch_ahead(xr + p);
+            prefetch_ahead(dr + p);
+          }
           const f4 xv = load4(xr + p), dyv = load4(dr + p);
           const i4 s_hit = kFirst ? load4(stp + q + p) == cv : xv * g == load4(smp + q + p);
           const i4 c_hit = kFirst ? pos == ct : xv == cm4;

@@ -112,6 +112,7 @@ struct ApplyGate {
     scalar_t* __restrict__ y;
     acc_t g;
     void block(int64_t i) const {
+      prefetch_ahead(x + i);
       for (int l = 0; l < kLanes; ++l) one(i + l);
     }
     void one(int64_t i) const { y[i] = static_cast<scalar_t>(static_cast<acc_t>(x[i]) * g); }
@@ -138,6 +139,8 @@ struct ApplyGrad {
     scalar_t* __restrict__ dx;
     acc_t g, dmean, mx, dmax;
     void block(int64_t i) const {
+      prefetch_ahead(dy + i);
+      if (kMax) prefetch_ahead(x + i);
       for (int l = 0; l < kLanes; ++l) one(i + l);
     }
     void one(int64_t i) const {
@@ -199,6 +202,7 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
         f4 a[4] = {}, m[4];
         for (auto& v : m) v = splat4(kNegInf);
         for (; i + kLanes <= L.HW; i += kLanes) {
+          prefetch_ahead(p + i);
           for (int k = 0; k < 4; ++k) {
             const f4 v = load4(p + i + 4 * k);
             a[k] += v;
@@ -212,6 +216,7 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
         }
       }
       for (; i + kLanes <= L.HW; i += kLanes) {
+        prefetch_ahead(p + i);
         for (int l = 0; l < kLanes; ++l) {
           const acc_t v = static_cast<acc_t>(p[i + l]);
           lane[l] += v;
@@ -265,6 +270,8 @@ void reduce_grad_channels(const scalar_t* dys, const scalar_t* xs, const Layout&
       acc_t lcount[kLanes] = {};
       int64_t i = 0;
       for (; i + kLanes <= L.HW; i += kLanes) {
+        prefetch_ahead(p + i);
+        prefetch_ahead(q + i);
         for (int l = 0; l < kLanes; ++l) {
           const acc_t v = static_cast<acc_t>(p[i + l]);
           lane[l] += static_cast<acc_t>(q[i + l]) * v;

@@ -37,6 +37,7 @@ void pool_kernel(const at::Tensor& x, at::Tensor& mh, at::Tensor& mw) {
         std::fill(mwr, mwr + W, acc_t(0));
         for (int64_t h = 0; h < H; ++h) {
           const scalar_t* __restrict__ row = plane + h * W;
+          prefetch_span_ahead(row, W);
           mhr[h] = lane_sum<acc_t>(W, [&](int64_t w) { return static_cast<acc_t>(row[w]); }) / wf;
           for (int64_t w = 0; w < W; ++w) mwr[w] += static_cast<acc_t>(row[w]);
         }
@@ -87,6 +88,7 @@ struct ApplyRows {
     const acc_t* __restrict__ gwr = kGrad ? gw + (b * g.C + c) * g.W : awr;
     const acc_t a_h = ah[(b * g.C + c) * g.H + h];
     const acc_t g_h = kGrad ? gh[(b * g.C + c) * g.H + h] : acc_t(0);
+    prefetch_span_ahead(src, g.W);
     for (int64_t w = 0; w < g.W; ++w)
       dst[w] = static_cast<scalar_t>(
           value(static_cast<acc_t>(src[w]), awr[w], a_h, g_h, kGrad ? gwr[w] : acc_t(0)));
@@ -129,6 +131,8 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
         for (int64_t h = 0; h < H; ++h) {
           const scalar_t* __restrict__ xr = xp + plane + h * W;
           const scalar_t* __restrict__ dr = dyp + plane + h * W;
+          prefetch_span_ahead(xr, W);
+          prefetch_span_ahead(dr, W);
           dhr[h] = lane_sum<acc_t>(W, [&](int64_t w) {
             return static_cast<acc_t>(dr[w]) * static_cast<acc_t>(xr[w]) * awr[w];
           });

@@ -37,5 +37,39 @@ inline f4 max_nan4(f4 m, f4 v) { return ((v > m) | (v != v)) ? v : m; }
 
 inline float hsum4(f4 v) { return ((v[0] + v[1]) + v[2]) + v[3]; }
 
+// Software prefetch for the streaming passes. One core reading one sequential
+// stream from DRAM with SSE loads gets a third of the bandwidth a prefetching
+// loop gets (measured on a Xeon with 2 cores: 5.5 vs 18-20 GB/s for the
+// channel pool); the hardware prefetcher alone does not run far enough ahead.
+// Prefetching never faults, so reading past the end of a row or tensor is fine.
+constexpr int64_t kPrefetchBytes = 4096;
+
+template <typename T>
+inline void prefetch_ahead(const T* p) {
+  __builtin_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes);
+}
+
+// The cache lines of the n elements at p, kPrefetchBytes ahead: for loops over
+// rows too short to prefetch inside (a row of W).
+template <typename T>
+inline void prefetch_span_ahead(const T* p, int64_t n) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p) + kPrefetchBytes;
+  for (uintptr_t l = a & ~uintptr_t(63); l < a + n * sizeof(T); l += 64)
+    __builtin_prefetch(reinterpret_cast<const void*>(l));
+}
+
+// f(i) for i in [0, n), sixteen elements (a cache line of floats) at a time,
+// each of the streams prefetched kPrefetchBytes ahead of element i. The
+// sixteen-element body vectorises like the plain loop.
+template <typename F, typename... T>
+inline void for_each_streamed(int64_t n, const F& f, const T*... streams) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    (prefetch_ahead(streams + i), ...);
+    for (int l = 0; l < 16; ++l) f(i + l);
+  }
+  for (; i < n; ++i) f(i);
+}
+
 }  // namespace
 }  // namespace attnkernels

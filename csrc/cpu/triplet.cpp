@@ -72,7 +72,10 @@ struct PoolTask {
     }
     for (int64_t h = 0; h < H; ++h) {
       const scalar_t* row[kCh];
-      for (int j = 0; j < kCh; ++j) row[j] = x + ((b * g.C + c + j) * H + h) * W;
+      for (int j = 0; j < kCh; ++j) {
+        row[j] = x + ((b * g.C + c + j) * H + h) * W;
+        prefetch_span_ahead(row[j], W);
+      }
       acc_t* __restrict__ s = ps + h * W;
       acc_t* __restrict__ m = pm + h * W;
       acc_t rs[kCh], rm[kCh];
@@ -226,6 +229,7 @@ struct ApplyRows {
     const acc_t* __restrict__ a = s_hw + pix;
     const acc_t* __restrict__ bb = s_cw + cw;
     const acc_t s3 = s_hc[ch];
+    prefetch_span_ahead(src, W);
     if (!kGrad) {
       for (int64_t w = 0; w < W; ++w)
         dst[w] = static_cast<scalar_t>(
@@ -325,6 +329,8 @@ struct ReduceTask {
         const int64_t off = ((b * g.C + c) * H + h) * W, pix = (b * H + h) * W;
         const scalar_t* __restrict__ xr = x + off;
         const scalar_t* __restrict__ dr = dy + off;
+        prefetch_span_ahead(xr, W);
+        prefetch_span_ahead(dr, W);
         const acc_t* __restrict__ cm = cmax + pix;
         acc_t* __restrict__ s = pd + h * W;
         int32_t* __restrict__ t = pt + h * W;
