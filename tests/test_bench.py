@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+import attnkernels
+
 from bench import __main__ as bench_main
 from bench import cbam as bench_cbam
 from bench import coord as bench_coord
@@ -64,6 +66,31 @@ def test_compare_flags_regressions_beyond_the_threshold(tmp_path, capsys):
     assert "| eager |" in out and "+5.0% |" in out  # within the threshold: not flagged
     assert "1 case(s) in one file only" in out and "1 of 2 case(s) regressed" in out
     assert compare.main([str(tmp_path / "old.json"), str(tmp_path / "old.json")]) == 0
+
+
+def test_compare_reads_rows_without_a_flavour_as_the_first(tmp_path, capsys):
+    """Files from before the flavour groups measured each family's first flavour."""
+    from bench import compare
+
+    row = {"family": "se", "shape": "2x16x5x5", "mode": "forward", "provider": "cpu",
+           "median_ms": 1.0, "ratio_to_clone": 1.0}
+    (tmp_path / "old.json").write_text(__import__("json").dumps([row]))
+    (tmp_path / "new.json").write_text(__import__("json").dumps([{**row, "flavour": "timm"}]))
+    assert compare.main([str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| se | timm | 2x16x5x5 | forward | cpu |" in out and "in one file only" not in out
+
+
+@pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None,
+                    reason="the C++ extension is not built")
+def test_passes_times_every_cpu_pass(capsys):
+    from bench import passes
+
+    passes.main(["--shape", "2x20x9x11", "--budget", "0.01"])
+    out = capsys.readouterr().out
+    for name in ("x.clone", "se_backward", "cbam_backward_apply", "coord_pool", "triplet_backward_reduce"):
+        assert f"| {name} | " in out
+    assert out.count("\n| ") == 1 + 19  # the header, one row per pass
 
 
 def test_quick_runs_only_the_targets_shape(tmp_path, monkeypatch):
