@@ -7,6 +7,8 @@ round a one-row product differently from a many-row one, though identical
 rows of one product come out identical. The forward needs about 10 GB
 free, the backward about 19 GB (x, y, dy and dx are 4.3 GB each in fp16);
 each is skipped where memory does not allow."""
+import math
+
 import pytest
 import torch
 
@@ -23,6 +25,12 @@ def _available_gb() -> float:
         return int(info["MemAvailable"].split()[0]) / 2**20
     except (OSError, KeyError, ValueError):
         return 0.0
+
+
+def _checked_samples():
+    """The samples on either side of element 2^31, and the last."""
+    last_below = (2**31 - 1) // math.prod(SAMPLE)  # the sample holding element 2^31 - 1
+    return last_below, last_below + 1, BATCH - 1
 
 
 MODULES = {
@@ -47,14 +55,9 @@ def test_forward_above_2_31_elements(family):
         assert x.numel() > 2**31
         y = m(x)
     del x
-    last_below = (2**31 - 1) // small.numel()  # the sample holding element 2^31 - 1
-    for n in (last_below, last_below + 1, BATCH - 1):
+    for n in _checked_samples():
         assert torch.equal(y[n], y[0]), f"sample {n} of {BATCH}"
     torch.testing.assert_close(y[0], expected)  # fp16: rtol 1e-3, atol 1e-5
-
-
-def _params(m):
-    return [p for p in m.parameters() if p.requires_grad]
 
 
 @pytest.mark.slow
@@ -66,7 +69,7 @@ def test_backward_above_2_31_elements(family):
     gradient BATCH times a lone sample's, to fp16 rounding."""
     m = MODULES[family]().eval().half()
     m.backend = "cpu"
-    params = _params(m)
+    names, params = zip(*((n, p) for n, p in m.named_parameters() if p.requires_grad))
     small = torch.randn(SAMPLE).half().requires_grad_()
     small_dy = (torch.randn(SAMPLE) / 512).half()  # summed over BATCH samples: stays finite in fp16
     expected = torch.autograd.grad(m(small), [small, *params], small_dy)
@@ -76,13 +79,11 @@ def test_backward_above_2_31_elements(family):
     grads = torch.autograd.grad(m(x), [x, *params], dy)  # y is freed once the graph runs
     del x, dy
     dx = grads[0]
-    last_below = (2**31 - 1) // small.numel()
-    for n in (last_below, last_below + 1, BATCH - 1):
+    for n in _checked_samples():
         assert torch.equal(dx[n], dx[0]), f"sample {n} of {BATCH}"
     torch.testing.assert_close(dx[0], expected[0][0])
     # A parameter's gradient sums BATCH equal per-sample terms: both sides are
     # one fp16 rounding of (nearly) the same number.
-    for name, got, lone in zip((n for n, p in m.named_parameters() if p.requires_grad),
-                               grads[1:], expected[1:]):
+    for name, got, lone in zip(names, grads[1:], expected[1:]):
         torch.testing.assert_close(got.float(), lone.float() * BATCH, rtol=2e-3,
                                    atol=1e-5 * BATCH, msg=lambda s: f"{name}: {s}")

@@ -1,7 +1,8 @@
 // Four-lane vectors (GCC/Clang vector extensions) for the float fast paths of
 // the CPU passes: selects and NaN-propagating maxima, where the
 // auto-vectoriser gives up. They compile to whatever the build targets (SSE
-// on x86-64, NEON on AArch64). Internal to csrc/cpu/.
+// on x86-64, NEON on AArch64). And the software prefetch every streaming
+// pass uses. Internal to csrc/cpu/.
 #pragma once
 #include <cstdint>
 #include <cstring>
