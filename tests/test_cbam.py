@@ -174,6 +174,27 @@ def test_nan_propagates_through_the_max_pools(backend, device, first_max):
     assert y[1].isnan().all() and not y[0].isnan().any()
 
 
+@pytest.mark.skipif(not HAS_CPU, reason="no C++ extension")
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spatial_pool_max_is_amax_with_nan_and_inf(fmt, dtype):
+    """The float pass takes its max without NaN checks and goes over a channel
+    block again when a NaN reached its sums: the max map is still torch.amax's,
+    for a NaN inside a vector of four, in the tail, and in the second block."""
+    x = torch.randn(3, 40, 5, 7, dtype=dtype)  # channel blocks 0-31 and 32-39; HW = 35
+    x[0, 3, 1, 1] = float("nan")  # pixel 8: inside the vectors
+    x[1, 35, 4, 6] = float("nan")  # pixel 34: the scalar tail, second block
+    x[1, 2, 0, 2] = float("nan")
+    x[2, 10, 2, 2] = float("inf")
+    x[2, :, 3, 3] = float("-inf")
+    x = x.to(memory_format=FORMATS[fmt])
+    ca = torch.rand(3, 40, dtype=dtype)
+    _, smax = torch.ops.attnkernels.cbam_spatial_pool(x, ca)
+    expect = (x * ca[:, :, None, None]).amax(1)
+    assert smax.isnan().sum() == 3
+    torch.testing.assert_close(smax, expect, rtol=0, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("shape", [(0, 8, 4, 4)])
 def test_zero_batch(backend, device, shape):

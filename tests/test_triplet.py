@@ -181,6 +181,28 @@ def test_nan_propagates_through_the_max_pools(backend, device, fmt):
     assert torch.equal(dx.isnan(), dx_ref.isnan())
 
 
+@pytest.mark.skipif(not HAS_CPU, reason="no C++ extension")
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pool_maxima_are_amax_with_nan_and_inf(fmt, dtype):
+    """The float pass takes its maxima without NaN checks and goes over a
+    channel block again when a NaN reached its row sums: each max is still
+    torch.amax's, for a NaN in a vector of four, in the tail of a row, in a
+    group of four channels and in a lone channel (C = 38: 32 + 4 + 2)."""
+    x = torch.randn(2, 38, 5, 7, dtype=dtype)
+    x[0, 3, 1, 1] = float("nan")  # vectors, a group of four
+    x[1, 37, 4, 2] = float("nan")  # vectors, a lone channel
+    x[1, 20, 0, 5] = float("nan")  # the row's tail
+    x[0, 10, 2, 2] = float("inf")
+    x[0, 12] = float("-inf")
+    x = x.to(memory_format=FORMATS[fmt])
+    _, cmax, _, hmax, _, wmax = torch.ops.attnkernels.triplet_pool(x)
+    for got, dim in ((cmax, 1), (hmax, 2), (wmax, 3)):
+        expect = x.amax(dim)
+        assert got.isnan().sum() == 3
+        torch.testing.assert_close(got, expect, rtol=0, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_zero_batch(backend, device):
     m = fnn.TripletAttention().to(device).eval()

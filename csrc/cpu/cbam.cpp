@@ -61,26 +61,34 @@ void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& 
     acc_t* s = psum + (b * blocks.n + k) * HW;
     acc_t* m = pmax + (b * blocks.n + k) * HW;
     if (!L.channels_last()) {
-      std::fill(s, s + HW, acc_t(0));
-      std::fill(m, m + HW, kNegInf);
-      for (int64_t c = c0; c < c1; ++c) {
-        const scalar_t* __restrict__ row = xs + c * HW;
-        const acc_t gc = g[c];
-        int64_t p = 0;
-        if constexpr (kFloat<scalar_t>) {
-          for (; p + 4 <= HW; p += 4) {
-            if (p % 16 == 0) prefetch_ahead(row + p);
-            const f4 u = load4(row + p) * gc;
-            store4(s + p, load4(s + p) + u);
-            store4(m + p, max_nan4(load4(m + p), u));
+      // The block's rows with the cheap max (max_fast4), and again with the
+      // exact one if a NaN reached the sums.
+      const auto rows = [&](auto exact) {
+        constexpr bool kExact = decltype(exact)::value;
+        std::fill(s, s + HW, acc_t(0));
+        std::fill(m, m + HW, kNegInf);
+        for (int64_t c = c0; c < c1; ++c) {
+          const scalar_t* __restrict__ row = xs + c * HW;
+          const acc_t gc = g[c];
+          int64_t p = 0;
+          if constexpr (kFloat<scalar_t>) {
+            for (; p + 4 <= HW; p += 4) {
+              if (p % 16 == 0) prefetch_ahead(row + p);
+              const f4 u = load4(row + p) * gc;
+              store4(s + p, load4(s + p) + u);
+              store4(m + p, max4<kExact>(load4(m + p), u));
+            }
+          }
+          for (; p < HW; ++p) {
+            const acc_t u = static_cast<acc_t>(row[p]) * gc;
+            s[p] += u;
+            m[p] = max_nan(m[p], u);
           }
         }
-        for (; p < HW; ++p) {
-          const acc_t u = static_cast<acc_t>(row[p]) * gc;
-          s[p] += u;
-          m[p] = max_nan(m[p], u);
-        }
-      }
+      };
+      rows(std::false_type{});
+      if constexpr (kFloat<scalar_t>)
+        if (any_nan(s, HW)) rows(std::true_type{});
     } else {
       for (int64_t p = 0; p < HW; ++p) {
         const scalar_t* __restrict__ row = xs + p * C;

@@ -36,6 +36,34 @@ inline i4 iota4(int32_t v) { return i4{v, v + 1, v + 2, v + 3}; }
 // max that propagates NaN like torch.amax, lane by lane.
 inline f4 max_nan4(f4 m, f4 v) { return ((v > m) | (v != v)) ? v : m; }
 
+// max_nan4 without the NaN: one maxps. Equal to max_nan4 wherever no v is NaN
+// (signed zeros included: the same comparison picks the same operand); a NaN
+// v is dropped. Passes that use it also sum the same elements, and a NaN sum
+// (which any NaN element makes) sends them back over their input with
+// max_nan4 (max4<true>).
+inline f4 max_fast4(f4 m, f4 v) { return v > m ? v : m; }
+
+template <bool kExact>
+inline f4 max4(f4 m, f4 v) {
+  if constexpr (kExact)
+    return max_nan4(m, v);
+  else
+    return max_fast4(m, v);
+}
+
+// Whether any of p[0, n) is NaN.
+inline bool any_nan(const float* p, int64_t n) {
+  i4 hit = splat4(0);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const f4 v = load4(p + i);
+    hit |= (v != v);
+  }
+  bool r = (hit[0] | hit[1] | hit[2] | hit[3]) != 0;
+  for (; i < n; ++i) r |= p[i] != p[i];
+  return r;
+}
+
 inline float hsum4(f4 v) { return ((v[0] + v[1]) + v[2]) + v[3]; }
 
 // Software prefetch for the streaming passes. One core reading one sequential

@@ -44,13 +44,24 @@ struct PoolTask {
   const scalar_t* x;
   acc_t *hmean, *hmax, *wmean, *wmax;
 
+  // With the cheap max (max_fast4) first, and again with the exact one if a
+  // NaN reached the row sums (as any NaN in x does).
   void nchw(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
+    nchw_pass<false>(b, c0, c1, ps, pm);
+    if constexpr (kFloat<scalar_t>)
+      if (any_nan(wmean + (b * g.C + c0) * g.H, (c1 - c0) * g.H))
+        nchw_pass<true>(b, c0, c1, ps, pm);
+  }
+
+  template <bool kExact>
+  void nchw_pass(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
     std::fill(ps, ps + g.H * g.W, acc_t(0));
     std::fill(pm, pm + g.H * g.W, kNegInf);
     std::vector<acc_t> columns(2 * kGroup * g.W);
     int64_t c = c0;
-    for (; c + kGroup <= c1; c += kGroup) nchw_group<kGroup>(b, c, ps, pm, columns.data());
-    for (; c < c1; ++c) nchw_group<1>(b, c, ps, pm, columns.data());
+    for (; c + kGroup <= c1; c += kGroup)
+      nchw_group<kGroup, kExact>(b, c, ps, pm, columns.data());
+    for (; c < c1; ++c) nchw_group<1, kExact>(b, c, ps, pm, columns.data());
   }
 
   // Channels [c, c + kCh) of sample b, a row of each at a time: their
@@ -59,7 +70,7 @@ struct PoolTask {
   // which are so read and written once per kCh channels.
   static constexpr int kGroup = 4;
 
-  template <int kCh>
+  template <int kCh, bool kExact>
   void nchw_group(int64_t b, int64_t c, acc_t* ps, acc_t* pm, acc_t* columns) const {
     const int64_t H = g.H, W = g.W;
     acc_t* hs[kCh];
@@ -93,14 +104,14 @@ struct PoolTask {
           for (int j = 0; j < kCh; ++j) {
             const f4 v = load4(row[j] + w);
             rs4[j] += v;
-            rm4[j] = max_nan4(rm4[j], v);
+            rm4[j] = max4<kExact>(rm4[j], v);
             store4(hs[j] + w, load4(hs[j] + w) + v);
-            store4(hm[j] + w, max_nan4(load4(hm[j] + w), v));
+            store4(hm[j] + w, max4<kExact>(load4(hm[j] + w), v));
             vs += v;
-            vm = max_nan4(vm, v);
+            vm = max4<kExact>(vm, v);
           }
           store4(s + w, load4(s + w) + vs);
-          store4(m + w, max_nan4(load4(m + w), vm));
+          store4(m + w, max4<kExact>(load4(m + w), vm));
         }
         for (int j = 0; j < kCh; ++j) {
           rs[j] = hsum4(rs4[j]);
