@@ -4,7 +4,9 @@ For each module family and shape: ``x.clone()`` (the copy baseline, timed
 right before each case), the eager reference module, ``torch.compile`` of it, and every
 fused backend that can run on the device; modes ``forward`` (inference, no
 autograd), ``backward`` (alone, on one retained graph; ``--modes`` adds it) and
-``fwd+bwd``. Writes a long-format CSV and JSON per family under
+``fwd+bwd``. ``--providers ... copy`` adds the floor of any out-of-place
+attention module: ``x * 1``, which writes y forward and dx backward and reads
+nothing else. Writes a long-format CSV and JSON per family under
 bench/results/ with the device name, versions, date and command."""
 import argparse
 import csv
@@ -63,7 +65,17 @@ def providers(device: torch.device):
     return names
 
 
+class CopyFloor(torch.nn.Module):
+    """y = x * 1: one fresh x-sized write forward and one backward (MulBackward),
+    the least an attention module y = x * gate(x) writes."""
+
+    def forward(self, x):
+        return x * 1.0
+
+
 def build(provider: str, fused: torch.nn.Module):
+    if provider == "copy":
+        return CopyFloor()
     if provider == "eager":
         return fused.reference_module()
     if provider == "compile":
@@ -117,7 +129,9 @@ def main(argv=None):
     parser.add_argument("--modes", nargs="*", choices=["forward", "backward", "fwd+bwd"],
                         default=["forward", "fwd+bwd"],
                         help="backward: the backward pass alone, on one forward's graph")
-    parser.add_argument("--providers", nargs="*", default=None)
+    parser.add_argument("--providers", nargs="*", default=None,
+                        help="eager, compile, cuda, triton, cpu, copy (default: all that run "
+                             "on the device but copy)")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of timing per case")
     parser.add_argument("--quick", action="store_true",

@@ -2,10 +2,12 @@
 
 Each real network (timm and torchvision, random weights) as built upstream
 ("original") and after ``attnkernels.convert`` ("converted"), each in eager
-mode and under ``torch.compile``, timed in interleaved rounds, and the original without its attention
-modules (the floor for any attention kernel): inference (eval, no autograd) and a training
-step (forward, cross-entropy, backward, SGD step), in images per second, with
-peak memory. Writes bench/results/models-<device>-<dtype>-<layout>-<date>.csv/.json."""
+mode and under ``torch.compile``, timed in interleaved rounds; and two floors:
+the original without its attention modules (no attention kernel beats it) and
+with each replaced by a copy (no kernel that writes its output and its input
+gradient beats it). Inference (eval, no autograd) and a training step (forward,
+cross-entropy, backward, SGD step), in images per second, with peak memory.
+Writes bench/results/models-<device>-<dtype>-<layout>-<date>.csv/.json."""
 import argparse
 import copy
 import os
@@ -15,22 +17,35 @@ import torch.nn.functional as F
 
 import attnkernels
 
-from .__main__ import Progress, _peak, describe, write_results
+from .__main__ import CopyFloor, Progress, _peak, describe, write_results
 from .networks import NETWORKS, attention_paths, make_attention_matter
 from .timing import measure_interleaved
 
 # without-attention: the original with every attention module replaced by
 # nn.Identity, the floor no attention kernel can beat (Amdahl's bound).
-PROVIDERS = ("original", "converted", "without-attention", "original-compile", "converted-compile")
+# copy-attention: each replaced by CopyFloor, which writes a fresh output
+# forward and a fresh input gradient backward, as every out-of-place attention
+# module must: the floor for a kernel that moves no more than that.
+PROVIDERS = ("original", "converted", "without-attention", "copy-attention",
+             "original-compile", "converted-compile")
 QUICK_MODELS = ["cbam_resnet50", "coord_resnet50", "triplet_resnet50"]
 
 
-def without_attention(model: torch.nn.Module) -> torch.nn.Module:
+def replace_attention(model: torch.nn.Module, make) -> torch.nn.Module:
+    """A copy of ``model`` with every attention module replaced by ``make()``."""
     stripped = copy.deepcopy(model)
     for path in attention_paths(stripped):
         parent, _, name = path.rpartition(".")
-        setattr(stripped.get_submodule(parent) if parent else stripped, name, torch.nn.Identity())
+        setattr(stripped.get_submodule(parent) if parent else stripped, name, make())
     return stripped
+
+
+def without_attention(model: torch.nn.Module) -> torch.nn.Module:
+    return replace_attention(model, torch.nn.Identity)
+
+
+def copy_attention(model: torch.nn.Module) -> torch.nn.Module:
+    return replace_attention(model, CopyFloor)
 
 
 def build(name: str, device, dtype, fmt, batch: int, size: int):
@@ -99,7 +114,8 @@ def main(argv=None):
             fns = {}
             for prov in args.providers:
                 model = (converted if prov.startswith("converted") else
-                         without_attention(original) if prov == "without-attention" else original)
+                         without_attention(original) if prov == "without-attention" else
+                         copy_attention(original) if prov == "copy-attention" else original)
                 forward = torch.compile(model) if prov.endswith("compile") else model
                 fns[prov] = step_fn(model, forward, x, target, mode)
             results = measure_interleaved(fns, device, budget_s=args.budget * len(fns))

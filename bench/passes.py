@@ -1,4 +1,4 @@
-"""The CPU passes over x one by one: ``python -m bench.passes [--shape 16x256x56x56] [--budget 1]``.
+"""The CPU passes over x one by one: ``python -m bench.passes [--shape 16x256x56x56] [--channels-last] [--budget 1]``.
 
 Each raw ``torch.ops.attnkernels`` pass of the CPU kernels (no gate network,
 no autograd), timed against ``x.clone()`` right before it and against
@@ -18,13 +18,13 @@ from .timing import measure
 ops = torch.ops.attnkernels
 
 
-def passes(N, C, H, W, dtype):
+def passes(N, C, H, W, dtype, fmt=torch.contiguous_format):
     """name -> (fn, tensors of x's size it reads)."""
     g = torch.Generator().manual_seed(0)
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     r = lambda *s: torch.rand(*s, generator=g, dtype=acc)  # noqa: E731
-    x = torch.randn(N, C, H, W, generator=g).to(dtype)
-    dy = torch.randn(N, C, H, W, generator=g).to(dtype)
+    x = torch.randn(N, C, H, W, generator=g).to(dtype).to(memory_format=fmt)
+    dy = torch.randn(N, C, H, W, generator=g).to(dtype).to(memory_format=fmt)
     R = max(1, C // 16)
     w1, b1, w2, b2 = r(R, C) - 0.5, r(R), r(C, R) - 0.5, r(C)
     ew = r(5)
@@ -67,15 +67,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.passes", description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="16x256x56x56")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per pass")
     parser.add_argument("--only", nargs="*", help="pass names to run (x.clone always runs)")
     args = parser.parse_args(argv)
     N, C, H, W = (int(v) for v in args.shape.split("x"))
-    table, x = passes(N, C, H, W, getattr(torch, args.dtype))
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    table, x = passes(N, C, H, W, getattr(torch, args.dtype), fmt)
     dev = torch.device("cpu")
-    print(f"# {device_name(dev)} | "
-          f"torch {torch.__version__} | {args.dtype} {args.shape} | `python -m bench.passes "
-          f"--shape {args.shape} --dtype {args.dtype} --budget {args.budget}`")
+    layout = " --channels-last" if args.channels_last else ""
+    print(f"# {device_name(dev)} | torch {torch.__version__} | {args.dtype} {args.shape}"
+          f"{' channels_last' if args.channels_last else ''} | `python -m bench.passes "
+          f"--shape {args.shape} --dtype {args.dtype}{layout} --budget {args.budget}`")
     print("\n| pass | ms | x clone | GB/s read |\n|---|---|---|---|")
     nbytes = x.numel() * x.element_size()
     for name, (fn, reads) in table.items():

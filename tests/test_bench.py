@@ -23,7 +23,7 @@ def test_bench_writes_rows_for_every_provider_and_mode(family, tmp_path, monkeyp
     monkeypatch.setattr(bench_coord, "SHAPES", tiny)
     monkeypatch.setattr(bench_triplet, "SHAPES", tiny)
     providers = ["eager"] + [p for p in bench_main.providers(bench_main.torch.device("cpu"))
-                             if p not in ("eager", "compile")]
+                             if p not in ("eager", "compile")] + ["copy"]
     modes = ("forward", "backward", "fwd+bwd")
     bench_main.main(["--modules", family, "--device", "cpu", "--budget", "0.01",
                      "--providers", *providers, "--modes", *modes, "--out", str(tmp_path)])
@@ -83,11 +83,13 @@ def test_compare_reads_rows_without_a_flavour_as_the_first(tmp_path, capsys):
 
 @pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None,
                     reason="the C++ extension is not built")
-def test_passes_times_every_cpu_pass(capsys):
+@pytest.mark.parametrize("layout", [[], ["--channels-last"]])
+def test_passes_times_every_cpu_pass(capsys, layout):
     from bench import passes
 
-    passes.main(["--shape", "2x20x9x11", "--budget", "0.01"])
+    passes.main(["--shape", "2x20x9x11", "--budget", "0.01", *layout])
     out = capsys.readouterr().out
+    assert ("channels_last |" in out) == bool(layout)
     for name in ("x.clone", "se_backward", "cbam_backward_apply", "coord_pool", "triplet_backward_reduce"):
         assert f"| {name} | " in out
     assert out.count("\n| ") == 1 + 19  # the header, one row per pass
@@ -155,3 +157,20 @@ def test_without_attention_strips_every_attention_module():
     assert len(attention_paths(model)) == sum(
         isinstance(stripped.get_submodule(p), bench_models.torch.nn.Identity)
         for p in attention_paths(model))
+
+
+def test_copy_attention_writes_output_and_input_gradient():
+    from bench import models as bench_models
+    from bench.networks import NETWORKS, attention_paths
+
+    model = NETWORKS["coord_resnet50"]()
+    copied = bench_models.copy_attention(model)
+    paths = attention_paths(model)
+    assert paths and not attention_paths(copied)
+    assert all(isinstance(copied.get_submodule(p), bench_models.CopyFloor) for p in paths)
+    x = bench_models.torch.randn(2, 3, 5, 5, requires_grad=True)
+    y = bench_models.CopyFloor()(x)
+    assert y.data_ptr() != x.data_ptr() and bench_models.torch.equal(y, x)
+    dy = bench_models.torch.randn_like(y)
+    (dx,) = bench_models.torch.autograd.grad(y, x, dy)
+    assert dx.data_ptr() != dy.data_ptr() and bench_models.torch.equal(dx, dy)
