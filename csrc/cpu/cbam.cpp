@@ -90,17 +90,38 @@ void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& 
       if constexpr (kFloat<scalar_t>)
         if (any_nan(s, HW)) rows(std::true_type{});
     } else {
-      for (int64_t p = 0; p < HW; ++p) {
-        const scalar_t* __restrict__ row = xs + p * C;
-        acc_t a = 0, mx = kNegInf;
-        for (int64_t c = c0; c < c1; ++c) {
-          const acc_t u = static_cast<acc_t>(row[c]) * g[c];
-          a += u;
-          mx = max_nan(mx, u);
+      // A pixel's channels four lanes wide (lanes, then in lane order, then
+      // the tail); the cheap max, and the exact one again on a NaN sum.
+      const int64_t ahead = rows_ahead<scalar_t>(c1 - c0) * C;
+      const auto pixels = [&](auto exact) {
+        constexpr bool kExact = decltype(exact)::value;
+        for (int64_t p = 0; p < HW; ++p) {
+          const scalar_t* __restrict__ row = xs + p * C;
+          prefetch_span(row + ahead + c0, c1 - c0);
+          acc_t a = 0, mx = kNegInf;
+          int64_t c = c0;
+          if constexpr (kFloat<scalar_t>) {
+            f4 a4 = splat4(0.f), m4 = splat4(kNegInf);
+            for (; c + 4 <= c1; c += 4) {
+              const f4 u = load4(row + c) * load4(g + c);
+              a4 += u;
+              m4 = max4<kExact>(m4, u);
+            }
+            a = hsum4(a4);
+            for (int l = 0; l < 4; ++l) mx = max_nan(mx, m4[l]);
+          }
+          for (; c < c1; ++c) {
+            const acc_t u = static_cast<acc_t>(row[c]) * g[c];
+            a += u;
+            mx = max_nan(mx, u);
+          }
+          s[p] = a;
+          m[p] = mx;
         }
-        s[p] = a;
-        m[p] = mx;
-      }
+      };
+      pixels(std::false_type{});
+      if constexpr (kFloat<scalar_t>)
+        if (any_nan(s, HW)) pixels(std::true_type{});
     }
   });
   acc_t* mean_p = mean.data_ptr<acc_t>();

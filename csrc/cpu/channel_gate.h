@@ -243,9 +243,19 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
       sum[c] = 0;
       if (kMax) mx[c] = kNegInf;
     }
+    const int64_t ahead = rows_ahead<scalar_t>(c1 - c0) * L.C;
     for (int64_t p = 0; p < L.HW; ++p) {
       const scalar_t* row = xs + p * L.C;
-      for (int64_t c = c0; c < c1; ++c) {
+      prefetch_span(row + ahead + c0, c1 - c0);
+      int64_t c = c0;
+      if constexpr (std::is_same_v<scalar_t, float>) {  // the same sums, four channels at a time
+        for (; c + 4 <= c1; c += 4) {
+          const f4 v = load4(row + c);
+          store4(sum + c, load4(sum + c) + v);
+          if (kMax) store4(mx + c, max_nan4(load4(mx + c), v));
+        }
+      }
+      for (; c < c1; ++c) {
         const acc_t v = static_cast<acc_t>(row[c]);
         sum[c] += v;
         if (kMax) mx[c] = max_nan(mx[c], v);
@@ -298,9 +308,12 @@ void reduce_grad_channels(const scalar_t* dys, const scalar_t* xs, const Layout&
       dg[c] = 0;
       if (kMax) count[c] = 0;
     }
+    const int64_t ahead = rows_ahead<scalar_t>(c1 - c0) * L.C;
     for (int64_t p = 0; p < L.HW; ++p) {
       const scalar_t* xr = xs + p * L.C;
       const scalar_t* dr = dys + p * L.C;
+      prefetch_span(xr + ahead + c0, c1 - c0);
+      prefetch_span(dr + ahead + c0, c1 - c0);
       for (int64_t c = c0; c < c1; ++c) {
         const acc_t v = static_cast<acc_t>(xr[c]);
         dg[c] += static_cast<acc_t>(dr[c]) * v;

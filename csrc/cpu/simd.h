@@ -4,6 +4,7 @@
 // on x86-64, NEON on AArch64). And the software prefetch every streaming
 // pass uses. Internal to csrc/cpu/.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -78,13 +79,27 @@ inline void prefetch_ahead(const T* p) {
   __builtin_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes);
 }
 
+// The cache lines of the n elements at p.
+template <typename T>
+inline void prefetch_span(const T* p, int64_t n) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  for (uintptr_t l = a & ~uintptr_t(63); l < a + n * sizeof(T); l += 64)
+    __builtin_prefetch(reinterpret_cast<const void*>(l));
+}
+
 // The cache lines of the n elements at p, kPrefetchBytes ahead: for loops over
 // rows too short to prefetch inside (a row of W).
 template <typename T>
 inline void prefetch_span_ahead(const T* p, int64_t n) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p) + kPrefetchBytes;
-  for (uintptr_t l = a & ~uintptr_t(63); l < a + n * sizeof(T); l += 64)
-    __builtin_prefetch(reinterpret_cast<const void*>(l));
+  prefetch_span(reinterpret_cast<const char*>(p) + kPrefetchBytes, n * sizeof(T));
+}
+
+// For a strided stream of rows of n elements (a channel block of channels_last
+// x, one row per pixel): how many rows ahead to prefetch, so that about
+// kPrefetchBytes of the stream is in flight.
+template <typename T>
+inline int64_t rows_ahead(int64_t n) {
+  return std::max<int64_t>(1, kPrefetchBytes / std::max<int64_t>(1, n * sizeof(T)));
 }
 
 // f(i) for i in [0, n), sixteen elements (a cache line of floats) at a time,

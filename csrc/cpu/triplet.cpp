@@ -144,19 +144,50 @@ struct PoolTask {
       }
   }
 
+  // As nchw: the cheap max first, the exact one again if a NaN reached the
+  // row sums.
   void nhwc(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
+    nhwc_pass<false>(b, c0, c1, ps, pm);
+    if constexpr (kFloat<scalar_t>)
+      if (any_nan(wmean + (b * g.C + c0) * g.H, (c1 - c0) * g.H))
+        nhwc_pass<true>(b, c0, c1, ps, pm);
+  }
+
+  // A pixel's nc channels at a time, four lanes wide: the sum and max over
+  // them (lanes, then in lane order, then the tail), and folded into the
+  // per-channel reductions over W (rs, rm) and over H (columns per w).
+  template <bool kExact>
+  void nhwc_pass(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
     const int64_t H = g.H, W = g.W, nc = c1 - c0;
     std::vector<acc_t> col_sum(W * nc, acc_t(0)), col_max(W * nc, kNegInf);
     acc_t rs[kBlockC], rm[kBlockC];
+    const scalar_t* xs = x + b * g.sample() + c0;
+    const int64_t ahead = rows_ahead<scalar_t>(nc) * g.C;
     for (int64_t h = 0; h < H; ++h) {
       std::fill(rs, rs + nc, acc_t(0));
       std::fill(rm, rm + nc, kNegInf);
       for (int64_t w = 0; w < W; ++w) {
-        const scalar_t* __restrict__ row = x + b * g.sample() + (h * W + w) * g.C + c0;
+        const scalar_t* __restrict__ row = xs + (h * W + w) * g.C;
+        prefetch_span(row + ahead, nc);
         acc_t* __restrict__ hs = col_sum.data() + w * nc;
         acc_t* __restrict__ hm = col_max.data() + w * nc;
         acc_t s = 0, m = kNegInf;
-        for (int64_t c = 0; c < nc; ++c) {
+        int64_t c = 0;
+        if constexpr (kFloat<scalar_t>) {
+          f4 vs = splat4(0.f), vm = splat4(kNegInf);
+          for (; c + 4 <= nc; c += 4) {
+            const f4 v = load4(row + c);
+            vs += v;
+            vm = max4<kExact>(vm, v);
+            store4(rs + c, load4(rs + c) + v);
+            store4(rm + c, max4<kExact>(load4(rm + c), v));
+            store4(hs + c, load4(hs + c) + v);
+            store4(hm + c, max4<kExact>(load4(hm + c), v));
+          }
+          s = hsum4(vs);
+          for (int l = 0; l < 4; ++l) m = max_nan(m, vm[l]);
+        }
+        for (; c < nc; ++c) {
           const acc_t v = static_cast<acc_t>(row[c]);
           s += v;
           m = max_nan(m, v);
