@@ -86,9 +86,7 @@ void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& 
           }
         }
       };
-      rows(std::false_type{});
-      if constexpr (kFloat<scalar_t>)
-        if (any_nan(s, HW)) rows(std::true_type{});
+      cheap_then_exact_max<scalar_t>(rows, s, HW);
     } else {
       // A pixel's channels four lanes wide (lanes, then in lane order, then
       // the tail); the cheap max, and the exact one again on a NaN sum.
@@ -119,9 +117,7 @@ void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& 
           m[p] = mx;
         }
       };
-      pixels(std::false_type{});
-      if constexpr (kFloat<scalar_t>)
-        if (any_nan(s, HW)) pixels(std::true_type{});
+      cheap_then_exact_max<scalar_t>(pixels, s, HW);
     }
   });
   acc_t* mean_p = mean.data_ptr<acc_t>();

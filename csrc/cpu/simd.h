@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 namespace attnkernels {
 namespace {
@@ -52,6 +53,12 @@ inline f4 max4(f4 m, f4 v) {
     return max_fast4(m, v);
 }
 
+// pass(std::false_type{}) takes the cheap max; if sums[0, n), which any NaN
+// input makes NaN, hold a NaN, pass(std::true_type{}) runs again with the
+// exact one. Only float inputs take the cheap path (their passes have f4 loops).
+template <typename scalar_t, typename Pass, typename acc_t>
+inline void cheap_then_exact_max(const Pass& pass, const acc_t* sums, int64_t n);
+
 // Whether any of p[0, n) is NaN.
 inline bool any_nan(const float* p, int64_t n) {
   i4 hit = splat4(0);
@@ -77,6 +84,13 @@ constexpr int64_t kPrefetchBytes = 4096;
 template <typename T>
 inline void prefetch_ahead(const T* p) {
   __builtin_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes);
+}
+
+template <typename scalar_t, typename Pass, typename acc_t>
+inline void cheap_then_exact_max(const Pass& pass, const acc_t* sums, int64_t n) {
+  pass(std::false_type{});
+  if constexpr (std::is_same_v<scalar_t, float>)
+    if (any_nan(sums, n)) pass(std::true_type{});
 }
 
 // The cache lines of the n elements at p.

@@ -44,17 +44,21 @@ struct PoolTask {
   const scalar_t* x;
   acc_t *hmean, *hmax, *wmean, *wmax;
 
-  // With the cheap max (max_fast4) first, and again with the exact one if a
-  // NaN reached the row sums (as any NaN in x does).
-  void nchw(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
-    nchw_pass<false>(b, c0, c1, ps, pm);
-    if constexpr (kFloat<scalar_t>)
-      if (any_nan(wmean + (b * g.C + c0) * g.H, (c1 - c0) * g.H))
-        nchw_pass<true>(b, c0, c1, ps, pm);
+  // The cheap max (max_fast4) first, and again with the exact one if a NaN
+  // reached the task's row sums (wmean), as any NaN in x does.
+  void operator()(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
+    const auto pass = [&](auto exact) {
+      constexpr bool kExact = decltype(exact)::value;
+      if (g.cl)
+        nhwc<kExact>(b, c0, c1, ps, pm);
+      else
+        nchw<kExact>(b, c0, c1, ps, pm);
+    };
+    cheap_then_exact_max<scalar_t>(pass, wmean + (b * g.C + c0) * g.H, (c1 - c0) * g.H);
   }
 
   template <bool kExact>
-  void nchw_pass(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
+  void nchw(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
     std::fill(ps, ps + g.H * g.W, acc_t(0));
     std::fill(pm, pm + g.H * g.W, kNegInf);
     std::vector<acc_t> columns(2 * kGroup * g.W);
@@ -144,20 +148,11 @@ struct PoolTask {
       }
   }
 
-  // As nchw: the cheap max first, the exact one again if a NaN reached the
-  // row sums.
-  void nhwc(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
-    nhwc_pass<false>(b, c0, c1, ps, pm);
-    if constexpr (kFloat<scalar_t>)
-      if (any_nan(wmean + (b * g.C + c0) * g.H, (c1 - c0) * g.H))
-        nhwc_pass<true>(b, c0, c1, ps, pm);
-  }
-
   // A pixel's nc channels at a time, four lanes wide: the sum and max over
   // them (lanes, then in lane order, then the tail), and folded into the
   // per-channel reductions over W (rs, rm) and over H (columns per w).
   template <bool kExact>
-  void nhwc_pass(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
+  void nhwc(int64_t b, int64_t c0, int64_t c1, acc_t* ps, acc_t* pm) const {
     const int64_t H = g.H, W = g.W, nc = c1 - c0;
     std::vector<acc_t> col_sum(W * nc, acc_t(0)), col_max(W * nc, kNegInf);
     acc_t rs[kBlockC], rm[kBlockC];
@@ -227,10 +222,7 @@ void pool_kernel(const at::Tensor& x, std::array<at::Tensor, 6>& out) {
   blocks.for_each([&](int64_t b, int64_t k, int64_t c0, int64_t c1) {
     acc_t* ps = psum + (b * blocks.n + k) * HW;
     acc_t* pm = pmax + (b * blocks.n + k) * HW;
-    if (g.cl)
-      task.nhwc(b, c0, c1, ps, pm);
-    else
-      task.nchw(b, c0, c1, ps, pm);
+    task(b, c0, c1, ps, pm);
   });
   acc_t* cmean = ptr<acc_t>(out[0]);
   acc_t* cmax = ptr<acc_t>(out[1]);
