@@ -37,6 +37,7 @@ def passes(N, C, H, W, dtype, fmt=torch.contiguous_format):
     _, smax = ops.cbam_spatial_pool(x, ca)
     red = ops.cbam_backward_reduce(dy, x, ca, sa, cmax, smax, True)
     tp = ops.triplet_pool(x)
+    tr = ops.triplet_backward_reduce(dy, x, tp[1], tp[3], tp[5])
     return {
         "x.clone": (lambda: x.clone(), 1),
         "x.sum((2, 3))": (lambda: x.sum((2, 3)), 1),
@@ -60,6 +61,8 @@ def passes(N, C, H, W, dtype, fmt=torch.contiguous_format):
         "triplet_apply": (lambda: ops.triplet_apply(x, s_hw, s_cw, s_hc, True), 1),
         "triplet_backward_reduce": (
             lambda: ops.triplet_backward_reduce(dy, x, tp[1], tp[3], tp[5]), 2),
+        "triplet_backward_apply": (lambda: ops.triplet_backward_apply(
+            dy, s_hw, s_cw, s_hc, True, tr[3], s_hw, s_hw, tr[4], s_cw, s_cw, tr[5], s_hc, s_hc), 1),
     }, x
 
 

@@ -90,9 +90,10 @@ def test_passes_times_every_cpu_pass(capsys, layout):
     passes.main(["--shape", "2x20x9x11", "--budget", "0.01", *layout])
     out = capsys.readouterr().out
     assert ("channels_last |" in out) == bool(layout)
-    for name in ("x.clone", "se_backward", "cbam_backward_apply", "coord_pool", "triplet_backward_reduce"):
+    for name in ("x.clone", "se_backward", "cbam_backward_apply", "coord_pool", "triplet_backward_reduce",
+                 "triplet_backward_apply"):
         assert f"| {name} | " in out
-    assert out.count("\n| ") == 1 + 19  # the header, one row per pass
+    assert out.count("\n| ") == 1 + 20  # the header, one row per pass
 
 
 def test_quick_runs_only_the_targets_shape(tmp_path, monkeypatch):

@@ -3,8 +3,8 @@
 // Work is split into tasks of (sample, block of kBlockC channels). A per-(n, c)
 // reduction over H*W is done whole by one task; a per-(n, h, w) reduction over
 // C is formed per block and the blocks are combined in order. Neither depends
-// on the thread count, and NCHW and channels_last reduce over C in the same
-// order.
+// on the thread count. channels_last float sums over C run four lanes wide
+// (then in lane order), NCHW ones in channel order.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -160,6 +160,7 @@ void apply_kernel(const at::Tensor& x, const at::Tensor& ca, const at::Tensor& s
       scalar_t* __restrict__ yr = yp + off + r * C;
       const acc_t* __restrict__ g = gp + b * C;
       const acc_t s = sp[b * HW + r];
+      prefetch_span_ahead(xr, C);
       for (int64_t c = 0; c < C; ++c)
         yr[c] = static_cast<scalar_t>(static_cast<acc_t>(xr[c]) * g[c] * s);
     }
@@ -238,8 +239,7 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
               i4 st = load4(pt + i);
               if (kFirst) {
                 st = (s_hit & (st < 0)) ? cv : st;
-                const i4 cand = c_hit ? pos : splat4(INT_MAX);
-                ctv = cand < ctv ? cand : ctv;
+                ctv = least4(ctv, c_hit, pos);
               } else {
                 st -= s_hit;
                 ctv -= c_hit;
@@ -248,13 +248,7 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
             }
           }
           for (int k = 0; k < 4; ++k) store4(lane + 4 * k, acc[k]);
-          if (kFirst) {
-            int32_t first = INT_MAX;
-            for (int l = 0; l < 4; ++l) first = std::min(first, ctv[l]);
-            ct = first == INT_MAX ? -1 : first;
-          } else {
-            ct = ctv[0] + ctv[1] + ctv[2] + ctv[3];
-          }
+          ct = kFirst ? least_index(ctv) : ctv[0] + ctv[1] + ctv[2] + ctv[3];
         }
         for (; p + kLanes <= HW; p += kLanes) {
           prefetch_ahead(xr + p);
@@ -287,12 +281,42 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
       int32_t cties[kBlockC];
       std::fill(cties, cties + kBlockC, tie0);
       const acc_t* cm = cmp + b * C;
+      const int64_t ahead = rows_ahead<scalar_t>(c1 - c0) * C;
       for (int64_t p = 0; p < HW; ++p) {
         const scalar_t* __restrict__ xr = xp + off + p * C;
         const scalar_t* __restrict__ dr = dyp + off + p * C;
+        prefetch_span(xr + ahead + c0, c1 - c0);
+        prefetch_span(dr + ahead + c0, c1 - c0);
         acc_t a = 0;
         int32_t st = tie0;
-        for (int64_t c = c0; c < c1; ++c) {
+        int64_t c = c0;
+        if constexpr (kFloat<scalar_t>) {
+          // The loop below four channels at a time: each channel's dacc and
+          // tie as there; the pixel's sum in four lanes (then in lane order),
+          // its tie over the lanes.
+          const f4 s4 = splat4(s[p]), sm4 = splat4(sm[p]);
+          const i4 pv = splat4(static_cast<int32_t>(p));
+          f4 a4 = splat4(0.f);
+          i4 st4 = splat4(kFirst ? INT_MAX : 0), chan = iota4(static_cast<int32_t>(c0));
+          for (; c + 4 <= c1; c += 4, chan += 4) {
+            const f4 xv = load4(xr + c), t = load4(dr + c) * xv, gc = load4(g + c);
+            acc_t* __restrict__ d = dacc + (c - c0);
+            int32_t* __restrict__ ct = cties + (c - c0);
+            store4(d, load4(d) + t * s4);
+            a4 += t * gc;
+            const i4 s_hit = xv * gc == sm4, c_hit = xv == load4(cm + c), ctv = load4(ct);
+            if (kFirst) {
+              st4 = least4(st4, s_hit, chan);
+              store4(ct, (c_hit & (ctv < 0)) ? pv : ctv);
+            } else {
+              st4 -= s_hit;
+              store4(ct, ctv - c_hit);
+            }
+          }
+          a = hsum4(a4);
+          st = kFirst ? least_index(st4) : st4[0] + st4[1] + st4[2] + st4[3];
+        }
+        for (; c < c1; ++c) {
           const acc_t xv = static_cast<acc_t>(xr[c]);
           const acc_t t = static_cast<acc_t>(dr[c]) * xv;
           dacc[c - c0] += t * s[p];
@@ -389,9 +413,24 @@ void spatial_pool_backward_kernel(const at::Tensor& x, const at::Tensor& ca,
     } else {
       acc_t dacc[kBlockC] = {};
       const acc_t* g = gp + b * C;
+      const int64_t ahead = rows_ahead<scalar_t>(c1 - c0) * C;
       for (int64_t p = 0; p < HW; ++p) {
         const scalar_t* __restrict__ xr = xp + off + p * C;
-        for (int64_t c = c0; c < c1; ++c) {
+        prefetch_span(xr + ahead + c0, c1 - c0);
+        int64_t c = c0;
+        if constexpr (kFloat<scalar_t>) {
+          // The loop below four channels at a time (same sums, same order).
+          const f4 gm4 = splat4(gm[p]), gx4 = splat4(gx[p]), sm4 = splat4(sm[p]);
+          const i4 st4 = splat4(st[p]);
+          i4 chan = iota4(static_cast<int32_t>(c0));
+          for (; c + 4 <= c1; c += 4, chan += 4) {
+            const f4 xv = load4(xr + c);
+            const i4 hit = kFirst ? chan == st4 : xv * load4(g + c) == sm4;
+            acc_t* __restrict__ d = dacc + (c - c0);
+            store4(d, load4(d) + xv * (gm4 + (hit ? gx4 : splat4(0.f))));
+          }
+        }
+        for (; c < c1; ++c) {
           const acc_t xv = static_cast<acc_t>(xr[c]);
           dacc[c - c0] += xv * (gm[p] + (routed<kFirst>(xv * g[c], sm[p], st[p], c) ? gx[p] : acc_t(0)));
         }
@@ -462,6 +501,8 @@ void backward_apply_kernel(const at::Tensor& dy, const at::Tensor& x, const at::
       const scalar_t* __restrict__ xr = xp + off + r * C;
       const scalar_t* __restrict__ dr = dyp + off + r * C;
       scalar_t* __restrict__ out = dxp + off + r * C;
+      prefetch_span_ahead(xr, C);
+      prefetch_span_ahead(dr, C);
       int64_t c = 0;
       if constexpr (kFloat<scalar_t>) {
         // grad(), four channels at a time.

@@ -74,6 +74,21 @@ inline bool any_nan(const float* p, int64_t n) {
 
 inline float hsum4(f4 v) { return ((v[0] + v[1]) + v[2]) + v[3]; }
 
+// is_max lane by lane: v equals the max m, or both are NaN.
+inline i4 is_max4(f4 v, f4 m) { return (v == m) | ((v != v) & (m != m)); }
+
+// First-tie tracking four indices at a time: least4 keeps, per lane, the least
+// index whose lane was hit (INT32_MAX where none); least_index gives the
+// least over the lanes, -1 if none.
+inline i4 least4(i4 least, i4 hit, i4 index) {
+  const i4 cand = hit ? index : splat4(std::numeric_limits<int32_t>::max());
+  return cand < least ? cand : least;
+}
+inline int32_t least_index(i4 least) {
+  const int32_t m = std::min(std::min(least[0], least[1]), std::min(least[2], least[3]));
+  return m == std::numeric_limits<int32_t>::max() ? -1 : m;
+}
+
 // Software prefetch for the streaming passes. One core reading one sequential
 // stream from DRAM with SSE loads gets a third of the bandwidth a prefetching
 // loop gets (measured on a Xeon with 2 cores: 5.5 vs 18-20 GB/s for the
