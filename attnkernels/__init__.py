@@ -12,6 +12,7 @@ if _extension.load():
     from .ops import coord as _coord_ops
     from .ops import eca as _eca_ops
     from .ops import gate_conv as _gate_conv_ops
+    from .ops import gate_matmul as _gate_matmul_ops
     from .ops import se as _se_ops
     from .ops import triplet as _triplet_ops
 
@@ -21,6 +22,7 @@ if _extension.load():
     _coord_ops.register()
     _triplet_ops.register()
     _gate_conv_ops.register()
+    _gate_matmul_ops.register()
 
 from . import functional, nn, reference  # noqa: E402
 from .convert import ConversionReport, convert  # noqa: E402

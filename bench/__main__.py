@@ -52,6 +52,9 @@ def describe(device: torch.device, dtype: torch.dtype, channels_last: bool, prog
         "command": program + " " + " ".join(argv if argv is not None else sys.argv[1:]),
         "dtype": str(dtype).replace("torch.", ""),
         "memory_format": "channels_last" if channels_last else "nchw",
+        # PyTorch's switch for transparent huge pages in its CPU allocator: a
+        # fresh output's page faults, most of x.clone() here, shrink with it.
+        "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0"),
     }
 
 

@@ -109,6 +109,12 @@ TORCH_LIBRARY(attnkernels, m) {
   // gate_conv2d_weight_grad: its weight gradient (C_out, C_in, k, k) for grad.
   m.def("gate_conv2d(Tensor input, Tensor weight) -> Tensor");
   m.def("gate_conv2d_weight_grad(Tensor grad, Tensor input, int kernel_size) -> Tensor");
+
+  // The gate networks' matrix products (CPU only; elsewhere torch.matmul):
+  // a @ b for a (M, K) or (B, M, K) and b (K, N) or (B, K, N), a 2-D operand
+  // shared by every batch entry, float32 or float64, any strides; the result
+  // is contiguous and bitwise independent of the thread count.
+  m.def("gate_matmul(Tensor a, Tensor b) -> Tensor");
 }
 
 #ifdef ATTNKERNELS_PYTHON_MODULE

@@ -18,4 +18,4 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:print_summary=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 cd tests  # the installed package, not the source tree
 python -m pytest -q -p no:cacheprovider -x -k "not triton" \
-    test_extremes.py test_fuzz.py test_gate_conv.py test_determinism.py "$@"
+    test_extremes.py test_fuzz.py test_gate_conv.py test_gate_matmul.py test_determinism.py "$@"

@@ -1,6 +1,8 @@
 """Helpers shared by every family's operator registration."""
 import torch
 
+from .gate_matmul import matmul
+
 
 def stats_dtype(x: torch.Tensor) -> torch.dtype:
     """Dtype of the per-(n, c) statistics the ops keep: fp32, or fp64 for fp64 input."""
@@ -48,7 +50,7 @@ def gate_backward(grad: torch.Tensor, z: torch.Tensor, g: torch.Tensor, name: st
 def linear_backward(grad: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor,
                     has_bias: bool):
     """(d inp, d weight, d bias or None) of ``F.linear(inp, weight, bias)`` on 2-D inp."""
-    return (grad @ weight, grad.t() @ inp, grad.sum(0) if has_bias else None)
+    return (matmul(grad, weight), matmul(grad.t(), inp), grad.sum(0) if has_bias else None)
 
 
 # How a gate network's BatchNorm normalises (the ``bn`` entry of an op's config).

@@ -18,13 +18,13 @@ The passes come from the backend: the compiled ``attnkernels::cbam_*`` ops
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from ..reference._layers import activation, gate
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # noqa: F401
                       gate_backward, like_x, linear_backward, normalise_backward,
                       normalise_saving, stats_dtype)
 from .gate_conv import same_conv2d, same_conv2d_backward
+from .gate_matmul import linear, sum_all
 
 CHANNEL_POOLS = {"avg_max": 0, "mix": 1, "avg": 2, "max": 3}
 SPATIAL_INPUTS = {"mean_max": 0, "max_mean": 1, "mix": 2, "none": 3}
@@ -59,11 +59,11 @@ def channel_gate(cmean, cmax, w1, b1, w2, b2, config: List[int]):
     """(ca, h, z): the gate ca (N, C) of the summed shared MLP of the pools, the
     MLP's first-layer output h (rows, R) and the gate's input z (N, C)."""
     acc = cmean.dtype
-    h = F.linear(_mlp_input(cmean, cmax, config), w1.to(acc), _bias(b1, acc))
+    h = linear(_mlp_input(cmean, cmax, config), w1.to(acc), _bias(b1, acc))
     if w2 is None:
         z = h
     else:
-        z = F.linear(activation(h, _ACT_NAMES[config[_ACT]]), w2.to(acc), _bias(b2, acc))
+        z = linear(activation(h, _ACT_NAMES[config[_ACT]]), w2.to(acc), _bias(b2, acc))
     if config[_CHANNEL_POOL] == CHANNEL_POOLS["avg_max"]:
         n = cmean.shape[0]
         z = z[:n] + z[n:]
@@ -149,7 +149,7 @@ def spatial_gate_backward(dsa, sa, smean, smax, q, qn, save_mean, save_invstd, c
     d_in, d_w = same_conv2d_backward(dq, s_in, conv_w.to(s_in.dtype))
     dsmean, dsmax = spatial_input_backward(d_in, config)
     return (dsmean, dsmax, d_w.to(conv_w.dtype),
-            None if conv_b is None else dq.sum().reshape(1).to(conv_b.dtype), dbn_w, dbn_b)
+            None if conv_b is None else sum_all(dq).reshape(1).to(conv_b.dtype), dbn_w, dbn_b)
 
 
 def _has_spatial(config) -> bool:

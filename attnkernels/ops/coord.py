@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..reference._layers import activation, gate
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # noqa: F401
                       gate_backward, like_x, normalise_backward, normalise_saving, stats_dtype)
+from .gate_matmul import matmul
 
 _ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
 _GATE_NAMES = {0: "sigmoid", 1: "hard_sigmoid"}
@@ -32,14 +33,16 @@ _ACT, _GATE, _BN, _SKIP = range(4)
 
 def strip_conv(s, w, b):
     """A 1x1 conv over strips: (N, in, T) -> (N, out, T), w @ s per sample."""
-    z = torch.matmul(w.to(s.dtype), s)
+    z = matmul(w.to(s.dtype), s)
     return z if b is None else z.add_(b.to(s.dtype)[:, None])
 
 
 def strip_conv_backward(grad, s, w, b):
     """(d s, d w, d b) of ``strip_conv``, the parameter gradients in their dtypes."""
-    ds = torch.matmul(w.to(s.dtype).t(), grad)
-    dw = torch.einsum("not,nit->oi", grad, s).to(w.dtype)
+    ds = matmul(w.to(s.dtype).t(), grad)
+    # sum over (n, t) of grad[n, :, t] s[n, :, t]^T: one (O, N*T) @ (N*T, I) product
+    dw = matmul(grad.transpose(0, 1).reshape(grad.shape[1], -1),
+                s.transpose(1, 2).reshape(-1, s.shape[1])).to(w.dtype)
     return ds, dw, None if b is None else grad.sum((0, 2)).to(b.dtype)
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ._common import like_x, stats_dtype
+from .gate_matmul import matmul, sum_all
 
 
 def forward_fake(x, weight, bias, circular, gate):
@@ -33,9 +34,9 @@ def weight_grads(needs, pooled, dz, weight, bias, circular: bool):
     if needs[0]:
         k = weight.shape[0]
         windows = padded(pooled, k, circular).unfold(1, k, 1)  # (B, C, k)
-        dw = torch.einsum("bc,bck->k", dz, windows).to(weight.dtype)
+        dw = matmul(dz.reshape(1, -1), windows.reshape(-1, k))[0].to(weight.dtype)
     if needs[1] and bias is not None:
-        db = dz.sum().reshape(1).to(bias.dtype)
+        db = sum_all(dz).reshape(1).to(bias.dtype)
     return dw, db
 
 

@@ -3,7 +3,8 @@
 The compiled ``attnkernels::se_forward`` returns (y, pooled, xmax); its
 backward op returns dx and the per-sample gradients of the gate network's
 pre-activations (dz, dh). The weight gradients are batch-wide sums, formed
-here with two small matmuls (deterministic), for every backend alike.
+here with small matmuls (ops/gate_matmul.py: on the CPU bitwise independent
+of the thread count), for every backend alike.
 """
 from typing import Optional
 
@@ -11,6 +12,7 @@ import torch
 
 from ..reference._layers import activation
 from ._common import like_x, stats_dtype
+from .gate_matmul import linear, matmul
 
 ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
 
@@ -35,17 +37,17 @@ def weight_grads(needs, pooled, dz, dh, w1, b1, w2, b2, act: int):
     acc = pooled.dtype
     if w2 is None:
         if needs[0]:
-            dw1 = (dz.t() @ pooled).to(w1.dtype)
+            dw1 = matmul(dz.t(), pooled).to(w1.dtype)
         if needs[1] and b1 is not None:
             db1 = dz.sum(0).to(b1.dtype)
         return dw1, db1, dw2, db2
     if needs[2]:
-        h = torch.nn.functional.linear(pooled, w1.to(acc), None if b1 is None else b1.to(acc))
-        dw2 = (dz.t() @ activation(h, ACT_NAMES[act])).to(w2.dtype)
+        h = linear(pooled, w1.to(acc), None if b1 is None else b1.to(acc))
+        dw2 = matmul(dz.t(), activation(h, ACT_NAMES[act])).to(w2.dtype)
     if needs[3] and b2 is not None:
         db2 = dz.sum(0).to(b2.dtype)
     if needs[0]:
-        dw1 = (dh.t() @ pooled).to(w1.dtype)
+        dw1 = matmul(dh.t(), pooled).to(w1.dtype)
     if needs[1] and b1 is not None:
         db1 = dh.sum(0).to(b1.dtype)
     return dw1, db1, dw2, db2

@@ -28,6 +28,7 @@ import torch
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, like_x,  # noqa: F401
                       normalise_backward, normalise_saving, stats_dtype)
 from .gate_conv import same_conv2d, same_conv2d_backward
+from .gate_matmul import sum_all
 
 # config: [bn (BN_NONE, BN_BATCH, BN_RUNNING), spatial (1: the hw branch, 0: no_spatial)]
 _BN, _SPATIAL = range(2)
@@ -232,7 +233,7 @@ def _backward(ctx, dy, *_unused):
                           for g, (dq, t) in enumerate(zip(dqs, inputs))))
         dconv_w = torch.cat(d_w).to(conv_w.dtype)
         dconv_b = None if conv_b is None else torch.stack(
-            [dq.sum() for dq in dqs]).to(conv_b.dtype)
+            [sum_all(dq) for dq in dqs]).to(conv_b.dtype)
         (dhmax, dhmean), (dwmax, dwmean) = d_in[CW].unbind(1), d_in[HC].transpose(2, 3).unbind(1)
         if config[_SPATIAL]:
             dcmax, dcmean = d_in[HW].unbind(1)

@@ -1,0 +1,83 @@
+"""The gate networks' CPU matrix products (attnkernels/ops/gate_matmul.py): the
+float64 product as the oracle, and bitwise the same bits at every thread count."""
+import pytest
+import torch
+
+import attnkernels
+from attnkernels.ops import gate_matmul
+
+HAS_CPU = attnkernels.available_backends()["cpu"] is None
+pytestmark = pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
+
+# (a shape, b shape): plain, one block and several (64 columns each) with a
+# ragged last one, K = 1, a shared 2-D operand on either side, both batched.
+SHAPES = [((12, 7), (7, 24)), ((9, 10), (10, 72)), ((144, 9), (9, 200)), ((3, 1), (1, 5)),
+          ((256, 300), (300, 130)), ((8, 40), (5, 40, 70)), ((5, 8, 40), (40, 70)),
+          ((5, 8, 40), (5, 40, 129))]
+
+
+@pytest.mark.parametrize("a_shape,b_shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_the_float64_product(a_shape, b_shape, dtype):
+    a, b = torch.randn(a_shape, dtype=dtype), torch.randn(b_shape, dtype=dtype)
+    exact = torch.matmul(a.double(), b.double())
+    out = torch.ops.attnkernels.gate_matmul(a, b)
+    assert out.dtype == dtype and out.shape == exact.shape and out.is_contiguous()
+    # fp32: each output a sum of K products, rounding bounded by K ulps of the magnitudes
+    k = a_shape[-1]
+    tol = k * torch.finfo(dtype).eps * torch.matmul(a.double().abs(), b.double().abs())
+    assert ((out.double() - exact).abs() <= tol).all()
+
+
+def test_strided_operands():
+    """Transposed and sliced views are read in place, as F.linear's weight.t() is."""
+    a = torch.randn(40, 30)[:, :20]
+    w = torch.randn(70, 20)
+    torch.testing.assert_close(gate_matmul.matmul(a, w.t()), a @ w.t())
+    torch.testing.assert_close(gate_matmul.linear(a, w, torch.ones(70)),
+                               torch.nn.functional.linear(a, w, torch.ones(70)))
+    t = torch.randn(6, 9, 11).transpose(1, 2)
+    torch.testing.assert_close(gate_matmul.sum_all(t), t.sum())
+
+
+def test_empty():
+    ops = torch.ops.attnkernels
+    assert ops.gate_matmul(torch.randn(0, 3), torch.randn(3, 4)).shape == (0, 4)
+    assert torch.equal(ops.gate_matmul(torch.randn(2, 0), torch.randn(0, 4)), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((12, 7), (7, 24)), ((9, 10), (10, 72)),
+                                             ((256, 2048), (2048, 130)),
+                                             ((16, 8, 256), (256, 112))])
+def test_independent_of_thread_count(a_shape, b_shape):
+    """MKL's own a @ b changes with the thread count on some CPUs at these shapes."""
+    a, b = torch.randn(a_shape), torch.randn(b_shape)
+    big = torch.randn(128, 2048, 7)  # a sum of 1.8M terms: t.sum() splits them by thread
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 2, 3, 8):
+            torch.set_num_threads(n)
+            runs.append((torch.ops.attnkernels.gate_matmul(a, b), gate_matmul.sum_all(big)))
+    finally:
+        torch.set_num_threads(before)
+    for out, total in runs[1:]:
+        assert torch.equal(out, runs[0][0]) and torch.equal(total, runs[0][1])
+
+
+def test_opcheck():
+    ops = torch.ops.attnkernels
+    torch.library.opcheck(ops.gate_matmul.default, (torch.randn(5, 7), torch.randn(7, 3)))
+    torch.library.opcheck(ops.gate_matmul.default, (torch.randn(4, 5, 7), torch.randn(7, 3)))
+
+
+def test_bad_arguments_are_named():
+    ops = torch.ops.attnkernels
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        ops.gate_matmul(torch.randn(3, 4), torch.randn(5, 6))
+    with pytest.raises(RuntimeError, match="float32 or both float64"):
+        ops.gate_matmul(torch.randn(3, 4), torch.randn(4, 6, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="batch sizes differ"):
+        ops.gate_matmul(torch.randn(2, 3, 4), torch.randn(3, 4, 6))
+    with pytest.raises(RuntimeError, match="2-D or 3-D"):
+        ops.gate_matmul(torch.randn(4), torch.randn(4, 6))
