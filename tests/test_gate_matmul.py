@@ -10,10 +10,11 @@ HAS_CPU = attnkernels.available_backends()["cpu"] is None
 pytestmark = pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
 
 # (a shape, b shape): plain, one block and several (64 columns each) with a
-# ragged last one, K = 1, a shared 2-D operand on either side, both batched.
+# ragged last one, K = 1, K in chunks (256, or K / 64 when longer), a shared
+# 2-D operand on either side, both batched.
 SHAPES = [((12, 7), (7, 24)), ((9, 10), (10, 72)), ((144, 9), (9, 200)), ((3, 1), (1, 5)),
-          ((256, 300), (300, 130)), ((8, 40), (5, 40, 70)), ((5, 8, 40), (40, 70)),
-          ((5, 8, 40), (5, 40, 129))]
+          ((256, 300), (300, 130)), ((3, 20000), (20000, 5)), ((8, 40), (5, 40, 70)),
+          ((5, 8, 40), (40, 70)), ((5, 8, 40), (5, 40, 129))]
 
 
 @pytest.mark.parametrize("a_shape,b_shape", SHAPES)
@@ -23,9 +24,11 @@ def test_matches_the_float64_product(a_shape, b_shape, dtype):
     exact = torch.matmul(a.double(), b.double())
     out = torch.ops.attnkernels.gate_matmul(a, b)
     assert out.dtype == dtype and out.shape == exact.shape and out.is_contiguous()
-    # fp32: each output a sum of K products, rounding bounded by K ulps of the magnitudes
+    # K terms in chunks of at least 256, the chunks' partial products summed in
+    # float64: at most 256 roundings of the dtype on the magnitudes, then one more
     k = a_shape[-1]
-    tol = k * torch.finfo(dtype).eps * torch.matmul(a.double().abs(), b.double().abs())
+    magnitude = torch.matmul(a.double().abs(), b.double().abs())
+    tol = torch.finfo(dtype).eps * (min(k, 256) * magnitude + exact.abs())
     assert ((out.double() - exact).abs() <= tol).all()
 
 
@@ -36,8 +39,16 @@ def test_strided_operands():
     torch.testing.assert_close(gate_matmul.matmul(a, w.t()), a @ w.t())
     torch.testing.assert_close(gate_matmul.linear(a, w, torch.ones(70)),
                                torch.nn.functional.linear(a, w, torch.ones(70)))
-    t = torch.randn(6, 9, 11).transpose(1, 2)
+    t = torch.randn(6, 1, 9, 11).transpose(2, 3)
     torch.testing.assert_close(gate_matmul.sum_all(t), t.sum())
+
+
+def test_sum_all():
+    t = torch.randn(128, 1, 2048, 7)  # a conv-bias gradient's size on ResNet's last stage
+    torch.testing.assert_close(gate_matmul.sum_all(t), t.double().sum().float())
+    for n in (0, 1, 255, 256, 257, 1000):
+        u = torch.randn(n)
+        torch.testing.assert_close(gate_matmul.sum_all(u), u.double().sum().float())
 
 
 def test_empty():
@@ -52,7 +63,7 @@ def test_empty():
 def test_independent_of_thread_count(a_shape, b_shape):
     """MKL's own a @ b changes with the thread count on some CPUs at these shapes."""
     a, b = torch.randn(a_shape), torch.randn(b_shape)
-    big = torch.randn(128, 2048, 7)  # a sum of 1.8M terms: t.sum() splits them by thread
+    big = torch.randn(128, 1, 2048, 7)  # a sum of 1.8M terms: t.sum() splits them by thread
     before = torch.get_num_threads()
     try:
         runs = []

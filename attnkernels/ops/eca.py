@@ -34,7 +34,9 @@ def weight_grads(needs, pooled, dz, weight, bias, circular: bool):
     if needs[0]:
         k = weight.shape[0]
         windows = padded(pooled, k, circular).unfold(1, k, 1)  # (B, C, k)
-        dw = matmul(dz.reshape(1, -1), windows.reshape(-1, k))[0].to(weight.dtype)
+        # one long dot product per tap (B * C terms): in float64
+        dw = matmul(dz.reshape(1, -1).double(), windows.reshape(-1, k).double())[0]
+        dw = dw.to(weight.dtype)
     if needs[1] and bias is not None:
         db = sum_all(dz).reshape(1).to(bias.dtype)
     return dw, db

@@ -6,8 +6,9 @@ MKL's sgemm cuts its work by the thread count, and on some CPUs (an AMD EPYC
 with MKL 2024.2 here) ``a @ b`` changes in its last bits with
 ``torch.set_num_threads``, even for a 12x7 by 7x24 product. On the CPU these
 products run on ``attnkernels::gate_matmul`` (csrc/cpu/gate_matmul.cpp: fixed
-column blocks, BLAS on one thread per block), whose bits do not depend on the
-thread count; elsewhere on torch.matmul.
+column blocks and K chunks, BLAS on one thread per block, the chunks' partial
+products summed in float64), whose bits do not depend on the thread count;
+elsewhere on torch.matmul.
 """
 from typing import Optional
 
@@ -40,12 +41,20 @@ def linear(inp: torch.Tensor, weight: torch.Tensor,
 
 
 def sum_all(t: torch.Tensor) -> torch.Tensor:
-    """``t.sum()`` (0-D): on the CPU as a product with ones, so that its bits do not
-    depend on the thread count (a large ``t.sum()`` splits its terms between threads)."""
-    if not _ours(t, t):
+    """``t.sum()`` (0-D). On the CPU as products with ones, so that its bits do
+    not depend on the thread count (a large ``t.sum()`` splits its terms
+    between threads): rows of 256 elements summed, then the row sums (in
+    chunks summed in float64, see the module's kernel)."""
+    flat = t.reshape(-1)
+    if not _ours(flat[None], flat[None]):
         return t.sum()
-    flat = t.reshape(1, -1)
-    return matmul(flat, flat.new_ones((flat.shape[1], 1))).reshape(())
+    width = 256
+    rows = flat.numel() // width
+    sums = [flat[rows * width:].sum().reshape(1)]  # fewer than 256 terms: one thread sums them
+    if rows:
+        sums.append(matmul(flat[:rows * width].view(rows, width), flat.new_ones((width, 1)))[:, 0])
+    partial = torch.cat(sums)
+    return matmul(partial[None], partial.new_ones((partial.numel(), 1))).reshape(())
 
 
 def _matmul_fake(a, b):
