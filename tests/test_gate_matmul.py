@@ -24,8 +24,10 @@ def test_matches_the_float64_product(a_shape, b_shape, dtype):
     exact = torch.matmul(a.double(), b.double())
     out = torch.ops.attnkernels.gate_matmul(a, b)
     assert out.dtype == dtype and out.shape == exact.shape and out.is_contiguous()
-    # K terms in chunks of at least 256, the chunks' partial products summed in
-    # float64: at most 256 roundings of the dtype on the magnitudes, then one more
+    # K terms in chunks of 256 (K / 64 when longer), the chunks' partial products
+    # summed in float64: about 256 roundings of the dtype on the magnitudes (this
+    # worst case is far from random signs even for the 313-term chunks of K =
+    # 20000), then one more
     k = a_shape[-1]
     magnitude = torch.matmul(a.double().abs(), b.double().abs())
     tol = torch.finfo(dtype).eps * (min(k, 256) * magnitude + exact.abs())

@@ -20,15 +20,15 @@ from .. import _extension
 _HAS_CPU_KERNEL = _extension.has_kernel("gate_matmul", "CPU")
 
 
-def _ours(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return (_HAS_CPU_KERNEL and a.device.type == "cpu" and a.dtype == b.dtype
-            and a.dtype in (torch.float32, torch.float64) and a.dim() in (2, 3)
-            and b.dim() in (2, 3))
+def _ours(t: torch.Tensor) -> bool:
+    """Whether the CPU kernel serves t's device and dtype."""
+    return (_HAS_CPU_KERNEL and t.device.type == "cpu"
+            and t.dtype in (torch.float32, torch.float64))
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for a (M, K) or (B, M, K) and b (K, N) or (B, K, N)."""
-    if _ours(a, b):
+    if _ours(a) and a.dtype == b.dtype and a.dim() in (2, 3) and b.dim() in (2, 3):
         return torch.ops.attnkernels.gate_matmul(a, b)
     return torch.matmul(a, b)
 
@@ -45,9 +45,9 @@ def sum_all(t: torch.Tensor) -> torch.Tensor:
     not depend on the thread count (a large ``t.sum()`` splits its terms
     between threads): rows of 256 elements summed, then the row sums (in
     chunks summed in float64, see the module's kernel)."""
-    flat = t.reshape(-1)
-    if not _ours(flat[None], flat[None]):
+    if not _ours(t):
         return t.sum()
+    flat = t.reshape(-1)
     width = 256
     rows = flat.numel() // width
     sums = [flat[rows * width:].sum().reshape(1)]  # fewer than 256 terms: one thread sums them

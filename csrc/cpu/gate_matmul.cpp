@@ -89,7 +89,7 @@ at::Tensor gate_matmul_cpu(const at::Tensor& a, const at::Tensor& b) {
           continue;
         }
         acc.assign(M * width, 0.0);
-        part = at::empty({M, width}, a.options());
+        if (!part.defined() || part.size(1) != width) part = at::empty({M, width}, a.options());
         const scalar_t* p = part.data_ptr<scalar_t>();
         for (int64_t k0 = 0; k0 < K; k0 += chunk) {
           const int64_t len = std::min(chunk, K - k0);
