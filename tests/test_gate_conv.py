@@ -1,4 +1,8 @@
 """The gate networks' CPU convolutions (attnkernels/ops/gate_conv.py) against PyTorch's, in float64."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,8 +21,11 @@ def _reference_weight_grad(grad, inp, weight):
                                                [1, 1], False, [0, 0], 1, [False, True, False])[1]
 
 
+# rows across tiles of 8 and columns across tiles of 256, register chunks and
+# the one-by-one tail; planes smaller than the kernel
 @pytest.mark.parametrize("shape,cout,k", [((2, 2, 9, 70), 1, 7), ((3, 1, 70, 5), 2, 3),
-                                          ((1, 2, 4, 4), 1, 7), ((2, 2, 13, 6), 2, 5)])
+                                          ((1, 2, 4, 4), 1, 7), ((2, 2, 13, 6), 2, 5),
+                                          ((1, 2, 17, 301), 1, 7), ((2, 1, 3, 2), 2, 7)])
 def test_ops_match_pytorch(shape, cout, k):
     inp = torch.randn(shape, dtype=torch.float64)
     w = torch.randn(cout, shape[1], k, k, dtype=torch.float64)
@@ -33,7 +40,7 @@ def test_ops_match_pytorch(shape, cout, k):
 
 @pytest.mark.parametrize("shape", [(2, 2, 70, 9), (2, 2, 9, 70), (2, 2, 20, 30)])
 def test_same_conv2d_and_its_backward_match_pytorch(shape):
-    """Thin planes (ours, either orientation) and others (F.conv2d) alike."""
+    """Planes of either orientation (ours works on the longer side as columns)."""
     inp = torch.randn(shape, dtype=torch.float64).transpose(2, 3)  # a view, as Triplet's hc
     w = torch.randn(1, 2, 7, 7, dtype=torch.float64)
     grad = torch.randn(inp.shape[0], 1, *inp.shape[2:], dtype=torch.float64)
@@ -73,6 +80,30 @@ def test_independent_of_thread_count():
         torch.set_num_threads(before)
     for a, b in outs[1:]:
         assert torch.equal(a, outs[0][0]) and torch.equal(b, outs[0][1])
+
+
+_ISA_SCRIPT = """
+import sys, torch, attnkernels
+g = torch.Generator().manual_seed(0)
+inp, w = torch.randn(3, 2, 19, 300, generator=g), torch.randn(1, 2, 7, 7, generator=g)
+grad, w_t = torch.randn(3, 1, 19, 300, generator=g), torch.randn(2, 1, 7, 7, generator=g)
+ops = torch.ops.attnkernels
+torch.save([ops.gate_conv2d(inp, w), ops.gate_conv2d(grad, w_t),
+            ops.gate_conv2d_weight_grad(grad, inp, 7)], sys.argv[1])
+"""
+
+
+def test_baseline_and_avx2_builds_give_the_same_bits(tmp_path):
+    """The kernels' AVX2 instantiation (picked where the CPU has it) and the
+    baseline one (ATTNKERNELS_CPU_BASELINE=1) sum every output alike."""
+    results = []
+    for baseline in ("0", "1"):
+        out = tmp_path / f"baseline{baseline}.pt"
+        env = {**os.environ, "ATTNKERNELS_CPU_BASELINE": baseline}
+        subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(out)], env=env, check=True)
+        results.append(torch.load(out))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
 
 
 def test_bad_arguments_are_named():

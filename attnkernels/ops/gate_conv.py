@@ -1,23 +1,27 @@
 """The gate networks' small convolutions: same-padded (k // 2), stride 1, few
 channels (CBAM's and Triplet's 2 -> 1 kxk convs, and their input gradients 1 -> 2).
 
-PyTorch's CPU conv (oneDNN) is slow for one output channel on the thin planes
-of late ResNet stages, and for the input gradient of such a conv. Measured on
-this project's 2-thread machine, 7x7:
+PyTorch's CPU conv (oneDNN) is slow for these one- and two-channel convs, and
+its weight gradient (convolution_backward) slower still, so on the CPU
+(float32, float64) every one of them runs on ours (csrc/cpu/gate_conv.cpp:
+register-blocked, summed in double, an AVX2 build of the same loops picked at
+run time where the CPU has it). Measured on a 2-thread AMD EPYC (AVX2), 7x7,
+median ms, by ``python -m bench.gate_conv``:
 
-  conv 2 -> 1, (128, 2, 7, 2048)   oneDNN 55 ms   gate_conv2d 23 ms
-  conv 2 -> 1, (64, 2, 14, 1024)   oneDNN 28 ms   gate_conv2d 13 ms
-  conv 2 -> 1, (16, 2, 256, 56)    oneDNN 2.7 ms  gate_conv2d 3.8 ms
-  input gradient, (16, 2, 256, 56) conv_backward 29 ms, conv2d of the flipped kernel 1.7 ms
-  weight gradient, (128, 2, 7, 2048)  conv_backward 55 ms  gate_conv2d_weight_grad 18 ms
+  shape (N, 2, rows, cols)    conv 2 -> 1       conv 1 -> 2       weight gradient
+                              oneDNN  ours      oneDNN  ours      aten    ours
+  (16, 2, 56, 256)             5.36   1.90       4.10   1.55      18.57   2.11
+  (16, 2, 56, 56)              1.41   0.60       0.99   0.53       6.07   1.02
+  (16, 2, 112, 112)            5.54   1.89       3.85   1.57      17.03   2.84
+  (64, 2, 14, 1024)           21.64   7.24      13.92   4.34      53.50   4.68
+  (128, 2, 7, 2048)           70.01  13.40      51.98   8.49     129.86   8.39
 
-So on the CPU: planes with a side of at most 14 and one of at least 64 run on
-``attnkernels::gate_conv2d`` (csrc/cpu/gate_conv.cpp, longer side as columns,
-accumulated in double), other convs on F.conv2d; input gradients are always
-a conv with the flipped kernel, weight gradients always
-``attnkernels::gate_conv2d_weight_grad``. Both of ours are at least as
-accurate as oneDNN's fp32 (which rounds ~10x more on these sums). Elsewhere
-(CUDA, half dtypes) PyTorch's ops serve.
+Without AVX2 (ATTNKERNELS_CPU_BASELINE=1) the convs of ours take about twice
+as long and still beat or match oneDNN (1 -> 2 of (64, 1, 14, 1024): 14.1 ms
+against 14.6). The kernels vectorise along the columns, so planes are given
+with the longer side as columns. Ours are at least as accurate as oneDNN's
+fp32 (which rounds ~10x more on these sums). Elsewhere (CUDA, half dtypes)
+PyTorch's ops serve.
 """
 import torch
 import torch.nn.functional as F
@@ -33,11 +37,6 @@ def _ours(t: torch.Tensor) -> bool:
                                                                       torch.float64)
 
 
-def _thin(t: torch.Tensor) -> bool:
-    """Whether t (N, C, rows, cols) is a plane oneDNN is slow on (see above)."""
-    return min(t.shape[2], t.shape[3]) <= 14 and max(t.shape[2], t.shape[3]) >= 64
-
-
 def _wide(t: torch.Tensor) -> bool:
     """Whether t (N, C, rows, cols) is worked on as is (else transposed)."""
     return t.shape[3] >= t.shape[2]
@@ -45,7 +44,7 @@ def _wide(t: torch.Tensor) -> bool:
 
 def same_conv2d(inp: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``F.conv2d(inp, weight, padding=k // 2)``, no bias."""
-    if not (_ours(inp) and _thin(inp)):
+    if not _ours(inp):
         return F.conv2d(inp, weight, padding=weight.shape[-1] // 2)
     if _wide(inp):
         return torch.ops.attnkernels.gate_conv2d(inp.contiguous(), weight.contiguous())

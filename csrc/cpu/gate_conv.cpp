@@ -15,9 +15,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "../common/checks.h"
+#include "isa.h"
 
 namespace attnkernels {
 namespace {
@@ -39,77 +41,242 @@ void check_conv_args(const at::Tensor& input, const at::Tensor& weight) {
   check_same_device(input, weight, "weight");
 }
 
-// out[n, o] = sum_i conv(in[n, i], w[o, i]), zero padding k / 2: one task per
-// output row, kxk axpys of the input rows into it, in double: without FMA
-// (baseline x86-64) fp32 sums of k * k * C_in products round twice per term,
-// and the gate's BatchNorm gradients showed it against PyTorch's conv.
+// out[n, o] = sum_i conv(in[n, i], w[o, i]), zero padding k / 2, in double:
+// without FMA (baseline x86-64) fp32 sums of k * k * C_in products round twice
+// per term, and the gate's BatchNorm gradients showed it against PyTorch's
+// conv. A task is a tile of kTileRows x kTileCols outputs of one sample, every
+// output channel: its input rows are read once into a zero-padded double
+// buffer (so the taps need no bounds checks), and the outputs are summed in
+// registers, a chunk of columns at a time, over every tap in the order (ci,
+// ky, kx). Every output is that same sum whatever the chunk width or the
+// instruction set, so the results do not depend on either.
+constexpr int64_t kTileRows = 8;
+constexpr int64_t kTileCols = 256;
+
+// Vectors of doubles of the width the instruction set holds in one register:
+// a wider generic vector is split badly on SSE2.
+template <int kLanes>
+struct DoubleVec;
+template <>
+struct DoubleVec<2> {
+  typedef double type __attribute__((vector_size(16)));
+};
+template <>
+struct DoubleVec<4> {
+  typedef double type __attribute__((vector_size(32)));
+};
+
+struct ConvTile {
+  int64_t CI, CO, k;     // channels and kernel size
+  int64_t rows, cols;    // the outputs of this tile
+  int64_t buf_rows, buf_cols;  // rows + k - 1, cols + k - 1
+};
+
+// The tile's inputs: buf[ci][r][c] = in[n, ci, y0 + r - p, x0 + c - p], zero
+// outside the plane.
+template <typename T>
+void fill_tile(const T* in, int64_t R, int64_t S, int64_t p, int64_t y0, int64_t x0,
+               const ConvTile& t, double* buf) {
+  for (int64_t ci = 0; ci < t.CI; ++ci)
+    for (int64_t r = 0; r < t.buf_rows; ++r) {
+      double* dst = buf + (ci * t.buf_rows + r) * t.buf_cols;
+      const int64_t src_r = y0 + r - p;
+      if (src_r < 0 || src_r >= R) {
+        std::fill(dst, dst + t.buf_cols, 0.0);
+        continue;
+      }
+      const T* src = in + (ci * R + src_r) * S;
+      for (int64_t c = 0; c < t.buf_cols; ++c) {
+        const int64_t src_c = x0 + c - p;
+        dst[c] = src_c >= 0 && src_c < S ? static_cast<double>(src[src_c]) : 0.0;
+      }
+    }
+}
+
+// Outputs [x, x + L * kVecs) of tile row y into out_row: kVecs vectors of L
+// sums held in registers over every tap, in order.
+template <int L, int kVecs, typename T>
+ATTNKERNELS_INLINE void conv_chunk(const double* __restrict__ buf, const double* __restrict__ w,
+                                   const ConvTile& t, int64_t y, int64_t x,
+                                   T* __restrict__ out_row) {
+  typedef typename DoubleVec<L>::type V;
+  V acc[kVecs];
+  for (int j = 0; j < kVecs; ++j) acc[j] = V{};
+  for (int64_t ci = 0; ci < t.CI; ++ci)
+    for (int64_t ky = 0; ky < t.k; ++ky) {
+      const double* src = buf + (ci * t.buf_rows + y + ky) * t.buf_cols + x;
+      const double* wk = w + (ci * t.k + ky) * t.k;
+      for (int64_t kx = 0; kx < t.k; ++kx) {
+        const V wv = V{} + wk[kx];
+        for (int j = 0; j < kVecs; ++j) {
+          V v;
+          std::memcpy(&v, src + kx + L * j, sizeof v);
+          acc[j] += wv * v;
+        }
+      }
+    }
+  for (int j = 0; j < kVecs; ++j)
+    for (int l = 0; l < L; ++l) out_row[x + L * j + l] = static_cast<T>(acc[j][l]);
+}
+
+// The tile's outputs of output channel co (w: its CI x k x k weights) from
+// buf, into out (row stride S). The register chunk: kVecs vectors of L
+// columns.
+template <int L, int kVecs, typename T>
+ATTNKERNELS_INLINE void conv_tile(const double* buf, const double* w, const ConvTile& t,
+                                  T* out, int64_t S) {
+  for (int64_t y = 0; y < t.rows; ++y) {
+    T* out_row = out + y * S;
+    int64_t x = 0;
+    for (; x + L * kVecs <= t.cols; x += L * kVecs) conv_chunk<L, kVecs>(buf, w, t, y, x, out_row);
+    for (; x + L <= t.cols; x += L) conv_chunk<L, 1>(buf, w, t, y, x, out_row);
+    for (; x < t.cols; ++x) {  // the last columns one by one, the same sums
+      double s = 0;
+      for (int64_t ci = 0; ci < t.CI; ++ci)
+        for (int64_t ky = 0; ky < t.k; ++ky)
+          for (int64_t kx = 0; kx < t.k; ++kx)
+            s += w[(ci * t.k + ky) * t.k + kx] *
+                 buf[(ci * t.buf_rows + y + ky) * t.buf_cols + x + kx];
+      out_row[x] = static_cast<T>(s);
+    }
+  }
+}
+
+template <typename T>
+void conv_tile_baseline(const double* buf, const double* w, const ConvTile& t, T* out,
+                        int64_t S) {
+  conv_tile<2, 8>(buf, w, t, out, S);
+}
+
+#if ATTNKERNELS_HAVE_AVX2_CLONES
+template <typename T>
+ATTNKERNELS_TARGET_AVX2 void conv_tile_avx2(const double* buf, const double* w,
+                                            const ConvTile& t, T* out, int64_t S) {
+  conv_tile<4, 8>(buf, w, t, out, S);
+}
+#endif
+
 template <typename T>
 void conv_kernel(const at::Tensor& input, const at::Tensor& weight, at::Tensor& out) {
   const int64_t N = input.size(0), CI = input.size(1), R = input.size(2), S = input.size(3);
   const int64_t CO = weight.size(0), k = weight.size(2), p = k / 2;
+  const int64_t row_tiles = (R + kTileRows - 1) / kTileRows;
+  const int64_t col_tiles = (S + kTileCols - 1) / kTileCols;
   const T* in = input.data_ptr<T>();
-  const T* w = weight.data_ptr<T>();
   T* o = out.data_ptr<T>();
-  at::parallel_for(0, N * CO * R, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, S * k)),
-                   [&](int64_t t0, int64_t t1) {
-    std::vector<double> row_acc(S);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t y = t % R, n = t / (CO * R), co = (t / R) % CO;
-      double* __restrict__ acc = row_acc.data();
-      std::fill(acc, acc + S, 0.0);
+  const T* w_in = weight.data_ptr<T>();
+  const std::vector<double> w64(w_in, w_in + CO * CI * k * k);
+  const double* w = w64.data();
+  const bool avx2 = use_avx2();
+  at::parallel_for(0, N * row_tiles * col_tiles, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<double> buf(CI * (kTileRows + k - 1) * (std::min(S, kTileCols) + k - 1));
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t n = task / (row_tiles * col_tiles);
+      const int64_t y0 = (task / col_tiles) % row_tiles * kTileRows;
+      const int64_t x0 = task % col_tiles * kTileCols;
+      ConvTile t{CI, CO, k, std::min(kTileRows, R - y0), std::min(kTileCols, S - x0), 0, 0};
+      t.buf_rows = t.rows + k - 1;
+      t.buf_cols = t.cols + k - 1;
+      fill_tile(in + n * CI * R * S, R, S, p, y0, x0, t, buf.data());
+      for (int64_t co = 0; co < CO; ++co) {
+        T* out_tile = o + ((n * CO + co) * R + y0) * S + x0;
+        const double* w_co = w + co * CI * k * k;
+#if ATTNKERNELS_HAVE_AVX2_CLONES
+        if (avx2) {
+          conv_tile_avx2(buf.data(), w_co, t, out_tile, S);
+          continue;
+        }
+#endif
+        conv_tile_baseline(buf.data(), w_co, t, out_tile, S);
+      }
+    }
+  });
+  (void)avx2;
+}
+
+// dw[o, i, ky, kx] = sum_{n, y, x} grad[n, o, y, x] * in[n, i, y + ky - p, x + kx - p].
+// A task is kTileRows rows of one sample: every tap's sum over its rows, in
+// double (row after row), from the row dot products, each in kLanes lanes of
+// T; the rows it reads stay in cache for all the taps. dw is then the sum of
+// the tasks' partial sums in task order.
+template <typename T>
+ATTNKERNELS_INLINE void weight_grad_rows(const T* __restrict__ g, const T* __restrict__ in,
+                                         int64_t CI, int64_t CO, int64_t R, int64_t S,
+                                         int64_t k, int64_t y0, int64_t y1,
+                                         double* __restrict__ partial) {
+  const int64_t p = k / 2;
+  for (int64_t y = y0; y < y1; ++y)
+    for (int64_t co = 0; co < CO; ++co) {
+      const T* __restrict__ gr = g + (co * R + y) * S;
       for (int64_t ci = 0; ci < CI; ++ci)
         for (int64_t ky = 0; ky < k; ++ky) {
           const int64_t r = y + ky - p;
           if (r < 0 || r >= R) continue;
-          const T* __restrict__ row = in + ((n * CI + ci) * R + r) * S;
-          const T* wk = w + ((co * CI + ci) * k + ky) * k;
+          const T* __restrict__ row = in + (ci * R + r) * S;
+          double* tap = partial + ((co * CI + ci) * k + ky) * k;
           for (int64_t kx = 0; kx < k; ++kx) {
-            const double wv = wk[kx];
-            const int64_t shift = kx - p;  // acc[x] += wv * row[x + shift]
-            const int64_t x0 = std::max<int64_t>(0, -shift), x1 = std::min(S, S - shift);
-            for (int64_t x = x0; x < x1; ++x) acc[x] += wv * static_cast<double>(row[x + shift]);
+            const int64_t shift = kx - p, x0 = std::max<int64_t>(0, -shift),
+                          x1 = std::min(S, S - shift);
+            T lane[kLanes] = {};
+            int64_t x = x0;
+            for (; x + kLanes <= x1; x += kLanes)
+              for (int l = 0; l < kLanes; ++l) lane[l] += gr[x + l] * row[x + l + shift];
+            T sum = 0;
+            for (int l = 0; l < kLanes; ++l) sum += lane[l];
+            for (; x < x1; ++x) sum += gr[x] * row[x + shift];
+            tap[kx] += sum;
           }
         }
-      T* __restrict__ out_row = o + t * S;
-      for (int64_t x = 0; x < S; ++x) out_row[x] = static_cast<T>(acc[x]);
     }
-  });
 }
 
-// dw[o, i, ky, kx] = sum_{n, y, x} grad[n, o, y, x] * in[n, i, y + ky - p, x + kx - p]:
-// one task per weight tap, its sum over (n, y) rows in order (in double for
-// float: there are N * rows of them), each row's dot product in kLanes lanes.
+template <typename T>
+void weight_grad_rows_baseline(const T* g, const T* in, int64_t CI, int64_t CO, int64_t R,
+                               int64_t S, int64_t k, int64_t y0, int64_t y1, double* partial) {
+  weight_grad_rows(g, in, CI, CO, R, S, k, y0, y1, partial);
+}
+
+#if ATTNKERNELS_HAVE_AVX2_CLONES
+template <typename T>
+ATTNKERNELS_TARGET_AVX2 void weight_grad_rows_avx2(const T* g, const T* in, int64_t CI,
+                                                   int64_t CO, int64_t R, int64_t S, int64_t k,
+                                                   int64_t y0, int64_t y1, double* partial) {
+  weight_grad_rows(g, in, CI, CO, R, S, k, y0, y1, partial);
+}
+#endif
+
 template <typename T>
 void weight_grad_kernel(const at::Tensor& grad, const at::Tensor& input, at::Tensor& dw) {
   const int64_t N = input.size(0), CI = input.size(1), R = input.size(2), S = input.size(3);
-  const int64_t CO = dw.size(0), k = dw.size(2), p = k / 2;
+  const int64_t CO = dw.size(0), k = dw.size(2), taps = CO * CI * k * k;
+  const int64_t row_tiles = (R + kTileRows - 1) / kTileRows, tasks = N * row_tiles;
   const T* g = grad.data_ptr<T>();
   const T* in = input.data_ptr<T>();
-  T* d = dw.data_ptr<T>();
-  at::parallel_for(0, CO * CI * k * k, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t kx = t % k, ky = (t / k) % k, ci = (t / (k * k)) % CI, co = t / (CI * k * k);
-      const int64_t shift = kx - p, x0 = std::max<int64_t>(0, -shift),
-                    x1 = std::min(S, S - shift);
-      double total = 0;
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t y = 0; y < R; ++y) {
-          const int64_t r = y + ky - p;
-          if (r < 0 || r >= R) continue;
-          const T* __restrict__ gr = g + ((n * CO + co) * R + y) * S;
-          const T* __restrict__ row = in + ((n * CI + ci) * R + r) * S;
-          T lane[kLanes] = {};
-          int64_t x = x0;
-          for (; x + kLanes <= x1; x += kLanes)
-            for (int l = 0; l < kLanes; ++l) lane[l] += gr[x + l] * row[x + l + shift];
-          T s = 0;
-          for (int l = 0; l < kLanes; ++l) s += lane[l];
-          for (; x < x1; ++x) s += gr[x] * row[x + shift];
-          total += s;
-        }
-      d[t] = static_cast<T>(total);
+  std::vector<double> partials(tasks * taps, 0.0);
+  const bool avx2 = use_avx2();
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t n = task / row_tiles, y0 = task % row_tiles * kTileRows;
+      const int64_t y1 = std::min(R, y0 + kTileRows);
+      const T* g_n = g + n * CO * R * S;
+      const T* in_n = in + n * CI * R * S;
+      double* partial = partials.data() + task * taps;
+#if ATTNKERNELS_HAVE_AVX2_CLONES
+      if (avx2) {
+        weight_grad_rows_avx2(g_n, in_n, CI, CO, R, S, k, y0, y1, partial);
+        continue;
+      }
+#endif
+      weight_grad_rows_baseline(g_n, in_n, CI, CO, R, S, k, y0, y1, partial);
     }
   });
+  (void)avx2;
+  T* d = dw.data_ptr<T>();
+  for (int64_t tap = 0; tap < taps; ++tap) {
+    double total = 0;
+    for (int64_t task = 0; task < tasks; ++task) total += partials[task * taps + tap];
+    d[tap] = static_cast<T>(total);
+  }
 }
 
 at::Tensor gate_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight) {
