@@ -85,28 +85,32 @@ void fill_tile(const T* in, int64_t R, int64_t S, int64_t p, int64_t y0, int64_t
         std::fill(dst, dst + t.buf_cols, 0.0);
         continue;
       }
-      const T* src = in + (ci * R + src_r) * S;
-      for (int64_t c = 0; c < t.buf_cols; ++c) {
-        const int64_t src_c = x0 + c - p;
-        dst[c] = src_c >= 0 && src_c < S ? static_cast<double>(src[src_c]) : 0.0;
-      }
+      // columns c of the plane's [0, S): c0 <= c < c1
+      const int64_t c0 = std::min(t.buf_cols, std::max<int64_t>(0, p - x0));
+      const int64_t c1 = std::max(c0, std::min(t.buf_cols, S - x0 + p));
+      const T* src = in + (ci * R + src_r) * S + x0 - p;
+      std::fill(dst, dst + c0, 0.0);
+      for (int64_t c = c0; c < c1; ++c) dst[c] = static_cast<double>(src[c]);
+      std::fill(dst + c1, dst + t.buf_cols, 0.0);
     }
 }
 
 // Outputs [x, x + L * kVecs) of tile row y into out_row: kVecs vectors of L
-// sums held in registers over every tap, in order.
-template <int L, int kVecs, typename T>
+// sums held in registers over every tap, in order. K: the kernel size when
+// known at compile time (the kx loop unrolls), else 0.
+template <int L, int kVecs, int K, typename T>
 ATTNKERNELS_INLINE void conv_chunk(const double* __restrict__ buf, const double* __restrict__ w,
                                    const ConvTile& t, int64_t y, int64_t x,
                                    T* __restrict__ out_row) {
   typedef typename DoubleVec<L>::type V;
+  const int64_t k = K ? K : t.k;
   V acc[kVecs];
   for (int j = 0; j < kVecs; ++j) acc[j] = V{};
   for (int64_t ci = 0; ci < t.CI; ++ci)
-    for (int64_t ky = 0; ky < t.k; ++ky) {
+    for (int64_t ky = 0; ky < k; ++ky) {
       const double* src = buf + (ci * t.buf_rows + y + ky) * t.buf_cols + x;
-      const double* wk = w + (ci * t.k + ky) * t.k;
-      for (int64_t kx = 0; kx < t.k; ++kx) {
+      const double* wk = w + (ci * k + ky) * k;
+      for (int64_t kx = 0; kx < k; ++kx) {
         const V wv = V{} + wk[kx];
         for (int j = 0; j < kVecs; ++j) {
           V v;
@@ -122,14 +126,15 @@ ATTNKERNELS_INLINE void conv_chunk(const double* __restrict__ buf, const double*
 // The tile's outputs of output channel co (w: its CI x k x k weights) from
 // buf, into out (row stride S). The register chunk: kVecs vectors of L
 // columns.
-template <int L, int kVecs, typename T>
-ATTNKERNELS_INLINE void conv_tile(const double* buf, const double* w, const ConvTile& t,
-                                  T* out, int64_t S) {
+template <int L, int kVecs, int K, typename T>
+ATTNKERNELS_INLINE void conv_tile_k(const double* buf, const double* w, const ConvTile& t,
+                                    T* out, int64_t S) {
   for (int64_t y = 0; y < t.rows; ++y) {
     T* out_row = out + y * S;
     int64_t x = 0;
-    for (; x + L * kVecs <= t.cols; x += L * kVecs) conv_chunk<L, kVecs>(buf, w, t, y, x, out_row);
-    for (; x + L <= t.cols; x += L) conv_chunk<L, 1>(buf, w, t, y, x, out_row);
+    for (; x + L * kVecs <= t.cols; x += L * kVecs)
+      conv_chunk<L, kVecs, K>(buf, w, t, y, x, out_row);
+    for (; x + L <= t.cols; x += L) conv_chunk<L, 1, K>(buf, w, t, y, x, out_row);
     for (; x < t.cols; ++x) {  // the last columns one by one, the same sums
       double s = 0;
       for (int64_t ci = 0; ci < t.CI; ++ci)
@@ -140,6 +145,18 @@ ATTNKERNELS_INLINE void conv_tile(const double* buf, const double* w, const Conv
       out_row[x] = static_cast<T>(s);
     }
   }
+}
+
+// conv_tile_k for the gates' kernel sizes 7 and 3, and any other.
+template <int L, int kVecs, typename T>
+ATTNKERNELS_INLINE void conv_tile(const double* buf, const double* w, const ConvTile& t,
+                                  T* out, int64_t S) {
+  if (t.k == 7)
+    conv_tile_k<L, kVecs, 7>(buf, w, t, out, S);
+  else if (t.k == 3)
+    conv_tile_k<L, kVecs, 3>(buf, w, t, out, S);
+  else
+    conv_tile_k<L, kVecs, 0>(buf, w, t, out, S);
 }
 
 template <typename T>
