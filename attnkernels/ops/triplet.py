@@ -4,9 +4,11 @@ fakes of the passes.
 ``attnkernels::triplet_forward`` runs the pool pass over x (one read: max and
 mean over C, over H and over W), the three gate networks in PyTorch on the
 pooled maps (kxk conv, BatchNorm, sigmoid per branch), and the apply pass
-(read x, write y). It saves x and the pooled maps only. Its backward
-recomputes the convs from the maps and runs the gate networks' backward by
-hand (the convs in ops/gate_conv.py; BatchNorm and the sigmoid with the aten
+(read x, write y). It saves x and pooled-map-sized tensors only: the maps,
+and each branch's conv output, gate and BatchNorm statistics (recomputing
+them cost the backward about 6 ms of 66 at 16x256x56x56 on the CPU). Its
+backward runs the gate networks' backward by hand (the convs in
+ops/gate_conv.py; BatchNorm and the sigmoid with the aten
 backward ops eager autograd calls, no torch.func.vjp), with one
 reduction pass over (dy, x) before it (the sums of dy * x per map and where
 the maxima are) and the dx pass (reads dy only) after: forward 3 passes over
@@ -179,17 +181,26 @@ def triplet_forward(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Optional[torc
                     bn_mean: Optional[torch.Tensor], bn_var: Optional[torch.Tensor],
                     config: List[int], eps: float, backend: str
                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                               torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(y, cmean, cmax, hmean, hmax, wmean, wmax, bn_mean, bn_var_unbiased); the
-    last two are the per-branch batch statistics of the conv outputs (empty
-    unless config's BatchNorm uses batch statistics)."""
+                               torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                               torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                               torch.Tensor, torch.Tensor]:
+    """(y, cmean, cmax, hmean, hmax, wmean, wmax, q_cw, q_hc, q_hw, s_hw, s_cw, s_hc,
+    save_mean, save_invstd, bn_mean, bn_var_unbiased). The pooled maps, the
+    branches' conv outputs q (N, 1, rows, cols) in their planes (q_hw empty
+    without the spatial branch), the gates and BatchNorm's saved statistics per
+    branch are what the backward reads, so it recomputes none of the gate
+    networks. The last two are the per-branch batch statistics of the conv
+    outputs (empty unless config's BatchNorm uses batch statistics)."""
     pool, apply = passes(backend)[:2]
     with torch.autocast(x.device.type, enabled=False):
         maps = pool(x)
         qs = branch_convs(branch_inputs(maps, config), conv_w, conv_b)
-        (s_hw, s_cw, s_hc), (mean, var) = gates_of(
-            branch_gates(qs, bn_w, bn_b, bn_mean, bn_var, config, eps), maps[0], config)
-        return (apply(x, s_hw, s_cw, s_hc, bool(config[_SPATIAL])), *maps, mean, var)
+        branches = branch_gates(qs, bn_w, bn_b, bn_mean, bn_var, config, eps)
+        (s_hw, s_cw, s_hc), (mean, var) = gates_of(branches, maps[0], config)
+        q_out = [q.contiguous() for q in qs] + [maps[0].new_empty((0,))] * (3 - len(qs))
+        save_mean, save_invstd = (torch.cat([b[i] for b in branches]) for i in (1, 2))
+        return (apply(x, s_hw, s_cw, s_hc, bool(config[_SPATIAL])), *maps, *q_out,
+                s_hw, s_cw, s_hc, save_mean, save_invstd, mean, var)
 
 
 def _empty_bn_stats(x):
@@ -200,18 +211,24 @@ def _empty_bn_stats(x):
 def _triplet_forward_fake(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps, backend):
     n = conv_w.shape[0] if config[_BN] == BN_BATCH else 0
     acc = stats_dtype(x)
-    return (torch.empty_like(x), *pool_fake(x), x.new_empty((n,), dtype=acc),
-            x.new_empty((n,), dtype=acc))
+    maps = pool_fake(x)
+    s_hw, s_cw, s_hc = _maps(x)
+    N, C, H, W = x.shape
+    q_cw, q_hc = x.new_empty((N, 1, C, W), dtype=acc), x.new_empty((N, 1, H, C), dtype=acc)
+    q_hw = x.new_empty((N, 1, H, W) if config[_SPATIAL] else (0,), dtype=acc)
+    return (torch.empty_like(x), *maps, q_cw, q_hc, q_hw, s_hw, s_cw, s_hc,
+            *(x.new_empty((n,), dtype=acc) for _ in range(4)))
 
 
 def _setup_context(ctx, inputs, output):
     x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps, backend = inputs
-    ctx.save_for_backward(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, *output[1:7])
+    ctx.save_for_backward(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, *output[1:15])
     ctx.params = (list(config), eps, backend)
 
 
 def _backward(ctx, dy, *_unused):
-    x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, *maps = ctx.saved_tensors
+    x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, *saved = ctx.saved_tensors
+    maps, (q_cw, q_hc, q_hw, s_hw, s_cw, s_hc, save_mean, save_invstd) = saved[:6], saved[6:]
     config, eps, backend = ctx.params
     _, _, backward_reduce, backward_apply = passes(backend)
     scale = scale_of(config)
@@ -220,9 +237,11 @@ def _backward(ctx, dy, *_unused):
     with torch.autocast(x.device.type, enabled=False):
         inputs = branch_inputs(maps, config)
         G = len(inputs)
-        qs = branch_convs(inputs, conv_w, conv_b)
-        branches = branch_gates(qs, bn_w, bn_b, bn_mean, bn_var, config, eps)
-        (s_hw, s_cw, s_hc), _ = gates_of(branches, maps[0], config)
+        qs = [q_cw, q_hc, q_hw][:G]
+        # each branch's gate in its plane, (N, 1, rows, cols), as branch_gates gave it
+        s_planes = [s_cw[:, None], s_hc.transpose(1, 2)[:, None], s_hw[:, None]]
+        branches = [(s_planes[g], _part(save_mean, g), _part(save_invstd, g), None, None)
+                    for g in range(G)]
         dc, dh, dw, ctie, htie, wtie = backward_reduce(dy, x, maps[1], maps[3], maps[5])
         # the gates' gradients in their branches' planes (cw, hc, hw)
         ds = [dh * scale, (dw * scale).transpose(1, 2), dc * scale][:G]
