@@ -10,15 +10,15 @@ median ms, by ``python -m bench.gate_conv``:
 
   shape (N, 2, rows, cols)    conv 2 -> 1       conv 1 -> 2       weight gradient
                               oneDNN  ours      oneDNN  ours      aten    ours
-  (16, 2, 56, 256)             5.36   1.90       4.10   1.55      18.57   2.11
-  (16, 2, 56, 56)              1.41   0.60       0.99   0.53       6.07   1.02
-  (16, 2, 112, 112)            5.54   1.89       3.85   1.57      17.03   2.84
-  (64, 2, 14, 1024)           21.64   7.24      13.92   4.34      53.50   4.68
-  (128, 2, 7, 2048)           70.01  13.40      51.98   8.49     129.86   8.39
+  (16, 2, 56, 256)             6.20   1.22       2.90   1.21      16.67   2.14
+  (16, 2, 56, 56)              1.49   0.47       1.02   0.43       5.29   0.99
+  (16, 2, 112, 112)            5.73   1.41       4.00   1.31      12.04   2.87
+  (64, 2, 14, 1024)           20.86   5.90      11.36   4.21      55.01   4.56
+  (128, 2, 7, 2048)           73.07  12.71      59.80  10.63     120.38   7.24
 
-Without AVX2 (ATTNKERNELS_CPU_BASELINE=1) the convs of ours take about twice
-as long and still beat or match oneDNN (1 -> 2 of (64, 1, 14, 1024): 14.1 ms
-against 14.6). The kernels vectorise along the columns, so planes are given
+Without AVX2 (ATTNKERNELS_CPU_BASELINE=1) ours take up to twice as long and
+still beat oneDNN on every shape above (bench/results/gateconv-amd-2026-11-23/
+has both tables). The kernels vectorise along the columns, so planes are given
 with the longer side as columns. Ours are at least as accurate as oneDNN's
 fp32 (which rounds ~10x more on these sums). Elsewhere (CUDA, half dtypes)
 PyTorch's ops serve.
