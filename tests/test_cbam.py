@@ -233,11 +233,12 @@ def test_opcheck_passes(fmt, first_max):
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("bn_mode", [0, 1, 2])
-def test_opcheck_composite(backend, device, bn_mode):
+@pytest.mark.parametrize("hw", [(3, 5), (5, 3)])  # the gate conv works on either side as columns
+def test_opcheck_composite(backend, device, bn_mode, hw):
     from attnkernels.ops import cbam as cbam_ops
 
     kw = dict(device=device, requires_grad=True)
-    x = torch.randn(2, 6, 3, 5, **kw)
+    x = torch.randn(2, 6, *hw, **kw)
     w1, w2 = torch.randn(3, 6, **kw), torch.randn(6, 3, **kw)
     cw = torch.randn(1, 2, 3, 3, **kw)
     bn = [torch.randn(1, **kw), torch.randn(1, **kw)] if bn_mode else [None, None]

@@ -44,7 +44,9 @@ def test_same_conv2d_and_its_backward_match_pytorch(shape):
     inp = torch.randn(shape, dtype=torch.float64).transpose(2, 3)  # a view, as Triplet's hc
     w = torch.randn(1, 2, 7, 7, dtype=torch.float64)
     grad = torch.randn(inp.shape[0], 1, *inp.shape[2:], dtype=torch.float64)
-    torch.testing.assert_close(gate_conv.same_conv2d(inp, w), F.conv2d(inp, w, padding=3))
+    out = gate_conv.same_conv2d(inp, w)
+    torch.testing.assert_close(out, F.conv2d(inp, w, padding=3))
+    assert out.is_contiguous()  # as F.conv2d's, whatever orientation ours worked in
     d_inp, d_w = gate_conv.same_conv2d_backward(grad, inp, w)
     ref_inp = torch.ops.aten.convolution_backward(grad, inp, w, None, [1, 1], [3, 3], [1, 1], False,
                                                   [0, 0], 1, [True, False, False])[0]
@@ -99,8 +101,11 @@ def test_baseline_and_avx2_builds_give_the_same_bits(tmp_path):
     results = []
     for baseline in ("0", "1"):
         out = tmp_path / f"baseline{baseline}.pt"
-        env = {**os.environ, "ATTNKERNELS_CPU_BASELINE": baseline}
-        subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(out)], env=env, check=True)
+        # the attnkernels this test imported, not a source tree in the working directory
+        package_root = os.path.dirname(os.path.dirname(attnkernels.__file__))
+        env = {**os.environ, "ATTNKERNELS_CPU_BASELINE": baseline, "PYTHONPATH": package_root}
+        subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(out)], env=env, cwd=tmp_path,
+                       check=True)
         results.append(torch.load(out))
     for a, b in zip(*results):
         assert torch.equal(a, b)

@@ -43,13 +43,15 @@ def _wide(t: torch.Tensor) -> bool:
 
 
 def same_conv2d(inp: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``F.conv2d(inp, weight, padding=k // 2)``, no bias."""
+    """``F.conv2d(inp, weight, padding=k // 2)``, no bias; contiguous like it
+    (the composite ops return these outputs, and their fakes say contiguous)."""
     if not _ours(inp):
         return F.conv2d(inp, weight, padding=weight.shape[-1] // 2)
     if _wide(inp):
         return torch.ops.attnkernels.gate_conv2d(inp.contiguous(), weight.contiguous())
     return torch.ops.attnkernels.gate_conv2d(
-        inp.transpose(2, 3).contiguous(), weight.transpose(2, 3).contiguous()).transpose(2, 3)
+        inp.transpose(2, 3).contiguous(),
+        weight.transpose(2, 3).contiguous()).transpose(2, 3).contiguous()
 
 
 def same_conv2d_backward(grad: torch.Tensor, inp: torch.Tensor, weight: torch.Tensor):
