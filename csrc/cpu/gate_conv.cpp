@@ -24,7 +24,6 @@
 namespace attnkernels {
 namespace {
 
-constexpr int kLanes = 16;  // independent partial sums of a dot product
 
 void check_conv_args(const at::Tensor& input, const at::Tensor& weight) {
   TORCH_CHECK(input.dim() == 4 && input.is_contiguous(),
@@ -212,79 +211,126 @@ void conv_kernel(const at::Tensor& input, const at::Tensor& weight, at::Tensor& 
 }
 
 // dw[o, i, ky, kx] = sum_{n, y, x} grad[n, o, y, x] * in[n, i, y + ky - p, x + kx - p].
-// A task is kTileRows rows of one sample: every tap's sum over its rows, in
-// double (row after row), from the row dot products, each in kLanes lanes of
-// T; the rows it reads stay in cache for all the taps. dw is then the sum of
-// the tasks' partial sums in task order.
-template <typename T>
-ATTNKERNELS_INLINE void weight_grad_rows(const T* __restrict__ g, const T* __restrict__ in,
-                                         int64_t CI, int64_t CO, int64_t R, int64_t S,
-                                         int64_t k, int64_t y0, int64_t y1,
-                                         double* __restrict__ partial) {
-  const int64_t p = k / 2;
-  for (int64_t y = y0; y < y1; ++y)
-    for (int64_t co = 0; co < CO; ++co) {
-      const T* __restrict__ gr = g + (co * R + y) * S;
-      for (int64_t ci = 0; ci < CI; ++ci)
-        for (int64_t ky = 0; ky < k; ++ky) {
-          const int64_t r = y + ky - p;
-          if (r < 0 || r >= R) continue;
-          const T* __restrict__ row = in + (ci * R + r) * S;
-          double* tap = partial + ((co * CI + ci) * k + ky) * k;
-          for (int64_t kx = 0; kx < k; ++kx) {
-            const int64_t shift = kx - p, x0 = std::max<int64_t>(0, -shift),
-                          x1 = std::min(S, S - shift);
-            T lane[kLanes] = {};
-            int64_t x = x0;
-            for (; x + kLanes <= x1; x += kLanes)
-              for (int l = 0; l < kLanes; ++l) lane[l] += gr[x + l] * row[x + l + shift];
-            T sum = 0;
-            for (int l = 0; l < kLanes; ++l) sum += lane[l];
-            for (; x < x1; ++x) sum += gr[x] * row[x + shift];
-            tap[kx] += sum;
-          }
+// A task is a tile of kTileRows x kTileCols positions (y, x) of one sample,
+// its inputs read once into the conv's zero-padded double buffer. Per task and
+// tap the products are summed in double, in kWgLanes lanes (x mod 4) over the
+// tile's rows in order, the lanes then as (l0 + l1) + (l2 + l3), plus the last
+// cols % 4 columns; dw is the sum of the tasks' partial sums in task order.
+// The same sums whatever the instruction set. Rows of zero padding are
+// skipped; columns of it are multiplied like any input (as PyTorch's im2col
+// weight gradient does), so a non-finite gradient at a plane's left or right
+// edge reaches every tap of its rows.
+constexpr int kWgLanes = 4;
+
+// taps[j] for kx = kx0 + j, j < KW, of input channel ci and row ky, from the
+// tile's buffer and g (the tile's gradient rows of one output channel, row
+// stride S), over the tile rows [y_lo, y_hi) whose input row is in the plane.
+template <int L, int KW, typename T>
+ATTNKERNELS_INLINE void weight_grad_taps(const double* __restrict__ buf,
+                                         const T* __restrict__ g, const ConvTile& t, int64_t S,
+                                         int64_t ci, int64_t ky, int64_t kx0, int64_t y_lo,
+                                         int64_t y_hi, double* __restrict__ taps) {
+  typedef typename DoubleVec<L>::type V;
+  constexpr int H = kWgLanes / L;  // vectors per lane group
+  V acc[KW][H];
+  for (int j = 0; j < KW; ++j)
+    for (int h = 0; h < H; ++h) acc[j][h] = V{};
+  double tail[KW] = {};
+  const int64_t cols4 = t.cols / kWgLanes * kWgLanes;
+  for (int64_t y = y_lo; y < y_hi; ++y) {
+    const T* gr = g + y * S;
+    const double* br = buf + (ci * t.buf_rows + y + ky) * t.buf_cols + kx0;
+    for (int64_t x = 0; x < cols4; x += kWgLanes) {
+      double gd[kWgLanes];
+      for (int l = 0; l < kWgLanes; ++l) gd[l] = static_cast<double>(gr[x + l]);
+      V gv[H];
+      std::memcpy(gv, gd, sizeof gd);
+      for (int j = 0; j < KW; ++j)
+        for (int h = 0; h < H; ++h) {
+          V v;
+          std::memcpy(&v, br + x + j + L * h, sizeof v);
+          acc[j][h] += gv[h] * v;
         }
     }
+    for (int64_t x = cols4; x < t.cols; ++x)
+      for (int j = 0; j < KW; ++j) tail[j] += static_cast<double>(gr[x]) * br[x + j];
+  }
+  for (int j = 0; j < KW; ++j) {
+    double l[kWgLanes];
+    std::memcpy(l, acc[j], sizeof l);
+    taps[j] = ((l[0] + l[1]) + (l[2] + l[3])) + tail[j];
+  }
+}
+
+// The tile's partial sums of every tap (partial: CO x CI x k x k) from its
+// buffer and g (grad at (n, 0, y0, x0), plane R x S).
+template <int L, typename T>
+ATTNKERNELS_INLINE void weight_grad_tile(const double* buf, const T* g, const ConvTile& t,
+                                         int64_t R, int64_t S, int64_t y0, double* partial) {
+  const int64_t k = t.k, p = k / 2;
+  for (int64_t co = 0; co < t.CO; ++co)
+    for (int64_t ci = 0; ci < t.CI; ++ci)
+      for (int64_t ky = 0; ky < k; ++ky) {
+        // tile row y reads plane row y0 + y + ky - p: the padding rows add nothing
+        const int64_t y_lo = std::min(t.rows, std::max<int64_t>(0, p - ky - y0));
+        const int64_t y_hi = std::max(y_lo, std::min(t.rows, R + p - ky - y0));
+        const T* g_co = g + co * R * S;
+        double* taps = partial + ((co * t.CI + ci) * k + ky) * k;
+        if (k == 7)
+          weight_grad_taps<L, 7>(buf, g_co, t, S, ci, ky, 0, y_lo, y_hi, taps);
+        else if (k == 3)
+          weight_grad_taps<L, 3>(buf, g_co, t, S, ci, ky, 0, y_lo, y_hi, taps);
+        else
+          for (int64_t kx = 0; kx < k; ++kx)
+            weight_grad_taps<L, 1>(buf, g_co, t, S, ci, ky, kx, y_lo, y_hi, taps + kx);
+      }
 }
 
 template <typename T>
-void weight_grad_rows_baseline(const T* g, const T* in, int64_t CI, int64_t CO, int64_t R,
-                               int64_t S, int64_t k, int64_t y0, int64_t y1, double* partial) {
-  weight_grad_rows(g, in, CI, CO, R, S, k, y0, y1, partial);
+void weight_grad_tile_baseline(const double* buf, const T* g, const ConvTile& t, int64_t R,
+                               int64_t S, int64_t y0, double* partial) {
+  weight_grad_tile<2>(buf, g, t, R, S, y0, partial);
 }
 
 #if ATTNKERNELS_HAVE_AVX2_CLONES
 template <typename T>
-ATTNKERNELS_TARGET_AVX2 void weight_grad_rows_avx2(const T* g, const T* in, int64_t CI,
-                                                   int64_t CO, int64_t R, int64_t S, int64_t k,
-                                                   int64_t y0, int64_t y1, double* partial) {
-  weight_grad_rows(g, in, CI, CO, R, S, k, y0, y1, partial);
+ATTNKERNELS_TARGET_AVX2 void weight_grad_tile_avx2(const double* buf, const T* g,
+                                                   const ConvTile& t, int64_t R, int64_t S,
+                                                   int64_t y0, double* partial) {
+  weight_grad_tile<4>(buf, g, t, R, S, y0, partial);
 }
 #endif
 
 template <typename T>
 void weight_grad_kernel(const at::Tensor& grad, const at::Tensor& input, at::Tensor& dw) {
   const int64_t N = input.size(0), CI = input.size(1), R = input.size(2), S = input.size(3);
-  const int64_t CO = dw.size(0), k = dw.size(2), taps = CO * CI * k * k;
-  const int64_t row_tiles = (R + kTileRows - 1) / kTileRows, tasks = N * row_tiles;
+  const int64_t CO = dw.size(0), k = dw.size(2), p = k / 2, taps = CO * CI * k * k;
+  const int64_t row_tiles = (R + kTileRows - 1) / kTileRows;
+  const int64_t col_tiles = (S + kTileCols - 1) / kTileCols;
+  const int64_t tasks = N * row_tiles * col_tiles;
   const T* g = grad.data_ptr<T>();
   const T* in = input.data_ptr<T>();
-  std::vector<double> partials(tasks * taps, 0.0);
+  std::vector<double> partials(tasks * taps);
   const bool avx2 = use_avx2();
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<double> buf(CI * (kTileRows + k - 1) * (std::min(S, kTileCols) + k - 1));
     for (int64_t task = t0; task < t1; ++task) {
-      const int64_t n = task / row_tiles, y0 = task % row_tiles * kTileRows;
-      const int64_t y1 = std::min(R, y0 + kTileRows);
-      const T* g_n = g + n * CO * R * S;
-      const T* in_n = in + n * CI * R * S;
+      const int64_t n = task / (row_tiles * col_tiles);
+      const int64_t y0 = (task / col_tiles) % row_tiles * kTileRows;
+      const int64_t x0 = task % col_tiles * kTileCols;
+      ConvTile t{CI, CO, k, std::min(kTileRows, R - y0), std::min(kTileCols, S - x0), 0, 0};
+      t.buf_rows = t.rows + k - 1;
+      t.buf_cols = t.cols + k - 1;
+      fill_tile(in + n * CI * R * S, R, S, p, y0, x0, t, buf.data());
+      const T* g_tile = g + (n * CO * R + y0) * S + x0;
       double* partial = partials.data() + task * taps;
 #if ATTNKERNELS_HAVE_AVX2_CLONES
       if (avx2) {
-        weight_grad_rows_avx2(g_n, in_n, CI, CO, R, S, k, y0, y1, partial);
+        weight_grad_tile_avx2(buf.data(), g_tile, t, R, S, y0, partial);
         continue;
       }
 #endif
-      weight_grad_rows_baseline(g_n, in_n, CI, CO, R, S, k, y0, y1, partial);
+      weight_grad_tile_baseline(buf.data(), g_tile, t, R, S, y0, partial);
     }
   });
   (void)avx2;
