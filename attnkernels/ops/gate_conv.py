@@ -10,13 +10,14 @@ median ms, by ``python -m bench.gate_conv``:
 
   shape (N, 2, rows, cols)    conv 2 -> 1       conv 1 -> 2       weight gradient
                               oneDNN  ours      oneDNN  ours      aten    ours
-  (16, 2, 56, 256)             6.20   1.22       2.90   1.21      16.67   2.14
-  (16, 2, 56, 56)              1.49   0.47       1.02   0.43       5.29   0.99
-  (16, 2, 112, 112)            5.73   1.41       4.00   1.31      12.04   2.87
-  (64, 2, 14, 1024)           20.86   5.90      11.36   4.21      55.01   4.56
-  (128, 2, 7, 2048)           73.07  12.71      59.80  10.63     120.38   7.24
+  (16, 2, 56, 256)             6.72   1.32       4.25   1.18      17.30   1.32
+  (16, 2, 56, 56)              1.46   0.47       0.98   0.39       4.60   0.36
+  (16, 2, 112, 112)            5.85   1.34       3.97   1.28      16.94   1.32
+  (64, 2, 14, 1024)           21.63   5.34      15.35   5.01      47.16   4.51
+  (128, 2, 7, 2048)           67.53  11.76      56.25  10.22     167.22  10.12
 
-Without AVX2 (ATTNKERNELS_CPU_BASELINE=1) ours take up to twice as long and
+(build of e8c813e; single cells move by up to 30% between runs here).
+Without AVX2 (ATTNKERNELS_CPU_BASELINE=1) ours take 2-2.5 times as long and
 still beat oneDNN on every shape above (bench/results/gateconv-amd-2026-11-23/
 has both tables). The kernels vectorise along the columns, so planes are given
 with the longer side as columns. Ours are at least as accurate as oneDNN's

@@ -2,9 +2,9 @@
 // a same-padded, stride-1 kxk conv between few channels (CBAM's and Triplet's
 // 2 -> 1 maps, and its input gradient 1 -> 2), and its weight gradient.
 // oneDNN runs these one-output-channel convs at a fraction of its speed
-// (31 ns per output of a 7x7 2 -> 1 conv on 2048x7 planes here); these loops
-// are plain row axpys and dot products that the compiler vectorises along the
-// columns, so callers give them planes with the longer side as columns.
+// (31 ns per output of a 7x7 2 -> 1 conv on 2048x7 planes here); these
+// kernels work on tiles of a zero-padded copy of the input, vectorised along
+// the columns, so callers give them planes with the longer side as columns.
 // Every output is formed by one task in a fixed order: results do not depend
 // on the thread count.
 #include <ATen/Dispatch.h>
