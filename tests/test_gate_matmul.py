@@ -9,29 +9,36 @@ from attnkernels.ops import gate_matmul
 HAS_CPU = attnkernels.available_backends()["cpu"] is None
 pytestmark = pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
 
-# (a shape, b shape): plain, one block and several (64 columns each) with a
-# ragged last one, K = 1, K in chunks (256, or K / 64 when longer), a shared
-# 2-D operand on either side, both batched.
+# (a shape, b shape): plain, one block and several (256 rows x 64 columns
+# each) with ragged last ones, K = 1, K in chunks (256, or K / 64 when
+# longer), a shared 2-D operand on either side (Coordinate Attention's strip
+# convs: a batch of 7-column strips, rows in several blocks, K in chunks),
+# both batched.
 SHAPES = [((12, 7), (7, 24)), ((9, 10), (10, 72)), ((144, 9), (9, 200)), ((3, 1), (1, 5)),
-          ((256, 300), (300, 130)), ((3, 20000), (20000, 5)), ((8, 40), (5, 40, 70)),
-          ((5, 8, 40), (40, 70)), ((5, 8, 40), (5, 40, 129))]
+          ((256, 300), (300, 130)), ((3, 20000), (20000, 5)), ((600, 20), (20, 70)),
+          ((8, 40), (5, 40, 70)), ((300, 64), (8, 64, 7)), ((64, 600), (8, 600, 7)),
+          ((5, 8, 40), (40, 70)), ((5, 90, 600), (600, 7)), ((5, 8, 40), (5, 40, 129)),
+          ((3, 300, 600), (3, 600, 70))]
+
+
+def assert_near_the_float64_product(out, a, b):
+    exact = torch.matmul(a.double(), b.double())
+    assert out.dtype == a.dtype and out.shape == exact.shape and out.is_contiguous()
+    # K terms in chunks of 256 (K / 64 when longer), the chunks' partial products
+    # summed in float64: about 256 roundings of the dtype on the magnitudes (this
+    # worst case is far from random signs even for the 313-term chunks of K =
+    # 20000), then one more
+    k = a.shape[-1]
+    magnitude = torch.matmul(a.double().abs(), b.double().abs())
+    tol = torch.finfo(a.dtype).eps * (min(k, 256) * magnitude + exact.abs())
+    assert ((out.double() - exact).abs() <= tol).all()
 
 
 @pytest.mark.parametrize("a_shape,b_shape", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_matches_the_float64_product(a_shape, b_shape, dtype):
     a, b = torch.randn(a_shape, dtype=dtype), torch.randn(b_shape, dtype=dtype)
-    exact = torch.matmul(a.double(), b.double())
-    out = torch.ops.attnkernels.gate_matmul(a, b)
-    assert out.dtype == dtype and out.shape == exact.shape and out.is_contiguous()
-    # K terms in chunks of 256 (K / 64 when longer), the chunks' partial products
-    # summed in float64: about 256 roundings of the dtype on the magnitudes (this
-    # worst case is far from random signs even for the 313-term chunks of K =
-    # 20000), then one more
-    k = a_shape[-1]
-    magnitude = torch.matmul(a.double().abs(), b.double().abs())
-    tol = torch.finfo(dtype).eps * (min(k, 256) * magnitude + exact.abs())
-    assert ((out.double() - exact).abs() <= tol).all()
+    assert_near_the_float64_product(torch.ops.attnkernels.gate_matmul(a, b), a, b)
 
 
 def test_strided_operands():
@@ -43,6 +50,15 @@ def test_strided_operands():
                                torch.nn.functional.linear(a, w, torch.ones(70)))
     t = torch.randn(6, 1, 9, 11).transpose(2, 3)
     torch.testing.assert_close(gate_matmul.sum_all(t), t.sum())
+    # batched operands that are views: the folded forms copy what they need
+    strips = torch.randn(8, 7, 600).transpose(1, 2)
+    w = torch.randn(600, 300).t()
+    assert_near_the_float64_product(gate_matmul.matmul(w, strips), w, strips)
+    rows = torch.randn(5, 600, 90).transpose(1, 2)
+    b = torch.randn(7, 600).t()
+    assert_near_the_float64_product(gate_matmul.matmul(rows, b), rows, b)
+    both = torch.randn(3, 70, 600).transpose(1, 2)
+    assert_near_the_float64_product(gate_matmul.matmul(rows[:3], both), rows[:3], both)
 
 
 def test_sum_all():
@@ -61,7 +77,8 @@ def test_empty():
 
 @pytest.mark.parametrize("a_shape,b_shape", [((12, 7), (7, 24)), ((9, 10), (10, 72)),
                                              ((256, 2048), (2048, 130)),
-                                             ((16, 8, 256), (256, 112))])
+                                             ((16, 8, 256), (256, 112)),
+                                             ((64, 2048), (8, 2048, 7))])
 def test_independent_of_thread_count(a_shape, b_shape):
     """MKL's own a @ b changes with the thread count on some CPUs at these shapes."""
     a, b = torch.randn(a_shape), torch.randn(b_shape)

@@ -6,8 +6,9 @@ MKL's sgemm cuts its work by the thread count, and on some CPUs (an AMD EPYC
 with MKL 2024.2 here) ``a @ b`` changes in its last bits with
 ``torch.set_num_threads``, even for a 12x7 by 7x24 product. On the CPU these
 products run on ``attnkernels::gate_matmul`` (csrc/cpu/gate_matmul.cpp: fixed
-column blocks and K chunks, BLAS on one thread per block, the chunks' partial
-products summed in float64), whose bits do not depend on the thread count;
+tiles of 256 rows x 64 columns x a chunk of K, BLAS on one thread per tile,
+the chunks' partial products summed in float64; a batch that shares one 2-D
+operand is one product), whose bits do not depend on the thread count;
 elsewhere on torch.matmul.
 """
 from typing import Optional

@@ -1,13 +1,15 @@
 // The gate networks' matrix products on the CPU (semantics in csrc/ops.cpp).
 // MKL's sgemm cuts its work by the thread count, and on some CPUs its results
 // change with it, even for a 12x7 by 7x24 product (seen on an AMD EPYC with
-// MKL 2024.2, AVX2 kernels). Here the output's columns are cut into blocks of
-// a fixed width and each block is one at::mm with BLAS held to one thread, so
-// a product's bits depend on its shapes only, never on the thread count.
-// K is cut too, into fixed chunks whose partial products add up in float64:
-// one thread summing all K terms of an output in float32 rounded several
-// times more than MKL's threads, which split K between them (at K = 4096,
-// Coordinate Attention's strips over 4096 channels).
+// MKL 2024.2, AVX2 kernels). Here each product is cut into tiles of a fixed
+// size (rows x columns x a chunk of K), each tile one BLAS gemm held to one
+// thread, so a product's bits depend on its shapes only, never on the
+// thread count. The K chunks' partial products add up in float64: one thread
+// summing all K terms of an output in float32 rounded several times more than
+// MKL's threads, which split K between them (at K = 4096, Coordinate
+// Attention's strips over 4096 channels). A shared 2-D operand makes a batch
+// of narrow products one product: Coordinate Attention's 1x1 convs over
+// strips of 7 columns per sample ran at a tenth of BLAS speed one by one.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -17,6 +19,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <climits>
+#include <type_traits>
 #include <vector>
 
 #include "../common/checks.h"
@@ -29,12 +33,32 @@
 // has one task.
 extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 
+// BLAS's own gemm, the Fortran interface with 32-bit ints that PyTorch's
+// BlasKernel.cpp declares too, exported by libtorch_cpu where torch was built
+// with MKL: a tile costs one call and no tensor views (the views of a tile
+// cost microseconds, as much as the product of an 8 x 256 by 256 x 64 tile).
+// Weak: a torch without them leaves them null, and the tiles go through
+// at::cpu::mm_out.
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
+                       const int* k, const float* alpha, const float* a, const int* lda,
+                       const float* b, const int* ldb, const float* beta, float* c,
+                       const int* ldc) __attribute__((weak));
+extern "C" void dgemm_(const char* transa, const char* transb, const int* m, const int* n,
+                       const int* k, const double* alpha, const double* a, const int* lda,
+                       const double* b, const int* ldb, const double* beta, double* c,
+                       const int* ldc) __attribute__((weak));
+
 namespace attnkernels {
 namespace {
 
+constexpr int64_t kBlockRows = 256;
 constexpr int64_t kBlockCols = 64;
 constexpr int64_t kChunk = 256;     // K terms per partial product, at least
 constexpr int64_t kMaxChunks = 64;  // partial products per output, at most
+// A batch with a shared 2-D a and fewer columns than this per product is one
+// product, b's columns side by side: MKL ran (2048 x 64) @ (64 x 7) at 2
+// GFLOP/s. Wider ones are not: the copies in and out cost more than they gain.
+constexpr int64_t kFoldBelow = 32;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -51,6 +75,133 @@ class OneBlasThread {
  private:
   int previous_;  // 0: MKL's global setting
 };
+
+template <typename scalar_t>
+bool blas_gemm();
+template <>
+bool blas_gemm<float>() { return sgemm_ != nullptr; }
+template <>
+bool blas_gemm<double>() { return dgemm_ != nullptr; }
+
+// Whether BLAS can read every (rows, cols) matrix t[s] in place: one of its
+// last two strides 1, the other a leading dimension BLAS accepts.
+bool blas_readable(const at::Tensor& t) {
+  const int64_t r = t.size(1), c = t.size(2), sr = t.stride(1), sc = t.stride(2);
+  return (sc == 1 && sr >= std::max<int64_t>(1, c)) || (sr == 1 && sc >= std::max<int64_t>(1, r));
+}
+
+// The (rows x len) @ (len x cols) tile of a[s] @ b[s] at (m0, k0) and (k0, n0),
+// written to c (row stride ldc), by one BLAS gemm. BLAS is column-major: it
+// computes c^T = b^T a^T, each operand as stored ("N") or transposed ("T").
+template <typename scalar_t>
+void gemm_tile(const at::Tensor& a, const at::Tensor& b, int64_t s, int64_t m0, int64_t n0,
+               int64_t k0, int64_t rows, int64_t cols, int64_t len, scalar_t* c, int64_t ldc) {
+  const scalar_t* ap = a.data_ptr<scalar_t>() + s * a.stride(0) + m0 * a.stride(1) + k0 * a.stride(2);
+  const scalar_t* bp = b.data_ptr<scalar_t>() + s * b.stride(0) + k0 * b.stride(1) + n0 * b.stride(2);
+  const bool a_rows = a.stride(2) == 1 && a.stride(1) >= std::max<int64_t>(1, a.size(2));
+  const bool b_rows = b.stride(2) == 1 && b.stride(1) >= std::max<int64_t>(1, b.size(2));
+  const char tb = b_rows ? 'N' : 'T', ta = a_rows ? 'N' : 'T';
+  const int m = static_cast<int>(cols), n = static_cast<int>(rows), k = static_cast<int>(len);
+  const int ldb = static_cast<int>(b_rows ? b.stride(1) : b.stride(2));
+  const int lda = static_cast<int>(a_rows ? a.stride(1) : a.stride(2));
+  const int ldo = static_cast<int>(ldc);
+  const scalar_t one = 1, zero = 0;
+  if constexpr (std::is_same_v<scalar_t, float>)
+    sgemm_(&tb, &ta, &m, &n, &k, &one, bp, &ldb, ap, &lda, &zero, c, &ldo);
+  else
+    dgemm_(&tb, &ta, &m, &n, &k, &one, bp, &ldb, ap, &lda, &zero, c, &ldo);
+}
+
+// out[s] = a[s] @ b[s] for s < B (a, b: (B, M, K), (B, K, N), any strides;
+// out: contiguous (B, M, N)), in tiles of kBlockRows rows x kBlockCols
+// columns of one product. Each chunk of K is one product of a tile: with one
+// chunk it is the tile's result; with several the partial products are
+// summed in chunk order in float64. A task is a tile, or, when there are
+// fewer tiles than threads, one chunk of a tile (its partial product kept,
+// the sums then a second pass): the same products and sums either way.
+template <typename scalar_t>
+void batched_product(const at::Tensor& a_in, const at::Tensor& b_in, at::Tensor& out) {
+  const int64_t B = a_in.size(0), M = a_in.size(1), K = a_in.size(2), N = b_in.size(2);
+  const bool use_blas = blas_gemm<scalar_t>() &&
+                        std::max({M, N, K, a_in.stride(1), a_in.stride(2), b_in.stride(1),
+                                  b_in.stride(2)}) < INT_MAX;
+  const at::Tensor a = !use_blas || blas_readable(a_in) ? a_in : a_in.contiguous();
+  const at::Tensor b = !use_blas || blas_readable(b_in) ? b_in : b_in.contiguous();
+  const int64_t row_blocks = ceil_div(M, kBlockRows), col_blocks = ceil_div(N, kBlockCols);
+  const int64_t chunk = std::max(kChunk, ceil_div(K, kMaxChunks)), chunks = ceil_div(K, chunk);
+  const int64_t tiles = row_blocks * col_blocks;
+  const bool split_k = chunks > 1 && B * tiles < at::get_num_threads();
+  // the product of chunk c of tile `tile` of a[s] and b[s], written to dst
+  // (the tile's place in a (B, M, N) tensor)
+  auto tile_product = [&](const at::Tensor& dst_all, int64_t s, int64_t tile, int64_t c) {
+    const int64_t m0 = tile / col_blocks * kBlockRows, n0 = tile % col_blocks * kBlockCols;
+    const int64_t rows = std::min(kBlockRows, M - m0), cols = std::min(kBlockCols, N - n0);
+    const int64_t k0 = c * chunk, len = std::min(chunk, K - k0);
+    if (use_blas) {
+      gemm_tile(a, b, s, m0, n0, k0, rows, cols, len, dst_all.data_ptr<scalar_t>() + m0 * N + n0,
+                N);
+      return;
+    }
+    at::Tensor dst = dst_all.narrow(0, m0, rows).narrow(1, n0, cols);
+    // the CPU kernel itself: no autograd, no redispatch
+    at::cpu::mm_out(dst, a.select(0, s).narrow(0, m0, rows).narrow(1, k0, len),
+                    b.select(0, s).narrow(0, k0, len).narrow(1, n0, cols));
+  };
+  if (!split_k) {
+    at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
+      OneBlasThread one;
+      at::AutoDispatchBelowADInplaceOrView below_autograd;  // thread-local: the workers' too
+      at::Tensor part;
+      std::vector<double> acc;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t s = t / tiles, tile = t % tiles;
+        if (chunks == 1) {
+          tile_product(out.select(0, s), s, tile, 0);
+          continue;
+        }
+        if (!part.defined()) part = at::empty({M, N}, out.options());
+        const int64_t m0 = tile / col_blocks * kBlockRows, n0 = tile % col_blocks * kBlockCols;
+        const int64_t rows = std::min(kBlockRows, M - m0), cols = std::min(kBlockCols, N - n0);
+        acc.assign(rows * cols, 0.0);
+        const scalar_t* p = part.data_ptr<scalar_t>();
+        for (int64_t c = 0; c < chunks; ++c) {
+          tile_product(part, s, tile, c);
+          for (int64_t i = 0; i < rows; ++i)
+            for (int64_t j = 0; j < cols; ++j)
+              acc[i * cols + j] += static_cast<double>(p[(m0 + i) * N + n0 + j]);
+        }
+        scalar_t* o = out.data_ptr<scalar_t>() + (s * M + m0) * N + n0;
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < cols; ++j) o[i * N + j] = static_cast<scalar_t>(acc[i * cols + j]);
+      }
+    });
+    return;
+  }
+  at::Tensor partials = at::empty({B, chunks, M, N}, out.options());
+  at::parallel_for(0, B * tiles * chunks, 1, [&](int64_t t0, int64_t t1) {
+    OneBlasThread one;
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t s = t / (tiles * chunks), c = t % chunks, tile = t / chunks % tiles;
+      tile_product(partials.select(0, s).select(0, c), s, tile, c);
+    }
+  });
+  const scalar_t* p = partials.data_ptr<scalar_t>();
+  scalar_t* o = out.data_ptr<scalar_t>();
+  const int64_t grain = std::max<int64_t>(1, 4096 / (N * chunks));  // small sums: no threads
+  at::parallel_for(0, B * M, grain, [&](int64_t r0, int64_t r1) {
+    std::vector<double> acc(N);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t s = r / M, m = r % M;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t c = 0; c < chunks; ++c) {
+        const scalar_t* row = p + ((s * chunks + c) * M + m) * N;
+        for (int64_t j = 0; j < N; ++j) acc[j] += static_cast<double>(row[j]);
+      }
+      for (int64_t j = 0; j < N; ++j) o[r * N + j] = static_cast<scalar_t>(acc[j]);
+    }
+  });
+}
 
 at::Tensor gate_matmul_cpu(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK((a.dim() == 2 || a.dim() == 3) && (b.dim() == 2 || b.dim() == 3),
@@ -71,36 +222,25 @@ at::Tensor gate_matmul_cpu(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor out = batched ? at::empty({B, M, N}, a.options()) : at::empty({M, N}, a.options());
   if (out.numel() == 0) return out;
   if (K == 0) return out.zero_();
-  const int64_t blocks = ceil_div(N, kBlockCols);
-  const int64_t chunk = std::max(kChunk, ceil_div(K, kMaxChunks)), chunks = ceil_div(K, chunk);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "gate_matmul_cpu", [&] {
-    at::parallel_for(0, B * blocks, 1, [&](int64_t t0, int64_t t1) {
-      OneBlasThread one;
-      std::vector<double> acc;
-      at::Tensor part;
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t s = t / blocks, n0 = (t % blocks) * kBlockCols;
-        const int64_t width = std::min(kBlockCols, N - n0);
-        const at::Tensor as = a.dim() == 3 ? a.select(0, s) : a;
-        const at::Tensor bs = (b.dim() == 3 ? b.select(0, s) : b).narrow(1, n0, width);
-        at::Tensor os = (batched ? out.select(0, s) : out).narrow(1, n0, width);
-        if (chunks == 1) {
-          at::cpu::mm_out(os, as, bs);  // the CPU kernel itself: no autograd, no redispatch
-          continue;
-        }
-        acc.assign(M * width, 0.0);
-        if (!part.defined() || part.size(1) != width) part = at::empty({M, width}, a.options());
-        const scalar_t* p = part.data_ptr<scalar_t>();
-        for (int64_t k0 = 0; k0 < K; k0 += chunk) {
-          const int64_t len = std::min(chunk, K - k0);
-          at::cpu::mm_out(part, as.narrow(1, k0, len), bs.narrow(0, k0, len));
-          for (int64_t i = 0; i < M * width; ++i) acc[i] += static_cast<double>(p[i]);
-        }
-        scalar_t* o = os.data_ptr<scalar_t>();  // row stride N
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t j = 0; j < width; ++j) o[m * N + j] = static_cast<scalar_t>(acc[m * width + j]);
-      }
-    });
+    if (a.dim() == 3 && b.dim() == 3) {
+      batched_product<scalar_t>(a, b, out);
+    } else if (b.dim() == 3 && N >= kFoldBelow) {
+      batched_product<scalar_t>(a.unsqueeze(0).expand({B, M, K}), b, out);
+    } else if (b.dim() == 3) {
+      // a @ [b[0] ... b[B-1]]: b's columns side by side (a copy of b), one product
+      at::Tensor wide = at::empty({1, M, B * N}, a.options());
+      batched_product<scalar_t>(a.unsqueeze(0), b.permute({1, 0, 2}).reshape({1, K, B * N}),
+                                wide);
+      out.copy_(wide.view({M, B, N}).permute({1, 0, 2}));
+    } else if (a.dim() == 3) {
+      // [a[0]; ...; a[B-1]] @ b: a's rows stacked (a view where a's strides allow)
+      at::Tensor tall = out.view({1, B * M, N});
+      batched_product<scalar_t>(a.reshape({1, B * M, K}), b.unsqueeze(0), tall);
+    } else {
+      at::Tensor flat = out.unsqueeze(0);
+      batched_product<scalar_t>(a.unsqueeze(0), b.unsqueeze(0), flat);
+    }
   });
   return out;
 }
