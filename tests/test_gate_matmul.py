@@ -59,6 +59,14 @@ def test_strided_operands():
     assert_near_the_float64_product(gate_matmul.matmul(rows, b), rows, b)
     both = torch.randn(3, 70, 600).transpose(1, 2)
     assert_near_the_float64_product(gate_matmul.matmul(rows[:3], both), rows[:3], both)
+    # size-1 dims with strides BLAS would refuse as leading dimensions (a
+    # Coordinate Attention bias gradient at C = 4096 made a (24, 1) with strides
+    # (1, 12), and read garbage)
+    column = torch.randn(24).as_strided((24, 1), (1, 12))
+    for a, b in [(torch.randn(8, 24), column), (column.t(), torch.randn(24, 5)),
+                 (torch.randn(1, 24).as_strided((1, 24), (3, 1)), torch.randn(24, 1)),
+                 (torch.randn(24).as_strided((8, 1), (1, 5)), torch.randn(1, 30))]:
+        assert_near_the_float64_product(gate_matmul.matmul(a, b), a, b)
 
 
 def test_sum_all():

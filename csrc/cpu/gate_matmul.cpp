@@ -83,11 +83,24 @@ bool blas_gemm<float>() { return sgemm_ != nullptr; }
 template <>
 bool blas_gemm<double>() { return dgemm_ != nullptr; }
 
-// Whether BLAS can read every (rows, cols) matrix t[s] in place: one of its
-// last two strides 1, the other a leading dimension BLAS accepts.
-bool blas_readable(const at::Tensor& t) {
-  const int64_t r = t.size(1), c = t.size(2), sr = t.stride(1), sc = t.stride(2);
-  return (sc == 1 && sr >= std::max<int64_t>(1, c)) || (sr == 1 && sc >= std::max<int64_t>(1, r));
+// How BLAS reads a (r x c) matrix with strides (sr, sc) in place: by rows
+// ("N" for its transpose in column-major terms) or by columns ("T"), with
+// leading dimension ld; ld 0: neither works. A dimension of size 1 takes any
+// stride (a transposed (1, n) matrix, or a (24, 1) slice with strides (1, 12),
+// is still readable), and BLAS wants ld at least the other size.
+struct BlasLayout {
+  bool by_rows;
+  int64_t ld;
+};
+BlasLayout blas_layout(int64_t r, int64_t c, int64_t sr, int64_t sc) {
+  if ((c == 1 || sc == 1) && (r == 1 || sr >= std::max<int64_t>(1, c)))
+    return {true, r == 1 ? std::max<int64_t>(1, c) : sr};
+  if ((r == 1 || sr == 1) && (c == 1 || sc >= std::max<int64_t>(1, r)))
+    return {false, c == 1 ? std::max<int64_t>(1, r) : sc};
+  return {true, 0};
+}
+BlasLayout blas_layout(const at::Tensor& t) {  // of every t[s]
+  return blas_layout(t.size(1), t.size(2), t.stride(1), t.stride(2));
 }
 
 // The (rows x len) @ (len x cols) tile of a[s] @ b[s] at (m0, k0) and (k0, n0),
@@ -98,12 +111,10 @@ void gemm_tile(const at::Tensor& a, const at::Tensor& b, int64_t s, int64_t m0, 
                int64_t k0, int64_t rows, int64_t cols, int64_t len, scalar_t* c, int64_t ldc) {
   const scalar_t* ap = a.data_ptr<scalar_t>() + s * a.stride(0) + m0 * a.stride(1) + k0 * a.stride(2);
   const scalar_t* bp = b.data_ptr<scalar_t>() + s * b.stride(0) + k0 * b.stride(1) + n0 * b.stride(2);
-  const bool a_rows = a.stride(2) == 1 && a.stride(1) >= std::max<int64_t>(1, a.size(2));
-  const bool b_rows = b.stride(2) == 1 && b.stride(1) >= std::max<int64_t>(1, b.size(2));
-  const char tb = b_rows ? 'N' : 'T', ta = a_rows ? 'N' : 'T';
+  const BlasLayout la = blas_layout(a), lb = blas_layout(b);
+  const char tb = lb.by_rows ? 'N' : 'T', ta = la.by_rows ? 'N' : 'T';
   const int m = static_cast<int>(cols), n = static_cast<int>(rows), k = static_cast<int>(len);
-  const int ldb = static_cast<int>(b_rows ? b.stride(1) : b.stride(2));
-  const int lda = static_cast<int>(a_rows ? a.stride(1) : a.stride(2));
+  const int ldb = static_cast<int>(lb.ld), lda = static_cast<int>(la.ld);
   const int ldo = static_cast<int>(ldc);
   const scalar_t one = 1, zero = 0;
   if constexpr (std::is_same_v<scalar_t, float>)
@@ -125,8 +136,9 @@ void batched_product(const at::Tensor& a_in, const at::Tensor& b_in, at::Tensor&
   const bool use_blas = blas_gemm<scalar_t>() &&
                         std::max({M, N, K, a_in.stride(1), a_in.stride(2), b_in.stride(1),
                                   b_in.stride(2)}) < INT_MAX;
-  const at::Tensor a = !use_blas || blas_readable(a_in) ? a_in : a_in.contiguous();
-  const at::Tensor b = !use_blas || blas_readable(b_in) ? b_in : b_in.contiguous();
+  // a contiguous tensor always has a layout, whatever its size-1 dims' strides
+  const at::Tensor a = !use_blas || blas_layout(a_in).ld ? a_in : a_in.contiguous();
+  const at::Tensor b = !use_blas || blas_layout(b_in).ld ? b_in : b_in.contiguous();
   const int64_t row_blocks = ceil_div(M, kBlockRows), col_blocks = ceil_div(N, kBlockCols);
   const int64_t chunk = std::max(kChunk, ceil_div(K, kMaxChunks)), chunks = ceil_div(K, chunk);
   const int64_t tiles = row_blocks * col_blocks;
