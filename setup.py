@@ -9,8 +9,8 @@ Environment:
   ATTNKERNELS_DEBUG=1    -O0 -g
   ATTNKERNELS_SANITIZE=address,undefined
                          build the C++ kernels with these -fsanitize checks (-O1 -g,
-                         errors fatal); run with the sanitizer runtime preloaded, as
-                         tools/sanitize.sh does
+                         errors fatal; gate_matmul on its portable path); run with the
+                         sanitizer runtime preloaded, as tools/sanitize.sh does
 """
 import glob
 import os
@@ -94,6 +94,10 @@ def get_extensions():
         link += checks
         log(f"ATTNKERNELS_SANITIZE={sanitize}: the C++ kernels carry these checks")
     macros = [("ATTNKERNELS_PYTHON_MODULE", None)]  # the PyInit__C stub in csrc/ops.cpp
+    if sanitize:
+        # gate_matmul's tiles through at::cpu::mm_out, not BLAS directly: the
+        # fallback of a torch without BLAS symbols, tested here
+        macros.append(("ATTNKERNELS_PORTABLE_GEMM", None))
     if not with_cuda:
         return [CppExtension("attnkernels._C", sources, define_macros=macros,
                              extra_compile_args={"cxx": cxx}, extra_link_args=link)]

@@ -67,6 +67,11 @@ def test_strided_operands():
                  (torch.randn(1, 24).as_strided((1, 24), (3, 1)), torch.randn(24, 1)),
                  (torch.randn(24).as_strided((8, 1), (1, 5)), torch.randn(1, 30))]:
         assert_near_the_float64_product(gate_matmul.matmul(a, b), a, b)
+    # a shared operand BLAS cannot read in place (both strides above 1), with
+    # a batch too wide to fold: copied once, not once per sample
+    every_other = torch.randn(50, 80)[::2, ::2]
+    wide = torch.randn(4, 40, 48)
+    assert_near_the_float64_product(gate_matmul.matmul(every_other, wide), every_other, wide)
 
 
 def test_sum_all():

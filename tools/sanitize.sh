@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The C++ CPU kernels under AddressSanitizer and UndefinedBehaviorSanitizer:
-# builds attnkernels with ATTNKERNELS_SANITIZE=address,undefined (CPU only)
+# builds attnkernels with ATTNKERNELS_SANITIZE=address,undefined (CPU only;
+# gate_matmul through at::cpu::mm_out, its path for a torch without BLAS)
 # into the active environment, replacing the installed one, then runs the CPU
 # tests of a small subset with the sanitizer runtimes preloaded (python itself
 # is not instrumented). Any report aborts the run. Extra arguments go to pytest.

@@ -15,6 +15,7 @@
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm_cpu_dispatch.h>
 #include <torch/library.h>
 
@@ -76,12 +77,20 @@ class OneBlasThread {
   int previous_;  // 0: MKL's global setting
 };
 
+// The sanitizer build (tools/sanitize.sh) takes the at::cpu::mm_out path
+// even where BLAS's symbols exist, so that path runs under its tests too.
+#ifdef ATTNKERNELS_PORTABLE_GEMM
+constexpr bool kPortableGemm = true;
+#else
+constexpr bool kPortableGemm = false;
+#endif
+
 template <typename scalar_t>
 bool blas_gemm();
 template <>
-bool blas_gemm<float>() { return sgemm_ != nullptr; }
+bool blas_gemm<float>() { return !kPortableGemm && sgemm_ != nullptr; }
 template <>
-bool blas_gemm<double>() { return dgemm_ != nullptr; }
+bool blas_gemm<double>() { return !kPortableGemm && dgemm_ != nullptr; }
 
 // How BLAS reads a (r x c) matrix with strides (sr, sc) in place: by rows
 // ("N" for its transpose in column-major terms) or by columns ("T"), with
@@ -101,6 +110,15 @@ BlasLayout blas_layout(int64_t r, int64_t c, int64_t sr, int64_t sc) {
 }
 BlasLayout blas_layout(const at::Tensor& t) {  // of every t[s]
   return blas_layout(t.size(1), t.size(2), t.stride(1), t.stride(2));
+}
+
+// A view of t that BLAS reads in place: t itself where its strides allow, or
+// a contiguous copy, of one matrix only where t repeats it (stride 0 over the
+// batch, a shared a expanded), not of every repetition.
+at::Tensor blas_readable(const at::Tensor& t) {
+  if (blas_layout(t).ld) return t;
+  if (t.stride(0) == 0) return t.select(0, 0).contiguous().unsqueeze(0).expand(t.sizes());
+  return t.contiguous();
 }
 
 // The (rows x len) @ (len x cols) tile of a[s] @ b[s] at (m0, k0) and (k0, n0),
@@ -123,6 +141,17 @@ void gemm_tile(const at::Tensor& a, const at::Tensor& b, int64_t s, int64_t m0, 
     dgemm_(&tb, &ta, &m, &n, &k, &one, bp, &ldb, ap, &lda, &zero, c, &ldo);
 }
 
+// Where tile t of an (M, N) product lies: rows [m0, m0 + rows), columns
+// [n0, n0 + cols).
+struct Tile {
+  int64_t m0, n0, rows, cols;
+};
+Tile tile_at(int64_t t, int64_t M, int64_t N) {
+  const int64_t col_blocks = ceil_div(N, kBlockCols);
+  const int64_t m0 = t / col_blocks * kBlockRows, n0 = t % col_blocks * kBlockCols;
+  return {m0, n0, std::min(kBlockRows, M - m0), std::min(kBlockCols, N - n0)};
+}
+
 // out[s] = a[s] @ b[s] for s < B (a, b: (B, M, K), (B, K, N), any strides;
 // out: contiguous (B, M, N)), in tiles of kBlockRows rows x kBlockCols
 // columns of one product. Each chunk of K is one product of a tile: with one
@@ -136,70 +165,63 @@ void batched_product(const at::Tensor& a_in, const at::Tensor& b_in, at::Tensor&
   const bool use_blas = blas_gemm<scalar_t>() &&
                         std::max({M, N, K, a_in.stride(1), a_in.stride(2), b_in.stride(1),
                                   b_in.stride(2)}) < INT_MAX;
-  // a contiguous tensor always has a layout, whatever its size-1 dims' strides
-  const at::Tensor a = !use_blas || blas_layout(a_in).ld ? a_in : a_in.contiguous();
-  const at::Tensor b = !use_blas || blas_layout(b_in).ld ? b_in : b_in.contiguous();
-  const int64_t row_blocks = ceil_div(M, kBlockRows), col_blocks = ceil_div(N, kBlockCols);
+  const at::Tensor a = use_blas ? blas_readable(a_in) : a_in;
+  const at::Tensor b = use_blas ? blas_readable(b_in) : b_in;
+  const int64_t tiles = ceil_div(M, kBlockRows) * ceil_div(N, kBlockCols);
   const int64_t chunk = std::max(kChunk, ceil_div(K, kMaxChunks)), chunks = ceil_div(K, chunk);
-  const int64_t tiles = row_blocks * col_blocks;
   const bool split_k = chunks > 1 && B * tiles < at::get_num_threads();
   // the product of chunk c of tile `tile` of a[s] and b[s], written to dst
-  // (the tile's place in a (B, M, N) tensor)
-  auto tile_product = [&](const at::Tensor& dst_all, int64_t s, int64_t tile, int64_t c) {
-    const int64_t m0 = tile / col_blocks * kBlockRows, n0 = tile % col_blocks * kBlockCols;
-    const int64_t rows = std::min(kBlockRows, M - m0), cols = std::min(kBlockCols, N - n0);
+  // (row stride ldc)
+  auto tile_product = [&](scalar_t* dst, int64_t ldc, int64_t s, const Tile& tile, int64_t c) {
     const int64_t k0 = c * chunk, len = std::min(chunk, K - k0);
     if (use_blas) {
-      gemm_tile(a, b, s, m0, n0, k0, rows, cols, len, dst_all.data_ptr<scalar_t>() + m0 * N + n0,
-                N);
+      gemm_tile(a, b, s, tile.m0, tile.n0, k0, tile.rows, tile.cols, len, dst, ldc);
       return;
     }
-    at::Tensor dst = dst_all.narrow(0, m0, rows).narrow(1, n0, cols);
+    at::Tensor d = at::from_blob(dst, {tile.rows, tile.cols}, {ldc, 1}, out.options());
     // the CPU kernel itself: no autograd, no redispatch
-    at::cpu::mm_out(dst, a.select(0, s).narrow(0, m0, rows).narrow(1, k0, len),
-                    b.select(0, s).narrow(0, k0, len).narrow(1, n0, cols));
+    at::cpu::mm_out(d, a.select(0, s).narrow(0, tile.m0, tile.rows).narrow(1, k0, len),
+                    b.select(0, s).narrow(0, k0, len).narrow(1, tile.n0, tile.cols));
   };
+  scalar_t* o = out.data_ptr<scalar_t>();
   if (!split_k) {
     at::parallel_for(0, B * tiles, 1, [&](int64_t t0, int64_t t1) {
       OneBlasThread one;
       at::AutoDispatchBelowADInplaceOrView below_autograd;  // thread-local: the workers' too
-      at::Tensor part;
+      std::vector<scalar_t> part;
       std::vector<double> acc;
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t s = t / tiles, tile = t % tiles;
+        const int64_t s = t / tiles;
+        const Tile tile = tile_at(t % tiles, M, N);
+        scalar_t* dst = o + (s * M + tile.m0) * N + tile.n0;
         if (chunks == 1) {
-          tile_product(out.select(0, s), s, tile, 0);
+          tile_product(dst, N, s, tile, 0);
           continue;
         }
-        if (!part.defined()) part = at::empty({M, N}, out.options());
-        const int64_t m0 = tile / col_blocks * kBlockRows, n0 = tile % col_blocks * kBlockCols;
-        const int64_t rows = std::min(kBlockRows, M - m0), cols = std::min(kBlockCols, N - n0);
-        acc.assign(rows * cols, 0.0);
-        const scalar_t* p = part.data_ptr<scalar_t>();
+        part.resize(tile.rows * tile.cols);
+        acc.assign(tile.rows * tile.cols, 0.0);
         for (int64_t c = 0; c < chunks; ++c) {
-          tile_product(part, s, tile, c);
-          for (int64_t i = 0; i < rows; ++i)
-            for (int64_t j = 0; j < cols; ++j)
-              acc[i * cols + j] += static_cast<double>(p[(m0 + i) * N + n0 + j]);
+          tile_product(part.data(), tile.cols, s, tile, c);
+          for (size_t i = 0; i < acc.size(); ++i) acc[i] += static_cast<double>(part[i]);
         }
-        scalar_t* o = out.data_ptr<scalar_t>() + (s * M + m0) * N + n0;
-        for (int64_t i = 0; i < rows; ++i)
-          for (int64_t j = 0; j < cols; ++j) o[i * N + j] = static_cast<scalar_t>(acc[i * cols + j]);
+        for (int64_t i = 0; i < tile.rows; ++i)
+          for (int64_t j = 0; j < tile.cols; ++j)
+            dst[i * N + j] = static_cast<scalar_t>(acc[i * tile.cols + j]);
       }
     });
     return;
   }
   at::Tensor partials = at::empty({B, chunks, M, N}, out.options());
+  scalar_t* p = partials.data_ptr<scalar_t>();
   at::parallel_for(0, B * tiles * chunks, 1, [&](int64_t t0, int64_t t1) {
     OneBlasThread one;
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t s = t / (tiles * chunks), c = t % chunks, tile = t / chunks % tiles;
-      tile_product(partials.select(0, s).select(0, c), s, tile, c);
+      const int64_t s = t / (tiles * chunks), c = t % chunks;
+      const Tile tile = tile_at(t / chunks % tiles, M, N);
+      tile_product(p + ((s * chunks + c) * M + tile.m0) * N + tile.n0, N, s, tile, c);
     }
   });
-  const scalar_t* p = partials.data_ptr<scalar_t>();
-  scalar_t* o = out.data_ptr<scalar_t>();
   const int64_t grain = std::max<int64_t>(1, 4096 / (N * chunks));  // small sums: no threads
   at::parallel_for(0, B * M, grain, [&](int64_t r0, int64_t r1) {
     std::vector<double> acc(N);
