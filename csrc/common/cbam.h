@@ -7,13 +7,13 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 
 #include <limits>
 
 #include "checks.h"
+#include "outputs.h"
 
 namespace attnkernels {
 

@@ -6,12 +6,12 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 
 #include <limits>
 
 #include "checks.h"
+#include "outputs.h"
 #include "gate_math.h"
 
 namespace attnkernels {
@@ -92,7 +92,7 @@ struct ECAForwardOutputs {
 
 inline ECAForwardOutputs eca_forward_outputs(const at::Tensor& x) {
   const auto opts = x.options().dtype(accumulate_type(x));
-  ECAForwardOutputs out{at::empty_like(x), at::empty({x.size(0), x.size(1)}, opts)};
+  ECAForwardOutputs out{empty_output_like(x), at::empty({x.size(0), x.size(1)}, opts)};
   if (x.numel() == 0) out.pooled.fill_(std::numeric_limits<double>::quiet_NaN());
   return out;
 }
@@ -104,7 +104,7 @@ struct ECABackwardOutputs {
 
 inline ECABackwardOutputs eca_backward_outputs(const at::Tensor& x) {
   const auto opts = x.options().dtype(accumulate_type(x));
-  return {at::empty_like(x), at::zeros({x.size(0), x.size(1)}, opts)};
+  return {empty_output_like(x), at::zeros({x.size(0), x.size(1)}, opts)};
 }
 
 }  // namespace attnkernels

@@ -3,12 +3,12 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 
 #include <limits>
 
 #include "checks.h"
+#include "outputs.h"
 #include "gate_math.h"
 
 namespace attnkernels {
@@ -72,7 +72,7 @@ struct SEForwardOutputs {
 inline SEForwardOutputs se_forward_outputs(const at::Tensor& x, int64_t pool) {
   const auto opts = x.options().dtype(accumulate_type(x));
   const int64_t B = x.size(0), C = x.size(1);
-  SEForwardOutputs out{at::empty_like(x), at::empty({B, C}, opts),
+  SEForwardOutputs out{empty_output_like(x), at::empty({B, C}, opts),
                        at::empty({pool == kAvgMax ? B : 0, C}, opts)};
   if (x.numel() == 0) {
     out.pooled.fill_(std::numeric_limits<double>::quiet_NaN());
@@ -90,7 +90,7 @@ struct SEBackwardOutputs {
 inline SEBackwardOutputs se_backward_outputs(const at::Tensor& x, const SEWeights& w) {
   const auto opts = x.options().dtype(accumulate_type(x));
   const int64_t B = x.size(0), C = x.size(1);
-  return {at::empty_like(x), at::zeros({B, C}, opts),
+  return {empty_output_like(x), at::zeros({B, C}, opts),
           at::zeros({w.two_layer() ? B : 0, w.reduced}, opts)};
 }
 

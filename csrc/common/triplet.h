@@ -7,7 +7,6 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 
@@ -16,6 +15,7 @@
 #include <limits>
 
 #include "checks.h"
+#include "outputs.h"
 #include "gate_math.h"
 
 namespace attnkernels {

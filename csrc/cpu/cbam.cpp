@@ -553,7 +553,7 @@ std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cpu(const at::Tensor& x, co
 
 at::Tensor cbam_apply_cpu(const at::Tensor& x, const at::Tensor& ca, const at::Tensor& sa) {
   check_cbam_gates(x, ca, sa);
-  at::Tensor y = at::empty_like(x);
+  at::Tensor y = empty_output_like(x);
   if (x.numel() == 0) return y;
   AK_DISPATCH(x, "cbam_apply_cpu", [&] { apply_kernel<scalar_t>(x, ca, sa, y); });
   return y;
@@ -598,7 +598,7 @@ at::Tensor cbam_backward_apply_cpu(const at::Tensor& dy, const at::Tensor& x, co
                                    const at::Tensor& sgmax, bool first_max) {
   check_cbam_backward_apply_args(dy, x, ca, sa, cmax, ctie, cgmean, cgmax, smax, stie, sgmean,
                                  sgmax);
-  at::Tensor dx = at::empty_like(x);
+  at::Tensor dx = empty_output_like(x);
   if (x.numel() == 0) return dx;
   AK_DISPATCH(x, "cbam_backward_apply_cpu", [&] {
     if (first_max)

@@ -205,7 +205,7 @@ std::tuple<at::Tensor, at::Tensor> coord_pool_cpu(const at::Tensor& x) {
 at::Tensor coord_apply_cpu(const at::Tensor& x, const at::Tensor& ah, const at::Tensor& aw,
                            bool skip) {
   check_coord_gates(x, ah, aw);
-  at::Tensor y = at::empty_like(x);
+  at::Tensor y = empty_output_like(x);
   if (x.numel() == 0) return y;
   const Geometry g(x);
   const at::Tensor aht = g.cl ? by_position(ah) : ah, awt = g.cl ? by_position(aw) : aw;
@@ -236,7 +236,7 @@ at::Tensor coord_backward_apply_cpu(const at::Tensor& dy, const at::Tensor& ah,
                                     const at::Tensor& aw, const at::Tensor& gh,
                                     const at::Tensor& gw, bool skip) {
   check_coord_backward_apply_args(dy, ah, aw, gh, gw);
-  at::Tensor dx = at::empty_like(dy);
+  at::Tensor dx = empty_output_like(dy);
   if (dy.numel() == 0) return dx;
   const Geometry g(dy);
   auto pos = [&](const at::Tensor& t) { return g.cl ? by_position(t) : t; };

@@ -554,7 +554,7 @@ TripletSix triplet_pool_cpu(const at::Tensor& x) {
 at::Tensor triplet_apply_cpu(const at::Tensor& x, const at::Tensor& s_hw, const at::Tensor& s_cw,
                              const at::Tensor& s_hc, bool spatial) {
   check_triplet_gates(x, s_hw, s_cw, s_hc);
-  at::Tensor y = at::empty_like(x);
+  at::Tensor y = empty_output_like(x);
   if (x.numel() == 0) return y;
   const Geometry g(x);
   const at::Tensor cw = g.cl ? by_position(s_cw) : s_cw, hc = g.cl ? by_position(s_hc) : s_hc;
@@ -588,7 +588,7 @@ at::Tensor triplet_backward_apply_cpu(const at::Tensor& dy, const at::Tensor& s_
                                       const at::Tensor& wgmax) {
   check_triplet_backward_apply_args(
       dy, s_hw, s_cw, s_hc, {{ctie, cgmean, cgmax}, {htie, hgmean, hgmax}, {wtie, wgmean, wgmax}});
-  at::Tensor dx = at::empty_like(dy);
+  at::Tensor dx = empty_output_like(dy);
   if (dy.numel() == 0) return dx;
   const Geometry g(dy);
   auto pos = [&](const at::Tensor& t) { return g.cl ? by_position(t) : t; };

@@ -347,7 +347,7 @@ ElementwiseArgs elementwise_args(const at::Tensor& x, const at::Tensor& ca, cons
 at::Tensor cbam_apply_cuda(const at::Tensor& x, const at::Tensor& ca, const at::Tensor& sa) {
   const c10::cuda::CUDAGuard guard(x.device());
   check_cbam_gates(x, ca, sa);
-  at::Tensor y = at::empty_like(x);
+  at::Tensor y = empty_output_like(x);
   if (x.numel() == 0) return y;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const ElementwiseArgs a = elementwise_args(x, ca, sa, y.data_ptr());
@@ -426,7 +426,7 @@ at::Tensor cbam_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& x, c
   const c10::cuda::CUDAGuard guard(x.device());
   check_cbam_backward_apply_args(dy, x, ca, sa, cmax, ctie, cgmean, cgmax, smax, stie, sgmean,
                                  sgmax);
-  at::Tensor dx = at::empty_like(x);
+  at::Tensor dx = empty_output_like(x);
   if (x.numel() == 0) return dx;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   ElementwiseArgs a = elementwise_args(x, ca, sa, dx.data_ptr());

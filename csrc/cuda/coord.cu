@@ -134,7 +134,7 @@ at::Tensor coord_apply_cuda(const at::Tensor& x, const at::Tensor& ah, const at:
                             bool skip) {
   const c10::cuda::CUDAGuard guard(x.device());
   check_coord_gates(x, ah, aw);
-  at::Tensor y = at::empty_like(x);
+  at::Tensor y = empty_output_like(x);
   if (x.numel() == 0) return y;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AK_DISPATCH(x, "coord_apply_cuda", [&] {
@@ -169,7 +169,7 @@ at::Tensor coord_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& ah,
                                      const at::Tensor& gw, bool skip) {
   const c10::cuda::CUDAGuard guard(dy.device());
   check_coord_backward_apply_args(dy, ah, aw, gh, gw);
-  at::Tensor dx = at::empty_like(dy);
+  at::Tensor dx = empty_output_like(dy);
   if (dy.numel() == 0) return dx;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AK_DISPATCH(dy, "coord_backward_apply_cuda", [&] {

@@ -171,7 +171,7 @@ at::Tensor triplet_apply_cuda(const at::Tensor& x, const at::Tensor& s_hw, const
                               const at::Tensor& s_hc, bool spatial) {
   const c10::cuda::CUDAGuard guard(x.device());
   check_triplet_gates(x, s_hw, s_cw, s_hc);
-  at::Tensor y = at::empty_like(x);
+  at::Tensor y = empty_output_like(x);
   if (x.numel() == 0) return y;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AK_DISPATCH(x, "triplet_apply_cuda", [&] {
@@ -213,7 +213,7 @@ at::Tensor triplet_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& s
   const c10::cuda::CUDAGuard guard(dy.device());
   check_triplet_backward_apply_args(
       dy, s_hw, s_cw, s_hc, {{ctie, cgmean, cgmax}, {htie, hgmean, hgmax}, {wtie, wgmean, wgmax}});
-  at::Tensor dx = at::empty_like(dy);
+  at::Tensor dx = empty_output_like(dy);
   if (dy.numel() == 0) return dx;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AK_DISPATCH(dy, "triplet_backward_apply_cuda", [&] {

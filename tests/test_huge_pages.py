@@ -1,0 +1,74 @@
+"""The CPU ops' x-sized outputs (y and dx) are advised onto transparent huge
+pages (csrc/cpu/huge_pages.cpp), and ATTNKERNELS_HUGE_PAGES=0 turns that off."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import attnkernels
+
+from test_fuzz import FLAVOURS
+
+HAS_CPU = attnkernels.available_backends()["cpu"] is None
+THP_SYSFS = "/sys/kernel/mm/transparent_hugepage/enabled"
+pytestmark = [
+    pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built"),
+    pytest.mark.skipif(not os.path.exists(THP_SYSFS), reason="no transparent huge pages here"),
+]
+
+HUGE_PAGE = 2 << 20
+# 34.6 MB fp32: above glibc's largest mmap threshold (32 MB), so every tensor
+# this size is a fresh mapping and cannot inherit the advice of a freed one.
+LARGE = (2, 64, 256, 264)
+
+
+def vm_flags(address):
+    """The VmFlags of the mapping of this process that holds ``address``."""
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split(maxsplit=1)[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def is_advised(t):
+    """Whether the first whole 2 MB page inside t's data is advised (madvise's 'hg')."""
+    first = (t.data_ptr() + HUGE_PAGE - 1) // HUGE_PAGE * HUGE_PAGE
+    assert first + HUGE_PAGE <= t.data_ptr() + t.nbytes
+    return "hg" in vm_flags(first)
+
+
+def outputs(flavour, shape):
+    """y and dx of the flavour's CPU kernels for an x of this shape."""
+    torch.manual_seed(0)
+    module = FLAVOURS[flavour](shape[1])
+    module.backend = "cpu"
+    x = torch.randn(shape, requires_grad=True)
+    y = module(x)
+    (dx,) = torch.autograd.grad(y, x, torch.randn_like(y))
+    return y, dx
+
+
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+def test_large_outputs_are_advised(flavour):
+    y, dx = outputs(flavour, LARGE)
+    assert not is_advised(torch.empty(LARGE)), "torch's own tensors are advised: no control"
+    assert is_advised(y), "y"
+    assert is_advised(dx), "dx"
+
+
+def test_the_switch_turns_it_off():
+    """Read once per process, so the check runs in a fresh one."""
+    code = ("import torch, test_huge_pages as t; y, dx = t.outputs('se_timm', t.LARGE); "
+            "print(t.is_advised(y), t.is_advised(dx))")
+    env = {**os.environ, "ATTNKERNELS_HUGE_PAGES": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(__file__),
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
