@@ -177,22 +177,45 @@ def test_nan_propagates_through_the_max_pools(backend, device, first_max):
 @pytest.mark.skipif(not HAS_CPU, reason="no C++ extension")
 @pytest.mark.parametrize("fmt", list(FORMATS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_spatial_pool_max_is_amax_with_nan_and_inf(fmt, dtype):
+@pytest.mark.parametrize("channels", [40, 39])
+def test_spatial_pool_max_is_amax_with_nan_and_inf(fmt, dtype, channels):
     """The float pass takes its max without NaN checks and goes over a channel
     block again when a NaN reached its sums: the max map is still torch.amax's,
-    for a NaN inside a vector of four, in the tail, and in the second block."""
-    x = torch.randn(3, 40, 5, 7, dtype=dtype)  # channel blocks 0-31 and 32-39; HW = 35
+    for a NaN inside a vector of four, in the tail, and in the second block
+    (NCHW takes channels four at a time: 39 leaves three alone)."""
+    x = torch.randn(3, channels, 5, 7, dtype=dtype)  # channel blocks 0-31 and 32-; HW = 35
     x[0, 3, 1, 1] = float("nan")  # pixel 8: inside the vectors
     x[1, 35, 4, 6] = float("nan")  # pixel 34: the scalar tail, second block
     x[1, 2, 0, 2] = float("nan")
     x[2, 10, 2, 2] = float("inf")
     x[2, :, 3, 3] = float("-inf")
     x = x.to(memory_format=FORMATS[fmt])
-    ca = torch.rand(3, 40, dtype=dtype)
+    ca = torch.rand(3, channels, dtype=dtype)
     _, smax = torch.ops.attnkernels.cbam_spatial_pool(x, ca)
     expect = (x * ca[:, :, None, None]).amax(1)
     assert smax.isnan().sum() == 3
     torch.testing.assert_close(smax, expect, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="no C++ extension")
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_channel_pool_max_is_amax_with_nan_and_inf(fmt, dtype):
+    """The float NCHW pass takes its max without NaN checks and runs a
+    channel's max again when a NaN reached its sums: still torch.amax's, for a
+    NaN in the vectors and in the tail, and for +inf and -inf in one channel
+    (a NaN sum with no NaN element)."""
+    x = torch.randn(2, 5, 5, 7, dtype=dtype)  # HW = 35: two blocks of 16 and a tail of 3
+    x[0, 1, 1, 1] = float("nan")  # pixel 8
+    x[1, 2, 4, 6] = float("nan")  # pixel 34: the tail
+    x[1, 3, 0, 0] = float("inf")
+    x[1, 3, 2, 2] = float("-inf")
+    x = x.to(memory_format=FORMATS[fmt])
+    mean, cmax = torch.ops.attnkernels.cbam_channel_pool(x)
+    expect = x.amax((2, 3))
+    assert cmax.isnan().sum() == 2 and cmax[1, 3] == float("inf")
+    torch.testing.assert_close(cmax, expect, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(mean, x.mean((2, 3)), equal_nan=True)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

@@ -67,7 +67,34 @@ void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& 
         constexpr bool kExact = decltype(exact)::value;
         std::fill(s, s + HW, acc_t(0));
         std::fill(m, m + HW, kNegInf);
-        for (int64_t c = c0; c < c1; ++c) {
+        int64_t c = c0;
+        if constexpr (kFloat<scalar_t>) {
+          // Four channels per visit of s and m (a quarter of the stores), each
+          // pixel's terms still added in channel order: the same bits.
+          for (; c + 4 <= c1; c += 4) {
+            const scalar_t* r0 = xs + c * HW;
+            const f4 g0 = splat4(g[c]), g1 = splat4(g[c + 1]), g2 = splat4(g[c + 2]),
+                     g3 = splat4(g[c + 3]);
+            int64_t p = 0;
+            for (; p + 4 <= HW; p += 4) {
+              if (p % 16 == 0)
+                for (int j = 0; j < 4; ++j) prefetch_ahead(r0 + j * HW + p);
+              const f4 u0 = load4(r0 + p) * g0, u1 = load4(r0 + HW + p) * g1,
+                       u2 = load4(r0 + 2 * HW + p) * g2, u3 = load4(r0 + 3 * HW + p) * g3;
+              store4(s + p, (((load4(s + p) + u0) + u1) + u2) + u3);
+              f4 mv = load4(m + p);
+              for (const f4 u : {u0, u1, u2, u3}) mv = max4<kExact>(mv, u);
+              store4(m + p, mv);
+            }
+            for (int j = 0; j < 4; ++j)
+              for (int64_t q = p; q < HW; ++q) {
+                const acc_t u = static_cast<acc_t>(r0[j * HW + q]) * g[c + j];
+                s[q] += u;
+                m[q] = max_nan(m[q], u);
+              }
+          }
+        }
+        for (; c < c1; ++c) {
           const scalar_t* __restrict__ row = xs + c * HW;
           const acc_t gc = g[c];
           int64_t p = 0;
@@ -152,9 +179,18 @@ void apply_kernel(const at::Tensor& x, const at::Tensor& ca, const at::Tensor& s
       scalar_t* __restrict__ yr = yp + off + r * HW;
       const acc_t* __restrict__ s = sp + b * HW;
       const acc_t g = gp[b * C + r];
+      int64_t p = 0;
+      if constexpr (kFloat<scalar_t>) {  // explicit vectors: the lambda below stays scalar
+        const f4 gv = splat4(g);
+        for (; p + 4 <= HW; p += 4) {
+          if (p % 16 == 0) prefetch_ahead(xr + p);
+          store4(yr + p, load4(xr + p) * gv * load4(s + p));
+        }
+      }
       for_each_streamed(
-          HW, [&](int64_t p) { yr[p] = static_cast<scalar_t>(static_cast<acc_t>(xr[p]) * g * s[p]); },
-          xr);
+          HW - p,
+          [&](int64_t i) { yr[p + i] = static_cast<scalar_t>(static_cast<acc_t>(xr[p + i]) * g * s[p + i]); },
+          xr + p);
     } else {
       const scalar_t* __restrict__ xr = xp + off + r * C;
       scalar_t* __restrict__ yr = yp + off + r * C;

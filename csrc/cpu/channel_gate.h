@@ -111,9 +111,21 @@ struct ApplyGate {
     const scalar_t* __restrict__ x;
     scalar_t* __restrict__ y;
     acc_t g;
+    // The compiler does not take __restrict__ on members, so a per-element
+    // loop stays scalar (it cannot rule out y aliasing x): float takes four
+    // explicit vectors, other types load every lane before storing any.
     void block(int64_t i) const {
       prefetch_ahead(x + i);
-      for (int l = 0; l < kLanes; ++l) one(i + l);
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        const f4 gv = splat4(g);
+        f4 v[4];
+        for (int k = 0; k < 4; ++k) v[k] = load4(x + i + 4 * k) * gv;
+        for (int k = 0; k < 4; ++k) store4(y + i + 4 * k, v[k]);
+        return;
+      }
+      acc_t v[kLanes];
+      for (int l = 0; l < kLanes; ++l) v[l] = static_cast<acc_t>(x[i + l]);
+      for (int l = 0; l < kLanes; ++l) y[i + l] = static_cast<scalar_t>(v[l] * g);
     }
     void one(int64_t i) const { y[i] = static_cast<scalar_t>(static_cast<acc_t>(x[i]) * g); }
   };
@@ -138,10 +150,25 @@ struct ApplyGrad {
     const scalar_t* __restrict__ x;
     scalar_t* __restrict__ dx;
     acc_t g, dmean, mx, dmax;
-    void block(int64_t i) const {
+    void block(int64_t i) const {  // explicit vectors, as ApplyGate's
       prefetch_ahead(dy + i);
       if (kMax) prefetch_ahead(x + i);
-      for (int l = 0; l < kLanes; ++l) one(i + l);
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        const f4 gv = splat4(g), dm = splat4(dmean);
+        f4 v[4];
+        for (int k = 0; k < 4; ++k) {
+          v[k] = load4(dy + i + 4 * k) * gv + dm;
+          if (kMax) v[k] += load4(x + i + 4 * k) == splat4(mx) ? splat4(dmax) : splat4(0.f);
+        }
+        for (int k = 0; k < 4; ++k) store4(dx + i + 4 * k, v[k]);
+        return;
+      }
+      acc_t v[kLanes];
+      for (int l = 0; l < kLanes; ++l) v[l] = static_cast<acc_t>(dy[i + l]) * g + dmean;
+      if (kMax)
+        for (int l = 0; l < kLanes; ++l)
+          v[l] += static_cast<acc_t>(x[i + l]) == mx ? dmax : acc_t(0);
+      for (int l = 0; l < kLanes; ++l) dx[i + l] = static_cast<scalar_t>(v[l]);
     }
     void one(int64_t i) const {
       acc_t v = static_cast<acc_t>(dy[i]) * g + dmean;
@@ -199,6 +226,8 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
       int64_t i = 0;
       if constexpr (std::is_same_v<scalar_t, float>) {
         // The same lanes in four vectors: bitwise the scalar loop's result.
+        // The max is the cheap one (max_fast4); where a NaN reached the sums
+        // (any NaN element does), the blocks' max runs again with max_nan4.
         f4 a[4] = {}, m[4];
         for (auto& v : m) v = splat4(kNegInf);
         for (; i + kLanes <= L.HW; i += kLanes) {
@@ -206,9 +235,14 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
           for (int k = 0; k < 4; ++k) {
             const f4 v = load4(p + i + 4 * k);
             a[k] += v;
-            if (kMax) m[k] = max_nan4(m[k], v);
+            if (kMax) m[k] = max_fast4(m[k], v);
           }
           row.block(i);
+        }
+        if (kMax && any_nan(reinterpret_cast<const float*>(a), kLanes)) {
+          for (auto& v : m) v = splat4(kNegInf);
+          for (int64_t j = 0; j < i; j += kLanes)
+            for (int k = 0; k < 4; ++k) m[k] = max_nan4(m[k], load4(p + j + 4 * k));
         }
         for (int k = 0; k < 4; ++k) {
           store4(lane + 4 * k, a[k]);

@@ -16,20 +16,16 @@ namespace {
 typedef float f4 __attribute__((vector_size(16)));
 typedef int32_t i4 __attribute__((vector_size(16)));
 
-inline f4 load4(const float* p) {
-  f4 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+// Unaligned accesses through element-typed vectors, not memcpy: a memcpy store
+// may alias anything, so the compiler reloads every loop bound and captured
+// scalar after it; a vector of float aliases only float.
+typedef float f4u __attribute__((vector_size(16), aligned(4)));
+typedef int32_t i4u __attribute__((vector_size(16), aligned(4)));
 
-inline i4 load4(const int32_t* p) {
-  i4 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-inline void store4(float* p, f4 v) { std::memcpy(p, &v, sizeof v); }
-inline void store4(int32_t* p, i4 v) { std::memcpy(p, &v, sizeof v); }
+inline f4 load4(const float* p) { return *reinterpret_cast<const f4u*>(p); }
+inline i4 load4(const int32_t* p) { return *reinterpret_cast<const i4u*>(p); }
+inline void store4(float* p, f4 v) { *reinterpret_cast<f4u*>(p) = v; }
+inline void store4(int32_t* p, i4 v) { *reinterpret_cast<i4u*>(p) = v; }
 
 inline f4 splat4(float v) { return f4{v, v, v, v}; }
 inline i4 splat4(int32_t v) { return i4{v, v, v, v}; }
