@@ -180,10 +180,12 @@ void apply_kernel(const at::Tensor& x, const at::Tensor& ca, const at::Tensor& s
       const acc_t* __restrict__ s = sp + b * HW;
       const acc_t g = gp[b * C + r];
       int64_t p = 0;
-      if constexpr (kFloat<scalar_t>) {  // explicit vectors: the lambda below stays scalar
+      // Explicit vectors (the lambda below stays scalar), no software prefetch:
+      // on the AMD EPYC it took 0.22-0.25 ms against 0.07-0.10 at 1x256x56x56
+      // and gained nothing at 16x256x56x56 (8.7-9.8 ms against 8.4-9.7).
+      if constexpr (kFloat<scalar_t>) {
         const f4 gv = splat4(g);
         for (; p + 4 <= HW; p += 4) {
-          if (p % 16 == 0) prefetch_ahead(xr + p);
           store4(yr + p, load4(xr + p) * gv * load4(s + p));
         }
       }
