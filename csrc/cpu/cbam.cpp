@@ -31,12 +31,14 @@ template <typename scalar_t>
 void channel_pool_kernel(const at::Tensor& x, at::Tensor& mean, at::Tensor& max) {
   using acc_t = at::opmath_type<scalar_t>;
   const Layout L(x);
+  const Prefetch pf(x.nbytes());
   const scalar_t* xp = x.data_ptr<scalar_t>();
   acc_t* sp = mean.data_ptr<acc_t>();
   acc_t* mp = max.data_ptr<acc_t>();
   const acc_t hw = static_cast<acc_t>(L.HW);
   Blocks(L, x.size(0)).for_each([&](int64_t b, int64_t, int64_t c0, int64_t c1) {
-    pool_channels<true>(xp + b * L.sample(), L, c0, c1, sp + b * L.C, mp + b * L.C, NoHook{});
+    pool_channels<true>(xp + b * L.sample(), L, c0, c1, sp + b * L.C, mp + b * L.C, NoHook{},
+                        pf);
     for (int64_t c = c0; c < c1; ++c) sp[b * L.C + c] /= hw;
   });
 }
@@ -47,6 +49,7 @@ void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& 
   using acc_t = at::opmath_type<scalar_t>;
   constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
   const Layout L(x);
+  const Prefetch pf(x.nbytes());
   const Blocks blocks(L, x.size(0));
   const int64_t C = L.C, HW = L.HW;
   const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -78,7 +81,7 @@ void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& 
             int64_t p = 0;
             for (; p + 4 <= HW; p += 4) {
               if (p % 16 == 0)
-                for (int j = 0; j < 4; ++j) prefetch_ahead(r0 + j * HW + p);
+                for (int j = 0; j < 4; ++j) pf.ahead(r0 + j * HW + p);
               const f4 u0 = load4(r0 + p) * g0, u1 = load4(r0 + HW + p) * g1,
                        u2 = load4(r0 + 2 * HW + p) * g2, u3 = load4(r0 + 3 * HW + p) * g3;
               store4(s + p, (((load4(s + p) + u0) + u1) + u2) + u3);
@@ -100,7 +103,7 @@ void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& 
           int64_t p = 0;
           if constexpr (kFloat<scalar_t>) {
             for (; p + 4 <= HW; p += 4) {
-              if (p % 16 == 0) prefetch_ahead(row + p);
+              if (p % 16 == 0) pf.ahead(row + p);
               const f4 u = load4(row + p) * gc;
               store4(s + p, load4(s + p) + u);
               store4(m + p, max4<kExact>(load4(m + p), u));
@@ -122,7 +125,7 @@ void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& 
         constexpr bool kExact = decltype(exact)::value;
         for (int64_t p = 0; p < HW; ++p) {
           const scalar_t* __restrict__ row = xs + p * C;
-          prefetch_span(row + ahead + c0, c1 - c0);
+          pf.span(row + ahead + c0, c1 - c0);
           acc_t a = 0, mx = kNegInf;
           int64_t c = c0;
           if constexpr (kFloat<scalar_t>) {
@@ -167,6 +170,7 @@ template <typename scalar_t>
 void apply_kernel(const at::Tensor& x, const at::Tensor& ca, const at::Tensor& sa, at::Tensor& y) {
   using acc_t = at::opmath_type<scalar_t>;
   const Layout L(x);
+  const Prefetch pf(x.nbytes());
   const int64_t C = L.C, HW = L.HW;
   const scalar_t* xp = x.data_ptr<scalar_t>();
   scalar_t* yp = y.data_ptr<scalar_t>();
@@ -180,7 +184,8 @@ void apply_kernel(const at::Tensor& x, const at::Tensor& ca, const at::Tensor& s
       const acc_t* __restrict__ s = sp + b * HW;
       const acc_t g = gp[b * C + r];
       int64_t p = 0;
-      // Explicit vectors (the lambda below stays scalar), no software prefetch:
+      // Explicit vectors (a loop through a lambda's captures stays scalar), no
+      // software prefetch:
       // on the AMD EPYC it took 0.22-0.25 ms against 0.07-0.10 at 1x256x56x56
       // and gained nothing at 16x256x56x56 (8.7-9.8 ms against 8.4-9.7).
       if constexpr (kFloat<scalar_t>) {
@@ -189,16 +194,13 @@ void apply_kernel(const at::Tensor& x, const at::Tensor& ca, const at::Tensor& s
           store4(yr + p, load4(xr + p) * gv * load4(s + p));
         }
       }
-      for_each_streamed(
-          HW - p,
-          [&](int64_t i) { yr[p + i] = static_cast<scalar_t>(static_cast<acc_t>(xr[p + i]) * g * s[p + i]); },
-          xr + p);
+      for (; p < HW; ++p) yr[p] = static_cast<scalar_t>(static_cast<acc_t>(xr[p]) * g * s[p]);
     } else {
       const scalar_t* __restrict__ xr = xp + off + r * C;
       scalar_t* __restrict__ yr = yp + off + r * C;
       const acc_t* __restrict__ g = gp + b * C;
       const acc_t s = sp[b * HW + r];
-      prefetch_span_ahead(xr, C);
+      pf.span_ahead(xr, C);
       for (int64_t c = 0; c < C; ++c)
         yr[c] = static_cast<scalar_t>(static_cast<acc_t>(xr[c]) * g[c] * s);
     }
@@ -227,6 +229,7 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
                             at::Tensor& dca, at::Tensor& dsa, at::Tensor& ctie, at::Tensor& stie) {
   using acc_t = at::opmath_type<scalar_t>;
   const Layout L(x);
+  const Prefetch pf(x.nbytes());
   const Blocks blocks(L, x.size(0));
   const int64_t C = L.C, HW = L.HW;
   const int32_t tie0 = kFirst ? -1 : 0;
@@ -266,8 +269,8 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
           const i4 cv = splat4(static_cast<int32_t>(c));
           i4 pos = iota4(0);  // the index of each lane, for the first maximal element
           for (; p + kLanes <= HW; p += kLanes) {
-            prefetch_ahead(xr + p);
-            prefetch_ahead(dr + p);
+            pf.ahead(xr + p);
+            pf.ahead(dr + p);
             for (int k = 0; k < 4; ++k, pos += 4) {
               const int64_t i = p + 4 * k;
               const f4 xv = load4(xr + i), t = load4(dr + i) * xv;
@@ -289,8 +292,8 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
           ct = kFirst ? least_index(ctv) : ctv[0] + ctv[1] + ctv[2] + ctv[3];
         }
         for (; p + kLanes <= HW; p += kLanes) {
-          prefetch_ahead(xr + p);
-          prefetch_ahead(dr + p);
+          pf.ahead(xr + p);
+          pf.ahead(dr + p);
           for (int l = 0; l < kLanes; ++l) {
             const acc_t xv = static_cast<acc_t>(xr[p + l]);
             const acc_t t = static_cast<acc_t>(dr[p + l]) * xv;
@@ -323,8 +326,8 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
       for (int64_t p = 0; p < HW; ++p) {
         const scalar_t* __restrict__ xr = xp + off + p * C;
         const scalar_t* __restrict__ dr = dyp + off + p * C;
-        prefetch_span(xr + ahead + c0, c1 - c0);
-        prefetch_span(dr + ahead + c0, c1 - c0);
+        pf.span(xr + ahead + c0, c1 - c0);
+        pf.span(dr + ahead + c0, c1 - c0);
         acc_t a = 0;
         int32_t st = tie0;
         int64_t c = c0;
@@ -400,6 +403,7 @@ void spatial_pool_backward_kernel(const at::Tensor& x, const at::Tensor& ca,
                                   at::Tensor& dca) {
   using acc_t = at::opmath_type<scalar_t>;
   const Layout L(x);
+  const Prefetch pf(x.nbytes());
   const int64_t C = L.C, HW = L.HW;
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const acc_t* gp = ca.data_ptr<acc_t>();
@@ -429,7 +433,7 @@ void spatial_pool_backward_kernel(const at::Tensor& x, const at::Tensor& ca,
           f4 acc[4] = {};
           const i4 cv = splat4(static_cast<int32_t>(c));
           for (; p + kLanes <= HW; p += kLanes) {
-            prefetch_ahead(xr + p);
+            pf.ahead(xr + p);
             for (int k = 0; k < 4; ++k) {
               const int64_t i = p + 4 * k;
               const f4 xv = load4(xr + i);
@@ -440,7 +444,7 @@ void spatial_pool_backward_kernel(const at::Tensor& x, const at::Tensor& ca,
           for (int k = 0; k < 4; ++k) store4(lane + 4 * k, acc[k]);
         }
         for (; p + kLanes <= HW; p += kLanes) {
-          prefetch_ahead(xr + p);
+          pf.ahead(xr + p);
           for (int l = 0; l < kLanes; ++l) lane[l] += term(p + l);
         }
         acc_t sum = 0;
@@ -454,7 +458,7 @@ void spatial_pool_backward_kernel(const at::Tensor& x, const at::Tensor& ca,
       const int64_t ahead = rows_ahead<scalar_t>(c1 - c0) * C;
       for (int64_t p = 0; p < HW; ++p) {
         const scalar_t* __restrict__ xr = xp + off + p * C;
-        prefetch_span(xr + ahead + c0, c1 - c0);
+        pf.span(xr + ahead + c0, c1 - c0);
         int64_t c = c0;
         if constexpr (kFloat<scalar_t>) {
           // The loop below four channels at a time (same sums, same order).
@@ -486,6 +490,7 @@ void backward_apply_kernel(const at::Tensor& dy, const at::Tensor& x, const at::
                            const at::Tensor& sgmean, const at::Tensor& sgmax, at::Tensor& dx) {
   using acc_t = at::opmath_type<scalar_t>;
   const Layout L(x);
+  const Prefetch pf(x.nbytes());
   const int64_t C = L.C, HW = L.HW;
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const scalar_t* dyp = dy.data_ptr<scalar_t>();
@@ -520,8 +525,8 @@ void backward_apply_kernel(const at::Tensor& dy, const at::Tensor& x, const at::
         i4 pos = iota4(0);
         for (; p + 4 <= HW; p += 4, pos += 4) {
           if (p % 16 == 0) {
-            prefetch_ahead(xr + p);
-            prefetch_ahead(dr + p);
+            pf.ahead(xr + p);
+            pf.ahead(dr + p);
           }
           const f4 xv = load4(xr + p), dyv = load4(dr + p);
           const i4 s_hit = kFirst ? load4(stp + q + p) == cv : xv * g == load4(smp + q + p);
@@ -539,8 +544,8 @@ void backward_apply_kernel(const at::Tensor& dy, const at::Tensor& x, const at::
       const scalar_t* __restrict__ xr = xp + off + r * C;
       const scalar_t* __restrict__ dr = dyp + off + r * C;
       scalar_t* __restrict__ out = dxp + off + r * C;
-      prefetch_span_ahead(xr, C);
-      prefetch_span_ahead(dr, C);
+      pf.span_ahead(xr, C);
+      pf.span_ahead(dr, C);
       int64_t c = 0;
       if constexpr (kFloat<scalar_t>) {
         // grad(), four channels at a time.

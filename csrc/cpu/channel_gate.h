@@ -106,17 +106,20 @@ struct ApplyGate {
   const acc_t* g;
   scalar_t* y;
   const Layout* L;
+  // Off where the sample's x was just read by its pool (there it only cost
+  // time: 2x at batch 1 on the AMD EPYC, nothing gained at 16x256x56x56).
+  Prefetch pf = Prefetch(0);
 
   struct Row {
     const scalar_t* __restrict__ x;
     scalar_t* __restrict__ y;
     acc_t g;
+    const Prefetch& pf;
     // The compiler does not take __restrict__ on members, so a per-element
     // loop stays scalar (it cannot rule out y aliasing x): float takes four
-    // explicit vectors, other types load every lane before storing any. No
-    // software prefetch: the sample's x was just read by its pool (measured
-    // on the AMD EPYC: it only cost time at batch 1).
+    // explicit vectors, other types load every lane before storing any.
     void block(int64_t i) const {
+      pf.ahead(x + i);
       if constexpr (std::is_same_v<scalar_t, float>) {
         const f4 gv = splat4(g);
         f4 v[4];
@@ -130,7 +133,7 @@ struct ApplyGate {
     }
     void one(int64_t i) const { y[i] = static_cast<scalar_t>(static_cast<acc_t>(x[i]) * g); }
   };
-  Row row(int64_t c) const { return {x + c * L->HW, y + c * L->HW, g[c]}; }
+  Row row(int64_t c) const { return {x + c * L->HW, y + c * L->HW, g[c], pf}; }
   void position(int64_t p) const { row_cl(x + p * L->C, g, y + p * L->C, L->C); }
   static void row_cl(const scalar_t* __restrict__ xr, const acc_t* __restrict__ g,
                      scalar_t* __restrict__ yr, int64_t C) {
@@ -214,7 +217,7 @@ void run_hook(const Hook& hook, const Layout& L, int64_t r0, int64_t r1) {
 // Sum (and max, when kMax) of channels [c0, c1) of one sample, with a hook.
 template <bool kMax, typename scalar_t, typename acc_t, typename Hook>
 void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, acc_t* sum,
-                   acc_t* mx, const Hook& hook) {
+                   acc_t* mx, const Hook& hook, const Prefetch& pf) {
   constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
   if (!L.channels_last()) {
     for (int64_t c = c0; c < c1; ++c) {
@@ -231,7 +234,7 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
         f4 a[4] = {}, m[4];
         for (auto& v : m) v = splat4(kNegInf);
         for (; i + kLanes <= L.HW; i += kLanes) {
-          prefetch_ahead(p + i);
+          pf.ahead(p + i);
           for (int k = 0; k < 4; ++k) {
             const f4 v = load4(p + i + 4 * k);
             a[k] += v;
@@ -250,7 +253,7 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
         }
       }
       for (; i + kLanes <= L.HW; i += kLanes) {
-        prefetch_ahead(p + i);
+        pf.ahead(p + i);
         for (int l = 0; l < kLanes; ++l) {
           const acc_t v = static_cast<acc_t>(p[i + l]);
           lane[l] += v;
@@ -280,7 +283,7 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
     const int64_t ahead = rows_ahead<scalar_t>(c1 - c0) * L.C;
     for (int64_t p = 0; p < L.HW; ++p) {
       const scalar_t* row = xs + p * L.C;
-      prefetch_span(row + ahead + c0, c1 - c0);
+      pf.span(row + ahead + c0, c1 - c0);
       int64_t c = c0;
       if constexpr (std::is_same_v<scalar_t, float>) {  // the same sums, four channels at a time
         for (; c + 4 <= c1; c += 4) {
@@ -304,7 +307,8 @@ void pool_channels(const scalar_t* xs, const Layout& L, int64_t c0, int64_t c1, 
 // gradient evenly between them).
 template <bool kMax, typename scalar_t, typename acc_t, typename Hook>
 void reduce_grad_channels(const scalar_t* dys, const scalar_t* xs, const Layout& L, int64_t c0,
-                          int64_t c1, const acc_t* mx, acc_t* dg, acc_t* count, const Hook& hook) {
+                          int64_t c1, const acc_t* mx, acc_t* dg, acc_t* count, const Hook& hook,
+                          const Prefetch& pf) {
   if (!L.channels_last()) {
     for (int64_t c = c0; c < c1; ++c) {
       const scalar_t* p = xs + c * L.HW;
@@ -314,8 +318,8 @@ void reduce_grad_channels(const scalar_t* dys, const scalar_t* xs, const Layout&
       acc_t lcount[kLanes] = {};
       int64_t i = 0;
       for (; i + kLanes <= L.HW; i += kLanes) {
-        prefetch_ahead(p + i);
-        prefetch_ahead(q + i);
+        pf.ahead(p + i);
+        pf.ahead(q + i);
         for (int l = 0; l < kLanes; ++l) {
           const acc_t v = static_cast<acc_t>(p[i + l]);
           lane[l] += static_cast<acc_t>(q[i + l]) * v;
@@ -346,8 +350,8 @@ void reduce_grad_channels(const scalar_t* dys, const scalar_t* xs, const Layout&
     for (int64_t p = 0; p < L.HW; ++p) {
       const scalar_t* xr = xs + p * L.C;
       const scalar_t* dr = dys + p * L.C;
-      prefetch_span(xr + ahead + c0, c1 - c0);
-      prefetch_span(dr + ahead + c0, c1 - c0);
+      pf.span(xr + ahead + c0, c1 - c0);
+      pf.span(dr + ahead + c0, c1 - c0);
       for (int64_t c = c0; c < c1; ++c) {
         const acc_t v = static_cast<acc_t>(xr[c]);
         dg[c] += static_cast<acc_t>(dr[c]) * v;
@@ -377,11 +381,11 @@ void pipeline_samples(int64_t b0, int64_t b1, const Layout& L, const Reduce& red
 // max with kMax; the max also into xmax), running hook in the same loop.
 template <bool kMax, typename scalar_t, typename acc_t, typename Hook>
 void pool_sample(const scalar_t* x, const Layout& L, int64_t b, int64_t c0, int64_t c1,
-                 acc_t* pooled, acc_t* xmax, const Hook& hook) {
+                 acc_t* pooled, acc_t* xmax, const Hook& hook, const Prefetch& pf) {
   const int64_t C = L.C;
   acc_t* sp = pooled + b * C;
   acc_t* mp = kMax ? xmax + b * C : nullptr;
-  pool_channels<kMax>(x + b * L.sample(), L, c0, c1, sp, mp, hook);
+  pool_channels<kMax>(x + b * L.sample(), L, c0, c1, sp, mp, hook, pf);
   const acc_t inv_hw = acc_t(1) / static_cast<acc_t>(L.HW);
   for (int64_t c = c0; c < c1; ++c) {
     acc_t v = sp[c] * inv_hw;
@@ -399,6 +403,7 @@ void channel_gate_forward(const at::Tensor& x, acc_t* pooled, acc_t* xmax, at::T
   const int64_t B = x.size(0), C = L.C;
   const scalar_t* xp = x.data_ptr<scalar_t>();
   scalar_t* yp = y.data_ptr<scalar_t>();
+  const Prefetch pf(x.nbytes());
   auto apply_hook = [&](int64_t b, const acc_t* g) {
     return ApplyGate<scalar_t, acc_t>{xp + b * L.sample(), g, yp + b * L.sample(), &L};
   };
@@ -407,7 +412,9 @@ void channel_gate_forward(const at::Tensor& x, acc_t* pooled, acc_t* xmax, at::T
       std::vector<acc_t> scratch(scratch_size);
       pipeline_samples(
           b0, b1, L,
-          [&](int64_t b, const auto& hook) { pool_sample<kMax>(xp, L, b, 0, C, pooled, xmax, hook); },
+          [&](int64_t b, const auto& hook) {
+            pool_sample<kMax>(xp, L, b, 0, C, pooled, xmax, hook, pf);
+          },
           [&](int64_t b) { return apply_hook(b, gate(b, scratch.data())); });
     });
     return;
@@ -417,7 +424,7 @@ void channel_gate_forward(const at::Tensor& x, acc_t* pooled, acc_t* xmax, at::T
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, L.HW));
   for (int64_t b = 0; b < B; ++b) {
     at::parallel_for(0, C, grain, [&](int64_t c0, int64_t c1) {
-      pool_sample<kMax>(xp, L, b, c0, c1, pooled, xmax, NoHook{});
+      pool_sample<kMax>(xp, L, b, c0, c1, pooled, xmax, NoHook{}, pf);
     });
     const auto hook = apply_hook(b, gate(b, scratch.data()));
     at::parallel_for(0, L.rows(), 1, [&](int64_t r0, int64_t r1) { run_hook(hook, L, r0, r1); });
@@ -443,12 +450,13 @@ void channel_gate_backward(const at::Tensor& dy, const at::Tensor& x, const acc_
   const scalar_t* xp = x.data_ptr<scalar_t>();
   const scalar_t* dyp = dy.data_ptr<scalar_t>();
   scalar_t* dxp = dx.data_ptr<scalar_t>();
+  const Prefetch pf(x.nbytes());
   // One work set: dg[C], count[C], then the family's scratch.
   const int64_t set_size = 2 * C + scratch_size;
   auto reduce = [&](int64_t b, acc_t* set, int64_t c0, int64_t c1, const auto& hook) {
     const int64_t off = b * L.sample();
     reduce_grad_channels<kMax>(dyp + off, xp + off, L, c0, c1, kMax ? xmax + b * C : nullptr, set,
-                               set + C, hook);
+                               set + C, hook, pf);
   };
   auto finish = [&](int64_t b, acc_t* set) {
     const GateGrads<acc_t> gg = gate_backward(b, set, set + C, set + 2 * C);

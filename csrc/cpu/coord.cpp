@@ -39,7 +39,7 @@ void pool_kernel(const at::Tensor& x, at::Tensor& mh, at::Tensor& mw) {
         std::fill(mwr, mwr + W, acc_t(0));
         for (int64_t h = 0; h < H; ++h) {
           const scalar_t* __restrict__ row = plane + h * W;
-          prefetch_span_ahead(row, W);
+          g.pf.span_ahead(row, W);
           mhr[h] = lane_sum<acc_t>(W, [&](int64_t w) { return static_cast<acc_t>(row[w]); }) / wf;
           for (int64_t w = 0; w < W; ++w) mwr[w] += static_cast<acc_t>(row[w]);
         }
@@ -53,7 +53,7 @@ void pool_kernel(const at::Tensor& x, at::Tensor& mh, at::Tensor& mw) {
           std::fill(acc_h, acc_h + nc, acc_t(0));
           for (int64_t w = 0; w < W; ++w) {
             const scalar_t* __restrict__ row = xp + b * g.sample() + (h * W + w) * C + c0;
-            prefetch_span(row + ahead, nc);
+            g.pf.span(row + ahead, nc);
             acc_t* __restrict__ aw = acc_w.data() + w * nc;
             int64_t c = 0;
             if constexpr (std::is_same_v<scalar_t, float>) {  // the loop below, four channels at a time
@@ -99,7 +99,7 @@ struct ApplyRows {
     const acc_t* __restrict__ gwr = kGrad ? gw + (b * g.C + c) * g.W : awr;
     const acc_t a_h = ah[(b * g.C + c) * g.H + h];
     const acc_t g_h = kGrad ? gh[(b * g.C + c) * g.H + h] : acc_t(0);
-    prefetch_span_ahead(src, g.W);
+    g.pf.span_ahead(src, g.W);
     for (int64_t w = 0; w < g.W; ++w)
       dst[w] = static_cast<scalar_t>(
           value(static_cast<acc_t>(src[w]), awr[w], a_h, g_h, kGrad ? gwr[w] : acc_t(0)));
@@ -112,7 +112,7 @@ struct ApplyRows {
     const acc_t* __restrict__ awr = aw + (b * g.W + w) * g.C;
     const acc_t* __restrict__ ghr = kGrad ? gh + (b * g.H + h) * g.C : ahr;
     const acc_t* __restrict__ gwr = kGrad ? gw + (b * g.W + w) * g.C : awr;
-    prefetch_span_ahead(src, g.C);
+    g.pf.span_ahead(src, g.C);
     for (int64_t c = 0; c < g.C; ++c)
       dst[c] = static_cast<scalar_t>(value(static_cast<acc_t>(src[c]), awr[c], ahr[c],
                                            kGrad ? ghr[c] : acc_t(0), kGrad ? gwr[c] : acc_t(0)));
@@ -143,8 +143,8 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
         for (int64_t h = 0; h < H; ++h) {
           const scalar_t* __restrict__ xr = xp + plane + h * W;
           const scalar_t* __restrict__ dr = dyp + plane + h * W;
-          prefetch_span_ahead(xr, W);
-          prefetch_span_ahead(dr, W);
+          g.pf.span_ahead(xr, W);
+          g.pf.span_ahead(dr, W);
           dhr[h] = lane_sum<acc_t>(W, [&](int64_t w) {
             return static_cast<acc_t>(dr[w]) * static_cast<acc_t>(xr[w]) * awr[w];
           });
@@ -164,8 +164,8 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
             const int64_t off = b * g.sample() + (h * W + w) * C + c0;
             const scalar_t* __restrict__ xr = xp + off;
             const scalar_t* __restrict__ dr = dyp + off;
-            prefetch_span(xr + ahead, nc);
-            prefetch_span(dr + ahead, nc);
+            g.pf.span(xr + ahead, nc);
+            g.pf.span(dr + ahead, nc);
             const acc_t* __restrict__ awr = awp + (b * W + w) * C + c0;
             acc_t* __restrict__ accw = acc_w.data() + w * nc;
             int64_t c = 0;

@@ -82,12 +82,13 @@ void se_forward_batched(const at::Tensor& x, const GateNet<acc_t>& net, acc_t* p
   const int64_t B = x.size(0), C = L.C, R = net.R;
   const scalar_t* xp = x.data_ptr<scalar_t>();
   scalar_t* yp = y.data_ptr<scalar_t>();
+  const Prefetch pf(x.nbytes());  // the apply below reads x again, after every sample's pool
   std::vector<acc_t> buf(2 * B * R + B * C);
   acc_t* h = buf.data();
   acc_t* a = h + B * R;
   acc_t* g = a + B * R;
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) pool_sample<kMax>(xp, L, b, 0, C, pooled, xmax, NoHook{});
+    for (int64_t b = b0; b < b1; ++b) pool_sample<kMax>(xp, L, b, 0, C, pooled, xmax, NoHook{}, pf);
   });
   if (net.w2) {
     at::parallel_for(0, R, 1, [&](int64_t r0, int64_t r1) { net.layer1(pooled, B, r0, r1, h, a); });
@@ -99,7 +100,7 @@ void se_forward_batched(const at::Tensor& x, const GateNet<acc_t>& net, acc_t* p
     for (int64_t b = b0; b < b1; ++b) {
       acc_t* gb = g + b * C;
       for (int64_t c = 0; c < C; ++c) gb[c] = gate_forward(gb[c], net.gate);
-      const ApplyGate<scalar_t, acc_t> hook{xp + b * L.sample(), gb, yp + b * L.sample(), &L};
+      const ApplyGate<scalar_t, acc_t> hook{xp + b * L.sample(), gb, yp + b * L.sample(), &L, pf};
       run_hook(hook, L, 0, L.rows());
     }
   });

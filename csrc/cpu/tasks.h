@@ -65,12 +65,15 @@ T* ptr(const at::Tensor& t) {
   return const_cast<T*>(t.data_ptr<T>());
 }
 
-// The shape of x and whether the kernels index it as channels_last.
+// The shape of x, whether the kernels index it as channels_last, and whether
+// a pass streaming it prefetches.
 struct Geometry {
   int64_t B, C, H, W;
   bool cl;
+  Prefetch pf;
   explicit Geometry(const at::Tensor& x)
-      : B(x.size(0)), C(x.size(1)), H(x.size(2)), W(x.size(3)), cl(Layout(x).channels_last()) {}
+      : B(x.size(0)), C(x.size(1)), H(x.size(2)), W(x.size(3)), cl(Layout(x).channels_last()),
+        pf(x.nbytes()) {}
   int64_t sample() const { return C * H * W; }
   int64_t blocks() const { return (C + kBlockC - 1) / kBlockC; }
 };

@@ -89,7 +89,7 @@ struct PoolTask {
       const scalar_t* row[kCh];
       for (int j = 0; j < kCh; ++j) {
         row[j] = x + ((b * g.C + c + j) * H + h) * W;
-        prefetch_span_ahead(row[j], W);
+        g.pf.span_ahead(row[j], W);
       }
       acc_t* __restrict__ s = ps + h * W;
       acc_t* __restrict__ m = pm + h * W;
@@ -163,7 +163,7 @@ struct PoolTask {
       std::fill(rm, rm + nc, kNegInf);
       for (int64_t w = 0; w < W; ++w) {
         const scalar_t* __restrict__ row = xs + (h * W + w) * g.C;
-        prefetch_span(row + ahead, nc);
+        g.pf.span(row + ahead, nc);
         acc_t* __restrict__ hs = col_sum.data() + w * nc;
         acc_t* __restrict__ hm = col_max.data() + w * nc;
         acc_t s = 0, m = kNegInf;
@@ -263,7 +263,7 @@ struct ApplyRows {
     const acc_t* __restrict__ a = s_hw + pix;
     const acc_t* __restrict__ bb = s_cw + cw;
     const acc_t s3 = s_hc[ch];
-    prefetch_span_ahead(src, W);
+    g.pf.span_ahead(src, W);
     if (!kGrad) {
       for (int64_t w = 0; w < W; ++w)
         dst[w] = static_cast<scalar_t>(
@@ -311,7 +311,7 @@ struct ApplyRows {
     const acc_t a = s_hw[pix];
     const acc_t* __restrict__ bb = s_cw + wc;
     const acc_t* __restrict__ s3 = s_hc + hc;
-    prefetch_span_ahead(src, C);
+    g.pf.span_ahead(src, C);
     if (!kGrad) {
       for (int64_t c = 0; c < C; ++c)
         dst[c] = static_cast<scalar_t>(
@@ -378,8 +378,8 @@ struct ReduceTask {
         const int64_t off = ((b * g.C + c) * H + h) * W, pix = (b * H + h) * W;
         const scalar_t* __restrict__ xr = x + off;
         const scalar_t* __restrict__ dr = dy + off;
-        prefetch_span_ahead(xr, W);
-        prefetch_span_ahead(dr, W);
+        g.pf.span_ahead(xr, W);
+        g.pf.span_ahead(dr, W);
         const acc_t* __restrict__ cm = cmax + pix;
         acc_t* __restrict__ s = pd + h * W;
         int32_t* __restrict__ t = pt + h * W;
@@ -440,8 +440,8 @@ struct ReduceTask {
         const int64_t off = b * g.sample() + (h * W + w) * g.C + c0, pix = (b * H + h) * W + w;
         const scalar_t* __restrict__ xr = x + off;
         const scalar_t* __restrict__ dr = dy + off;
-        prefetch_span(xr + ahead, nc);
-        prefetch_span(dr + ahead, nc);
+        g.pf.span(xr + ahead, nc);
+        g.pf.span(dr + ahead, nc);
         acc_t* __restrict__ hs = col_sum.data() + w * nc;
         int32_t* __restrict__ ht = col_tie.data() + w * nc;
         const acc_t* __restrict__ hm = col_max.data() + w * nc;
