@@ -218,9 +218,9 @@ def convolutional_block_attention(
                else cbam_ops.BN_BATCH if bn_stats else cbam_ops.BN_RUNNING)
     config = [cbam_ops.CHANNEL_POOLS[channel_pool], ACTIVATIONS[act], GATES[channel_gate],
               cbam_ops.SPATIAL_INPUTS[spatial_input], GATES[spatial_gate], bn_mode, int(first_max)]
-    y, batch_mean, batch_var, *_saved = cbam_ops.cbam_forward(
+    y, batch_mean, batch_var, *_saved = cbam_ops.forward_op(name)(
         x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias,
-        None if bn_stats else running_mean, None if bn_stats else running_var, config, eps, name)
+        None if bn_stats else running_mean, None if bn_stats else running_var, config, eps)
     if bn_stats and training:
         _update_running_stats(x, running_mean, running_var, batch_mean, batch_var, momentum)
     return y

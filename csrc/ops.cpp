@@ -29,10 +29,10 @@ TORCH_LIBRARY(attnkernels, m) {
       "eca_backward(Tensor dy, Tensor x, Tensor pooled, Tensor weight, Tensor? bias, "
       "bool circular, int gate) -> (Tensor dx, Tensor dz)");
 
-  // CBAM: the passes over x; the gate networks (shared MLP, kxk conv, BatchNorm)
-  // run in PyTorch between them (attnkernels/ops/cbam.py). ca is the channel
-  // gate (N, C), sa the spatial gate (N, H, W), both in the accumulate dtype;
-  // u = x * ca is never materialised.
+  // CBAM: the passes over x; the gate networks (shared MLP, kxk conv,
+  // BatchNorm) run between them (csrc/composite/cbam.cpp, attnkernels/ops/cbam.py).
+  // ca is the channel gate (N, C), sa the spatial gate (N, H, W), both in the
+  // accumulate dtype; u = x * ca is never materialised.
   //   channel_pool          mean and max over H*W per (n, c)
   //   spatial_pool          mean and max over C of u per (n, h, w)
   //   apply                 y = x * ca * sa
@@ -47,6 +47,15 @@ TORCH_LIBRARY(attnkernels, m) {
   // gradient to the first maximal element (max_pool2d, torch.max(dim)); else
   // to every maximal element (amax; g*max is then already divided by the
   // count). The *tie tensors (int32) hold that first index (-1: none) or the count.
+  // cbam_forward: the native composite (csrc/composite/cbam.cpp) of the three
+  // forward passes and the gate networks between them; config and outputs as
+  // for the Triton composite cbam_forward_triton (attnkernels/ops/cbam.py).
+  m.def(
+      "cbam_forward(Tensor x, Tensor w1, Tensor? b1, Tensor? w2, Tensor? b2, Tensor? conv_w, "
+      "Tensor? conv_b, Tensor? bn_w, Tensor? bn_b, Tensor? bn_mean, Tensor? bn_var, int[] config, "
+      "float eps) -> (Tensor y, Tensor batch_mean, Tensor batch_var, Tensor cmean, Tensor cmax, "
+      "Tensor h, Tensor z, Tensor smean, Tensor smax, Tensor sa, Tensor q, Tensor qn, "
+      "Tensor save_mean, Tensor save_invstd)");
   m.def("cbam_channel_pool(Tensor x) -> (Tensor mean, Tensor max)");
   m.def("cbam_spatial_pool(Tensor x, Tensor ca) -> (Tensor mean, Tensor max)");
   m.def("cbam_apply(Tensor x, Tensor ca, Tensor sa) -> Tensor");

@@ -268,8 +268,8 @@ def test_opcheck_composite(backend, device, bn_mode, hw):
     running = [torch.zeros(1, device=device), torch.ones(1, device=device)] if bn_mode == 2 \
         else [None, None]
     config = [0, 1, 0, 0, 0, bn_mode, 1]
-    torch.library.opcheck(cbam_ops.cbam_forward,
-                          (x, w1, None, w2, None, cw, None, *bn, *running, config, 1e-5, backend))
+    torch.library.opcheck(cbam_ops.forward_op(backend),
+                          (x, w1, None, w2, None, cw, None, *bn, *running, config, 1e-5))
 
 
 def test_pool_types_lp_lse_run_reference_under_auto_and_raise_when_explicit():

@@ -1,19 +1,25 @@
-"""CBAM operators: the composite forward op, its autograd, and the fakes of the passes.
+"""CBAM operators: the composite forward ops, their autograd, and the fakes of the passes.
 
-``attnkernels::cbam_forward`` runs three passes over x (channel pool, spatial
-pool of x * ca, apply) with the two small gate networks in PyTorch between
-them: the shared MLP on the (N, C) channel statistics and the kxk conv (+
-BatchNorm) on the (N, 2, H, W) spatial statistics. It saves x, those
-statistics and the gate networks' small intermediates. Its backward runs the
-gate networks' backward by hand from them (nothing recomputed) and three more
-passes: a reduction of (dy, x) to the gates' gradients, the spatial pool's
-backward (a read of x), and dx. Forward 4 passes over x-sized tensors (3
-reads, 1 write), backward 6 (5 reads, 1 write).
+The composite forward runs three passes over x (channel pool, spatial pool of
+x * ca, apply) with the two small gate networks between them: the shared MLP
+on the (N, C) channel statistics and the kxk conv (+ BatchNorm) on the
+(N, 2, H, W) spatial statistics. It saves x, those statistics and the gate
+networks' small intermediates. Its backward runs the gate networks' backward
+by hand from them (nothing recomputed) and three more passes: a reduction of
+(dy, x) to the gates' gradients, the spatial pool's backward (a read of x),
+and dx. Forward 4 passes over x-sized tensors (3 reads, 1 write), backward 6
+(5 reads, 1 write).
 
-The op is functional: in BatchNorm training mode it returns the batch mean
+Two ops share the schema, the fake and the autograd: ``attnkernels::cbam_forward``
+(C++, csrc/composite/cbam.cpp: the compiled passes of the CPU and CUDA
+backends, the gate networks in C++ with the same ATen ops as the functions
+below, so the same bits; at batch 1 their Python chain cost more than the
+passes) and ``attnkernels::cbam_forward_triton`` (here: the Triton passes
+``attnkernels::cbam_*_triton``, which serve without the compiled extension).
+The backward, in Python, serves both.
+
+The ops are functional: in BatchNorm training mode they return the batch mean
 and unbiased variance, and the caller updates the running statistics.
-The passes come from the backend: the compiled ``attnkernels::cbam_*`` ops
-(CPU, CUDA) or their Triton twins (``attnkernels::cbam_*_triton``).
 """
 from typing import List, Optional, Tuple
 
@@ -219,22 +225,22 @@ PASS_FAKES = {
 
 # ---------------------------------------------------------------- the composite op
 
-@torch.library.custom_op("attnkernels::cbam_forward", mutates_args=())
-def cbam_forward(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
-                 w2: Optional[torch.Tensor], b2: Optional[torch.Tensor],
-                 conv_w: Optional[torch.Tensor], conv_b: Optional[torch.Tensor],
-                 bn_w: Optional[torch.Tensor], bn_b: Optional[torch.Tensor],
-                 bn_mean: Optional[torch.Tensor], bn_var: Optional[torch.Tensor],
-                 config: List[int], eps: float, backend: str) -> Tuple[
-                     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                     torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+@torch.library.custom_op("attnkernels::cbam_forward_triton", mutates_args=())
+def cbam_forward_triton(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
+                        w2: Optional[torch.Tensor], b2: Optional[torch.Tensor],
+                        conv_w: Optional[torch.Tensor], conv_b: Optional[torch.Tensor],
+                        bn_w: Optional[torch.Tensor], bn_b: Optional[torch.Tensor],
+                        bn_mean: Optional[torch.Tensor], bn_var: Optional[torch.Tensor],
+                        config: List[int], eps: float) -> Tuple[
+                            torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                            torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                            torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, batch mean, unbiased batch variance, *saved). The statistics are
     those of the spatial conv's output (empty unless config's BatchNorm uses
     batch statistics). saved, what the backward needs: cmean, cmax, h, z (the
     channel gate's), smean, smax, sa, q, qn, save_mean, save_invstd (the spatial
     gate's; see ``channel_gate`` and ``spatial_gate``)."""
-    channel_pool, spatial_pool, apply = passes(backend)[:3]
+    channel_pool, spatial_pool, apply = passes("triton")[:3]
     with torch.autocast(x.device.type, enabled=False):
         cmean, cmax = channel_pool(x)
         ca, h, z = channel_gate(cmean, cmax, w1, b1, w2, b2, config)
@@ -254,13 +260,18 @@ def cbam_forward(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
                 save_mean, save_invstd)
 
 
+def forward_op(backend: str):
+    """The composite forward op of ``backend`` (arguments as cbam_forward_triton's)."""
+    if backend == "triton":
+        return torch.ops.attnkernels.cbam_forward_triton.default
+    return torch.ops.attnkernels.cbam_forward.default
+
+
 def _empty(x):
     return x.new_empty((0,), dtype=stats_dtype(x))
 
 
-@cbam_forward.register_fake
-def _cbam_forward_fake(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config,
-                       eps, backend):
+def _forward_fake(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps):
     acc = stats_dtype(x)
     spatial = _has_spatial(config)
     n = 1 if config[_BN] == BN_BATCH and spatial else 0
@@ -277,11 +288,16 @@ def _cbam_forward_fake(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, b
             pixel4(spatial), bn[2], bn[3])
 
 
-def _setup_context(ctx, inputs, output):
-    x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps, backend = inputs
-    ctx.save_for_backward(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var,
-                          *output[3:])
-    ctx.params = (list(config), eps, backend)
+def _setup_context(backend: str):
+    """The autograd setup_context of ``forward_op(backend)``."""
+
+    def setup_context(ctx, inputs, output):
+        x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps = inputs
+        ctx.save_for_backward(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var,
+                              *output[3:])
+        ctx.params = (list(config), eps, backend)
+
+    return setup_context
 
 
 def _backward(ctx, dy, *_unused):
@@ -310,13 +326,18 @@ def _backward(ctx, dy, *_unused):
         cgmax = (dcmax if first else dcmax / ctie.to(dcmax.dtype)).contiguous()
         dx = backward_apply(dy, x, ca, sa, cmax, ctie, cgmean, cgmax, smax, stie, sgmean, sgmax,
                             first)
-    return (dx, *channel_grads, *spatial_grads, None, None, None, None, None)
+    return (dx, *channel_grads, *spatial_grads, None, None, None, None)
 
 
-cbam_forward.register_autograd(_backward, setup_context=_setup_context)
+cbam_forward_triton.register_fake(_forward_fake)
+cbam_forward_triton.register_autograd(_backward, setup_context=_setup_context("triton"))
 
 
 def register() -> None:
-    """Fakes for the compiled CBAM passes (once the extension is loaded)."""
+    """Fakes for the compiled CBAM passes and the fake and autograd of the
+    native composite (once the extension is loaded)."""
     for name, fake in PASS_FAKES.items():
         torch.library.register_fake(f"attnkernels::{name}")(fake)
+    torch.library.register_fake("attnkernels::cbam_forward")(_forward_fake)
+    torch.library.register_autograd("attnkernels::cbam_forward", _backward,
+                                    setup_context=_setup_context("native"))
