@@ -292,9 +292,9 @@ def coordinate_attention(
     bn_mode = (coord_ops.BN_NONE if not bn
                else coord_ops.BN_BATCH if bn_stats else coord_ops.BN_RUNNING)
     config = [ACTIVATIONS[act], GATES[gate], bn_mode, int(skip)]
-    y, batch_mean, batch_var, *_saved = coord_ops.coord_forward(
+    y, batch_mean, batch_var, *_saved = coord_ops.forward_op(name)(
         x, w1, b1, wh, bh, ww, bw, bn_weight, bn_bias, None if bn_stats else running_mean,
-        None if bn_stats else running_var, config, eps, name)
+        None if bn_stats else running_var, config, eps)
     if bn_stats and training:
         _update_running_stats(x, running_mean, running_var, batch_mean, batch_var, momentum)
     return y
@@ -387,10 +387,10 @@ def triplet_attention(
     bn_mode = (triplet_ops.BN_NONE if not bn
                else triplet_ops.BN_BATCH if bn_stats else triplet_ops.BN_RUNNING)
     cat = (lambda ts: None if ts is None else torch.cat(ts))  # noqa: E731
-    y, *_, batch_mean, batch_var = triplet_ops.triplet_forward(
+    y, *_, batch_mean, batch_var = triplet_ops.forward_op(name)(
         x, torch.cat(weights), cat(biases), cat(bn_parts["bn_weights"]), cat(bn_parts["bn_biases"]),
         None if bn_stats else cat(r_means), None if bn_stats else cat(r_vars),
-        [bn_mode, int(not no_spatial)], eps, name)
+        [bn_mode, int(not no_spatial)], eps)
     if bn_stats and training and r_means is not None:
         for g in range(branches):
             _update_running_stats(x, r_means[g], r_vars[g], batch_mean[g:g + 1],

@@ -71,13 +71,21 @@ TORCH_LIBRARY(attnkernels, m) {
       "bool first_max) -> Tensor");
 
   // Coordinate Attention: the passes over x; the gate network (1x1 conv,
-  // BatchNorm, activation, two 1x1 convs, gates) runs in PyTorch between them
-  // (attnkernels/ops/coord.py). mh (N, C, H) is the mean over W, mw (N, C, W)
+  // BatchNorm, activation, two 1x1 convs, gates) runs between them
+  // (csrc/composite/coord.cpp, attnkernels/ops/coord.py). mh (N, C, H) is the mean over W, mw (N, C, W)
   // the mean over H; ah (N, C, H) and aw (N, C, W) are the gates, all in the
   // accumulate dtype. y = x * aw * ah (+ x with skip). The backward reduction
   // reads (dy, x) once for dah = sum_w dy * x * aw and daw = sum_h dy * x * ah;
   // gh (N, C, H) and gw (N, C, W) are what each element receives from the
   // strip means (d mean / count), and dx = dy * aw * ah + gh + gw (+ dy).
+  // coord_forward: the native composite (csrc/composite/coord.cpp) of the two
+  // forward passes and the gate network between them; config and outputs as
+  // for the Triton composite coord_forward_triton (attnkernels/ops/coord.py).
+  m.def(
+      "coord_forward(Tensor x, Tensor w1, Tensor? b1, Tensor wh, Tensor? bh, Tensor ww, "
+      "Tensor? bw, Tensor? bn_w, Tensor? bn_b, Tensor? bn_mean, Tensor? bn_var, int[] config, "
+      "float eps) -> (Tensor y, Tensor batch_mean, Tensor batch_var, Tensor mh, Tensor mw, "
+      "Tensor z, Tensor zn, Tensor save_mean, Tensor save_invstd)");
   m.def("coord_pool(Tensor x) -> (Tensor mh, Tensor mw)");
   m.def("coord_apply(Tensor x, Tensor ah, Tensor aw, bool skip) -> Tensor");
   m.def("coord_backward_reduce(Tensor dy, Tensor x, Tensor ah, Tensor aw) -> (Tensor dah, Tensor daw)");
@@ -86,8 +94,8 @@ TORCH_LIBRARY(attnkernels, m) {
       "-> Tensor");
 
   // Triplet Attention: the passes over x; the three gate networks (kxk conv,
-  // BatchNorm, sigmoid on [max, mean] maps) run in PyTorch between them
-  // (attnkernels/ops/triplet.py). A reduction over C gives an (N, H, W) map,
+  // BatchNorm, sigmoid on [max, mean] maps) run between them
+  // (csrc/composite/triplet.cpp, attnkernels/ops/triplet.py). A reduction over C gives an (N, H, W) map,
   // over H an (N, C, W) map, over W an (N, C, H) map, in the accumulate dtype.
   //   pool            one read of x: mean and max over C, over H and over W
   //   apply           y = (x s_hw[n,h,w] + x s_cw[n,c,w] + x s_hc[n,c,h]) / 3, or
@@ -100,6 +108,15 @@ TORCH_LIBRARY(attnkernels, m) {
   //                        + per axis: gmean + gmax where the element is the tie
   // g*mean is what each element receives from a mean (d mean / count), g*max
   // what the routed element receives from a max.
+  // triplet_forward: the native composite (csrc/composite/triplet.cpp) of the
+  // two forward passes and the gate networks between them; config and outputs
+  // as for the Triton composite triplet_forward_triton (attnkernels/ops/triplet.py).
+  m.def(
+      "triplet_forward(Tensor x, Tensor conv_w, Tensor? conv_b, Tensor? bn_w, Tensor? bn_b, "
+      "Tensor? bn_mean, Tensor? bn_var, int[] config, float eps) -> (Tensor y, Tensor cmean, "
+      "Tensor cmax, Tensor hmean, Tensor hmax, Tensor wmean, Tensor wmax, Tensor q_cw, "
+      "Tensor q_hc, Tensor q_hw, Tensor s_hw, Tensor s_cw, Tensor s_hc, Tensor save_mean, "
+      "Tensor save_invstd, Tensor batch_mean, Tensor batch_var)");
   m.def(
       "triplet_pool(Tensor x) -> (Tensor cmean, Tensor cmax, Tensor hmean, Tensor hmax, "
       "Tensor wmean, Tensor wmax)");

@@ -272,6 +272,37 @@ def test_opcheck_composite(backend, device, bn_mode, hw):
                           (x, w1, None, w2, None, cw, None, *bn, *running, config, 1e-5))
 
 
+@pytest.mark.parametrize("device", utils.native_devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("hw", [(3, 5), (5, 3)])
+@pytest.mark.parametrize("config,two_layers,biases", [
+    ([0, 1, 0, 0, 0, 0, 1], True, True),    # avg_max, relu, sigmoid, [mean, max], no BN
+    ([1, 2, 1, 1, 1, 1, 0], True, False),   # mix, silu, hard_sigmoid, [max, mean], batch BN
+    ([2, 0, 0, 2, 0, 2, 1], False, True),   # avg, one layer, [mix], running BN
+    ([3, 3, 0, 3, 0, 0, 0], True, True),    # max, hardswish, no spatial gate
+])
+def test_native_composite_is_bitwise_its_python_twin(device, dtype, hw, config, two_layers,
+                                                     biases, monkeypatch):
+    from attnkernels.ops import cbam as cbam_ops
+
+    torch.manual_seed(0)
+    C, R = 6, 3
+    kw = dict(device=device)
+    x = torch.randn(2, C, *hw, **kw).to(dtype)
+    w1 = torch.randn(R if two_layers else C, C, **kw)
+    b1 = torch.randn(w1.shape[0], **kw) if biases else None
+    w2 = torch.randn(C, R, **kw) if two_layers else None
+    b2 = torch.randn(C, **kw) if biases and two_layers else None
+    cw = torch.randn(1, 1 if config[3] == 2 else 2, 3, 3, **kw)
+    cb = torch.randn(1, **kw) if biases else None
+    bn = [torch.rand(1, **kw) + 0.5, torch.randn(1, **kw)] if config[5] else [None, None]
+    running = [torch.randn(1, **kw), torch.rand(1, **kw) + 0.5] if config[5] == 2 \
+        else [None, None]
+    utils.assert_native_composite_is_python_twin(
+        cbam_ops, cbam_ops.cbam_forward_triton,
+        (x, w1, b1, w2, b2, cw, cb, *bn, *running, config, 1e-5), monkeypatch)
+
+
 def test_pool_types_lp_lse_run_reference_under_auto_and_raise_when_explicit():
     m = fnn.OfficialCBAM(16, 4, pool_types=["avg", "lse"])
     x = torch.randn(2, 16, 3, 3)

@@ -162,9 +162,36 @@ def test_opcheck_composite(backend, device, bn_mode):
     bn = [torch.randn(3, **kw), torch.randn(3, **kw)] if bn_mode else [None, None]
     running = [torch.zeros(3, device=device), torch.ones(3, device=device)] if bn_mode == 2 \
         else [None, None]
-    torch.library.opcheck(coord_ops.coord_forward,
+    torch.library.opcheck(coord_ops.forward_op(backend),
                           (x, w1, None, wh, None, ww, None, *bn, *running, [3, 0, bn_mode, 0],
-                           1e-5, backend))
+                           1e-5))
+
+
+@pytest.mark.parametrize("device", utils.native_devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("hw", [(3, 5), (1, 4)])
+@pytest.mark.parametrize("config,biases", [
+    ([3, 0, 0, 0], True),    # hardswish, sigmoid, no BN
+    ([1, 1, 1, 1], False),   # relu, hard_sigmoid, batch BN, skip
+    ([2, 0, 2, 0], True),    # silu, sigmoid, running BN
+])
+def test_native_composite_is_bitwise_its_python_twin(device, dtype, hw, config, biases,
+                                                     monkeypatch):
+    from attnkernels.ops import coord as coord_ops
+
+    torch.manual_seed(0)
+    C, R = 6, 3
+    kw = dict(device=device)
+    x = torch.randn(2, C, *hw, **kw).to(dtype)
+    w1, wh, ww = torch.randn(R, C, **kw), torch.randn(C, R, **kw), torch.randn(C, R, **kw)
+    b1, bh, bw = ((torch.randn(R, **kw), torch.randn(C, **kw), torch.randn(C, **kw)) if biases
+                  else (None, None, None))
+    bn = [torch.rand(R, **kw) + 0.5, torch.randn(R, **kw)] if config[2] else [None, None]
+    running = [torch.randn(R, **kw), torch.rand(R, **kw) + 0.5] if config[2] == 2 \
+        else [None, None]
+    utils.assert_native_composite_is_python_twin(
+        coord_ops, coord_ops.coord_forward_triton,
+        (x, w1, b1, wh, bh, ww, bw, *bn, *running, config, 1e-5), monkeypatch)
 
 
 def test_seed_block_on_another_size_runs_reference_under_auto_and_raises_when_explicit():

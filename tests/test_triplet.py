@@ -250,8 +250,30 @@ def test_opcheck_composite(backend, device, bn_mode, spatial):
     bn = [torch.randn(G, **kw), torch.randn(G, **kw)] if bn_mode else [None, None]
     running = [torch.zeros(G, device=device), torch.ones(G, device=device)] if bn_mode == 2 \
         else [None, None]
-    torch.library.opcheck(triplet_ops.triplet_forward,
-                          (x, cw, None, *bn, *running, [bn_mode, spatial], 1e-5, backend))
+    torch.library.opcheck(triplet_ops.forward_op(backend),
+                          (x, cw, None, *bn, *running, [bn_mode, spatial], 1e-5))
+
+
+@pytest.mark.parametrize("device", utils.native_devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 6, 3, 5), (2, 3, 7, 5)])  # the C < W and C < H planes
+@pytest.mark.parametrize("bn_mode", [0, 1, 2])
+@pytest.mark.parametrize("spatial", [0, 1])
+def test_native_composite_is_bitwise_its_python_twin(device, dtype, shape, bn_mode, spatial,
+                                                     monkeypatch):
+    from attnkernels.ops import triplet as triplet_ops
+
+    torch.manual_seed(0)
+    G = 2 + spatial
+    kw = dict(device=device)
+    x = torch.randn(*shape, **kw).to(dtype)
+    cw, cb = torch.randn(G, 2, 3, 3, **kw), torch.randn(G, **kw)
+    bn = [torch.rand(G, **kw) + 0.5, torch.randn(G, **kw)] if bn_mode else [None, None]
+    running = [torch.randn(G, **kw), torch.rand(G, **kw) + 0.5] if bn_mode == 2 \
+        else [None, None]
+    utils.assert_native_composite_is_python_twin(
+        triplet_ops, triplet_ops.triplet_forward_triton,
+        (x, cw, cb, *bn, *running, [bn_mode, spatial], 1e-5), monkeypatch)
 
 
 def test_relu_in_a_branch_runs_reference_under_auto_and_raises_when_explicit():

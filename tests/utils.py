@@ -177,3 +177,25 @@ def converted_zoo(batch: int = 2):
     converted, report = attnkernels.convert(copy.deepcopy(model))
     assert len(report.converted) == 11 and not report.left_alone, str(report)
     return model, converted, x
+
+
+def native_devices():
+    """Devices whose native (C++) composite forwards this machine can run."""
+    avail = attnkernels.available_backends()
+    return [d for d, name in (("cpu", "cpu"), ("cuda", "cuda")) if avail[name] is None]
+
+
+def assert_native_composite_is_python_twin(ops_module, python_op, args, monkeypatch):
+    """The native composite forward (C++, ``ops_module.forward_op("native")``)
+    against its Python twin (``python_op``'s body, the Triton composite) run on
+    the same native passes: every output bitwise equal, as csrc/composite
+    promises (same ATen ops in the same order)."""
+    native = ops_module.passes("native")
+    monkeypatch.setattr(ops_module, "passes", lambda backend: native)
+    with torch.no_grad():
+        got = ops_module.forward_op("native")(*args)
+        want = python_op._init_fn(*args)
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert (g.dtype, g.shape) == (w.dtype, w.shape), (i, g.dtype, w.dtype, g.shape, w.shape)
+        assert torch.equal(g, w), f"output {i} differs"

@@ -1,19 +1,24 @@
-"""Coordinate Attention operators: the composite forward op, its autograd, and
-the fakes of the passes.
+"""Coordinate Attention operators: the composite forward ops, their autograd,
+and the fakes of the passes.
 
-``attnkernels::coord_forward`` runs the strip pool over x (one read: the mean
-over W per (n, c, h) and over H per (n, c, w)), the gate network in PyTorch on
-the strips (1x1 conv, BatchNorm over both strips, activation, a 1x1 conv and a
-gate per strip), and the apply pass (read x, write y). It saves x, the
-strips and conv1's small (N, R, H + W) output. Its backward recomputes the
-per-strip convs from it and runs the gate network's backward by hand (no
+The composite forward runs the strip pool over x (one read: the mean over W
+per (n, c, h) and over H per (n, c, w)), the gate network on the strips (1x1
+conv, BatchNorm over both strips, activation, a 1x1 conv and a gate per
+strip), and the apply pass (read x, write y). It saves x, the strips and
+conv1's small (N, R, H + W) output. Its backward recomputes the per-strip
+convs from it and runs the gate network's backward by hand (no
 torch.func.vjp), with one reduction pass over (dy, x) before it and the dx
 pass (reads dy only) after: forward 3 passes over x-sized tensors, backward 3.
 
-The op is functional: in BatchNorm training mode it returns the batch mean
-and unbiased variance, and the caller updates the running statistics. The
-passes come from the backend: the compiled ``attnkernels::coord_*`` ops (CPU,
-CUDA) or their Triton twins (``attnkernels::coord_*_triton``).
+Two ops share the schema, the fake and the autograd: ``attnkernels::coord_forward``
+(C++, csrc/composite/coord.cpp: the compiled passes of the CPU and CUDA
+backends, the gate network in C++ with the same ATen and attnkernels ops as
+the functions below, so the same bits) and ``attnkernels::coord_forward_triton``
+(here: the Triton passes ``attnkernels::coord_*_triton``, which serve without
+the compiled extension). See ops/cbam.py for why.
+
+The ops are functional: in BatchNorm training mode they return the batch mean
+and unbiased variance, and the caller updates the running statistics.
 """
 from typing import List, Optional, Tuple
 
@@ -130,20 +135,20 @@ PASS_FAKES = {
 
 # ---------------------------------------------------------------- the composite op
 
-@torch.library.custom_op("attnkernels::coord_forward", mutates_args=())
-def coord_forward(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
-                  wh: torch.Tensor, bh: Optional[torch.Tensor], ww: torch.Tensor,
-                  bw: Optional[torch.Tensor], bn_w: Optional[torch.Tensor],
-                  bn_b: Optional[torch.Tensor], bn_mean: Optional[torch.Tensor],
-                  bn_var: Optional[torch.Tensor], config: List[int], eps: float, backend: str
-                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                             torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                             torch.Tensor]:
+@torch.library.custom_op("attnkernels::coord_forward_triton", mutates_args=())
+def coord_forward_triton(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
+                         wh: torch.Tensor, bh: Optional[torch.Tensor], ww: torch.Tensor,
+                         bw: Optional[torch.Tensor], bn_w: Optional[torch.Tensor],
+                         bn_b: Optional[torch.Tensor], bn_mean: Optional[torch.Tensor],
+                         bn_var: Optional[torch.Tensor], config: List[int], eps: float
+                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                    torch.Tensor]:
     """(y, batch mean, unbiased batch variance, *saved). The statistics are
     those of conv1's output over both strips (empty unless config's BatchNorm
     uses batch statistics). saved, what the backward needs: mh, mw (the strip
     means), z, zn, save_mean, save_invstd (see ``coord_gates``)."""
-    pool, apply = passes(backend)[:2]
+    pool, apply = passes("triton")[:2]
     with torch.autocast(x.device.type, enabled=False):
         mh, mw = pool(x)
         ah, aw, z, zn, save_mean, save_invstd, mean, var = coord_gates(
@@ -154,9 +159,14 @@ def coord_forward(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
         return y, mean, var, mh, mw, z, zn, save_mean, save_invstd
 
 
-@coord_forward.register_fake
-def _coord_forward_fake(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps,
-                        backend):
+def forward_op(backend: str):
+    """The composite forward op of ``backend`` (arguments as coord_forward_triton's)."""
+    if backend == "triton":
+        return torch.ops.attnkernels.coord_forward_triton.default
+    return torch.ops.attnkernels.coord_forward.default
+
+
+def _forward_fake(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps):
     n = w1.shape[0] if config[_BN] == BN_BATCH else 0
     acc = stats_dtype(x)
     N, C, H, W = x.shape
@@ -167,10 +177,16 @@ def _coord_forward_fake(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, 
             *(x.new_empty((n,), dtype=acc) for _ in range(2)))
 
 
-def _setup_context(ctx, inputs, output):
-    x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps, backend = inputs
-    ctx.save_for_backward(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, *output[3:])
-    ctx.params = (list(config), eps, backend)
+def _setup_context(backend: str):
+    """The autograd setup_context of ``forward_op(backend)``."""
+
+    def setup_context(ctx, inputs, output):
+        x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps = inputs
+        ctx.save_for_backward(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var,
+                              *output[3:])
+        ctx.params = (list(config), eps, backend)
+
+    return setup_context
 
 
 def _backward(ctx, dy, *_unused):
@@ -188,13 +204,18 @@ def _backward(ctx, dy, *_unused):
             save_invstd, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps)
         dx = backward_apply(dy, ah, aw, (dmh / W).contiguous(), (dmw / H).contiguous(),
                             bool(config[_SKIP]))
-    return (dx, *param_grads, None, None, None, None, None)
+    return (dx, *param_grads, None, None, None, None)
 
 
-coord_forward.register_autograd(_backward, setup_context=_setup_context)
+coord_forward_triton.register_fake(_forward_fake)
+coord_forward_triton.register_autograd(_backward, setup_context=_setup_context("triton"))
 
 
 def register() -> None:
-    """Fakes for the compiled Coordinate Attention passes (once the extension is loaded)."""
+    """Fakes for the compiled Coordinate Attention passes and the fake and
+    autograd of the native composite (once the extension is loaded)."""
     for name, fake in PASS_FAKES.items():
         torch.library.register_fake(f"attnkernels::{name}")(fake)
+    torch.library.register_fake("attnkernels::coord_forward")(_forward_fake)
+    torch.library.register_autograd("attnkernels::coord_forward", _backward,
+                                    setup_context=_setup_context("native"))

@@ -1,27 +1,31 @@
-"""Triplet Attention operators: the composite forward op, its autograd, and the
-fakes of the passes.
+"""Triplet Attention operators: the composite forward ops, their autograd, and
+the fakes of the passes.
 
-``attnkernels::triplet_forward`` runs the pool pass over x (one read: max and
-mean over C, over H and over W), the three gate networks in PyTorch on the
-pooled maps (kxk conv, BatchNorm, sigmoid per branch), and the apply pass
-(read x, write y). It saves x and pooled-map-sized tensors only: the maps,
-and each branch's conv output, gate and BatchNorm statistics (recomputing
-them cost the backward about 6 ms of 66 at 16x256x56x56 on the CPU). Its
-backward runs the gate networks' backward by hand (the convs in
-ops/gate_conv.py; BatchNorm and the sigmoid with the aten
-backward ops eager autograd calls, no torch.func.vjp), with one
+The composite forward runs the pool pass over x (one read: max and mean over
+C, over H and over W), the three gate networks on the pooled maps (kxk conv,
+BatchNorm, sigmoid per branch), and the apply pass (read x, write y). It saves
+x and pooled-map-sized tensors only: the maps, and each branch's conv output,
+gate and BatchNorm statistics (recomputing them cost the backward about 6 ms
+of 66 at 16x256x56x56 on the CPU). Its backward runs the gate networks'
+backward by hand (the convs in ops/gate_conv.py; BatchNorm and the sigmoid
+with the aten backward ops eager autograd calls, no torch.func.vjp), with one
 reduction pass over (dy, x) before it (the sums of dy * x per map and where
 the maxima are) and the dx pass (reads dy only) after: forward 3 passes over
 x-sized tensors (2 reads, 1 write), backward 4 (3 reads, 1 write) on the CPU.
 x is never permuted or copied.
 
+Two ops share the schema, the fake and the autograd: ``attnkernels::triplet_forward``
+(C++, csrc/composite/triplet.cpp: the compiled passes of the CPU and CUDA
+backends, the gate networks in C++ with the same ATen and attnkernels ops as
+the functions below, so the same bits) and ``attnkernels::triplet_forward_triton``
+(here: the Triton passes ``attnkernels::triplet_*_triton``, which serve
+without the compiled extension). See ops/cbam.py for why.
+
 Branches are stacked in the upstream order (cw, hc, hw): conv weights
 (G, 2, k, k), per-branch BatchNorm parameters (G,), G = 3, or 2 without the
-spatial (hw) branch. The op is functional: in BatchNorm training mode it
-returns the batch mean and unbiased variance per branch, and the caller
-updates the running statistics. The passes come from the backend: the
-compiled ``attnkernels::triplet_*`` ops (CPU, CUDA) or their Triton twins
-(``attnkernels::triplet_*_triton``).
+spatial (hw) branch. The ops are functional: in BatchNorm training mode they
+return the batch mean and unbiased variance per branch, and the caller
+updates the running statistics.
 """
 from typing import List, Optional, Tuple
 
@@ -175,12 +179,12 @@ PASS_FAKES = {
 
 # ---------------------------------------------------------------- the composite op
 
-@torch.library.custom_op("attnkernels::triplet_forward", mutates_args=())
-def triplet_forward(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Optional[torch.Tensor],
-                    bn_w: Optional[torch.Tensor], bn_b: Optional[torch.Tensor],
-                    bn_mean: Optional[torch.Tensor], bn_var: Optional[torch.Tensor],
-                    config: List[int], eps: float, backend: str
-                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+@torch.library.custom_op("attnkernels::triplet_forward_triton", mutates_args=())
+def triplet_forward_triton(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Optional[torch.Tensor],
+                           bn_w: Optional[torch.Tensor], bn_b: Optional[torch.Tensor],
+                           bn_mean: Optional[torch.Tensor], bn_var: Optional[torch.Tensor],
+                           config: List[int], eps: float
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                torch.Tensor, torch.Tensor]:
@@ -191,7 +195,7 @@ def triplet_forward(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Optional[torc
     branch are what the backward reads, so it recomputes none of the gate
     networks. The last two are the per-branch batch statistics of the conv
     outputs (empty unless config's BatchNorm uses batch statistics)."""
-    pool, apply = passes(backend)[:2]
+    pool, apply = passes("triton")[:2]
     with torch.autocast(x.device.type, enabled=False):
         maps = pool(x)
         qs = branch_convs(branch_inputs(maps, config), conv_w, conv_b)
@@ -203,12 +207,18 @@ def triplet_forward(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Optional[torc
                 s_hw, s_cw, s_hc, save_mean, save_invstd, mean, var)
 
 
+def forward_op(backend: str):
+    """The composite forward op of ``backend`` (arguments as triplet_forward_triton's)."""
+    if backend == "triton":
+        return torch.ops.attnkernels.triplet_forward_triton.default
+    return torch.ops.attnkernels.triplet_forward.default
+
+
 def _empty_bn_stats(x):
     return x.new_empty((0,), dtype=stats_dtype(x)), x.new_empty((0,), dtype=stats_dtype(x))
 
 
-@triplet_forward.register_fake
-def _triplet_forward_fake(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps, backend):
+def _forward_fake(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps):
     n = conv_w.shape[0] if config[_BN] == BN_BATCH else 0
     acc = stats_dtype(x)
     maps = pool_fake(x)
@@ -220,10 +230,15 @@ def _triplet_forward_fake(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config
             *(x.new_empty((n,), dtype=acc) for _ in range(4)))
 
 
-def _setup_context(ctx, inputs, output):
-    x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps, backend = inputs
-    ctx.save_for_backward(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, *output[1:15])
-    ctx.params = (list(config), eps, backend)
+def _setup_context(backend: str):
+    """The autograd setup_context of ``forward_op(backend)``."""
+
+    def setup_context(ctx, inputs, output):
+        x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps = inputs
+        ctx.save_for_backward(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, *output[1:15])
+        ctx.params = (list(config), eps, backend)
+
+    return setup_context
 
 
 def _backward(ctx, dy, *_unused):
@@ -266,13 +281,18 @@ def _backward(ctx, dy, *_unused):
         del inputs, qs, branches, ds, dqs, d_in, dcmean, dcmax, dhmean, dhmax, dwmean, dwmax
         del dc, dh, dw, ctie, htie, wtie
         dx = backward_apply(dy, s_hw, s_cw, s_hc, bool(config[_SPATIAL]), *grads)
-    return (dx, dconv_w, dconv_b, dbn_w, dbn_b, None, None, None, None, None)
+    return (dx, dconv_w, dconv_b, dbn_w, dbn_b, None, None, None, None)
 
 
-triplet_forward.register_autograd(_backward, setup_context=_setup_context)
+triplet_forward_triton.register_fake(_forward_fake)
+triplet_forward_triton.register_autograd(_backward, setup_context=_setup_context("triton"))
 
 
 def register() -> None:
-    """Fakes for the compiled Triplet passes (once the extension is loaded)."""
+    """Fakes for the compiled Triplet passes and the fake and autograd of the
+    native composite (once the extension is loaded)."""
     for name, fake in PASS_FAKES.items():
         torch.library.register_fake(f"attnkernels::{name}")(fake)
+    torch.library.register_fake("attnkernels::triplet_forward")(_forward_fake)
+    torch.library.register_autograd("attnkernels::triplet_forward", _backward,
+                                    setup_context=_setup_context("native"))
