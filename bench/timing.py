@@ -53,7 +53,9 @@ def measure(fn: Callable[[], None], device: torch.device, min_reps: int = 5,
     t0 = time.perf_counter()
     fn()
     one = time.perf_counter() - t0
-    reps = max(min_reps, min(100, int(budget_s / max(one, 1e-6))))
+    # up to 1000 calls: a sub-millisecond case (batch 1) then fills its budget
+    # instead of taking its median from 100 calls, a few tens of ms of a drifting machine
+    reps = max(min_reps, min(1000, int(budget_s / max(one, 1e-6))))
     samples = []
     for _ in range(reps):
         t0 = time.perf_counter()
