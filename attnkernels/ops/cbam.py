@@ -28,7 +28,7 @@ import torch
 from ..reference._layers import activation, gate
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # noqa: F401
                       gate_backward, like_x, linear_backward, normalise_backward,
-                      normalise_saving, stats_dtype)
+                      normalise_saving, stats_dtype, only_y_differentiable)
 from .gate_conv import same_conv2d, same_conv2d_backward
 from .gate_matmul import linear, sum_all
 
@@ -293,6 +293,7 @@ def _setup_context(backend: str):
 
     def setup_context(ctx, inputs, output):
         x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps = inputs
+        only_y_differentiable(ctx, output)
         ctx.save_for_backward(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var,
                               *output[3:])
         ctx.params = (list(config), eps, backend)

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from ..reference._layers import activation, gate
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # noqa: F401
-                      gate_backward, like_x, normalise_backward, normalise_saving, stats_dtype)
+                      gate_backward, like_x, normalise_backward, normalise_saving, stats_dtype,
+                      only_y_differentiable)
 from .gate_matmul import matmul
 
 _ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
@@ -182,6 +183,7 @@ def _setup_context(backend: str):
 
     def setup_context(ctx, inputs, output):
         x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps = inputs
+        only_y_differentiable(ctx, output)
         ctx.save_for_backward(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var,
                               *output[3:])
         ctx.params = (list(config), eps, backend)

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._common import like_x, stats_dtype
+from ._common import like_x, only_y_differentiable, stats_dtype
 from .gate_matmul import matmul, sum_all
 
 
@@ -47,6 +47,7 @@ def make_autograd(backward_op):
 
     def setup_context(ctx, inputs, output):
         x, weight, bias, circular, gate = inputs
+        only_y_differentiable(ctx, output)
         ctx.save_for_backward(x, weight, bias, output[1])
         ctx.params = (circular, gate)
 

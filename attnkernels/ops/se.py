@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from ..reference._layers import activation
-from ._common import like_x, stats_dtype
+from ._common import like_x, only_y_differentiable, stats_dtype
 from .gate_matmul import linear, matmul
 
 ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
@@ -59,6 +59,7 @@ def make_autograd(backward_op):
     def setup_context(ctx, inputs, output):
         x, w1, b1, w2, b2, pool, act, gate = inputs
         _, pooled, xmax = output
+        only_y_differentiable(ctx, output)
         ctx.save_for_backward(x, w1, b1, w2, b2, pooled, xmax)
         ctx.params = (pool, act, gate)
 

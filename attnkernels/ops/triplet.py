@@ -32,7 +32,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, like_x,  # noqa: F401
-                      normalise_backward, normalise_saving, stats_dtype)
+                      normalise_backward, normalise_saving, stats_dtype, only_y_differentiable)
 from .gate_conv import same_conv2d, same_conv2d_backward
 from .gate_matmul import sum_all
 
@@ -235,6 +235,7 @@ def _setup_context(backend: str):
 
     def setup_context(ctx, inputs, output):
         x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps = inputs
+        only_y_differentiable(ctx, output)
         ctx.save_for_backward(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, *output[1:15])
         ctx.params = (list(config), eps, backend)
 

@@ -69,6 +69,7 @@ Outputs triplet_forward(const Tensor& x, const Tensor& conv_w, const Opt& conv_b
     means.push_back(mean);
     vars.push_back(var);
   }
+  inputs.clear();  // the stacked planes, before y is allocated (the Python twin's are temporaries)
   // gates_of (branch order cw, hc, hw)
   Tensor s_cw = s[0].contiguous();
   Tensor s_hc = s[1].transpose(1, 2).contiguous();
