@@ -28,6 +28,13 @@ def only_y_differentiable(ctx, output) -> None:
     ctx.set_materialize_grads(False)
 
 
+def no_gradients(ctx):
+    """The backward's result for an undefined (None) gradient of y, which
+    ``only_y_differentiable`` lets through (gradcheck sends one): no gradient
+    for any input."""
+    return (None,) * len(ctx.needs_input_grad)
+
+
 # ---------------------------------------------------------------- gate pieces, backward by hand
 # The gate networks' backward, written out with the same aten backward ops
 # eager autograd calls (so the rounding is eager's), from intermediates the

@@ -27,8 +27,8 @@ import torch
 
 from ..reference._layers import activation, gate
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # noqa: F401
-                      gate_backward, like_x, linear_backward, normalise_backward,
-                      normalise_saving, stats_dtype, only_y_differentiable)
+                      gate_backward, like_x, linear_backward, no_gradients,
+                      normalise_backward, normalise_saving, only_y_differentiable, stats_dtype)
 from .gate_conv import same_conv2d, same_conv2d_backward
 from .gate_matmul import linear, sum_all
 
@@ -302,6 +302,8 @@ def _setup_context(backend: str):
 
 
 def _backward(ctx, dy, *_unused):
+    if dy is None:
+        return no_gradients(ctx)
     (x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var,
      cmean, cmax, h, z, smean, smax, sa, q, qn, save_mean, save_invstd) = ctx.saved_tensors
     config, eps, backend = ctx.params

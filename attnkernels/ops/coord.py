@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from ..reference._layers import activation, gate
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # noqa: F401
-                      gate_backward, like_x, normalise_backward, normalise_saving, stats_dtype,
-                      only_y_differentiable)
+                      gate_backward, like_x, no_gradients, normalise_backward,
+                      normalise_saving, only_y_differentiable, stats_dtype)
 from .gate_matmul import matmul
 
 _ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
@@ -192,6 +192,8 @@ def _setup_context(backend: str):
 
 
 def _backward(ctx, dy, *_unused):
+    if dy is None:
+        return no_gradients(ctx)
     (x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var,
      mh, mw, z, zn, save_mean, save_invstd) = ctx.saved_tensors
     config, eps, backend = ctx.params

@@ -31,8 +31,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, like_x,  # noqa: F401
-                      normalise_backward, normalise_saving, stats_dtype, only_y_differentiable)
+from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, like_x, no_gradients,  # noqa: F401
+                      normalise_backward, normalise_saving, only_y_differentiable, stats_dtype)
 from .gate_conv import same_conv2d, same_conv2d_backward
 from .gate_matmul import sum_all
 
@@ -243,6 +243,8 @@ def _setup_context(backend: str):
 
 
 def _backward(ctx, dy, *_unused):
+    if dy is None:
+        return no_gradients(ctx)
     x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, *saved = ctx.saved_tensors
     maps, (q_cw, q_hc, q_hw, s_hw, s_cw, s_hc, save_mean, save_invstd) = saved[:6], saved[6:]
     config, eps, backend = ctx.params
