@@ -28,6 +28,21 @@ def only_y_differentiable(ctx, output) -> None:
     ctx.set_materialize_grads(False)
 
 
+def composite_setup_context(backend: str, saved_outputs: slice):
+    """The autograd setup_context of a composite forward op (inputs: the
+    tensors, then config and eps): saves every tensor input and
+    ``output[saved_outputs]``, the rest of what the backward reads; ctx.params
+    is (config, eps, backend), backend naming the passes the backward runs."""
+
+    def setup_context(ctx, inputs, output):
+        *tensors, config, eps = inputs
+        only_y_differentiable(ctx, output)
+        ctx.save_for_backward(*tensors, *output[saved_outputs])
+        ctx.params = (list(config), eps, backend)
+
+    return setup_context
+
+
 def no_gradients(ctx):
     """The backward's result for an undefined (None) gradient of y, which
     ``only_y_differentiable`` lets through (gradcheck sends one): no gradient

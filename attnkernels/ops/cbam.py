@@ -27,8 +27,8 @@ import torch
 
 from ..reference._layers import activation, gate
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # noqa: F401
-                      gate_backward, like_x, linear_backward, no_gradients,
-                      normalise_backward, normalise_saving, only_y_differentiable, stats_dtype)
+                      composite_setup_context, gate_backward, like_x, linear_backward,
+                      no_gradients, normalise_backward, normalise_saving, stats_dtype)
 from .gate_conv import same_conv2d, same_conv2d_backward
 from .gate_matmul import linear, sum_all
 
@@ -288,19 +288,6 @@ def _forward_fake(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var
             pixel4(spatial), bn[2], bn[3])
 
 
-def _setup_context(backend: str):
-    """The autograd setup_context of ``forward_op(backend)``."""
-
-    def setup_context(ctx, inputs, output):
-        x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps = inputs
-        only_y_differentiable(ctx, output)
-        ctx.save_for_backward(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var,
-                              *output[3:])
-        ctx.params = (list(config), eps, backend)
-
-    return setup_context
-
-
 def _backward(ctx, dy, *_unused):
     if dy is None:
         return no_gradients(ctx)
@@ -332,8 +319,11 @@ def _backward(ctx, dy, *_unused):
     return (dx, *channel_grads, *spatial_grads, None, None, None, None)
 
 
+_SAVED = slice(3, None)  # the outputs the backward reads (after y and the batch statistics)
+
 cbam_forward_triton.register_fake(_forward_fake)
-cbam_forward_triton.register_autograd(_backward, setup_context=_setup_context("triton"))
+cbam_forward_triton.register_autograd(_backward,
+                                      setup_context=composite_setup_context("triton", _SAVED))
 
 
 def register() -> None:
@@ -343,4 +333,4 @@ def register() -> None:
         torch.library.register_fake(f"attnkernels::{name}")(fake)
     torch.library.register_fake("attnkernels::cbam_forward")(_forward_fake)
     torch.library.register_autograd("attnkernels::cbam_forward", _backward,
-                                    setup_context=_setup_context("native"))
+                                    setup_context=composite_setup_context("native", _SAVED))

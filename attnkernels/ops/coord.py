@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from ..reference._layers import activation, gate
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # noqa: F401
-                      gate_backward, like_x, no_gradients, normalise_backward,
-                      normalise_saving, only_y_differentiable, stats_dtype)
+                      composite_setup_context, gate_backward, like_x, no_gradients,
+                      normalise_backward, normalise_saving, stats_dtype)
 from .gate_matmul import matmul
 
 _ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
@@ -178,19 +178,6 @@ def _forward_fake(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config
             *(x.new_empty((n,), dtype=acc) for _ in range(2)))
 
 
-def _setup_context(backend: str):
-    """The autograd setup_context of ``forward_op(backend)``."""
-
-    def setup_context(ctx, inputs, output):
-        x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps = inputs
-        only_y_differentiable(ctx, output)
-        ctx.save_for_backward(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var,
-                              *output[3:])
-        ctx.params = (list(config), eps, backend)
-
-    return setup_context
-
-
 def _backward(ctx, dy, *_unused):
     if dy is None:
         return no_gradients(ctx)
@@ -211,8 +198,11 @@ def _backward(ctx, dy, *_unused):
     return (dx, *param_grads, None, None, None, None)
 
 
+_SAVED = slice(3, None)  # the outputs the backward reads (after y and the batch statistics)
+
 coord_forward_triton.register_fake(_forward_fake)
-coord_forward_triton.register_autograd(_backward, setup_context=_setup_context("triton"))
+coord_forward_triton.register_autograd(_backward,
+                                       setup_context=composite_setup_context("triton", _SAVED))
 
 
 def register() -> None:
@@ -222,4 +212,4 @@ def register() -> None:
         torch.library.register_fake(f"attnkernels::{name}")(fake)
     torch.library.register_fake("attnkernels::coord_forward")(_forward_fake)
     torch.library.register_autograd("attnkernels::coord_forward", _backward,
-                                    setup_context=_setup_context("native"))
+                                    setup_context=composite_setup_context("native", _SAVED))

@@ -31,8 +31,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, like_x, no_gradients,  # noqa: F401
-                      normalise_backward, normalise_saving, only_y_differentiable, stats_dtype)
+from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, composite_setup_context,  # noqa: F401
+                      like_x, no_gradients, normalise_backward, normalise_saving, stats_dtype)
 from .gate_conv import same_conv2d, same_conv2d_backward
 from .gate_matmul import sum_all
 
@@ -184,10 +184,11 @@ def triplet_forward_triton(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Option
                            bn_w: Optional[torch.Tensor], bn_b: Optional[torch.Tensor],
                            bn_mean: Optional[torch.Tensor], bn_var: Optional[torch.Tensor],
                            config: List[int], eps: float
-                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                               torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                               torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                               torch.Tensor, torch.Tensor]:
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                      torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                      torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                      torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                      torch.Tensor]:
     """(y, cmean, cmax, hmean, hmax, wmean, wmax, q_cw, q_hc, q_hw, s_hw, s_cw, s_hc,
     save_mean, save_invstd, bn_mean, bn_var_unbiased). The pooled maps, the
     branches' conv outputs q (N, 1, rows, cols) in their planes (q_hw empty
@@ -228,18 +229,6 @@ def _forward_fake(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps):
     q_hw = x.new_empty((N, 1, H, W) if config[_SPATIAL] else (0,), dtype=acc)
     return (torch.empty_like(x), *maps, q_cw, q_hc, q_hw, s_hw, s_cw, s_hc,
             *(x.new_empty((n,), dtype=acc) for _ in range(4)))
-
-
-def _setup_context(backend: str):
-    """The autograd setup_context of ``forward_op(backend)``."""
-
-    def setup_context(ctx, inputs, output):
-        x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps = inputs
-        only_y_differentiable(ctx, output)
-        ctx.save_for_backward(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, *output[1:15])
-        ctx.params = (list(config), eps, backend)
-
-    return setup_context
 
 
 def _backward(ctx, dy, *_unused):
@@ -287,8 +276,12 @@ def _backward(ctx, dy, *_unused):
     return (dx, dconv_w, dconv_b, dbn_w, dbn_b, None, None, None, None)
 
 
+# the outputs the backward reads: the maps, convs, gates and BatchNorm's saved statistics
+_SAVED = slice(1, 15)
+
 triplet_forward_triton.register_fake(_forward_fake)
-triplet_forward_triton.register_autograd(_backward, setup_context=_setup_context("triton"))
+triplet_forward_triton.register_autograd(_backward,
+                                         setup_context=composite_setup_context("triton", _SAVED))
 
 
 def register() -> None:
@@ -298,4 +291,4 @@ def register() -> None:
         torch.library.register_fake(f"attnkernels::{name}")(fake)
     torch.library.register_fake("attnkernels::triplet_forward")(_forward_fake)
     torch.library.register_autograd("attnkernels::triplet_forward", _backward,
-                                    setup_context=_setup_context("native"))
+                                    setup_context=composite_setup_context("native", _SAVED))
