@@ -1,18 +1,20 @@
-"""Tensors above 2^31 elements on the CPU kernels (int64 indexing): a batch of
-identical samples, so that every sample's output, the last ones past element
-2^31 included, must equal the first sample's, bitwise (samples are independent
-in eval mode, and the kernels do not depend on the batch split). The first
-equals a lone sample's output to fp16 rounding: the gate networks' GEMMs (MKL)
-round a one-row product differently from a many-row one, though identical
-rows of one product come out identical. The forward needs about 10 GB
-free, the backward about 19 GB (x, y, dy and dx are 4.3 GB each in fp16);
-each is skipped where memory does not allow."""
+"""Tensors above 2^31 elements (int64 indexing) on the CPU kernels and, where a
+GPU is present, on the CUDA and Triton kernels: a batch of identical samples,
+so that every sample's output, the last ones past element 2^31 included, must
+equal the first sample's, bitwise (samples are independent in eval mode, and
+the kernels do not depend on the batch split). The first equals a lone
+sample's output to fp16 rounding: the gate networks' GEMMs round a one-row
+product differently from a many-row one, though identical rows of one product
+come out identical. The forward needs about 10 GB free, the backward about
+19 GB (x, y, dy and dx are 4.3 GB each in fp16), in host memory for the CPU
+and in GPU memory for the GPU; each case is skipped where memory does not allow."""
 import math
 
 import pytest
 import torch
 
 from attnkernels import nn as fnn
+from utils import fused_backends
 
 SAMPLE = (1, 64, 64, 64)  # 2^18 elements
 BATCH = 2**31 // (64 * 64 * 64) + 2  # just over 2^31 elements in all
@@ -25,6 +27,18 @@ def _available_gb() -> float:
         return int(info["MemAvailable"].split()[0]) / 2**20
     except (OSError, KeyError, ValueError):
         return 0.0
+
+
+def _skip_unless_free(device: str, gb: float) -> None:
+    free = (_available_gb() if device == "cpu"
+            else torch.cuda.mem_get_info()[0] / 2**30)  # read here: no CUDA at collection
+    if free < gb:
+        pytest.skip(f"needs about {gb} GB of free {device} memory, {free:.1f} GB free")
+
+
+# the compiled CPU kernels, and every backend that runs on a GPU (the Triton
+# interpreter on the CPU would take hours)
+BACKENDS = [(b, d) for b, d in fused_backends() if d == "cuda" or b == "cpu"]
 
 
 def _checked_samples():
@@ -43,12 +57,14 @@ MODULES = {
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_available_gb() < 12, reason="needs about 10 GB of free memory")
+@pytest.mark.large_memory
+@pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("family", list(MODULES))
-def test_forward_above_2_31_elements(family):
-    m = MODULES[family]().eval().half()
-    m.backend = "cpu"
-    small = torch.randn(SAMPLE).half()
+def test_forward_above_2_31_elements(family, backend, device):
+    _skip_unless_free(device, 12)
+    m = MODULES[family]().eval().half().to(device)
+    m.backend = backend
+    small = torch.randn(SAMPLE).half().to(device)
     with torch.no_grad():
         expected = m(small)[0]
         x = small.expand(BATCH, -1, -1, -1).contiguous()
@@ -61,17 +77,20 @@ def test_forward_above_2_31_elements(family):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_available_gb() < 19, reason="needs about 19 GB of free memory")
+@pytest.mark.large_memory
+@pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("family", list(MODULES))
-def test_backward_above_2_31_elements(family):
+def test_backward_above_2_31_elements(family, backend, device):
     """dx of every sample, those past element 2^31 included, equals the first
     sample's bitwise; the first equals a lone sample's dx, and each parameter's
     gradient BATCH times a lone sample's, to fp16 rounding."""
-    m = MODULES[family]().eval().half()
-    m.backend = "cpu"
+    _skip_unless_free(device, 19)
+    m = MODULES[family]().eval().half().to(device)
+    m.backend = backend
     names, params = zip(*((n, p) for n, p in m.named_parameters() if p.requires_grad))
-    small = torch.randn(SAMPLE).half().requires_grad_()
-    small_dy = (torch.randn(SAMPLE) / 512).half()  # summed over BATCH samples: stays finite in fp16
+    small = torch.randn(SAMPLE).half().to(device).requires_grad_()
+    # summed over BATCH samples: stays finite in fp16
+    small_dy = (torch.randn(SAMPLE) / 512).half().to(device)
     expected = torch.autograd.grad(m(small), [small, *params], small_dy)
     dy = small_dy.expand(BATCH, -1, -1, -1).contiguous()
     x = small.detach().expand(BATCH, -1, -1, -1).contiguous().requires_grad_()
