@@ -1,4 +1,6 @@
 """Helpers shared by every family's operator registration."""
+import functools
+
 import torch
 
 from .gate_matmul import matmul
@@ -43,11 +45,26 @@ def composite_setup_context(backend: str, saved_outputs: slice):
     return setup_context
 
 
-def no_gradients(ctx):
-    """The backward's result for an undefined (None) gradient of y, which
-    ``only_y_differentiable`` lets through (gradcheck sends one): no gradient
-    for any input."""
-    return (None,) * len(ctx.needs_input_grad)
+def y_backward(backward):
+    """Decorates a backward ``(ctx, dy, *other_output_grads)`` of an op set up
+    with ``only_y_differentiable``: an undefined (None) gradient of y, which
+    that setting lets through (gradcheck sends one), gives no gradient for any
+    input without calling it."""
+
+    @functools.wraps(backward)
+    def wrapped(ctx, dy, *rest):
+        if dy is None:
+            return (None,) * len(ctx.needs_input_grad)
+        return backward(ctx, dy, *rest)
+
+    return wrapped
+
+
+def composite_forward_op(family: str, backend: str):
+    """The composite forward op of ``family`` for ``backend``: the Python one on
+    the Triton passes, else the native (C++) one; both take the same arguments."""
+    suffix = "_triton" if backend == "triton" else ""
+    return getattr(torch.ops.attnkernels, f"{family}_forward{suffix}").default
 
 
 # ---------------------------------------------------------------- gate pieces, backward by hand

@@ -27,8 +27,9 @@ import torch
 
 from ..reference._layers import activation, gate
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # noqa: F401
-                      composite_setup_context, gate_backward, like_x, linear_backward,
-                      no_gradients, normalise_backward, normalise_saving, stats_dtype)
+                      composite_forward_op, composite_setup_context, gate_backward, like_x,
+                      linear_backward, normalise_backward, normalise_saving, stats_dtype,
+                      y_backward)
 from .gate_conv import same_conv2d, same_conv2d_backward
 from .gate_matmul import linear, sum_all
 
@@ -262,9 +263,7 @@ def cbam_forward_triton(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Te
 
 def forward_op(backend: str):
     """The composite forward op of ``backend`` (arguments as cbam_forward_triton's)."""
-    if backend == "triton":
-        return torch.ops.attnkernels.cbam_forward_triton.default
-    return torch.ops.attnkernels.cbam_forward.default
+    return composite_forward_op("cbam", backend)
 
 
 def _empty(x):
@@ -288,9 +287,8 @@ def _forward_fake(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var
             pixel4(spatial), bn[2], bn[3])
 
 
+@y_backward
 def _backward(ctx, dy, *_unused):
-    if dy is None:
-        return no_gradients(ctx)
     (x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var,
      cmean, cmax, h, z, smean, smax, sa, q, qn, save_mean, save_invstd) = ctx.saved_tensors
     config, eps, backend = ctx.params

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from ..reference._layers import activation, gate
 from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # noqa: F401
-                      composite_setup_context, gate_backward, like_x, no_gradients,
-                      normalise_backward, normalise_saving, stats_dtype)
+                      composite_forward_op, composite_setup_context, gate_backward, like_x,
+                      normalise_backward, normalise_saving, stats_dtype, y_backward)
 from .gate_matmul import matmul
 
 _ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
@@ -162,9 +162,7 @@ def coord_forward_triton(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.T
 
 def forward_op(backend: str):
     """The composite forward op of ``backend`` (arguments as coord_forward_triton's)."""
-    if backend == "triton":
-        return torch.ops.attnkernels.coord_forward_triton.default
-    return torch.ops.attnkernels.coord_forward.default
+    return composite_forward_op("coord", backend)
 
 
 def _forward_fake(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config, eps):
@@ -178,9 +176,8 @@ def _forward_fake(x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var, config
             *(x.new_empty((n,), dtype=acc) for _ in range(2)))
 
 
+@y_backward
 def _backward(ctx, dy, *_unused):
-    if dy is None:
-        return no_gradients(ctx)
     (x, w1, b1, wh, bh, ww, bw, bn_w, bn_b, bn_mean, bn_var,
      mh, mw, z, zn, save_mean, save_invstd) = ctx.saved_tensors
     config, eps, backend = ctx.params

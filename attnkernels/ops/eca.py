@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._common import like_x, no_gradients, only_y_differentiable, stats_dtype
+from ._common import like_x, only_y_differentiable, stats_dtype, y_backward
 from .gate_matmul import matmul, sum_all
 
 
@@ -51,9 +51,8 @@ def make_autograd(backward_op):
         ctx.save_for_backward(x, weight, bias, output[1])
         ctx.params = (circular, gate)
 
+    @y_backward
     def backward(ctx, dy, _dpooled):
-        if dy is None:
-            return no_gradients(ctx)
         x, weight, bias, pooled = ctx.saved_tensors
         circular, gate = ctx.params
         dx, dz = backward_op(like_x(dy, x), x, pooled, weight, bias, circular, gate)

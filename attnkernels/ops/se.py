@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from ..reference._layers import activation
-from ._common import like_x, no_gradients, only_y_differentiable, stats_dtype
+from ._common import like_x, only_y_differentiable, stats_dtype, y_backward
 from .gate_matmul import linear, matmul
 
 ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
@@ -63,9 +63,8 @@ def make_autograd(backward_op):
         ctx.save_for_backward(x, w1, b1, w2, b2, pooled, xmax)
         ctx.params = (pool, act, gate)
 
+    @y_backward
     def backward(ctx, dy, _dpooled, _dxmax):
-        if dy is None:
-            return no_gradients(ctx)
         x, w1, b1, w2, b2, pooled, xmax = ctx.saved_tensors
         pool, act, gate = ctx.params
         dx, dz, dh = backward_op(like_x(dy, x), x, pooled, xmax, w1, b1, w2, b2, pool, act, gate)

@@ -31,8 +31,9 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, composite_setup_context,  # noqa: F401
-                      like_x, no_gradients, normalise_backward, normalise_saving, stats_dtype)
+from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, composite_forward_op,  # noqa: F401
+                      composite_setup_context, like_x, normalise_backward, normalise_saving,
+                      stats_dtype, y_backward)
 from .gate_conv import same_conv2d, same_conv2d_backward
 from .gate_matmul import sum_all
 
@@ -210,9 +211,7 @@ def triplet_forward_triton(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Option
 
 def forward_op(backend: str):
     """The composite forward op of ``backend`` (arguments as triplet_forward_triton's)."""
-    if backend == "triton":
-        return torch.ops.attnkernels.triplet_forward_triton.default
-    return torch.ops.attnkernels.triplet_forward.default
+    return composite_forward_op("triplet", backend)
 
 
 def _empty_bn_stats(x):
@@ -231,9 +230,8 @@ def _forward_fake(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps):
             *(x.new_empty((n,), dtype=acc) for _ in range(4)))
 
 
+@y_backward
 def _backward(ctx, dy, *_unused):
-    if dy is None:
-        return no_gradients(ctx)
     x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, *saved = ctx.saved_tensors
     maps, (q_cw, q_hc, q_hw, s_hw, s_cw, s_hc, save_mean, save_invstd) = saved[:6], saved[6:]
     config, eps, backend = ctx.params

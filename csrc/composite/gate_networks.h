@@ -73,7 +73,7 @@ inline at::Tensor gate_product(const at::Tensor& a, const at::Tensor& b) {
 
 // F.linear(inp, weight, bias) on 2-D inp (gate_matmul.linear).
 inline at::Tensor gate_linear(const at::Tensor& inp, const at::Tensor& weight,
-                         const std::optional<at::Tensor>& bias) {
+                              const std::optional<at::Tensor>& bias) {
   at::Tensor out = gate_product(inp, weight.t());
   return bias.has_value() ? out + *bias : out;
 }
