@@ -74,9 +74,9 @@ def step_fn(model, forward, x, target, mode):
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
 
     def fn():
-        opt.zero_grad(set_to_none=True)
         F.cross_entropy(forward(x), target).backward()
         opt.step()
+        opt.zero_grad(set_to_none=True)  # here, not first: see __main__.run_case
     return fn
 
 

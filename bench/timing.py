@@ -4,7 +4,10 @@ GPU: CUDA events, L2 flushed before each call (a 256 MB buffer is zeroed), as
 triton.testing.do_bench does. CPU: wall clock. Both report the median and the
 20th/80th percentiles over repeated calls. Peak memory: the CUDA caching
 allocator's peak on GPU; on the CPU, the peak of torch's allocations during one
-call, from the profiler's memory events."""
+call, from the profiler's memory events. Both are peaks above the level at the
+call, so a measured function must not free what an earlier call left (such as
+gradients from the last call): frees before its allocations would lower the
+level and the peak would read short by their size."""
 import contextlib
 import os
 import statistics

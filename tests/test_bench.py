@@ -175,3 +175,19 @@ def test_copy_attention_writes_output_and_input_gradient():
     dy = bench_models.torch.randn_like(y)
     (dx,) = bench_models.torch.autograd.grad(y, x, dy)
     assert dx.data_ptr() != dy.data_ptr() and bench_models.torch.equal(dx, dy)
+
+
+@pytest.mark.parametrize("mode", ["backward", "fwd+bwd"])
+def test_cpu_peak_counts_every_call_alike(mode):
+    """The copy floor's backward holds y and writes dx (fwd+bwd: y alive through
+    it too), so every measured call's peak is at least dx (fwd+bwd: y + dx),
+    the second and later calls too, whose start could free the first's gradient."""
+    from bench.timing import cpu_peak_mb
+
+    x = bench_main.torch.randn(4, 16, 64, 64)
+    fn = bench_main.run_case(bench_main.CopyFloor(), x, mode)
+    fn()
+    fn()
+    floor = (1 if mode == "backward" else 2) * x.nbytes / 2**20
+    peaks = [cpu_peak_mb(fn) for _ in range(3)]
+    assert min(peaks) >= floor, (peaks, floor)
