@@ -238,6 +238,13 @@ def _update_running_stats(x, running_mean, running_var, batch_mean, batch_var,
         running_var.mul_(1 - momentum).add_(batch_var.to(running_var.dtype), alpha=momentum)
 
 
+def _autograd_records(tensors) -> bool:
+    """Whether autograd records an op on these arguments (torch.library's
+    condition for running the op's autograd): grad mode on and some tensor
+    requiring grad. Composite ops told it does not skip what only a backward reads."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _check_batch_norm(x, bn, width, **tensors) -> None:
     for name, t in tensors.items():
         if t is not None and not bn:
@@ -291,10 +298,10 @@ def coordinate_attention(
     bn_stats = bn and (training or running_mean is None)
     bn_mode = (coord_ops.BN_NONE if not bn
                else coord_ops.BN_BATCH if bn_stats else coord_ops.BN_RUNNING)
-    config = [ACTIVATIONS[act], GATES[gate], bn_mode, int(skip)]
-    y, batch_mean, batch_var, *_saved = coord_ops.forward_op(name)(
-        x, w1, b1, wh, bh, ww, bw, bn_weight, bn_bias, None if bn_stats else running_mean,
-        None if bn_stats else running_var, config, eps)
+    tensors = (x, w1, b1, wh, bh, ww, bw, bn_weight, bn_bias,
+               None if bn_stats else running_mean, None if bn_stats else running_var)
+    config = [ACTIVATIONS[act], GATES[gate], bn_mode, int(skip), int(_autograd_records(tensors))]
+    y, batch_mean, batch_var, *_saved = coord_ops.forward_op(name)(*tensors, config, eps)
     if bn_stats and training:
         _update_running_stats(x, running_mean, running_var, batch_mean, batch_var, momentum)
     return y
@@ -387,10 +394,11 @@ def triplet_attention(
     bn_mode = (triplet_ops.BN_NONE if not bn
                else triplet_ops.BN_BATCH if bn_stats else triplet_ops.BN_RUNNING)
     cat = (lambda ts: None if ts is None else torch.cat(ts))  # noqa: E731
+    tensors = (x, torch.cat(weights), cat(biases), cat(bn_parts["bn_weights"]),
+               cat(bn_parts["bn_biases"]), None if bn_stats else cat(r_means),
+               None if bn_stats else cat(r_vars))
     y, *_, batch_mean, batch_var = triplet_ops.forward_op(name)(
-        x, torch.cat(weights), cat(biases), cat(bn_parts["bn_weights"]), cat(bn_parts["bn_biases"]),
-        None if bn_stats else cat(r_means), None if bn_stats else cat(r_vars),
-        [bn_mode, int(not no_spatial)], eps)
+        *tensors, [bn_mode, int(not no_spatial), int(_autograd_records(tensors))], eps)
     if bn_stats and training and r_means is not None:
         for g in range(branches):
             _update_running_stats(x, r_means[g], r_vars[g], batch_mean[g:g + 1],

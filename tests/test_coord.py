@@ -163,8 +163,45 @@ def test_opcheck_composite(backend, device, bn_mode):
     running = [torch.zeros(3, device=device), torch.ones(3, device=device)] if bn_mode == 2 \
         else [None, None]
     torch.library.opcheck(coord_ops.forward_op(backend),
-                          (x, w1, None, wh, None, ww, None, *bn, *running, [3, 0, bn_mode, 0],
+                          (x, w1, None, wh, None, ww, None, *bn, *running, [3, 0, bn_mode, 0, 1],
                            1e-5))
+    # save=0 (no backward expected): its fake too, on inputs that need no gradient
+    args = [t.detach() if isinstance(t, torch.Tensor) else t
+            for t in (x, w1, None, wh, None, ww, None, *bn, *running)]
+    torch.library.opcheck(coord_ops.forward_op(backend), (*args, [3, 0, bn_mode, 0, 0], 1e-5),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("bn_mode", [0, 1, 2])
+def test_save_0_gives_the_same_forward_without_the_backward_tensors(backend, device, bn_mode):
+    from attnkernels.ops import coord as coord_ops
+
+    torch.manual_seed(0)
+    kw = dict(device=device)
+    tensors = [torch.randn(2, 6, 3, 5, **kw), torch.randn(3, 6, **kw), torch.randn(3, **kw),
+               torch.randn(6, 3, **kw), None, torch.randn(6, 3, **kw), None,
+               *([torch.rand(3, **kw) + 0.5, torch.randn(3, **kw)] if bn_mode else [None] * 2),
+               *([torch.randn(3, **kw), torch.rand(3, **kw) + 0.5] if bn_mode == 2
+                 else [None] * 2)]
+    utils.assert_save_0_drops_only_backward_tensors(  # mh, mw, z, zn
+        coord_ops.forward_op(backend), tensors, [3, 0, bn_mode, 0], 1e-5, range(3, 7))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("grad", [False, True])
+def test_the_functional_saves_only_where_autograd_records(backend, device, grad, monkeypatch):
+    from attnkernels.ops import coord as coord_ops
+
+    flags = utils.save_flags_of_calls(coord_ops, monkeypatch)
+    m = fnn.CoordAtt(16, 16).to(device).eval()
+    m.backend = backend
+    x = torch.randn(2, 16, 5, 4, device=device)
+    with torch.set_grad_enabled(grad):
+        m(x)  # the module's parameters require grad
+    with torch.no_grad():
+        m(x.requires_grad_())  # no_grad wins over requires_grad
+    assert flags == [int(grad), 0]
 
 
 @pytest.mark.parametrize("device", utils.native_devices())
@@ -175,7 +212,8 @@ def test_opcheck_composite(backend, device, bn_mode):
     ([1, 1, 1, 1], False),   # relu, hard_sigmoid, batch BN, skip
     ([2, 0, 2, 0], True),    # silu, sigmoid, running BN
 ])
-def test_native_composite_is_bitwise_its_python_twin(device, dtype, hw, config, biases,
+@pytest.mark.parametrize("save", [0, 1])
+def test_native_composite_is_bitwise_its_python_twin(device, dtype, hw, config, biases, save,
                                                      monkeypatch):
     from attnkernels.ops import coord as coord_ops
 
@@ -191,7 +229,7 @@ def test_native_composite_is_bitwise_its_python_twin(device, dtype, hw, config, 
         else [None, None]
     utils.assert_native_composite_is_python_twin(
         coord_ops, coord_ops.coord_forward_triton,
-        (x, w1, b1, wh, bh, ww, bw, *bn, *running, config, 1e-5), monkeypatch)
+        (x, w1, b1, wh, bh, ww, bw, *bn, *running, [*config, save], 1e-5), monkeypatch)
 
 
 def test_seed_block_on_another_size_runs_reference_under_auto_and_raises_when_explicit():

@@ -26,8 +26,8 @@ def _cases(backend, device):
         (cbam.forward_op(backend), (x, w(3, 6), None, w(6, 3), None, w(1, 2, 3, 3), None, w(1),
                                     w(1), None, None, [0, 1, 0, 0, 0, 1, 1], 1e-5)),
         (coord.forward_op(backend), (x, w(3, 6), None, w(6, 3), None, w(6, 3), None, w(3), w(3),
-                                     None, None, [3, 0, 1, 0], 1e-5)),
-        (triplet.forward_op(backend), (x, w(3, 2, 3, 3), None, w(3), w(3), None, None, [1, 1],
+                                     None, None, [3, 0, 1, 0, 1], 1e-5)),
+        (triplet.forward_op(backend), (x, w(3, 2, 3, 3), None, w(3), w(3), None, None, [1, 1, 1],
                                        1e-5)),
     ]
 

@@ -251,7 +251,45 @@ def test_opcheck_composite(backend, device, bn_mode, spatial):
     running = [torch.zeros(G, device=device), torch.ones(G, device=device)] if bn_mode == 2 \
         else [None, None]
     torch.library.opcheck(triplet_ops.forward_op(backend),
-                          (x, cw, None, *bn, *running, [bn_mode, spatial], 1e-5))
+                          (x, cw, None, *bn, *running, [bn_mode, spatial, 1], 1e-5))
+    # save=0 (no backward expected): its fake too, on inputs that need no gradient
+    args = [t.detach() if isinstance(t, torch.Tensor) else t
+            for t in (x, cw, None, *bn, *running)]
+    torch.library.opcheck(triplet_ops.forward_op(backend), (*args, [bn_mode, spatial, 0], 1e-5),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("bn_mode,spatial", [(0, 1), (1, 1), (2, 0)])
+def test_save_0_gives_the_same_forward_without_the_backward_tensors(backend, device, bn_mode,
+                                                                      spatial):
+    from attnkernels.ops import triplet as triplet_ops
+
+    torch.manual_seed(0)
+    G = 2 + spatial
+    kw = dict(device=device)
+    tensors = [torch.randn(2, 6, 3, 5, **kw), torch.randn(G, 2, 3, 3, **kw), torch.randn(G, **kw),
+               *([torch.rand(G, **kw) + 0.5, torch.randn(G, **kw)] if bn_mode else [None] * 2),
+               *([torch.randn(G, **kw), torch.rand(G, **kw) + 0.5] if bn_mode == 2
+                 else [None] * 2)]
+    utils.assert_save_0_drops_only_backward_tensors(  # the maps and the conv outputs
+        triplet_ops.forward_op(backend), tensors, [bn_mode, spatial], 1e-5, range(1, 10))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("grad", [False, True])
+def test_the_functional_saves_only_where_autograd_records(backend, device, grad, monkeypatch):
+    from attnkernels.ops import triplet as triplet_ops
+
+    flags = utils.save_flags_of_calls(triplet_ops, monkeypatch)
+    m = fnn.TripletAttention().to(device).eval()
+    m.backend = backend
+    x = torch.randn(2, 6, 5, 5, device=device)
+    with torch.set_grad_enabled(grad):
+        m(x)  # the module's parameters require grad
+    with torch.no_grad():
+        m(x.requires_grad_())  # no_grad wins over requires_grad
+    assert flags == [int(grad), 0]
 
 
 @pytest.mark.parametrize("device", utils.native_devices())
@@ -259,7 +297,8 @@ def test_opcheck_composite(backend, device, bn_mode, spatial):
 @pytest.mark.parametrize("shape", [(2, 6, 3, 5), (2, 3, 7, 5)])  # the C < W and C < H planes
 @pytest.mark.parametrize("bn_mode", [0, 1, 2])
 @pytest.mark.parametrize("spatial", [0, 1])
-def test_native_composite_is_bitwise_its_python_twin(device, dtype, shape, bn_mode, spatial,
+@pytest.mark.parametrize("save", [0, 1])
+def test_native_composite_is_bitwise_its_python_twin(device, dtype, shape, bn_mode, spatial, save,
                                                      monkeypatch):
     from attnkernels.ops import triplet as triplet_ops
 
@@ -273,7 +312,7 @@ def test_native_composite_is_bitwise_its_python_twin(device, dtype, shape, bn_mo
         else [None, None]
     utils.assert_native_composite_is_python_twin(
         triplet_ops, triplet_ops.triplet_forward_triton,
-        (x, cw, cb, *bn, *running, [bn_mode, spatial], 1e-5), monkeypatch)
+        (x, cw, cb, *bn, *running, [bn_mode, spatial, save], 1e-5), monkeypatch)
 
 
 def test_relu_in_a_branch_runs_reference_under_auto_and_raises_when_explicit():

@@ -199,3 +199,36 @@ def assert_native_composite_is_python_twin(ops_module, python_op, args, monkeypa
     for i, (g, w) in enumerate(zip(got, want)):
         assert (g.dtype, g.shape) == (w.dtype, w.shape), (i, g.dtype, w.dtype, g.shape, w.shape)
         assert torch.equal(g, w), f"output {i} differs"
+
+
+def assert_save_0_drops_only_backward_tensors(op, tensors, config, eps, backward_only):
+    """A composite forward op whose config ends in ``save``: with save=0 the
+    outputs at ``backward_only`` come back empty, every other output bitwise
+    as with save=1; under autograd (a tensor requiring grad) save=0 is refused."""
+    full = op(*tensors, [*config, 1], eps)
+    lean = op(*tensors, [*config, 0], eps)
+    for i, (f, g) in enumerate(zip(full, lean)):
+        if i in backward_only:
+            assert g.numel() == 0, i
+        else:
+            assert torch.equal(f, g), f"output {i} differs"
+    tensors[1].requires_grad_()
+    try:
+        with pytest.raises(RuntimeError, match="save=0"):
+            op(*tensors, [*config, 0], eps)
+    finally:
+        tensors[1].requires_grad_(False)
+
+
+def save_flags_of_calls(ops_module, monkeypatch):
+    """The save entries (config[-1]) of every call of ``ops_module.forward_op``'s
+    ops from now on, in a list that fills as they run."""
+    flags = []
+    forward_op = ops_module.forward_op
+
+    def spy(name):
+        op = forward_op(name)
+        return lambda *a: flags.append(a[-2][-1]) or op(*a)
+
+    monkeypatch.setattr(ops_module, "forward_op", spy)
+    return flags

@@ -30,14 +30,21 @@ def only_y_differentiable(ctx, output) -> None:
     ctx.set_materialize_grads(False)
 
 
-def composite_setup_context(backend: str, saved_outputs: slice):
+def composite_setup_context(backend: str, saved_outputs: slice, save_flag=None):
     """The autograd setup_context of a composite forward op (inputs: the
     tensors, then config and eps): saves every tensor input and
     ``output[saved_outputs]``, the rest of what the backward reads; ctx.params
-    is (config, eps, backend), backend naming the passes the backward runs."""
+    is (config, eps, backend), backend naming the passes the backward runs.
+    save_flag: the index in config of the op's save entry (1: those outputs
+    are returned; 0: empty, as no backward was expected), if it has one."""
 
     def setup_context(ctx, inputs, output):
         *tensors, config, eps = inputs
+        if save_flag is not None and not config[save_flag]:
+            raise RuntimeError(
+                "an attnkernels composite forward ran with save=0 in its config under "
+                "autograd: its backward would have nothing to read; pass save=1 wherever "
+                "grad mode is on and an input requires grad")
         only_y_differentiable(ctx, output)
         ctx.save_for_backward(*tensors, *output[saved_outputs])
         ctx.params = (list(config), eps, backend)

@@ -37,8 +37,11 @@ from ._common import (BN_BATCH, BN_NONE, BN_RUNNING, composite_forward_op,  # no
 from .gate_conv import same_conv2d, same_conv2d_backward
 from .gate_matmul import sum_all
 
-# config: [bn (BN_NONE, BN_BATCH, BN_RUNNING), spatial (1: the hw branch, 0: no_spatial)]
-_BN, _SPATIAL = range(2)
+# config: [bn (BN_NONE, BN_BATCH, BN_RUNNING), spatial (1: the hw branch, 0: no_spatial),
+#          save (1: return what the backward reads; 0: no backward will run, return
+#          those outputs empty and free them early: a third of the inference peak
+#          at 128x2048x7x7, where each pooled map is a seventh of x)]
+_BN, _SPATIAL, _SAVE = range(3)
 CW, HC, HW = range(3)  # branch order in the stacked parameters
 
 
@@ -197,14 +200,23 @@ def triplet_forward_triton(x: torch.Tensor, conv_w: torch.Tensor, conv_b: Option
     branch are what the backward reads, so it recomputes none of the gate
     networks. The last two are the per-branch batch statistics of the conv
     outputs (empty unless config's BatchNorm uses batch statistics)."""
+    if len(config) != 3:
+        raise RuntimeError("triplet_forward: config must be [bn, spatial, save]")
     pool, apply = passes("triton")[:2]
     with torch.autocast(x.device.type, enabled=False):
         maps = pool(x)
-        qs = branch_convs(branch_inputs(maps, config), conv_w, conv_b)
+        like = maps[0]
+        inputs = branch_inputs(maps, config)
+        if not config[_SAVE]:
+            maps = tuple(like.new_empty((0,)) for _ in maps)
+        qs = branch_convs(inputs, conv_w, conv_b)
+        del inputs
         branches = branch_gates(qs, bn_w, bn_b, bn_mean, bn_var, config, eps)
-        (s_hw, s_cw, s_hc), (mean, var) = gates_of(branches, maps[0], config)
-        q_out = [q.contiguous() for q in qs] + [maps[0].new_empty((0,))] * (3 - len(qs))
+        (s_hw, s_cw, s_hc), (mean, var) = gates_of(branches, like, config)
+        q_out = [q.contiguous() if config[_SAVE] else like.new_empty((0,)) for q in qs]
+        q_out += [like.new_empty((0,))] * (3 - len(qs))
         save_mean, save_invstd = (torch.cat([b[i] for b in branches]) for i in (1, 2))
+        del qs, branches
         return (apply(x, s_hw, s_cw, s_hc, bool(config[_SPATIAL])), *maps, *q_out,
                 s_hw, s_cw, s_hc, save_mean, save_invstd, mean, var)
 
@@ -221,11 +233,13 @@ def _empty_bn_stats(x):
 def _forward_fake(x, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps):
     n = conv_w.shape[0] if config[_BN] == BN_BATCH else 0
     acc = stats_dtype(x)
-    maps = pool_fake(x)
     s_hw, s_cw, s_hc = _maps(x)
     N, C, H, W = x.shape
-    q_cw, q_hc = x.new_empty((N, 1, C, W), dtype=acc), x.new_empty((N, 1, H, C), dtype=acc)
-    q_hw = x.new_empty((N, 1, H, W) if config[_SPATIAL] else (0,), dtype=acc)
+    saved = bool(config[_SAVE])
+    empty = (lambda shape: x.new_empty(shape if saved else (0,), dtype=acc))  # noqa: E731
+    maps = pool_fake(x) if saved else tuple(empty(()) for _ in range(6))
+    q_cw, q_hc = empty((N, 1, C, W)), empty((N, 1, H, C))
+    q_hw = empty((N, 1, H, W) if config[_SPATIAL] else (0,))
     return (torch.empty_like(x), *maps, q_cw, q_hc, q_hw, s_hw, s_cw, s_hc,
             *(x.new_empty((n,), dtype=acc) for _ in range(4)))
 
@@ -278,8 +292,8 @@ def _backward(ctx, dy, *_unused):
 _SAVED = slice(1, 15)
 
 triplet_forward_triton.register_fake(_forward_fake)
-triplet_forward_triton.register_autograd(_backward,
-                                         setup_context=composite_setup_context("triton", _SAVED))
+triplet_forward_triton.register_autograd(
+    _backward, setup_context=composite_setup_context("triton", _SAVED, _SAVE))
 
 
 def register() -> None:
@@ -289,4 +303,4 @@ def register() -> None:
         torch.library.register_fake(f"attnkernels::{name}")(fake)
     torch.library.register_fake("attnkernels::triplet_forward")(_forward_fake)
     torch.library.register_autograd("attnkernels::triplet_forward", _backward,
-                                    setup_context=composite_setup_context("native", _SAVED))
+                                    setup_context=composite_setup_context("native", _SAVED, _SAVE))

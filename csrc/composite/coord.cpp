@@ -18,8 +18,8 @@ namespace {
 using at::Tensor;
 using Opt = std::optional<Tensor>;
 
-// config (ops/coord.py): [act, gate, bn, skip]
-enum : int64_t { kAct, kGate, kBn, kSkip };
+// config (ops/coord.py): [act, gate, bn, skip, save]
+enum : int64_t { kAct, kGate, kBn, kSkip, kSave, kConfigSize };
 
 // A 1x1 conv over strips, (N, in, T) -> (N, out, T): ops/coord.py strip_conv.
 Tensor strip_conv(const Tensor& s, const Tensor& w, const Opt& b) {
@@ -34,6 +34,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
   static const auto pool = op<std::tuple<Tensor, Tensor>(const Tensor&)>("coord_pool");
   static const auto apply =
       op<Tensor(const Tensor&, const Tensor&, const Tensor&, bool)>("coord_apply");
+  TORCH_CHECK(config.size() == kConfigSize,
+              "coord_forward: config must be [act, gate, bn, skip, save]");
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
 
   auto [mh, mw] = pool.call(x);
@@ -45,6 +47,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
   const Tensor ah = gate(strip_conv(a.narrow(2, 0, H), wh, bh), config[kGate]);
   const Tensor aw = gate(strip_conv(a.narrow(2, H, a.size(2) - H), ww, bw), config[kGate]);
   if (config[kBn] == kBnNone) z = empty_stats(x);  // z is zn, and the backward does not need it
+  if (config[kSave] == 0) {  // no backward will run: free the strips before y is allocated
+    for (Tensor* t : {&mh, &mw, &z, &zn}) *t = empty_stats(x);  // distinct: outputs may not alias
+  }
   Tensor y = apply.call(x, ah.contiguous(), aw.contiguous(), config[kSkip] != 0);
   return {y, mean, var, mh, mw, z, zn, save_mean, save_invstd};
 }
