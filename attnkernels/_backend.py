@@ -116,6 +116,8 @@ def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: Lis
         # The interpreter is a debugging tool: auto never picks Triton for CPU tensors.
         if cand == "triton" and x.device.type == "cpu":
             continue
+        if machine_reason(cand):  # cannot run here at all: no need to list why
+            continue
         if not input_reasons(cand, x, family_reasons, backend_reasons):
             return cand
     return "reference"

@@ -5,6 +5,7 @@ import torch
 
 from . import _backend, _extension
 from . import reference
+from .ops._common import autograd_records, call_forward
 from .reference._layers import ACTIVATIONS, GATES
 
 POOLS = {"avg": 0, "avg_max": 1}
@@ -218,9 +219,10 @@ def convolutional_block_attention(
                else cbam_ops.BN_BATCH if bn_stats else cbam_ops.BN_RUNNING)
     config = [cbam_ops.CHANNEL_POOLS[channel_pool], ACTIVATIONS[act], GATES[channel_gate],
               cbam_ops.SPATIAL_INPUTS[spatial_input], GATES[spatial_gate], bn_mode, int(first_max)]
-    y, batch_mean, batch_var, *_saved = cbam_ops.forward_op(name)(
-        x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias,
-        None if bn_stats else running_mean, None if bn_stats else running_var, config, eps)
+    y, batch_mean, batch_var, *_saved = call_forward(
+        cbam_ops.forward_op(name), (x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias,
+                                    None if bn_stats else running_mean,
+                                    None if bn_stats else running_var), config, eps)
     if bn_stats and training:
         _update_running_stats(x, running_mean, running_var, batch_mean, batch_var, momentum)
     return y
@@ -236,13 +238,6 @@ def _update_running_stats(x, running_mean, running_var, batch_mean, batch_var,
     with torch.no_grad():
         running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype), alpha=momentum)
         running_var.mul_(1 - momentum).add_(batch_var.to(running_var.dtype), alpha=momentum)
-
-
-def _autograd_records(tensors) -> bool:
-    """Whether autograd records an op on these arguments (torch.library's
-    condition for running the op's autograd): grad mode on and some tensor
-    requiring grad. Composite ops told it does not skip what only a backward reads."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _check_batch_norm(x, bn, width, **tensors) -> None:
@@ -300,8 +295,9 @@ def coordinate_attention(
                else coord_ops.BN_BATCH if bn_stats else coord_ops.BN_RUNNING)
     tensors = (x, w1, b1, wh, bh, ww, bw, bn_weight, bn_bias,
                None if bn_stats else running_mean, None if bn_stats else running_var)
-    config = [ACTIVATIONS[act], GATES[gate], bn_mode, int(skip), int(_autograd_records(tensors))]
-    y, batch_mean, batch_var, *_saved = coord_ops.forward_op(name)(*tensors, config, eps)
+    config = [ACTIVATIONS[act], GATES[gate], bn_mode, int(skip), int(autograd_records(tensors))]
+    y, batch_mean, batch_var, *_saved = call_forward(coord_ops.forward_op(name), tensors, config,
+                                                     eps)
     if bn_stats and training:
         _update_running_stats(x, running_mean, running_var, batch_mean, batch_var, momentum)
     return y
@@ -397,8 +393,9 @@ def triplet_attention(
     tensors = (x, torch.cat(weights), cat(biases), cat(bn_parts["bn_weights"]),
                cat(bn_parts["bn_biases"]), None if bn_stats else cat(r_means),
                None if bn_stats else cat(r_vars))
-    y, *_, batch_mean, batch_var = triplet_ops.forward_op(name)(
-        *tensors, [bn_mode, int(not no_spatial), int(_autograd_records(tensors))], eps)
+    y, *_, batch_mean, batch_var = call_forward(
+        triplet_ops.forward_op(name), tensors,
+        [bn_mode, int(not no_spatial), int(autograd_records(tensors))], eps)
     if bn_stats and training and r_means is not None:
         for g in range(branches):
             _update_running_stats(x, r_means[g], r_vars[g], batch_mean[g:g + 1],

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._common import like_x, only_y_differentiable, stats_dtype, y_backward
+from ._common import call_forward, like_x, only_y_differentiable, stats_dtype, y_backward
 from .gate_matmul import matmul, sum_all
 
 
@@ -72,4 +72,4 @@ def register() -> None:
 
 
 def eca_forward(x, weight, bias: Optional[torch.Tensor], circular: bool, gate: int) -> torch.Tensor:
-    return torch.ops.attnkernels.eca_forward(x, weight, bias, circular, gate)[0]
+    return call_forward(torch.ops.attnkernels.eca_forward, (x, weight, bias), circular, gate)[0]

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from ..reference._layers import activation
-from ._common import like_x, only_y_differentiable, stats_dtype, y_backward
+from ._common import call_forward, like_x, only_y_differentiable, stats_dtype, y_backward
 from .gate_matmul import linear, matmul
 
 ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
@@ -85,4 +85,4 @@ def register() -> None:
 
 def se_forward(x, w1, b1: Optional[torch.Tensor], w2: Optional[torch.Tensor],
                b2: Optional[torch.Tensor], pool: int, act: int, gate: int) -> torch.Tensor:
-    return torch.ops.attnkernels.se_forward(x, w1, b1, w2, b2, pool, act, gate)[0]
+    return call_forward(torch.ops.attnkernels.se_forward, (x, w1, b1, w2, b2), pool, act, gate)[0]

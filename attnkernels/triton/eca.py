@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from ..ops import eca as eca_ops
+from ..ops._common import call_forward
 from . import _channel_gate
 from ._common import acc_dtype, gate_forward, gate_grad
 
@@ -147,4 +148,5 @@ eca_forward_triton.register_autograd(_backward, setup_context=_setup_context)
 
 
 def eca_forward(x, weight, bias, circular: bool, gate: int) -> torch.Tensor:
-    return torch.ops.attnkernels.eca_forward_triton(x, weight, bias, circular, gate)[0]
+    return call_forward(torch.ops.attnkernels.eca_forward_triton, (x, weight, bias), circular,
+                        gate)[0]

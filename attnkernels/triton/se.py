@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from ..ops import se as se_ops
+from ..ops._common import call_forward
 from . import _channel_gate
 from ._common import acc_dtype, activation_forward, activation_grad, gate_forward, gate_grad
 
@@ -219,4 +220,5 @@ se_forward_triton.register_autograd(_backward, setup_context=_setup_context)
 
 
 def se_forward(x, w1, b1, w2, b2, pool: int, act: int, gate: int) -> torch.Tensor:
-    return torch.ops.attnkernels.se_forward_triton(x, w1, b1, w2, b2, pool, act, gate)[0]
+    return call_forward(torch.ops.attnkernels.se_forward_triton, (x, w1, b1, w2, b2),
+                        pool, act, gate)[0]

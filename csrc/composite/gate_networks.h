@@ -118,9 +118,12 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> no
                            to(running_var, acc), false, 0.0, eps,
                            at::globalContext().userEnabledCuDNN());
     }
-    const int64_t n = mode == kBnBatch ? width : 0;
-    auto zeros = [&] { return at::zeros({n}, z.options()); };
-    return {out, zeros(), zeros(), zeros(), zeros()};
+    // zeros of the width for an empty batch's statistics, else nothing to fill
+    const bool filled = mode == kBnBatch;
+    auto stats = [&] {
+      return filled ? at::zeros({width}, z.options()) : at::empty({0}, z.options());
+    };
+    return {out, stats(), stats(), stats(), stats()};
   }
   // fresh running buffers at momentum 1 come out as the batch's statistics
   at::Tensor mean = at::zeros({width}, z.options());

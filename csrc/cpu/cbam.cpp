@@ -150,20 +150,8 @@ void spatial_pool_kernel(const at::Tensor& x, const at::Tensor& ca, at::Tensor& 
       cheap_then_exact_max<scalar_t>(pixels, s, HW);
     }
   });
-  acc_t* mean_p = mean.data_ptr<acc_t>();
-  acc_t* max_p = max.data_ptr<acc_t>();
-  const acc_t cf = static_cast<acc_t>(C);
-  for_pixels(blocks.B, HW, [&](int64_t b, int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      acc_t a = 0, mx = kNegInf;
-      for (int64_t k = 0; k < blocks.n; ++k) {
-        a += psum[(b * blocks.n + k) * HW + p];
-        mx = max_nan(mx, pmax[(b * blocks.n + k) * HW + p]);
-      }
-      mean_p[b * HW + p] = a / cf;
-      max_p[b * HW + p] = mx;
-    }
-  });
+  combine_pixel_partials(blocks.B, blocks.n, HW, psum, pmax, static_cast<acc_t>(C),
+                         mean.data_ptr<acc_t>(), max.data_ptr<acc_t>());
 }
 
 template <typename scalar_t>

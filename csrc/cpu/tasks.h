@@ -8,6 +8,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <algorithm>
+#include <limits>
+#include <type_traits>
 
 #include "channel_gate.h"
 
@@ -45,6 +47,43 @@ void for_pixels(int64_t B, int64_t HW, const F& f) {
       const int64_t b = i0 / HW, p0 = i0 % HW, p1 = std::min(HW, p0 + (i1 - i0));
       f(b, p0, p1);
       i0 += p1 - p0;
+    }
+  });
+}
+
+// The per-pixel mean and max over C from the channel blocks' partials (B, n,
+// HW): mean[b, p] = (sum over k of psum[b, k, p]) / count and max[b, p] the
+// NaN-propagating max of pmax[b, k, p], the blocks taken in order. fp32 four
+// pixels at a time: the same bits as one pixel at a time (at batch 1 the
+// scalar loop was a fifth of CBAM's spatial pool).
+template <typename acc_t>
+void combine_pixel_partials(int64_t B, int64_t n, int64_t HW, const acc_t* psum,
+                            const acc_t* pmax, acc_t count, acc_t* mean, acc_t* max) {
+  constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
+  for_pixels(B, HW, [&](int64_t b, int64_t p0, int64_t p1) {
+    const acc_t* ps = psum + b * n * HW;
+    const acc_t* pm = pmax + b * n * HW;
+    int64_t p = p0;
+    if constexpr (std::is_same_v<acc_t, float>) {
+      const f4 count4 = splat4(count);
+      for (; p + 4 <= p1; p += 4) {
+        f4 a = splat4(0.f), m = splat4(kNegInf);
+        for (int64_t k = 0; k < n; ++k) {
+          a = a + load4(ps + k * HW + p);
+          m = max_nan4(m, load4(pm + k * HW + p));
+        }
+        store4(mean + b * HW + p, a / count4);
+        store4(max + b * HW + p, m);
+      }
+    }
+    for (; p < p1; ++p) {
+      acc_t a = 0, m = kNegInf;
+      for (int64_t k = 0; k < n; ++k) {
+        a += ps[k * HW + p];
+        m = max_nan(m, pm[k * HW + p]);
+      }
+      mean[b * HW + p] = a / count;
+      max[b * HW + p] = m;
     }
   });
 }

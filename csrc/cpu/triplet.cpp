@@ -224,19 +224,8 @@ void pool_kernel(const at::Tensor& x, std::array<at::Tensor, 6>& out) {
     acc_t* pm = pmax + (b * blocks.n + k) * HW;
     task(b, c0, c1, ps, pm);
   });
-  acc_t* cmean = ptr<acc_t>(out[0]);
-  acc_t* cmax = ptr<acc_t>(out[1]);
-  for_pixels(g.B, HW, [&](int64_t b, int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      acc_t s = 0, m = -std::numeric_limits<acc_t>::infinity();
-      for (int64_t k = 0; k < blocks.n; ++k) {
-        s += psum[(b * blocks.n + k) * HW + p];
-        m = max_nan(m, pmax[(b * blocks.n + k) * HW + p]);
-      }
-      cmean[b * HW + p] = s / static_cast<acc_t>(g.C);
-      cmax[b * HW + p] = m;
-    }
-  });
+  combine_pixel_partials(g.B, blocks.n, HW, psum, pmax, static_cast<acc_t>(g.C),
+                         ptr<acc_t>(out[0]), ptr<acc_t>(out[1]));
 }
 
 // ---------------------------------------------------------------- apply passes
