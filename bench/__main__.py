@@ -55,7 +55,7 @@ def describe(device: torch.device, dtype: torch.dtype, channels_last: bool, prog
         # PyTorch's switch for transparent huge pages in its CPU allocator: a
         # fresh output's page faults, most of x.clone() here, shrink with it.
         "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0"),
-        # ours, for the CPU kernels' outputs only (csrc/cpu/huge_pages.cpp)
+        # ours, for the CPU kernels' outputs only (csrc/cpu/outputs.cpp)
         "attnkernels_huge_pages": os.environ.get("ATTNKERNELS_HUGE_PAGES", "1"),
     }
 

@@ -1,5 +1,5 @@
 """The CPU ops' x-sized outputs (y and dx) are advised onto transparent huge
-pages (csrc/cpu/huge_pages.cpp), and ATTNKERNELS_HUGE_PAGES=0 turns that off."""
+pages (csrc/cpu/outputs.cpp), and ATTNKERNELS_HUGE_PAGES=0 turns that off."""
 import os
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-// Transparent huge pages for the CPU outputs.
+// The CPU outputs (empty_output_like, csrc/common/outputs.h), on transparent huge pages.
 //
 // A fresh x-sized tensor comes from mmap and is faulted in page by page as the
 // kernel writes it: at 4 KB pages that costs more than the writing (x.clone()
