@@ -281,14 +281,9 @@ def test_save_0_gives_the_same_forward_without_the_backward_tensors(backend, dev
 def test_the_functional_saves_only_where_autograd_records(backend, device, grad, monkeypatch):
     from attnkernels.ops import triplet as triplet_ops
 
-    flags = utils.save_flags_of_calls(triplet_ops, monkeypatch)
     m = fnn.TripletAttention().to(device).eval()
     m.backend = backend
-    x = torch.randn(2, 6, 5, 5, device=device)
-    with torch.set_grad_enabled(grad):
-        m(x)  # the module's parameters require grad
-    with torch.no_grad():
-        m(x.requires_grad_())  # no_grad wins over requires_grad
+    flags = utils.save_flags_of_module(triplet_ops, m, torch.randn(2, 6, 5, 5, device=device), grad, monkeypatch)
     assert flags == [int(grad), 0]
 
 

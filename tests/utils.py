@@ -220,9 +220,11 @@ def assert_save_0_drops_only_backward_tensors(op, tensors, config, eps, backward
         tensors[1].requires_grad_(False)
 
 
-def save_flags_of_calls(ops_module, monkeypatch):
-    """The save entries (config[-1]) of every call of ``ops_module.forward_op``'s
-    ops from now on, in a list that fills as they run."""
+def save_flags_of_module(ops_module, module, x, grad, monkeypatch):
+    """The save entries (config[-1]) that ``module``'s functional passes to
+    ``ops_module.forward_op``'s op: one forward with grad mode ``grad`` (the
+    module's parameters require grad), then one under no_grad with x requiring
+    grad (no_grad wins)."""
     flags = []
     forward_op = ops_module.forward_op
 
@@ -231,4 +233,8 @@ def save_flags_of_calls(ops_module, monkeypatch):
         return lambda *a: flags.append(a[-2][-1]) or op(*a)
 
     monkeypatch.setattr(ops_module, "forward_op", spy)
+    with torch.set_grad_enabled(grad):
+        module(x)
+    with torch.no_grad():
+        module(x.detach().requires_grad_())
     return flags
