@@ -223,21 +223,25 @@ def convolutional_block_attention(
         cbam_ops.forward_op(name), (x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias,
                                     None if bn_stats else running_mean,
                                     None if bn_stats else running_var), config, eps)
-    if bn_stats and training:
-        _update_running_stats(x, running_mean, running_var, batch_mean, batch_var, momentum)
+    if bn_stats and training and running_mean is not None:
+        _update_running_stats(x, [running_mean, running_var], [batch_mean, batch_var],
+                              momentum)
     return y
 
 
-def _update_running_stats(x, running_mean, running_var, batch_mean, batch_var,
-                          momentum) -> None:
-    """F.batch_norm's update in training mode: r = (1 - momentum) r + momentum * batch
-    (the variance unbiased). An empty x leaves them as they are, as F.batch_norm
-    does (the ops' batch statistics are then zeros: ``normalise_saving``)."""
-    if running_mean is None or x.numel() == 0:
+def _update_running_stats(x, running: List[torch.Tensor], batch: List[torch.Tensor],
+                          momentum: float) -> None:
+    """F.batch_norm's update in training mode, r = (1 - momentum) r + momentum * b, of
+    each running statistic r (means and variances, one or more BatchNorms) with its
+    batch statistic b (the variance unbiased), in two foreach calls (at batch 1 the
+    per-tensor in-place ops are a visible part of a call). An empty x leaves them as
+    they are, as F.batch_norm does (the ops' batch statistics are then zeros:
+    ``normalise_saving``)."""
+    if x.numel() == 0:
         return
     with torch.no_grad():
-        running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype), alpha=momentum)
-        running_var.mul_(1 - momentum).add_(batch_var.to(running_var.dtype), alpha=momentum)
+        torch._foreach_mul_(running, 1 - momentum)
+        torch._foreach_add_(running, batch, alpha=momentum)
 
 
 def _check_batch_norm(x, bn, width, **tensors) -> None:
@@ -298,8 +302,9 @@ def coordinate_attention(
     config = [ACTIVATIONS[act], GATES[gate], bn_mode, int(skip), int(autograd_records(tensors))]
     y, batch_mean, batch_var, *_saved = call_forward(coord_ops.forward_op(name), tensors, config,
                                                      eps)
-    if bn_stats and training:
-        _update_running_stats(x, running_mean, running_var, batch_mean, batch_var, momentum)
+    if bn_stats and training and running_mean is not None:
+        _update_running_stats(x, [running_mean, running_var], [batch_mean, batch_var],
+                              momentum)
     return y
 
 
@@ -397,7 +402,12 @@ def triplet_attention(
         triplet_ops.forward_op(name), tensors,
         [bn_mode, int(not no_spatial), int(autograd_records(tensors))], eps)
     if bn_stats and training and r_means is not None:
-        for g in range(branches):
-            _update_running_stats(x, r_means[g], r_vars[g], batch_mean[g:g + 1],
-                                  batch_var[g:g + 1], momenta[g])
+        batch_means, batch_vars = batch_mean.split(1), batch_var.split(1)
+        if len(set(momenta)) == 1:
+            _update_running_stats(x, [*r_means, *r_vars], [*batch_means, *batch_vars],
+                                  momenta[0])
+        else:
+            for g in range(branches):
+                _update_running_stats(x, [r_means[g], r_vars[g]],
+                                      [batch_means[g], batch_vars[g]], momenta[g])
     return y

@@ -70,6 +70,28 @@ def test_batch_norm_modes_and_running_statistics(backend, device, flavour, train
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
+def test_each_branch_updates_its_running_statistics_with_its_momentum(backend, device):
+    """Per-branch momenta (BatchNorms alike but for momentum) in training mode:
+    each branch's running statistics move by its own momentum, as in the float64
+    reference."""
+    kw = dict(device=device, dtype=torch.float64)
+    x = torch.randn(3, 8, 5, 6, **kw)
+    ws = [torch.randn(1, 2, 3, 3, **kw) for _ in range(3)]
+    momenta = [0.1, 0.5, 0.9]
+    means_r = [torch.randn(1, **kw) for _ in range(3)]
+    vars_r = [torch.rand(1, **kw) + 0.5 for _ in range(3)]
+    means_f, vars_f = [m.float() for m in means_r], [v.float() for v in vars_r]
+    y_r = ref.triplet.triplet_attention(x, ws, bn=True, running_means=means_r,
+                                        running_vars=vars_r, training=True, momentum=momenta)
+    y_f = F.triplet_attention(x.float(), [w.float() for w in ws], bn=True,
+                              running_means=means_f, running_vars=vars_f, training=True,
+                              momentum=momenta, backend=backend)
+    torch.testing.assert_close(y_f.double(), y_r, rtol=1e-5, atol=1e-5)
+    for fused, oracle in zip(means_f + vars_f, means_r + vars_r):
+        torch.testing.assert_close(fused.double(), oracle, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("fmt", list(FORMATS))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_ties_route_the_max_gradient_like_pytorch(backend, device, fmt, dtype):
