@@ -195,7 +195,8 @@ def test_the_functional_saves_only_where_autograd_records(backend, device, grad,
 
     m = fnn.CoordAtt(16, 16).to(device).eval()
     m.backend = backend
-    flags = utils.save_flags_of_module(coord_ops, m, torch.randn(2, 16, 5, 4, device=device), grad, monkeypatch)
+    x = torch.randn(2, 16, 5, 4, device=device)
+    flags = utils.save_flags_of_module(coord_ops, m, x, grad, monkeypatch)
     assert flags == [int(grad), 0]
 
 

@@ -305,7 +305,8 @@ def test_the_functional_saves_only_where_autograd_records(backend, device, grad,
 
     m = fnn.TripletAttention().to(device).eval()
     m.backend = backend
-    flags = utils.save_flags_of_module(triplet_ops, m, torch.randn(2, 6, 5, 5, device=device), grad, monkeypatch)
+    x = torch.randn(2, 6, 5, 5, device=device)
+    flags = utils.save_flags_of_module(triplet_ops, m, x, grad, monkeypatch)
     assert flags == [int(grad), 0]
 
 
