@@ -10,7 +10,8 @@
 #
 # Environment: COMPUTE_SANITIZER (default: on PATH, else $CUDA_HOME/bin),
 # OUT_DIR (default bench/results/compute-sanitizer-<date>), TOOLS (default
-# "memcheck racecheck synccheck initcheck"). PyTorch's caching allocator is
+# "memcheck racecheck synccheck initcheck"), PARALLEL=1 (the tools side by
+# side, one process each), PYTHON (default python3). PyTorch's caching allocator is
 # turned off (PYTORCH_NO_CUDA_MEMORY_CACHING=1), so that memcheck and initcheck
 # see every tensor as its own allocation. Exit status: 0 when every tool ran
 # clean, 1 when one reported errors or its tests failed, 2 when it cannot run.
@@ -23,7 +24,8 @@ if [ ! -x "$sanitizer" ]; then
   echo "compute-sanitizer not found (set COMPUTE_SANITIZER or CUDA_HOME)" >&2
   exit 2
 fi
-python - <<'PY' || exit 2
+py=${PYTHON:-python3}
+"$py" - <<'PY' || exit 2
 import sys, torch, attnkernels
 if not torch.cuda.is_available():
     sys.exit("no CUDA device")
@@ -39,24 +41,36 @@ summary="$out/summary.txt"
 {
   echo "date: $(date -Is)"
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  echo "device: $(python -c 'import torch; print(torch.cuda.get_device_name())')"
-  echo "torch: $(python -c 'import torch; print(torch.__version__, torch.version.cuda)')"
+  echo "device: $("$py" -c 'import torch; print(torch.cuda.get_device_name())')"
+  echo "torch: $("$py" -c 'import torch; print(torch.__version__, torch.version.cuda)')"
   echo "sanitizer: $("$sanitizer" --version | tail -1)"
   echo "tests: -k '$select' tests/test_determinism.py tests/test_op_outputs.py"
 } > "$summary"
 
-status=0
-for tool in ${TOOLS:-memcheck racecheck synccheck initcheck}; do
-  log="$out/$tool.log"
+run_tool() {  # one tool over the selected tests; its line goes to the summary
+  local tool=$1 log="$out/$1.log"
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$sanitizer" --tool "$tool" --error-exitcode 1 \
     --target-processes all --log-file "$log.sanitizer" \
-    python -m pytest -q -p no:cacheprovider -k "$select" \
+    "$py" -m pytest -q -p no:cacheprovider -k "$select" \
     tests/test_determinism.py tests/test_op_outputs.py > "$log" 2>&1
-  rc=$?
+  local rc=$?
   cat "$log.sanitizer" >> "$log" 2>/dev/null && rm -f "$log.sanitizer"
-  errors=$(grep -Eo "ERROR SUMMARY: [0-9]+ error" "$log" | tail -1)
+  local errors; errors=$(grep -Eo "ERROR SUMMARY: [0-9]+ error" "$log" | tail -1)
   echo "$tool: exit $rc, ${errors:-no error summary}; $(grep -E '[0-9]+ (passed|failed)' "$log" | tail -1)" \
     | tee -a "$summary"
-  [ "$rc" -eq 0 ] || status=1
-done
+  return $rc
+}
+
+status=0
+if [ "${PARALLEL:-0}" = 1 ]; then  # one process per tool, side by side
+  pids=()
+  for tool in ${TOOLS:-memcheck racecheck synccheck initcheck}; do
+    run_tool "$tool" & pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+else
+  for tool in ${TOOLS:-memcheck racecheck synccheck initcheck}; do
+    run_tool "$tool" || status=1
+  done
+fi
 exit $status
