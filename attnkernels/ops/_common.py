@@ -181,10 +181,11 @@ def normalise_backward(grad: torch.Tensor, z: torch.Tensor, mode: int, weight, b
     acc = z.dtype
     w = None if weight is None else weight.to(acc)
     train = mode == BN_BATCH
+    if not train:  # read from the running statistics; CUDA's kernel asserts these are defined
+        save_mean = save_invstd = z.new_empty((0,))
     dz, dw, db = torch.ops.aten.native_batch_norm_backward(
         grad, z, w, None if train else running_mean.to(acc),
-        None if train else running_var.to(acc), save_mean if train else None,
-        save_invstd if train else None, train, eps,
+        None if train else running_var.to(acc), save_mean, save_invstd, train, eps,
         [True, weight is not None, bias is not None])
     return (dz, None if weight is None else dw.to(weight.dtype),
             None if bias is None else db.to(bias.dtype))
