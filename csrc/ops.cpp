@@ -54,7 +54,7 @@ TORCH_LIBRARY(attnkernels, m) {
       "cbam_forward(Tensor x, Tensor w1, Tensor? b1, Tensor? w2, Tensor? b2, Tensor? conv_w, "
       "Tensor? conv_b, Tensor? bn_w, Tensor? bn_b, Tensor? bn_mean, Tensor? bn_var, int[] config, "
       "float eps) -> (Tensor y, Tensor batch_mean, Tensor batch_var, Tensor cmean, Tensor cmax, "
-      "Tensor h, Tensor z, Tensor smean, Tensor smax, Tensor sa, Tensor q, Tensor qn, "
+      "Tensor h, Tensor z, Tensor ca, Tensor smean, Tensor smax, Tensor sa, Tensor q, Tensor qn, "
       "Tensor save_mean, Tensor save_invstd)");
   m.def("cbam_channel_pool(Tensor x) -> (Tensor mean, Tensor max)");
   m.def("cbam_spatial_pool(Tensor x, Tensor ca) -> (Tensor mean, Tensor max)");

@@ -112,6 +112,34 @@ def test_ties_route_the_max_gradient_like_pytorch(backend, device, first_max, fm
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("flavour", ["timm", "official", "seed"])
+def test_backward_uses_the_forward_gates_not_recomputed_ones(backend, device, flavour,
+                                                             monkeypatch):
+    """The backward finds the max positions by comparing x * ca with the pooled
+    maxima, so it must read ca as the forward made it. torch.compile traces the
+    backward and puts its own sigmoid there, an ulp off ATen's (the GPU's fast
+    exp, first seen on an H200): here every gate computed during the backward
+    is moved by one ulp, and the gradients must not move beyond rounding."""
+    from attnkernels.ops import cbam as cbam_ops
+
+    m = FLAVOURS[flavour](40).to(device)
+    m.backend = backend
+    x = torch.randn(2, 40, 6, 7, device=device)
+    dy = torch.randn_like(x)
+    _, dx, dw = run_module(m, x, dy)
+    xx = x.clone().requires_grad_()
+    m.zero_grad(set_to_none=True)
+    y2 = m(xx)
+    true_gate = cbam_ops.gate
+    monkeypatch.setattr(cbam_ops, "gate",
+                        lambda z, name: torch.nextafter(true_gate(z, name), z.new_tensor(2.0)))
+    y2.backward(dy)
+    torch.testing.assert_close(xx.grad, dx, rtol=1e-4, atol=1e-5)
+    for name, p in m.named_parameters():
+        torch.testing.assert_close(p.grad, dw[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("spatial_input,channel_pool,first_max,bn", [
     ("mean_max", "avg_max", False, False),
     ("max_mean", "avg_max", True, True),

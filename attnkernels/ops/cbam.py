@@ -77,11 +77,11 @@ def channel_gate(cmean, cmax, w1, b1, w2, b2, config: List[int]):
     return gate(z, _GATE_NAMES[config[_CHANNEL_GATE]]), h, z
 
 
-def channel_gate_backward(dca, cmean, cmax, h, z, w1, b1, w2, b2, config: List[int]):
-    """(d cmean, d cmax, d w1, d b1, d w2, d b2) of ``channel_gate``."""
+def channel_gate_backward(dca, cmean, cmax, h, z, ca, w1, b1, w2, b2, config: List[int]):
+    """(d cmean, d cmax, d w1, d b1, d w2, d b2) of ``channel_gate`` (ca: its gate)."""
     acc = z.dtype
     name = _GATE_NAMES[config[_CHANNEL_GATE]]
-    dz = gate_backward(dca, z, gate(z, name), name)
+    dz = gate_backward(dca, z, ca, name)
     pool = config[_CHANNEL_POOL]
     if pool == CHANNEL_POOLS["avg_max"]:
         dz = torch.cat([dz, dz])
@@ -235,11 +235,12 @@ def cbam_forward_triton(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Te
                         config: List[int], eps: float) -> Tuple[
                             torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                            torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                            torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, batch mean, unbiased batch variance, *saved). The statistics are
     those of the spatial conv's output (empty unless config's BatchNorm uses
-    batch statistics). saved, what the backward needs: cmean, cmax, h, z (the
-    channel gate's), smean, smax, sa, q, qn, save_mean, save_invstd (the spatial
+    batch statistics). saved, what the backward needs: cmean, cmax, h, z, ca (the
+    channel gate's; ca as the forward computed it, since the backward finds the
+    max positions by comparing x * ca with the pooled maxima), smean, smax, sa, q, qn, save_mean, save_invstd (the spatial
     gate's; see ``channel_gate`` and ``spatial_gate``)."""
     channel_pool, spatial_pool, apply = passes("triton")[:3]
     with torch.autocast(x.device.type, enabled=False):
@@ -250,14 +251,14 @@ def cbam_forward_triton(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Te
         if not _has_spatial(config):
             smean, smax = _pixel(x).zero_(), _pixel(x).zero_()
             sa = torch.ones_like(smean)
-            return (apply(x, ca, sa), *(_empty(x) for _ in range(2)), cmean, cmax, h, z, smean,
-                    smax, sa, *(_empty(x) for _ in range(4)))
+            return (apply(x, ca, sa), *(_empty(x) for _ in range(2)), cmean, cmax, h, z, ca,
+                    smean, smax, sa, *(_empty(x) for _ in range(4)))
         smean, smax = spatial_pool(x, ca)
         sa, q, qn, save_mean, save_invstd, mean, var = spatial_gate(
             smean, smax, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var, config, eps)
         if config[_BN] == BN_NONE:  # q is qn, and the backward does not need it
             q = _empty(x)
-        return (apply(x, ca, sa), mean, var, cmean, cmax, h, z, smean, smax, sa, q, qn,
+        return (apply(x, ca, sa), mean, var, cmean, cmax, h, z, ca, smean, smax, sa, q, qn,
                 save_mean, save_invstd)
 
 
@@ -283,21 +284,23 @@ def _forward_fake(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var
 
     bn = [x.new_empty((n,), dtype=acc) for _ in range(4)]
     return (torch.empty_like(x), bn[0], bn[1], _channel(x), _channel(x), h, _channel(x),
-            _pixel(x), _pixel(x), _pixel(x), pixel4(spatial and config[_BN] != BN_NONE),
+            _channel(x), _pixel(x), _pixel(x), _pixel(x), pixel4(spatial and config[_BN] != BN_NONE),
             pixel4(spatial), bn[2], bn[3])
 
 
 @y_backward
 def _backward(ctx, dy, *_unused):
     (x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var,
-     cmean, cmax, h, z, smean, smax, sa, q, qn, save_mean, save_invstd) = ctx.saved_tensors
+     cmean, cmax, h, z, ca, smean, smax, sa, q, qn, save_mean, save_invstd) = ctx.saved_tensors
     config, eps, backend = ctx.params
     _, _, _, backward_reduce, spatial_pool_backward, backward_apply = passes(backend)
     first = bool(config[_FIRST_MAX])
     C, HW = x.shape[1], x.shape[2] * x.shape[3]
     dy = like_x(dy, x)
     with torch.autocast(x.device.type, enabled=False):
-        ca = gate(z, _GATE_NAMES[config[_CHANNEL_GATE]])
+        # ca is the forward's, never recomputed here: torch.compile would put its own
+        # kernel for the gate in this backward, an ulp off the forward's, and the
+        # comparisons with cmax and smax would no longer find the maxima.
         dca, dsa, ctie, stie = backward_reduce(dy, x, ca, sa, cmax, smax, first)
         sgmean, sgmax = torch.zeros_like(smean), torch.zeros_like(smax)
         spatial_grads = [None] * 4
@@ -308,8 +311,8 @@ def _backward(ctx, dy, *_unused):
             sgmean = (dsmean / C).contiguous()
             sgmax = (dsmax if first else dsmax / stie.to(dsmax.dtype)).contiguous()
             dca = dca + spatial_pool_backward(x, ca, smax, stie, sgmean, sgmax, first)
-        dcmean, dcmax, *channel_grads = channel_gate_backward(dca, cmean, cmax, h, z, w1, b1, w2,
-                                                              b2, config)
+        dcmean, dcmax, *channel_grads = channel_gate_backward(dca, cmean, cmax, h, z, ca, w1, b1,
+                                                              w2, b2, config)
         cgmean = (dcmean / HW).contiguous()
         cgmax = (dcmax if first else dcmax / ctie.to(dcmax.dtype)).contiguous()
         dx = backward_apply(dy, x, ca, sa, cmax, ctie, cgmean, cgmax, smax, stie, sgmean, sgmax,

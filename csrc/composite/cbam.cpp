@@ -25,7 +25,7 @@ enum : int64_t { kAvgMax = 0, kMix = 1, kAvg = 2 };                    // channe
 enum : int64_t { kMeanMax = 0, kMaxMean = 1, kNoSpatial = 3 };       // spatial_input
 
 using Outputs = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                           Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+                           Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 // (ca, h, z): ops/cbam.py channel_gate.
 std::tuple<Tensor, Tensor, Tensor> channel_gate(const Tensor& cmean, const Tensor& cmax,
@@ -75,8 +75,8 @@ Outputs cbam_forward(const Tensor& x, const Tensor& w1, const Opt& b1, const Opt
     Tensor smax = at::zeros({x.size(0), x.size(2), x.size(3)}, pixel);
     Tensor sa = at::ones_like(smean);
     auto e = [&] { return empty_stats(x); };  // distinct tensors: outputs may not alias
-    return {apply.call(x, ca, sa), e(), e(), cmean, cmax, h, z, smean, smax, sa, e(), e(), e(),
-            e()};
+    return {apply.call(x, ca, sa), e(), e(), cmean, cmax, h, z, ca, smean, smax, sa, e(), e(),
+            e(), e()};
   }
   auto [smean, smax] = spatial_pool.call(x, ca);
   // ops/cbam.py spatial_gate
@@ -87,7 +87,7 @@ Outputs cbam_forward(const Tensor& x, const Tensor& w1, const Opt& b1, const Opt
       normalise_saving(q, config[kBn], bn_w, bn_b, bn_mean, bn_var, eps);
   Tensor sa = gate(qn, config[kSpatialGate]).select(1, 0).contiguous();
   if (config[kBn] == kBnNone) q = empty_stats(x);  // q is qn, and the backward does not need it
-  return {apply.call(x, ca, sa), mean, var, cmean, cmax, h, z, smean, smax, sa, q, qn,
+  return {apply.call(x, ca, sa), mean, var, cmean, cmax, h, z, ca, smean, smax, sa, q, qn,
           save_mean, save_invstd};
 }
 
