@@ -12,10 +12,10 @@
 #   build    a carried attnkernels/_C*.so that loads against this torch and   GPU_PROOF_BUILD_S=240
 #            registers CUDA kernels is used as is; otherwise an in-place
 #            build for this GPU's architecture alone with every core
-#   tests    pytest on the CUDA and Triton backends (the test ids naming      GPU_PROOF_TESTS_S=240
+#   tests    pytest on the CUDA and Triton backends (the test ids naming      GPU_PROOF_TESTS_S=270
 #            cuda or triton), pytest-xdist when present, alongside
 #            compute-sanitizer (its 4 tools in parallel)
-#   bench    python -m bench --quick (64x256x56x56 bf16), then every shape     GPU_PROOF_BENCH_S=150
+#   bench    python -m bench --quick (64x256x56x56 bf16), then every shape     GPU_PROOF_BENCH_S=130
 #   large    the >2^31-element cases on the GPU (tests/test_large.py)         GPU_PROOF_LARGE_S=45
 #   models   python -m bench.models --quick, bf16                              GPU_PROOF_MODELS_S=45
 #   rest     the other tests (CPU backend, API) under this torch               GPU_PROOF_REST_S=0
@@ -67,6 +67,10 @@ phase() {
   timeout -k 15 "$budget" "$@" > "$log" 2>&1
   local rc=$? t=$(( $(date +%s) - t0 ))
   local tail; tail=$(grep -E "[0-9]+ (passed|failed|error)" "$log" | tail -1)
+  if [ -z "$tail" ] && [ -s "$log" ]; then  # killed before pytest's last line: count -v's
+    tail="so far: $(grep -c " PASSED " "$log") passed, $(grep -c " FAILED " "$log") failed"
+    tail="$tail; failed: $(grep " FAILED " "$log" | sed 's/.*FAILED //' | head -20 | tr '\n' ' ')"
+  fi
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
     say "$name: TIMEOUT after ${t}s (box ${budget}s) ${tail}"
     failed+=("$name")
@@ -138,7 +142,7 @@ fi
 
 # ---- tests and compute-sanitizer, side by side
 xdist=()
-if "$py" -c "import xdist" 2>/dev/null; then xdist=(-n "${GPU_PROOF_WORKERS:-12}"); fi
+if "$py" -c "import xdist" 2>/dev/null; then xdist=(-n "${GPU_PROOF_WORKERS:-14}"); fi
 per_test=()
 if "$py" -c "import pytest_timeout" 2>/dev/null; then per_test=(--timeout 180); fi
 # Test ids name the backend (cuda, triton), test_fuzz's the device too.
@@ -150,16 +154,16 @@ if wants tests; then
   mkdir -p "$out/sanitizer"
   san_cmd=(env OUT_DIR="$out/sanitizer" PARALLEL=1 bash tools/compute_sanitizer.sh)
   if [ "$dry" = 1 ]; then
-    say "[dry-run] sanitizer (${GPU_PROOF_TESTS_S:-240}s): ${san_cmd[*]}"
-    phase tests "${GPU_PROOF_TESTS_S:-240}" /dev/null "${pytest_cmd[@]}" -m "not large_memory" \
+    say "[dry-run] sanitizer (${GPU_PROOF_TESTS_S:-270}s): ${san_cmd[*]}"
+    phase tests "${GPU_PROOF_TESTS_S:-270}" /dev/null "${pytest_cmd[@]}" -m "not large_memory" \
       -k "$gpu_select"
     "$py" -m pytest tests -p no:cacheprovider -q --collect-only -m "not large_memory" \
       -k "$gpu_select" 2>&1 | tail -1 | sed 's/^/[dry-run]   here: /' | tee -a "$summary"
   else
-    ( timeout -k 15 "${GPU_PROOF_TESTS_S:-240}" "${san_cmd[@]}" > "$out/sanitizer/run.log" 2>&1
+    ( timeout -k 15 "${GPU_PROOF_TESTS_S:-270}" "${san_cmd[@]}" > "$out/sanitizer/run.log" 2>&1
       echo $? > "$out/sanitizer/rc" ) &
     san_pid=$!
-    phase tests "${GPU_PROOF_TESTS_S:-240}" "$out/tests.log" "${pytest_cmd[@]}" \
+    phase tests "${GPU_PROOF_TESTS_S:-270}" "$out/tests.log" "${pytest_cmd[@]}" \
       -m "not large_memory" -k "$gpu_select"
     wait $san_pid
     rc=$(cat "$out/sanitizer/rc")
@@ -173,7 +177,7 @@ fi
 if wants bench; then
   mkdir -p "$out/bench"
   export TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-$(nproc)}
-  phase bench "${GPU_PROOF_BENCH_S:-150}" "$out/bench/bench.log" bash -c "
+  phase bench "${GPU_PROOF_BENCH_S:-130}" "$out/bench/bench.log" bash -c "
     '$py' -m bench --quick --out '$out/bench' &&
     '$py' -m bench --quick --shapes resnet50-stage1 resnet50-stage3 resnet50-stage4 \
       effnet-stage1 inference-b1 --out '$out/bench/shapes'"

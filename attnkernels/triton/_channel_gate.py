@@ -11,7 +11,7 @@ from ._common import acc_dtype, channels_last, layout
 
 @triton.jit
 def channel_reduce_kernel(x_ptr, y_ptr, xmax_ptr, sum_ptr, aux_ptr, C, HW, stride_c, stride_p,
-                      inv_hw, GRAD: tl.constexpr, HAS_MAX: tl.constexpr, ACC: tl.constexpr,
+                      GRAD: tl.constexpr, HAS_MAX: tl.constexpr, ACC: tl.constexpr,
                       BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     """Per (n, c) over H*W. Forward (GRAD=0): mean -> sum_ptr (0.5*mean + 0.5*max
     with HAS_MAX, the max -> aux_ptr). Backward (GRAD=1): sum(dy * x) -> sum_ptr,
@@ -47,7 +47,7 @@ def channel_reduce_kernel(x_ptr, y_ptr, xmax_ptr, sum_ptr, aux_ptr, C, HW, strid
         if HAS_MAX:
             tl.store(aux_ptr + b * C + c, tl.sum(aux, axis=1), mask=cmask)
     else:
-        mean = total * inv_hw
+        mean = total / HW  # not * (1 / HW): a float argument is an fp32 scalar on a GPU
         if HAS_MAX:
             # max that propagates NaN like torch.amax
             mx = tl.where(tl.sum(nans, axis=1) > 0, float("nan"), tl.max(aux, axis=1))
@@ -101,7 +101,7 @@ def pool(x: torch.Tensor, pooled: torch.Tensor, xmax: torch.Tensor, has_max: boo
     block_c, block_p = _reduce_blocks(x)
     channel_reduce_kernel[(B, triton.cdiv(C, block_c))](
         x, x, pooled, pooled, xmax if has_max else pooled, C, H * W, stride_c, stride_p,
-        1.0 / (H * W), GRAD=False, HAS_MAX=has_max, ACC=tl_acc, BLOCK_C=block_c, BLOCK_P=block_p)
+        GRAD=False, HAS_MAX=has_max, ACC=tl_acc, BLOCK_C=block_c, BLOCK_P=block_p)
 
 
 def reduce_grad(dy: torch.Tensor, x: torch.Tensor, xmax: torch.Tensor, dg: torch.Tensor,
@@ -113,7 +113,7 @@ def reduce_grad(dy: torch.Tensor, x: torch.Tensor, xmax: torch.Tensor, dg: torch
     block_c, block_p = _reduce_blocks(x)
     channel_reduce_kernel[(B, triton.cdiv(C, block_c))](
         x, dy, xmax if has_max else dg, dg, count if has_max else dg, C, H * W, stride_c,
-        stride_p, 1.0 / (H * W), GRAD=True, HAS_MAX=has_max, ACC=tl_acc, BLOCK_C=block_c,
+        stride_p, GRAD=True, HAS_MAX=has_max, ACC=tl_acc, BLOCK_C=block_c,
         BLOCK_P=block_p)
 
 

@@ -17,10 +17,10 @@ from ._common import acc_dtype, channels_last, element_chw, strides_chw
 
 
 @triton.jit
-def _strip_kernel(x_ptr, dy_ptr, a_ptr, out_ptr, C, L, M, stride_c, stride_l, stride_m, scale,
+def _strip_kernel(x_ptr, dy_ptr, a_ptr, out_ptr, C, L, M, stride_c, stride_l, stride_m,
                   GRAD: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
                   BLOCK_M: tl.constexpr):
-    """out[b, c, l] = scale * sum_m x[b, c, l, m] (GRAD: sum_m dy * x * a[b, c, m]),
+    """out[b, c, l] = mean_m x[b, c, l, m] (GRAD: sum_m dy * x * a[b, c, m]),
     where (l, m) is (h, w) for the h strip and (w, h) for the w strip."""
     b = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -37,7 +37,10 @@ def _strip_kernel(x_ptr, dy_ptr, a_ptr, out_ptr, C, L, M, stride_c, stride_l, st
             a = tl.load(a_ptr + (b * C + c[:, None]) * M + m[None, :], mask=mask, other=0.0)
             v = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(ACC) * v * a
         acc += v
-    tl.store(out_ptr + (b * C + c) * L + l, tl.sum(acc, axis=1) * scale, mask=cmask)
+    total = tl.sum(acc, axis=1)
+    if not GRAD:
+        total = total / M  # not * (1 / M): a float argument is an fp32 scalar on a GPU
+    tl.store(out_ptr + (b * C + c) * L + l, total, mask=cmask)
 
 
 @triton.jit
@@ -74,7 +77,7 @@ def _strips(x, dy, a_h, a_w, out_h, out_w, grad):
     block_c, block_m = (32, 32)
     for L, M, sl, sm, a, out in ((H, W, sh, sw, a_w, out_h), (W, H, sw, sh, a_h, out_w)):
         _strip_kernel[(B, triton.cdiv(C, block_c), L)](
-            x, dy, a, out, C, L, M, sc, sl, sm, 1.0 if grad else 1.0 / M, GRAD=grad, ACC=tl_acc,
+            x, dy, a, out, C, L, M, sc, sl, sm, GRAD=grad, ACC=tl_acc,
             BLOCK_C=block_c, BLOCK_M=block_m)
 
 

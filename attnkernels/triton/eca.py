@@ -54,7 +54,7 @@ def _eca_gate_kernel(s_ptr, w_ptr, b_ptr, g_ptr, C, K, PAD, HAS_BIAS: tl.constex
 
 @triton.jit
 def _eca_gate_backward_kernel(s_ptr, dg_ptr, w_ptr, b_ptr, g_ptr, dz_ptr, dmean_ptr, C, K, PAD,
-                              inv_hw, HAS_BIAS: tl.constexpr, CIRCULAR: tl.constexpr,
+                              HW, HAS_BIAS: tl.constexpr, CIRCULAR: tl.constexpr,
                               GATE: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr):
     """Per sample: g and dz = dg * gate'(z) for every channel, then the conv's
     transpose, d mean[i] = sum_j w[j] * dz[i - j + PAD] / HW."""
@@ -74,7 +74,7 @@ def _eca_gate_backward_kernel(s_ptr, dg_ptr, w_ptr, b_ptr, g_ptr, dz_ptr, dmean_
         for j in range(0, K):
             c, ok = _source(i, PAD - j, C, CIRCULAR)
             ds += tl.load(w_ptr + j) * tl.load(dz_ptr + row + c, mask=ok, other=0.0)
-        tl.store(dmean_ptr + row + i, ds * inv_hw, mask=i < C)
+        tl.store(dmean_ptr + row + i, ds / HW, mask=i < C)
 
 
 # ---------------------------------------------------------------- launchers
@@ -119,7 +119,7 @@ def _eca_backward(dy, x, pooled, weight, bias, circular, gate):
     g = torch.empty((B, C), device=x.device, dtype=acc)
     dmean = torch.empty((B, C), device=x.device, dtype=acc)
     _eca_gate_backward_kernel[(B,)](
-        pooled, dg, w, b, g, dz, dmean, C, k, (k - 1) // 2, 1.0 / (H * W),
+        pooled, dg, w, b, g, dz, dmean, C, k, (k - 1) // 2, H * W,
         HAS_BIAS=bias is not None, CIRCULAR=circular, GATE=gate, ACC=tl_acc,
         BLOCK_C=_block_c(C))
     _channel_gate.apply_grad(dy, x, g, dmean, g, g, dx, False)

@@ -64,9 +64,12 @@ def _se_gate_kernel(s_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr, C, R,
 
 
 @triton.jit
-def _store_pool_grads(ds, c, cm, row, cnt_ptr, dmean_ptr, dmax_ptr, mean_scale,
-                      HAS_MAX: tl.constexpr):
-    tl.store(dmean_ptr + row + c, ds * mean_scale, mask=cm)
+def _store_pool_grads(ds, c, cm, row, cnt_ptr, dmean_ptr, dmax_ptr, HW, HAS_MAX: tl.constexpr):
+    # / HW, not * (1 / HW) passed in: a float argument is an fp32 scalar on a GPU
+    if HAS_MAX:
+        tl.store(dmean_ptr + row + c, 0.5 * ds / HW, mask=cm)
+    else:
+        tl.store(dmean_ptr + row + c, ds / HW, mask=cm)
     if HAS_MAX:
         cnt = tl.load(cnt_ptr + row + c, mask=cm, other=1.0)
         tl.store(dmax_ptr + row + c, 0.5 * ds / cnt, mask=cm)
@@ -74,7 +77,7 @@ def _store_pool_grads(ds, c, cm, row, cnt_ptr, dmean_ptr, dmax_ptr, mean_scale,
 
 @triton.jit
 def _se_gate_backward_kernel(s_ptr, dg_ptr, cnt_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr,
-                             dz_ptr, dh_ptr, dmean_ptr, dmax_ptr, C, R, mean_scale,
+                             dz_ptr, dh_ptr, dmean_ptr, dmax_ptr, C, R, HW,
                              HAS_MAX: tl.constexpr, HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
                              TWO_LAYER: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr,
                              ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -108,7 +111,7 @@ def _se_gate_backward_kernel(s_ptr, dg_ptr, cnt_ptr, w1_ptr, b1_ptr, w2_ptr, b2_
             cm = c < C
             w = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
             ds = tl.sum(w * dh[:, None], axis=0)
-            _store_pool_grads(ds, c, cm, row, cnt_ptr, dmean_ptr, dmax_ptr, mean_scale, HAS_MAX)
+            _store_pool_grads(ds, c, cm, row, cnt_ptr, dmean_ptr, dmax_ptr, HW, HAS_MAX)
     else:
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
@@ -128,7 +131,7 @@ def _se_gate_backward_kernel(s_ptr, dg_ptr, cnt_ptr, w1_ptr, b1_ptr, w2_ptr, b2_
                 dz = tl.load(dz_ptr + row + c, mask=cm, other=0.0)
                 w = tl.load(w1_ptr + c[:, None] * C + k[None, :], mask=cm[:, None] & km[None, :], other=0.0)
                 ds += tl.sum(w * dz[:, None], axis=0)
-            _store_pool_grads(ds, k, km, row, cnt_ptr, dmean_ptr, dmax_ptr, mean_scale, HAS_MAX)
+            _store_pool_grads(ds, k, km, row, cnt_ptr, dmean_ptr, dmax_ptr, HW, HAS_MAX)
 
 
 # ---------------------------------------------------------------- launchers
@@ -189,7 +192,7 @@ def _se_backward(dy, x, pooled, xmax, w1, b1, w2, b2, pool, act, gate):
     _se_gate_backward_kernel[(B,)](
         pooled, dg, count, w1, b1 if b1 is not None else w1, w2 if w2 is not None else w1,
         b2 if b2 is not None else w1, g, dz, dh if w2 is not None else dz, dmean, dmax, C, R,
-        (0.5 if has_max else 1.0) / HW, HAS_MAX=has_max, HAS_B1=b1 is not None,
+        HW, HAS_MAX=has_max, HAS_B1=b1 is not None,
         HAS_B2=b2 is not None, TWO_LAYER=w2 is not None, ACT=act, GATE=gate, ACC=tl_acc,
         BLOCK_R=block_r, BLOCK_C=block_gc)
     _channel_gate.apply_grad(dy, x, g, dmean, xmax, dmax, dx, has_max)

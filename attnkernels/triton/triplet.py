@@ -85,7 +85,7 @@ def _elementwise_kernel(in_ptr, shw_ptr, scw_ptr, shc_ptr, ct_ptr, cgm_ptr, cgx_
     s_hc = tl.load(shc_ptr + ch, mask=mask, other=0.0)
     v = tl.load(in_ptr + e, mask=mask, other=0.0).to(s_hw.dtype)
     if SPATIAL:
-        r = ((v * s_hw + v * s_cw) + v * s_hc) * (1.0 / 3.0)
+        r = ((v * s_hw + v * s_cw) + v * s_hc) / 3.0  # 1 / 3 would be an fp32 constant
     else:
         r = (v * s_cw + v * s_hc) * 0.5
     if GRAD:
