@@ -1,5 +1,8 @@
 """Loads the compiled extension once; a missing or mismatched build is a warning,
-not an import error, and the other backends keep serving."""
+not an import error, and the other backends keep serving. ATTNKERNELS_EXTENSION
+names another build to load instead of attnkernels._C (a library of the same ops,
+such as tools/build_emulated.py's, whose CPU key runs the CUDA kernels emulated)."""
+import os
 import warnings
 
 import torch
@@ -10,7 +13,11 @@ _state = {"loaded": None, "error": None}
 def load() -> bool:
     if _state["loaded"] is None:
         try:
-            from . import _C  # noqa: F401  (registers the C++ operators)
+            path = os.environ.get("ATTNKERNELS_EXTENSION")
+            if path:  # another build of the ops (tools/build_emulated.py's, say)
+                torch.ops.load_library(path)
+            else:
+                from . import _C  # noqa: F401  (registers the C++ operators)
 
             _state["loaded"] = True
         except (ImportError, OSError) as e:  # not built, or built against another torch

@@ -1,7 +1,7 @@
 // Small CUDA helpers shared by every family: block reductions in a fixed order
 // (deterministic), launch geometry.
 #pragma once
-#include <cuda_runtime.h>
+#include "../cuda/device.cuh"
 
 #include "gate_math.h"
 

@@ -8,9 +8,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <climits>
@@ -103,8 +100,8 @@ __device__ __forceinline__ void over_hw_term(const OverHWArgs& a, int64_t i, int
 
 template <int kMode, bool kFirst, typename scalar_t, typename acc_t>
 __global__ void over_hw_nchw_kernel(OverHWArgs a) {
-  __shared__ acc_t scratch[kThreads / kWarp];
-  __shared__ int tscratch[kThreads / kWarp];
+  AK_SHARED(acc_t, scratch, [kThreads / kWarp]);
+  AK_SHARED(int, tscratch, [kThreads / kWarp]);
   const int64_t nc = blockIdx.x, n = nc / a.C, c = nc % a.C;
   const acc_t chan = static_cast<const acc_t*>(a.chan)[nc];
   acc_t sum = 0;
@@ -122,8 +119,8 @@ __global__ void over_hw_nchw_kernel(OverHWArgs a) {
 template <int kMode, bool kFirst, typename scalar_t, typename acc_t>
 __global__ void over_hw_nhwc_kernel(OverHWArgs a) {
   constexpr int kRows = kThreads / kTileC;
-  __shared__ acc_t ssum[kRows][kTileC];
-  __shared__ int sties[kRows][kTileC];
+  AK_SHARED(acc_t, ssum, [kRows][kTileC]);
+  AK_SHARED(int, sties, [kRows][kTileC]);
   const int64_t n = blockIdx.y;
   const int lane = threadIdx.x % kTileC, row = threadIdx.x / kTileC;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kTileC + lane;
@@ -153,12 +150,11 @@ void launch_over_hw(const at::Tensor& x, const OverHWArgs& a, cudaStream_t strea
   const int64_t B = x.size(0);
   if (is_channels_last(x)) {
     const dim3 grid(ceil_div(a.C, kTileC), static_cast<unsigned int>(B));
-    over_hw_nhwc_kernel<kMode, kFirst, scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(a);
+    AK_LAUNCH(grid, kThreads, 0, stream, over_hw_nhwc_kernel<kMode, kFirst, scalar_t, acc_t>)(a);
   } else {
-    over_hw_nchw_kernel<kMode, kFirst, scalar_t, acc_t>
-        <<<static_cast<unsigned int>(B * a.C), kThreads, 0, stream>>>(a);
+    AK_LAUNCH(static_cast<unsigned int>(B * a.C), kThreads, 0, stream, over_hw_nchw_kernel<kMode, kFirst, scalar_t, acc_t>)(a);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AK_LAUNCH_CHECK();
 }
 
 // ---------------------------------------------------------------- per (n, h, w), over C
@@ -235,10 +231,10 @@ void launch_over_c(const at::Tensor& x, const OverC<kGrad, kFirst, scalar_t, acc
                    cudaStream_t stream) {
   const int64_t B = x.size(0), pixels = B * op.HW;
   if (is_channels_last(x))
-    over_c_nhwc_kernel<kFirst><<<ceil_div(pixels * kWarp, kThreads), kThreads, 0, stream>>>(op, B);
+    AK_LAUNCH(ceil_div(pixels * kWarp, kThreads), kThreads, 0, stream, over_c_nhwc_kernel<kFirst>)(op, B);
   else
-    over_c_nchw_kernel<<<ceil_div(pixels, kThreads), kThreads, 0, stream>>>(op, B);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_LAUNCH(ceil_div(pixels, kThreads), kThreads, 0, stream, over_c_nchw_kernel)(op, B);
+  AK_LAUNCH_CHECK();
 }
 
 // ---------------------------------------------------------------- elementwise
@@ -280,10 +276,10 @@ template <bool kGrad, bool kFirst, typename scalar_t, typename acc_t>
 void launch_elementwise(const at::Tensor& x, const ElementwiseArgs& a, cudaStream_t stream) {
   const unsigned int grid = std::min<int64_t>(ceil_div(a.N, kThreads), 65535LL * 32);
   if (is_channels_last(x))
-    elementwise_kernel<kGrad, kFirst, true, scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(a);
+    AK_LAUNCH(grid, kThreads, 0, stream, elementwise_kernel<kGrad, kFirst, true, scalar_t, acc_t>)(a);
   else
-    elementwise_kernel<kGrad, kFirst, false, scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(a);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_LAUNCH(grid, kThreads, 0, stream, elementwise_kernel<kGrad, kFirst, false, scalar_t, acc_t>)(a);
+  AK_LAUNCH_CHECK();
 }
 
 // ---------------------------------------------------------------- ops
@@ -299,12 +295,12 @@ void with_first(bool first_max, const F& f) {
 }
 
 std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cuda(const at::Tensor& x) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   check_activation_4d(x, "x");
   at::Tensor mean = channel_stats_like(x), max = channel_stats_like(x);
   fill_empty_stats(x, mean, max);
   if (x.numel() == 0) return {mean, max};
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(x, "cbam_channel_pool_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_reduce<false, scalar_t, acc_t>(x, nullptr, nullptr, true, mean.data_ptr<acc_t>(),
@@ -314,13 +310,13 @@ std::tuple<at::Tensor, at::Tensor> cbam_channel_pool_cuda(const at::Tensor& x) {
 }
 
 std::tuple<at::Tensor, at::Tensor> cbam_spatial_pool_cuda(const at::Tensor& x, const at::Tensor& ca) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   check_activation_4d(x, "x");
   check_stats(x, ca, "ca");
   at::Tensor mean = pixel_stats_like(x), max = pixel_stats_like(x);
   fill_empty_stats(x, mean, max);
   if (x.numel() == 0) return {mean, max};
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(x, "cbam_spatial_pool_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const OverC<false, false, scalar_t, acc_t> op{
@@ -345,11 +341,11 @@ ElementwiseArgs elementwise_args(const at::Tensor& x, const at::Tensor& ca, cons
 }
 
 at::Tensor cbam_apply_cuda(const at::Tensor& x, const at::Tensor& ca, const at::Tensor& sa) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   check_cbam_gates(x, ca, sa);
   at::Tensor y = empty_output_like(x);
   if (x.numel() == 0) return y;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   const ElementwiseArgs a = elementwise_args(x, ca, sa, y.data_ptr());
   AK_DISPATCH(x, "cbam_apply_cuda", [&] {
     launch_elementwise<false, false, scalar_t, at::opmath_type<scalar_t>>(x, a, stream);
@@ -360,11 +356,11 @@ at::Tensor cbam_apply_cuda(const at::Tensor& x, const at::Tensor& ca, const at::
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cbam_backward_reduce_cuda(
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& ca, const at::Tensor& sa,
     const at::Tensor& cmax, const at::Tensor& smax, bool first_max) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   check_cbam_backward_reduce_args(dy, x, ca, sa, cmax, smax);
   auto [dca, dsa, ctie, stie] = cbam_backward_reduce_outputs(ca, sa);
   if (x.numel() == 0) return {dca, dsa, ctie, stie};
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(x, "cbam_backward_reduce_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     with_first(first_max, [&](auto first) {
@@ -393,11 +389,11 @@ at::Tensor cbam_spatial_pool_backward_cuda(const at::Tensor& x, const at::Tensor
                                            const at::Tensor& smax, const at::Tensor& stie,
                                            const at::Tensor& sgmean, const at::Tensor& sgmax,
                                            bool first_max) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   check_cbam_spatial_pool_backward_args(x, ca, smax, stie, sgmean, sgmax);
   at::Tensor dca = at::zeros_like(ca);
   if (x.numel() == 0) return dca;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(x, "cbam_spatial_pool_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     OverHWArgs a{};
@@ -423,12 +419,12 @@ at::Tensor cbam_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& x, c
                                     const at::Tensor& cgmax, const at::Tensor& smax,
                                     const at::Tensor& stie, const at::Tensor& sgmean,
                                     const at::Tensor& sgmax, bool first_max) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   check_cbam_backward_apply_args(dy, x, ca, sa, cmax, ctie, cgmean, cgmax, smax, stie, sgmean,
                                  sgmax);
   at::Tensor dx = empty_output_like(x);
   if (x.numel() == 0) return dx;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   ElementwiseArgs a = elementwise_args(x, ca, sa, dx.data_ptr());
   a.dy = dy.data_ptr();
   a.cmax = cmax.data_ptr();
@@ -452,7 +448,7 @@ at::Tensor cbam_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& x, c
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(attnkernels, CUDA, m) {
+TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) {
   m.impl("cbam_channel_pool", &cbam_channel_pool_cuda);
   m.impl("cbam_spatial_pool", &cbam_spatial_pool_cuda);
   m.impl("cbam_apply", &cbam_apply_cuda);

@@ -6,7 +6,6 @@
 // Internal to csrc/cuda/ (everything here has internal linkage).
 #pragma once
 #include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
 
 #include <algorithm>
 #include <limits>
@@ -44,7 +43,7 @@ template <bool kGrad, bool kMax, typename scalar_t, typename acc_t>
 __global__ void channel_reduce_nchw_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ dy,
                                       const acc_t* __restrict__ xmax, int64_t HW, bool mix,
                                       acc_t* __restrict__ out0, acc_t* __restrict__ out1) {
-  __shared__ acc_t scratch[kReduceThreads / kWarp];
+  AK_SHARED(acc_t, scratch, [kReduceThreads / kWarp]);
   const int64_t nc = blockIdx.x;
   const scalar_t* xp = x + nc * HW;
   const acc_t m = (kGrad && kMax) ? xmax[nc] : acc_t(0);
@@ -73,8 +72,8 @@ __global__ void channel_reduce_nhwc_kernel(const scalar_t* __restrict__ x, const
                                       bool mix, acc_t* __restrict__ out0,
                                       acc_t* __restrict__ out1) {
   constexpr int kRows = kReduceThreads / kTileC;
-  __shared__ acc_t ssum[kRows][kTileC];
-  __shared__ acc_t saux[kRows][kTileC];
+  AK_SHARED(acc_t, ssum, [kRows][kTileC]);
+  AK_SHARED(acc_t, saux, [kRows][kTileC]);
   const int64_t n = blockIdx.y;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kTileC + threadIdx.x % kTileC;
   const int row = threadIdx.x / kTileC;
@@ -136,21 +135,21 @@ void launch_reduce(const at::Tensor& x, const at::Tensor* dy, const acc_t* xmax,
   if (is_channels_last(x)) {
     const dim3 grid(ceil_div(C, kTileC), static_cast<unsigned int>(B));
     if (has_max)
-      channel_reduce_nhwc_kernel<kGrad, true, scalar_t, acc_t><<<grid, kReduceThreads, 0, stream>>>(
+      AK_LAUNCH(grid, kReduceThreads, 0, stream, channel_reduce_nhwc_kernel<kGrad, true, scalar_t, acc_t>)(
           xp, dyp, xmax, C, HW, mix, out0, out1);
     else
-      channel_reduce_nhwc_kernel<kGrad, false, scalar_t, acc_t><<<grid, kReduceThreads, 0, stream>>>(
+      AK_LAUNCH(grid, kReduceThreads, 0, stream, channel_reduce_nhwc_kernel<kGrad, false, scalar_t, acc_t>)(
           xp, dyp, xmax, C, HW, mix, out0, out1);
   } else {
     const unsigned int grid = static_cast<unsigned int>(B * C);
     if (has_max)
-      channel_reduce_nchw_kernel<kGrad, true, scalar_t, acc_t><<<grid, kReduceThreads, 0, stream>>>(
+      AK_LAUNCH(grid, kReduceThreads, 0, stream, channel_reduce_nchw_kernel<kGrad, true, scalar_t, acc_t>)(
           xp, dyp, xmax, HW, mix, out0, out1);
     else
-      channel_reduce_nchw_kernel<kGrad, false, scalar_t, acc_t><<<grid, kReduceThreads, 0, stream>>>(
+      AK_LAUNCH(grid, kReduceThreads, 0, stream, channel_reduce_nchw_kernel<kGrad, false, scalar_t, acc_t>)(
           xp, dyp, xmax, HW, mix, out0, out1);
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AK_LAUNCH_CHECK();
 }
 
 template <bool kGrad, bool kMax, typename scalar_t, typename acc_t>
@@ -161,12 +160,12 @@ void launch_apply(const at::Tensor& x, const scalar_t* dy, const acc_t* g, const
   const scalar_t* xp = x.data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
   if (is_channels_last(x))
-    channel_apply_kernel<kGrad, kMax, true, scalar_t, acc_t><<<grid, kApplyThreads, 0, stream>>>(
+    AK_LAUNCH(grid, kApplyThreads, 0, stream, channel_apply_kernel<kGrad, kMax, true, scalar_t, acc_t>)(
         xp, dy, g, dmean, xmax, dmax, N, C, HW, op);
   else
-    channel_apply_kernel<kGrad, kMax, false, scalar_t, acc_t><<<grid, kApplyThreads, 0, stream>>>(
+    AK_LAUNCH(grid, kApplyThreads, 0, stream, channel_apply_kernel<kGrad, kMax, false, scalar_t, acc_t>)(
         xp, dy, g, dmean, xmax, dmax, N, C, HW, op);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AK_LAUNCH_CHECK();
 }
 
 }  // namespace

@@ -5,9 +5,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -85,14 +82,14 @@ void launch_strips(const at::Tensor& x, const scalar_t* dy, const acc_t* ah, con
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const Strides s = strides_of(x);
   const scalar_t* xp = x.data_ptr<scalar_t>();
-  strip_kernel<kGrad, scalar_t, acc_t><<<ceil_div(B * C * H, kThreads), kThreads, 0, stream>>>(
+  AK_LAUNCH(ceil_div(B * C * H, kThreads), kThreads, 0, stream, strip_kernel<kGrad, scalar_t, acc_t>)(
       xp, dy, aw, out_h, B, C, H, W, s.c, s.h, s.w,
       kGrad ? acc_t(1) : acc_t(1) / static_cast<acc_t>(W));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  strip_kernel<kGrad, scalar_t, acc_t><<<ceil_div(B * C * W, kThreads), kThreads, 0, stream>>>(
+  AK_LAUNCH_CHECK();
+  AK_LAUNCH(ceil_div(B * C * W, kThreads), kThreads, 0, stream, strip_kernel<kGrad, scalar_t, acc_t>)(
       xp, dy, ah, out_w, B, C, W, H, s.c, s.w, s.h,
       kGrad ? acc_t(1) : acc_t(1) / static_cast<acc_t>(H));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AK_LAUNCH_CHECK();
 }
 
 template <bool kGrad, typename scalar_t, typename acc_t>
@@ -103,12 +100,12 @@ void launch_elementwise(const at::Tensor& in, const acc_t* ah, const acc_t* aw, 
   const scalar_t* ip = in.data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
   if (is_channels_last(in))
-    elementwise_kernel<kGrad, true, scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
+    AK_LAUNCH(grid, kThreads, 0, stream, elementwise_kernel<kGrad, true, scalar_t, acc_t>)(
         ip, ah, aw, gh, gw, op, N, C, H, W, skip);
   else
-    elementwise_kernel<kGrad, false, scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
+    AK_LAUNCH(grid, kThreads, 0, stream, elementwise_kernel<kGrad, false, scalar_t, acc_t>)(
         ip, ah, aw, gh, gw, op, N, C, H, W, skip);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AK_LAUNCH_CHECK();
 }
 
 // ---------------------------------------------------------------- ops
@@ -117,11 +114,11 @@ void launch_elementwise(const at::Tensor& in, const acc_t* ah, const acc_t* aw, 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (x).scalar_type(), name, __VA_ARGS__)
 
 std::tuple<at::Tensor, at::Tensor> coord_pool_cuda(const at::Tensor& x) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   check_activation_4d(x, "x");
   auto [mh, mw] = coord_pool_outputs(x);
   if (x.numel() == 0) return {mh, mw};
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(x, "coord_pool_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_strips<false, scalar_t, acc_t>(x, nullptr, nullptr, nullptr, mh.data_ptr<acc_t>(),
@@ -132,11 +129,11 @@ std::tuple<at::Tensor, at::Tensor> coord_pool_cuda(const at::Tensor& x) {
 
 at::Tensor coord_apply_cuda(const at::Tensor& x, const at::Tensor& ah, const at::Tensor& aw,
                             bool skip) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   check_coord_gates(x, ah, aw);
   at::Tensor y = empty_output_like(x);
   if (x.numel() == 0) return y;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(x, "coord_apply_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_elementwise<false, scalar_t, acc_t>(x, ah.data_ptr<acc_t>(), aw.data_ptr<acc_t>(),
@@ -149,12 +146,12 @@ std::tuple<at::Tensor, at::Tensor> coord_backward_reduce_cuda(const at::Tensor& 
                                                               const at::Tensor& x,
                                                               const at::Tensor& ah,
                                                               const at::Tensor& aw) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   check_coord_gates(x, ah, aw);
   check_grad_like_x(dy, x, "dy");
   at::Tensor dah = at::zeros_like(ah), daw = at::zeros_like(aw);
   if (x.numel() == 0) return {dah, daw};
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(x, "coord_backward_reduce_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_strips<true, scalar_t, acc_t>(x, dy.data_ptr<scalar_t>(), ah.data_ptr<acc_t>(),
@@ -167,11 +164,11 @@ std::tuple<at::Tensor, at::Tensor> coord_backward_reduce_cuda(const at::Tensor& 
 at::Tensor coord_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& ah,
                                      const at::Tensor& aw, const at::Tensor& gh,
                                      const at::Tensor& gw, bool skip) {
-  const c10::cuda::CUDAGuard guard(dy.device());
+  AK_DEVICE_GUARD(dy);
   check_coord_backward_apply_args(dy, ah, aw, gh, gw);
   at::Tensor dx = empty_output_like(dy);
   if (dy.numel() == 0) return dx;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(dy, "coord_backward_apply_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_elementwise<true, scalar_t, acc_t>(dy, ah.data_ptr<acc_t>(), aw.data_ptr<acc_t>(),
@@ -185,7 +182,7 @@ at::Tensor coord_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& ah,
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(attnkernels, CUDA, m) {
+TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) {
   m.impl("coord_pool", &coord_pool_cuda);
   m.impl("coord_apply", &coord_apply_cuda);
   m.impl("coord_backward_reduce", &coord_backward_reduce_cuda);

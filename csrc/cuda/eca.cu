@@ -7,9 +7,6 @@
 // apply: three launches. No atomics; deterministic.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../common/cuda_utils.cuh"
@@ -58,23 +55,23 @@ __global__ void eca_gate_backward_kernel(const acc_t* __restrict__ pooled,
 std::tuple<at::Tensor, at::Tensor> eca_forward_cuda(const at::Tensor& x, const at::Tensor& weight,
                                                     const c10::optional<at::Tensor>& bias,
                                                     bool circular, int64_t gate) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   const ECAWeights w = eca_prepare(x, weight, bias, gate);
   ECAForwardOutputs out = eca_forward_outputs(x);
   at::Tensor &y = out.y, &pooled = out.pooled;
   if (x.numel() == 0) return {y, pooled};
   const int64_t B = x.size(0), C = x.size(1);
   at::Tensor g = at::empty({B, C}, pooled.options());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "eca_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_reduce<false, scalar_t, acc_t>(x, nullptr, nullptr, false, pooled.data_ptr<acc_t>(),
                                           nullptr, stream);
     const unsigned int grid = std::min<int64_t>(ceil_div(B * C, kEcaGateThreads), 65535);
-    eca_gate_kernel<acc_t><<<grid, kEcaGateThreads, 0, stream>>>(
+    AK_LAUNCH(grid, kEcaGateThreads, 0, stream, eca_gate_kernel<acc_t>)(
         pooled.data_ptr<acc_t>(), w.w.data_ptr<acc_t>(), data_or_null<acc_t>(w.b), B, C, w.k,
         circular, static_cast<int>(gate), g.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_LAUNCH_CHECK();
     launch_apply<false, false, scalar_t, acc_t>(x, nullptr, g.data_ptr<acc_t>(), nullptr, nullptr,
                                                 nullptr, y, stream);
   });
@@ -86,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor> eca_backward_cuda(const at::Tensor& dy, const
                                                      const at::Tensor& weight,
                                                      const c10::optional<at::Tensor>& bias,
                                                      bool circular, int64_t gate) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   const ECAWeights w = eca_prepare(x, weight, bias, gate);
   check_eca_backward_args(dy, x, pooled);
   ECABackwardOutputs out = eca_backward_outputs(x);
@@ -95,17 +92,17 @@ std::tuple<at::Tensor, at::Tensor> eca_backward_cuda(const at::Tensor& dy, const
   const int64_t B = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   auto stats = [&] { return at::empty({B, C}, pooled.options()); };
   at::Tensor dg = stats(), g = stats(), dmean = stats();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "eca_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_reduce<true, scalar_t, acc_t>(x, &dy, nullptr, false, dg.data_ptr<acc_t>(), nullptr,
                                          stream);
-    eca_gate_backward_kernel<acc_t><<<static_cast<unsigned int>(B), kEcaGateThreads, 0, stream>>>(
+    AK_LAUNCH(static_cast<unsigned int>(B), kEcaGateThreads, 0, stream, eca_gate_backward_kernel<acc_t>)(
         pooled.data_ptr<acc_t>(), dg.data_ptr<acc_t>(), w.w.data_ptr<acc_t>(),
         data_or_null<acc_t>(w.b), C, w.k, circular, static_cast<int>(gate),
         acc_t(1) / static_cast<acc_t>(HW), g.data_ptr<acc_t>(), dz.data_ptr<acc_t>(),
         dmean.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_LAUNCH_CHECK();
     launch_apply<true, false, scalar_t, acc_t>(x, dy.data_ptr<scalar_t>(), g.data_ptr<acc_t>(),
                                                dmean.data_ptr<acc_t>(), nullptr, nullptr, dx,
                                                stream);
@@ -115,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor> eca_backward_cuda(const at::Tensor& dy, const
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(attnkernels, CUDA, m) {
+TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) {
   m.impl("eca_forward", &eca_forward_cuda);
   m.impl("eca_backward", &eca_backward_cuda);
 }

@@ -8,9 +8,6 @@
 // Light headers only (torch/extension.h costs minutes per .cu file).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <limits>
@@ -50,7 +47,7 @@ __device__ void gate_dense(const acc_t* __restrict__ w, const acc_t* __restrict_
 template <typename acc_t>
 __global__ void se_gate_kernel(const acc_t* __restrict__ pooled, GateWeights<acc_t> w,
                                acc_t* __restrict__ g) {
-  extern __shared__ unsigned char smem_raw[];
+  AK_DYNAMIC_SHARED(unsigned char, smem_raw);
   acc_t* s = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* a = s + w.C;
   acc_t* z = a + w.R;
@@ -80,7 +77,7 @@ __global__ void se_gate_backward_kernel(const acc_t* __restrict__ pooled,
                                         acc_t mean_scale, acc_t* __restrict__ g,
                                         acc_t* __restrict__ dz_out, acc_t* __restrict__ dh_out,
                                         acc_t* __restrict__ dmean, acc_t* __restrict__ dmax) {
-  extern __shared__ unsigned char smem_raw[];
+  AK_DYNAMIC_SHARED(unsigned char, smem_raw);
   const int64_t C = w.C, R = w.R, n = blockIdx.x;
   acc_t* s = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* h = s + C;
@@ -153,7 +150,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_forward_cuda(
     const at::Tensor& x, const at::Tensor& w1, const c10::optional<at::Tensor>& b1,
     const c10::optional<at::Tensor>& w2, const c10::optional<at::Tensor>& b2, int64_t pool,
     int64_t act, int64_t gate) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   const SEWeights w = se_prepare(x, w1, b1, w2, b2, pool, act, gate);
   const auto acc = accumulate_type(x);
   const int64_t B = x.size(0), C = x.size(1), R = w.reduced;
@@ -161,16 +158,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_forward_cuda(
   at::Tensor &y = out.y, &pooled = out.pooled, &xmax = out.xmax;
   if (x.numel() == 0) return {y, pooled, xmax};
   at::Tensor g = at::empty({B, C}, x.options().dtype(acc));
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   const bool has_max = pool == kAvgMax;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "se_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_reduce<false, scalar_t, acc_t>(x, nullptr, nullptr, has_max, pooled.data_ptr<acc_t>(),
                                           has_max ? xmax.data_ptr<acc_t>() : nullptr, stream);
     const size_t smem = gate_smem<acc_t>(C, R, 2, 1);
-    se_gate_kernel<acc_t><<<static_cast<unsigned int>(B), kGateThreads, smem, stream>>>(
+    AK_LAUNCH(static_cast<unsigned int>(B), kGateThreads, smem, stream, se_gate_kernel<acc_t>)(
         pooled.data_ptr<acc_t>(), gate_weights<acc_t>(w, C, act, gate), g.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_LAUNCH_CHECK();
     launch_apply<false, false, scalar_t, acc_t>(x, nullptr, g.data_ptr<acc_t>(), nullptr, nullptr,
                                                 nullptr, y, stream);
   });
@@ -182,7 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_backward_cuda(
     const at::Tensor& w1, const c10::optional<at::Tensor>& b1,
     const c10::optional<at::Tensor>& w2, const c10::optional<at::Tensor>& b2, int64_t pool,
     int64_t act, int64_t gate) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   const SEWeights w = se_prepare(x, w1, b1, w2, b2, pool, act, gate);
   check_se_backward_args(dy, x, pooled, xmax, pool);
   const auto acc = accumulate_type(x);
@@ -194,7 +191,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_backward_cuda(
   auto stats = [&] { return at::empty({B, C}, x.options().dtype(acc)); };
   at::Tensor dg = stats(), g = stats(), dmean = stats();
   at::Tensor count = has_max ? stats() : at::Tensor(), dmax = has_max ? stats() : at::Tensor();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "se_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t* xm = has_max ? xmax.data_ptr<acc_t>() : nullptr;
@@ -203,11 +200,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_backward_cuda(
     launch_reduce<true, scalar_t, acc_t>(x, &dy, xm, has_max, dg.data_ptr<acc_t>(), cnt, stream);
     const size_t smem = gate_smem<acc_t>(C, R, 3, 3);
     const acc_t mean_scale = (has_max ? acc_t(0.5) : acc_t(1)) / static_cast<acc_t>(HW);
-    se_gate_backward_kernel<acc_t><<<static_cast<unsigned int>(B), kGateThreads, smem, stream>>>(
+    AK_LAUNCH(static_cast<unsigned int>(B), kGateThreads, smem, stream, se_gate_backward_kernel<acc_t>)(
         pooled.data_ptr<acc_t>(), dg.data_ptr<acc_t>(), cnt, gate_weights<acc_t>(w, C, act, gate),
         mean_scale, g.data_ptr<acc_t>(), dz.data_ptr<acc_t>(),
         w.two_layer() ? dh.data_ptr<acc_t>() : nullptr, dmean.data_ptr<acc_t>(), dmx);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_LAUNCH_CHECK();
     if (has_max)
       launch_apply<true, true, scalar_t, acc_t>(x, dy.data_ptr<scalar_t>(), g.data_ptr<acc_t>(),
                                                 dmean.data_ptr<acc_t>(), xm, dmx, dx, stream);
@@ -221,7 +218,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_backward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(attnkernels, CUDA, m) {
+TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) {
   m.impl("se_forward", &se_forward_cuda);
   m.impl("se_backward", &se_backward_cuda);
 }

@@ -6,9 +6,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -122,10 +119,9 @@ void launch_reductions(const at::Tensor& x, const scalar_t* dy,
   const auto geometries = map_geometries(x);
   for (int a = 0; a < 3; ++a) {
     const MapGeometry& g = geometries[a];
-    reduce_kernel<kGrad, scalar_t, acc_t, aux_t>
-        <<<ceil_div(B * g.I * g.J, kThreads), kThreads, 0, stream>>>(
+    AK_LAUNCH(ceil_div(B * g.I * g.J, kThreads), kThreads, 0, stream, reduce_kernel<kGrad, scalar_t, acc_t, aux_t>)(
             x.data_ptr<scalar_t>(), dy, mx[a], out[a], aux[a], B, sample, g);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    AK_LAUNCH_CHECK();
   }
 }
 
@@ -139,12 +135,12 @@ void launch_elementwise(const at::Tensor& in, const at::Tensor& s_hw, const at::
   scalar_t* op = out.data_ptr<scalar_t>();
   const acc_t *a = s_hw.data_ptr<acc_t>(), *b = s_cw.data_ptr<acc_t>(), *c = s_hc.data_ptr<acc_t>();
   if (is_channels_last(in))
-    elementwise_kernel<kGrad, true, scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
+    AK_LAUNCH(grid, kThreads, 0, stream, elementwise_kernel<kGrad, true, scalar_t, acc_t>)(
         ip, a, b, c, grads[0], grads[1], grads[2], op, spatial, N, C, H, W);
   else
-    elementwise_kernel<kGrad, false, scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
+    AK_LAUNCH(grid, kThreads, 0, stream, elementwise_kernel<kGrad, false, scalar_t, acc_t>)(
         ip, a, b, c, grads[0], grads[1], grads[2], op, spatial, N, C, H, W);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AK_LAUNCH_CHECK();
 }
 
 // ---------------------------------------------------------------- ops
@@ -153,11 +149,11 @@ void launch_elementwise(const at::Tensor& in, const at::Tensor& s_hw, const at::
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (x).scalar_type(), name, __VA_ARGS__)
 
 TripletSix triplet_pool_cuda(const at::Tensor& x) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   check_activation_4d(x, "x");
   auto out = triplet_pool_outputs(x);
   if (x.numel() == 0) return as_tuple(out);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(x, "triplet_pool_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     auto p = [&](int i) { return out[i].data_ptr<acc_t>(); };
@@ -169,11 +165,11 @@ TripletSix triplet_pool_cuda(const at::Tensor& x) {
 
 at::Tensor triplet_apply_cuda(const at::Tensor& x, const at::Tensor& s_hw, const at::Tensor& s_cw,
                               const at::Tensor& s_hc, bool spatial) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   check_triplet_gates(x, s_hw, s_cw, s_hc);
   at::Tensor y = empty_output_like(x);
   if (x.numel() == 0) return y;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(x, "triplet_apply_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const MapGrads<acc_t> none{nullptr, nullptr, nullptr};
@@ -186,11 +182,11 @@ at::Tensor triplet_apply_cuda(const at::Tensor& x, const at::Tensor& s_hw, const
 TripletSix triplet_backward_reduce_cuda(const at::Tensor& dy, const at::Tensor& x,
                                         const at::Tensor& cmax, const at::Tensor& hmax,
                                         const at::Tensor& wmax) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  AK_DEVICE_GUARD(x);
   check_triplet_backward_reduce_args(dy, x, cmax, hmax, wmax);
   auto out = triplet_backward_reduce_outputs(x);
   if (x.numel() == 0) return as_tuple(out);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(x, "triplet_backward_reduce_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_reductions<true, scalar_t, acc_t, int32_t>(
@@ -210,12 +206,12 @@ at::Tensor triplet_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& s
                                        const at::Tensor& htie, const at::Tensor& hgmean,
                                        const at::Tensor& hgmax, const at::Tensor& wtie,
                                        const at::Tensor& wgmean, const at::Tensor& wgmax) {
-  const c10::cuda::CUDAGuard guard(dy.device());
+  AK_DEVICE_GUARD(dy);
   check_triplet_backward_apply_args(
       dy, s_hw, s_cw, s_hc, {{ctie, cgmean, cgmax}, {htie, hgmean, hgmax}, {wtie, wgmean, wgmax}});
   at::Tensor dx = empty_output_like(dy);
   if (dy.numel() == 0) return dx;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(dy, "triplet_backward_apply_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     auto grads = [&](const at::Tensor& t, const at::Tensor& m, const at::Tensor& x) {
@@ -233,7 +229,7 @@ at::Tensor triplet_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& s
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(attnkernels, CUDA, m) {
+TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) {
   m.impl("triplet_pool", &triplet_pool_cuda);
   m.impl("triplet_apply", &triplet_apply_cuda);
   m.impl("triplet_backward_reduce", &triplet_backward_reduce_cuda);
