@@ -240,8 +240,9 @@ def cbam_forward_triton(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Te
     those of the spatial conv's output (empty unless config's BatchNorm uses
     batch statistics). saved, what the backward needs: cmean, cmax, h, z, ca (the
     channel gate's; ca as the forward computed it, since the backward finds the
-    max positions by comparing x * ca with the pooled maxima), smean, smax, sa, q, qn, save_mean, save_invstd (the spatial
-    gate's; see ``channel_gate`` and ``spatial_gate``)."""
+    max positions by comparing x * ca with the pooled maxima), smean, smax, sa,
+    q, qn, save_mean, save_invstd (the spatial gate's; see ``channel_gate`` and
+    ``spatial_gate``)."""
     channel_pool, spatial_pool, apply = passes("triton")[:3]
     with torch.autocast(x.device.type, enabled=False):
         cmean, cmax = channel_pool(x)
@@ -284,8 +285,8 @@ def _forward_fake(x, w1, b1, w2, b2, conv_w, conv_b, bn_w, bn_b, bn_mean, bn_var
 
     bn = [x.new_empty((n,), dtype=acc) for _ in range(4)]
     return (torch.empty_like(x), bn[0], bn[1], _channel(x), _channel(x), h, _channel(x),
-            _channel(x), _pixel(x), _pixel(x), _pixel(x), pixel4(spatial and config[_BN] != BN_NONE),
-            pixel4(spatial), bn[2], bn[3])
+            _channel(x), _pixel(x), _pixel(x), _pixel(x),
+            pixel4(spatial and config[_BN] != BN_NONE), pixel4(spatial), bn[2], bn[3])
 
 
 @y_backward
