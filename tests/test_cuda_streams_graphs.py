@@ -12,8 +12,7 @@ without one (written without a GPU at hand: the first GPU session runs them).
 import pytest
 import torch
 
-from test_fuzz import FLAVOURS
-from utils import fused_backends, run_module
+from utils import FLAVOURS, fused_backends, run_module
 
 GPU_BACKENDS = [(b, d) for b, d in fused_backends() if d == "cuda"]
 pytestmark = pytest.mark.skipif(not GPU_BACKENDS, reason="needs a CUDA device and a GPU backend")

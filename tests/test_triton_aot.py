@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 
-from test_fuzz import FLAVOURS
+from utils import FLAVOURS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1" and not torch.cuda.is_available()

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import attnkernels
+from attnkernels import nn as fnn
 
 EPS = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 
@@ -238,3 +239,94 @@ def save_flags_of_module(ops_module, module, x, grad, monkeypatch):
     with torch.no_grad():
         module(x.detach().requires_grad_())
     return flags
+
+
+# family flavour -> C -> a fused module (any C >= 1 works for each)
+FLAVOURS = {
+    "se_timm": lambda C: fnn.SEModule(C, rd_ratio=0.5, rd_divisor=1),
+    "se_seed": lambda C: fnn.SELayer(C, reduction=1),
+    "se_torchvision": lambda C: fnn.SqueezeExcitation(C, max(1, C // 2)),
+    "eca_timm": lambda C: fnn.EcaModule(C),
+    "eca_official": lambda C: fnn.ECALayer(C, 3),
+    "eca_ceca": lambda C: fnn.CecaModule(C),
+    "cbam_timm": lambda C: fnn.CbamModule(C, rd_channels=max(1, C // 2)),
+    "cbam_official": lambda C: fnn.OfficialCBAM(C, reduction_ratio=1),
+    "cbam_seed": lambda C: fnn.CBAM(C, ratio=1, kernel_size=3),
+    "cbam_light": lambda C: fnn.LightCbamModule(C, rd_channels=max(1, C // 2)),
+    "cbam_ultralytics": lambda C: fnn.UltralyticsCBAM(C, 3),
+    "coord_official": lambda C: fnn.CoordAtt(C, C, reduction=1),
+    "coord_timm": lambda C: fnn.CoordAttn(C, rd_ratio=0.5, rd_divisor=1),
+    "triplet_official": lambda C: fnn.TripletAttention(),
+    "triplet_no_spatial_k3": lambda C: fnn.TripletAttention(no_spatial=True, kernel_size=3),
+    "triplet_legacy": lambda C: fnn.LegacyTripletAttention(C),
+}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+
+
+def laid_out(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """x (values unchanged) in the given memory layout; the last three are not dense."""
+    if layout == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    if layout == "sliced":  # every other column of a wider tensor
+        wide = x.new_zeros(*x.shape[:3], 2 * x.shape[3])
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    if layout == "transposed":  # an (N, C, W, H) tensor transposed
+        return x.transpose(2, 3).contiguous().transpose(2, 3)
+    if layout == "offset":  # dense, but starting one element into its storage
+        flat = x.new_zeros(x.numel() + 1)
+        flat[1:] = x.reshape(-1)
+        return flat[1:].view(x.shape)
+    return x.contiguous()
+
+
+def _dense(x: torch.Tensor) -> bool:
+    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+
+
+def check_flavour_case(backend, device, flavour, shape, dt, layout, train, explicit, seed) -> bool:
+    """One case of a FLAVOURS module on ``backend`` (chosen explicitly, or by "auto"
+    when the case is not explicit and the backend is auto's pick for ``device``):
+    the forward, the input gradient, every parameter gradient and BatchNorm's
+    running statistics against the float64 oracle and eager. False when upstream
+    itself refuses the case (BatchNorm over one value)."""
+    torch.manual_seed(seed)
+    fused = FLAVOURS[flavour](shape[1])
+    with torch.no_grad():  # gates away from 0.5, as in the matrix tests
+        for p in fused.parameters():
+            p.mul_(3.0)
+    fused = fused.to(device=device, dtype=dt).train(train)
+    oracle = fused.reference_module().double()
+    eager = fused.reference_module()
+    x = torch.randn(shape, dtype=torch.float64).to(dt).double().to(device)
+    dy = torch.randn(shape, dtype=torch.float64).to(dt).double().to(device)
+    try:
+        y_o, dx_o, dw_o = run_module(oracle, x, dy)
+    except (ValueError, RuntimeError):  # upstream itself refuses (BatchNorm, 1 value)
+        return False
+    x_in, dy_in = laid_out(x.to(dt), layout), laid_out(dy.to(dt), layout)
+    if explicit and not _dense(x_in):
+        fused.backend = backend  # no hidden copy: an explicit fused backend refuses
+        with pytest.raises(RuntimeError, match="neither NCHW-contiguous nor channels_last"):
+            fused(x_in)
+        return True
+    # Not explicit: "auto", which serves CPU tensors from the C++ backend, CUDA ones
+    # from CUDA C++, and non-dense ones from the reference. Triton is never auto's
+    # pick, so a dense case names it.
+    named = explicit or (backend == "triton" and _dense(x_in))
+    fused.backend = backend if named else None
+    y_e, dx_e, dw_e = run_module(eager, x_in, dy_in)
+    y_n, dx_n, dw_n = run_module(eager, nudged(x_in), dy_in)
+    y_f, dx_f, dw_f = run_module(fused, x_in, dy_in)
+    assert_matches_oracle(y_f, y_e, y_o, "y", y_n)
+    assert_matches_oracle(dx_f, dx_e, dx_o, "dx", dx_n)
+    for name in dw_o:
+        if dw_o[name] is not None:
+            assert_matches_oracle(dw_f[name], dw_e[name], dw_o[name], name, dw_n[name])
+    if dt in (torch.float32, torch.float64):  # BatchNorm's running statistics after the step
+        buffers = dict(oracle.named_buffers())
+        for name, b in fused.named_buffers():
+            torch.testing.assert_close(b.double(), buffers[name].double(), rtol=1e-5, atol=1e-6,
+                                       msg=name)
+    return True
