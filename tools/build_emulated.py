@@ -18,15 +18,17 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def sources():
-    csrc = os.path.join(ROOT, "csrc")
+def sources(root: str = ROOT):
+    csrc = os.path.join(root, "csrc")
     helpers = [os.path.join(csrc, "cpu", f) for f in ("gate_matmul.cpp", "gate_conv.cpp",
                                                       "outputs.cpp")]
     return sorted([os.path.join(csrc, "ops.cpp")] + glob.glob(os.path.join(csrc, "composite", "*.cpp"))
                   + helpers + glob.glob(os.path.join(csrc, "simt", "*.cpp")))
 
 
-def build(build_dir: str, verbose: bool = False) -> str:
+def build(build_dir: str, verbose: bool = False, root: str = ROOT) -> str:
+    """Builds (incrementally: ninja, header dependencies included) the sources
+    under ``root`` (another copy of the tree, for tools/cuda_mutants.py)."""
     import torch
     from torch.utils.cpp_extension import load
 
@@ -34,7 +36,7 @@ def build(build_dir: str, verbose: bool = False) -> str:
     flags = ["-O2", "-std=c++20", "-ffp-contract=off", "-fno-wrapv"]
     if torch.backends.openmp.is_available():
         flags.append("-fopenmp")
-    load(name="attnkernels_emulated", sources=sources(), extra_cflags=flags,
+    load(name="attnkernels_emulated", sources=sources(root), extra_cflags=flags,
          extra_ldflags=["-fopenmp"] if "-fopenmp" in flags else [], build_directory=build_dir,
          is_python_module=False, with_cuda=False, verbose=verbose)
     return os.path.join(build_dir, "attnkernels_emulated.so")
@@ -43,9 +45,10 @@ def build(build_dir: str, verbose: bool = False) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build-dir", default=os.path.join(ROOT, "build", "emulated"))
+    parser.add_argument("--root", default=ROOT, help="the tree whose csrc/ to build")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    print(build(args.build_dir, args.verbose))
+    print(build(args.build_dir, args.verbose, os.path.abspath(args.root)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 // Small CUDA helpers shared by every family: block reductions in a fixed order
 // (deterministic), launch geometry.
 #pragma once
+#include <algorithm>
+#include <cstdint>
+
 #include "../cuda/device.cuh"
 
 #include "gate_math.h"
@@ -39,5 +42,13 @@ __device__ __forceinline__ T block_reduce(T v, T* scratch) {
 }
 
 inline unsigned int ceil_div(int64_t a, int64_t b) { return static_cast<unsigned int>((a + b - 1) / b); }
+
+// Blocks for a grid-stride loop over n elements: one element per thread, up to
+// AK_MAX_GRID_STRIDE_BLOCKS blocks (then each thread takes several; the
+// emulator's small cap makes the tests run that loop).
+inline unsigned int grid_stride_blocks(int64_t n, int threads) {
+  return static_cast<unsigned int>(
+      std::min<int64_t>(ceil_div(n, threads), AK_MAX_GRID_STRIDE_BLOCKS));
+}
 
 }  // namespace attnkernels

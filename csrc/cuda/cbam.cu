@@ -274,7 +274,7 @@ __global__ void elementwise_kernel(ElementwiseArgs a) {
 
 template <bool kGrad, bool kFirst, typename scalar_t, typename acc_t>
 void launch_elementwise(const at::Tensor& x, const ElementwiseArgs& a, cudaStream_t stream) {
-  const unsigned int grid = std::min<int64_t>(ceil_div(a.N, kThreads), 65535LL * 32);
+  const unsigned int grid = grid_stride_blocks(a.N, kThreads);
   if (is_channels_last(x))
     AK_LAUNCH(grid, kThreads, 0, stream, elementwise_kernel<kGrad, kFirst, true, scalar_t, acc_t>)(a);
   else

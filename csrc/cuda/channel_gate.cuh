@@ -156,7 +156,7 @@ template <bool kGrad, bool kMax, typename scalar_t, typename acc_t>
 void launch_apply(const at::Tensor& x, const scalar_t* dy, const acc_t* g, const acc_t* dmean,
                   const acc_t* xmax, const acc_t* dmax, at::Tensor& out, cudaStream_t stream) {
   const int64_t N = x.numel(), C = x.size(1), HW = x.size(2) * x.size(3);
-  const unsigned int grid = std::min<int64_t>(ceil_div(N, kApplyThreads), 65535LL * 32);
+  const unsigned int grid = grid_stride_blocks(N, kApplyThreads);
   const scalar_t* xp = x.data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
   if (is_channels_last(x))

@@ -96,7 +96,7 @@ template <bool kGrad, typename scalar_t, typename acc_t>
 void launch_elementwise(const at::Tensor& in, const acc_t* ah, const acc_t* aw, const acc_t* gh,
                         const acc_t* gw, at::Tensor& out, bool skip, cudaStream_t stream) {
   const int64_t N = in.numel(), C = in.size(1), H = in.size(2), W = in.size(3);
-  const unsigned int grid = std::min<int64_t>(ceil_div(N, kThreads), 65535LL * 32);
+  const unsigned int grid = grid_stride_blocks(N, kThreads);
   const scalar_t* ip = in.data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
   if (is_channels_last(in))

@@ -67,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor> eca_forward_cuda(const at::Tensor& x, const a
     using acc_t = at::opmath_type<scalar_t>;
     launch_reduce<false, scalar_t, acc_t>(x, nullptr, nullptr, false, pooled.data_ptr<acc_t>(),
                                           nullptr, stream);
-    const unsigned int grid = std::min<int64_t>(ceil_div(B * C, kEcaGateThreads), 65535);
+    const unsigned int grid = grid_stride_blocks(B * C, kEcaGateThreads);
     AK_LAUNCH(grid, kEcaGateThreads, 0, stream, eca_gate_kernel<acc_t>)(
         pooled.data_ptr<acc_t>(), w.w.data_ptr<acc_t>(), data_or_null<acc_t>(w.b), B, C, w.k,
         circular, static_cast<int>(gate), g.data_ptr<acc_t>());

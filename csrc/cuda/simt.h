@@ -9,8 +9,9 @@
 // maps those onto CUDA or onto this. The scheduler is harsh on purpose, so a race shows as a
 // wrong answer: blocks run in a shuffled order, the next thread to run is drawn
 // at random at every switch (seed: ATTNKERNELS_SIMT_SEED), shared memory is
-// filled with 0xFF bytes (NaN for floats) before each block, and a barrier or
-// shuffle that not every thread reaches is an error, not a hang.
+// filled with 0xFF bytes (NaN for floats) before each block and fenced by guard
+// bands (a read just past its end gives NaN, a write there is an error), and a
+// barrier or shuffle that not every thread reaches is an error, not a hang.
 // Not modelled: timing, memory coalescing, warp-synchronous code without
 // __syncwarp (every thread is its own fiber), atomics (no kernel uses them).
 #pragma once
@@ -22,6 +23,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -52,7 +54,7 @@ constexpr size_t kStackBytes = 64 * 1024;
 enum class State { kReady, kAtBarrier, kAtWarpSync, kDone };
 
 // A fiber's saved context. On x86-64, a stack pointer and the six callee-saved
-// registers pushed on its stack (ak_simt_switch, csrc/simt/launched.cpp): a
+// registers pushed on its stack (ak_simt_switch, csrc/simt/runtime.cpp): a
 // switch costs some nanoseconds where swapcontext makes a system call.
 #if defined(__x86_64__)
 extern "C" void ak_simt_switch(void** save_sp, void* load_sp);
@@ -105,8 +107,13 @@ struct Block {
   Context scheduler;
   int current = 0;
   std::mt19937_64 rng;
-  std::vector<std::pair<void*, size_t>> shared_filled;  // regions filled for this block
-  std::vector<unsigned char> dynamic_shared;             // extern __shared__, launch-sized
+  struct SharedRegion {
+    void* base;  // a Guarded<T>
+    size_t total, data_offset, data_bytes;
+    const char* name;
+  };
+  std::vector<SharedRegion> shared_filled;    // static __shared__ reached in this block
+  std::vector<unsigned char> dynamic_shared;  // extern __shared__: guard, launch-sized, guard
   std::function<void()> body;
   std::string error;
 };
@@ -149,21 +156,54 @@ T shfl_down(unsigned int mask, T value, unsigned int delta) {
   return out;
 }
 
-// Static shared memory: a function-local static is one copy per OS thread's
-// running block; it is filled with 0xFF (NaN for floats) the first time a
-// thread of each block reaches its declaration.
-inline void shared_region(void* data, size_t bytes) {
+// Shared memory sits between two guard bands of 0xFF bytes (NaN for floats, -1
+// for ints): a read just outside the declared size returns NaN and fails the
+// parity tests; a write there is found when the block ends (check_guards).
+constexpr size_t kGuardBytes = 256;
+
+template <typename T>
+struct Guarded {
+  alignas(64) unsigned char front[kGuardBytes];
+  T data;
+  unsigned char back[kGuardBytes];
+};
+
+// Static shared memory (AK_SHARED): a thread_local function-local static, one
+// copy per OS thread's running block, filled with 0xFF (guards included) the
+// first time a thread of each block reaches its declaration.
+template <typename T>
+T& shared_region(Guarded<T>& g, const char* name) {
   Block& b = block();
   for (const auto& r : b.shared_filled)
-    if (r.first == data) return;
-  std::memset(data, 0xFF, bytes);
-  b.shared_filled.emplace_back(data, bytes);
+    if (r.base == &g) return g.data;
+  std::memset(&g, 0xFF, sizeof(g));
+  b.shared_filled.push_back({&g, sizeof(g), offsetof(Guarded<T>, data), sizeof(T), name});
+  return g.data;
 }
 
-// extern __shared__: the launch's dynamic shared memory of the running block.
+// extern __shared__ (AK_DYNAMIC_SHARED): the launch's dynamic shared memory of
+// the running block, between guard bands.
 template <typename T>
 T* dynamic_shared() {
-  return reinterpret_cast<T*>(block().dynamic_shared.data());
+  return reinterpret_cast<T*>(block().dynamic_shared.data() + kGuardBytes);
+}
+
+// A guard byte that is no longer 0xFF: a write outside the declared size.
+inline std::string check_guards(const Block& b) {
+  auto outside = [](const unsigned char* p, size_t data_offset, size_t data_bytes, size_t total) {
+    for (size_t i = 0; i < total; ++i)
+      if ((i < data_offset || i >= data_offset + data_bytes) && p[i] != 0xFF) return true;
+    return false;
+  };
+  for (const auto& r : b.shared_filled)
+    if (outside(static_cast<const unsigned char*>(r.base), r.data_offset, r.data_bytes, r.total))
+      return std::string("write outside __shared__ ") + r.name + " (" +
+             std::to_string(r.data_bytes) + " bytes)";
+  const auto& d = b.dynamic_shared;
+  if (outside(d.data(), kGuardBytes, d.size() - 2 * kGuardBytes, d.size()))
+    return "write outside the launch's " + std::to_string(d.size() - 2 * kGuardBytes) +
+           " bytes of dynamic shared memory";
+  return {};
 }
 
 inline void thread_entry();
@@ -296,10 +336,11 @@ struct Launch {
       b.index = index;
       b.rng.seed(rng());
       b.shared_filled.clear();
-      b.dynamic_shared.assign(shared_bytes, 0xFF);
+      b.dynamic_shared.assign(shared_bytes + 2 * kGuardBytes, 0xFF);
       g_block = &b;
       run_block(b);
       g_block = outer;
+      if (b.error.empty()) b.error = check_guards(b);
       if (!b.error.empty()) throw std::runtime_error(std::string("simt: ") + name + ": " + b.error);
     }
   }

@@ -130,7 +130,7 @@ void launch_elementwise(const at::Tensor& in, const at::Tensor& s_hw, const at::
                         const at::Tensor& s_hc, const std::array<MapGrads<acc_t>, 3>& grads,
                         bool spatial, at::Tensor& out, cudaStream_t stream) {
   const int64_t N = in.numel(), C = in.size(1), H = in.size(2), W = in.size(3);
-  const unsigned int grid = std::min<int64_t>(ceil_div(N, kThreads), 65535LL * 32);
+  const unsigned int grid = grid_stride_blocks(N, kThreads);
   const scalar_t* ip = in.data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
   const acc_t *a = s_hw.data_ptr<acc_t>(), *b = s_cw.data_ptr<acc_t>(), *c = s_hc.data_ptr<acc_t>();
