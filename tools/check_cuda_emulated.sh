@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The CUDA kernels verified without a GPU, in one command:
+#   1. tests/test_cuda_emulated.py: builds csrc/cuda/ for the CPU SIMT emulator
+#      (tools/build_emulated.py), runs the families' parity matrix and the
+#      tile-edge shapes on it against the float64 reference, checks that every
+#      __global__ kernel was launched and that two schedules give the same bits;
+#   2. tools/cuda_mutants.py: bugs put into the kernels one at a time (barriers
+#      removed, shuffle offsets halved, loop bounds off by one, ...) must each
+#      fail those tests (--quick: one of each kind; MUTANTS=all: every one);
+#   3. tools/cuda_resources.py --compile: nvcc builds every kernel for sm_80 and
+#      sm_90; registers, spills and shared memory against the launchers' limits.
+# Last line: "emulated: K/K kernels launched, P tests passed, M/M mutants caught,
+# S spills". Run from a checkout; uses the tree's Python package (PYTHONPATH),
+# whatever is installed. PYTHON picks the interpreter (default: python).
+#   bash tools/check_cuda_emulated.sh
+#   MUTANTS=all bash tools/check_cuda_emulated.sh      # the full mutation list (~1 h)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+PYTHON=${PYTHON:-python}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+export ATTNKERNELS_EMULATED=1 ATTNKERNELS_EMULATED_SUMMARY="$work/summary"
+export ATTNKERNELS_EMULATED_BUILD_DIR="$work/build"
+
+echo "== 1. the emulated CUDA suite"
+(cd tests && "$PYTHON" -m pytest -q -p no:cacheprovider test_cuda_emulated.py)
+launched=$(sed -n 's/^launched //p' "$work/summary")
+passed=$(sed -n 's/^passed //p' "$work/summary")
+
+echo "== 2. mutants"
+mutant_args=(--quick)
+[[ "${MUTANTS:-quick}" == all ]] && mutant_args=()
+"$PYTHON" tools/cuda_mutants.py "${mutant_args[@]}" | tee "$work/mutants"
+mutants=$(sed -n 's/^mutants: \([0-9]*\/[0-9]*\) caught.*/\1/p' "$work/mutants")
+
+echo "== 3. registers, spills, shared memory (nvcc, sm_80 and sm_90)"
+"$PYTHON" tools/cuda_resources.py --compile 2>&1 | grep -v "No CUDA runtime is found" \
+    | tee "$work/resources"
+spills=$(sed -n 's/^resources: .*, \([0-9]*\) spilling.*/\1/p' "$work/resources")
+
+echo "emulated: $launched kernels launched, $passed tests passed," \
+     "$mutants mutants caught, $spills spills"
