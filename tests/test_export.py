@@ -9,7 +9,7 @@ import pytest
 import torch
 
 
-from utils import assert_matches_oracle, converted_zoo, nudged
+from utils import WHOLE_NETWORK, assert_matches_oracle, converted_zoo, nudged
 
 # ONNX operators the attention modules may decompose into (plus the zoo's own
 # Conv, BatchNormalization, Relu and Gemm): no pooling of any kind.
@@ -46,7 +46,8 @@ def test_onnx_export_standard_operators_and_onnxruntime_matches(tmp_path):
         with torch.no_grad():
             y_e, y_n = model(xb), model(nudged(xb))
             y_o = copy.deepcopy(model).double()(xb.double())
-        assert_matches_oracle(torch.from_numpy(y_ort), y_e, y_o, f"onnxruntime, batch {batch}", y_n)
+        assert_matches_oracle(torch.from_numpy(y_ort), y_e, y_o, f"onnxruntime, batch {batch}",
+                              y_n, WHOLE_NETWORK)
 
 
 def test_onnx_export_keeps_the_backend_choice_outside_the_export():

@@ -8,7 +8,7 @@ import torch
 from attnkernels.nn._family import FusedFamily
 
 from bench.networks import exact_hardsigmoids
-from utils import assert_matches_oracle, converted_zoo, nudged
+from utils import WHOLE_NETWORK, assert_matches_oracle, converted_zoo, nudged
 
 
 def _train_run(model, x, forward=None):
@@ -31,7 +31,7 @@ def _assert_runs_match(fused, eager, oracle, nudged_run):
         if not oracle[k].is_floating_point():
             assert torch.equal(fused[k], eager[k]), k
             continue
-        assert_matches_oracle(fused[k], eager[k], oracle[k], k, nudged_run[k])
+        assert_matches_oracle(fused[k], eager[k], oracle[k], k, nudged_run[k], WHOLE_NETWORK)
 
 
 @pytest.mark.parametrize("mode", ["default", "max-autotune-no-cudagraphs"])
@@ -43,7 +43,7 @@ def test_compiled_converted_network_matches_eager(mode):
         y_f = compiled(x)
         y_e, y_n = model(x), model(nudged(x))
         y_o = copy.deepcopy(model).double()(x.double())
-    assert_matches_oracle(y_f, y_e, y_o, "eval y", y_n)
+    assert_matches_oracle(y_f, y_e, y_o, "eval y", y_n, WHOLE_NETWORK)
 
     # Inductor reassociates the BatchNorm and conv backward sums: the compiled
     # original network, not the eager one, sets the error budget (its error on
@@ -78,4 +78,5 @@ def test_autocast_bfloat16_on_cpu():
         if not oracle[k].is_floating_point():
             assert torch.equal(f[k], e[k]), k
             continue
-        assert_matches_oracle(f[k].bfloat16(), e[k].bfloat16(), oracle[k], k, n[k].bfloat16())
+        assert_matches_oracle(f[k].bfloat16(), e[k].bfloat16(), oracle[k], k, n[k].bfloat16(),
+                              WHOLE_NETWORK)

@@ -13,7 +13,7 @@ import attnkernels
 from attnkernels.nn._family import FusedFamily
 
 from bench.networks import NETWORKS, attention_paths, exact_hardsigmoids, make_attention_matter
-from utils import assert_matches_oracle, nudged
+from utils import WHOLE_NETWORK, assert_matches_oracle, nudged
 
 SHAPE = (2, 3, 64, 64)
 
@@ -44,7 +44,7 @@ def test_converted_network_eval_outputs(name):
         y_f = converted(x)
         y_e, y_n = model(x), model(nudged(x))
         y_o = copy.deepcopy(model).double()(x.double())
-    assert_matches_oracle(y_f, y_e, y_o, name, y_n)
+    assert_matches_oracle(y_f, y_e, y_o, name, y_n, WHOLE_NETWORK)
 
 
 def _training_step(model, x, target):
@@ -76,7 +76,7 @@ def test_converted_network_training_step(name):
         if not v.is_floating_point():  # num_batches_tracked
             assert torch.equal(v, s_e[k]), k
             continue
-        assert_matches_oracle(v, s_e[k], s_e[k], k, s_n[k])
+        assert_matches_oracle(v, s_e[k], s_e[k], k, s_n[k], WHOLE_NETWORK)
         changed += not torch.equal(v, model.state_dict()[k])
     assert changed > 0.9 * sum(v.is_floating_point() for v in s_f.values())
 

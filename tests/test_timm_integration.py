@@ -10,7 +10,7 @@ from attnkernels.integrations import timm as ak_timm
 from attnkernels.nn._family import FusedFamily
 
 from bench.networks import attention_paths, make_attention_matter, triplet_layer
-from utils import assert_matches_oracle, nudged
+from utils import WHOLE_NETWORK, assert_matches_oracle, nudged
 
 # attn_layer name -> the fused class timm then builds
 ATTN_LAYERS = {"se": fnn.SEModule, "ese": fnn.EffectiveSEModule, "eca": fnn.EcaModule,
@@ -42,7 +42,7 @@ def _assert_same_outputs(fused_model, original):
     with torch.no_grad():
         y_f, y_e, y_n = fused_model(x), original(x), original(nudged(x))
         y_o = copy.deepcopy(original).double()(x.double())
-    assert_matches_oracle(y_f, y_e, y_o, "y", y_n)
+    assert_matches_oracle(y_f, y_e, y_o, "y", y_n, WHOLE_NETWORK)
 
 
 @pytest.mark.parametrize("attn_layer", list(ATTN_LAYERS))
