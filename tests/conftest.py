@@ -1,5 +1,6 @@
 import atexit
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -22,6 +23,15 @@ if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
 # before triton.jit decorates anything.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# The fuzz tests' seed: a fresh one each run unless given (set here, before
+# pytest-xdist starts its workers, so that every worker draws the same cases).
+os.environ.setdefault("ATTNKERNELS_FUZZ_SEED", str(random.SystemRandom().randrange(2 ** 32)))
+
+
+def pytest_report_header():
+    seed = os.environ["ATTNKERNELS_FUZZ_SEED"]
+    return f"fuzz seed: {seed} (ATTNKERNELS_FUZZ_SEED={seed} replays this run's fuzz cases)"
 
 
 @pytest.fixture(autouse=True)
