@@ -93,22 +93,8 @@ def test_cuda_kernels_match_the_float64_reference_and_every_kernel_runs(emulated
     assert not missing, f"CUDA kernels never launched under the emulator: {sorted(missing)}"
 
 
-DETERMINISM_SCRIPT = r"""
-import hashlib, sys, torch
-sys.path.insert(0, {tests!r})
-from utils import FLAVOURS, run_module
-digest = hashlib.sha256()
-for name in sorted(FLAVOURS):
-    for fmt in (torch.contiguous_format, torch.channels_last):
-        torch.manual_seed(0)
-        m = FLAVOURS[name](40)
-        m.backend = "cpu"
-        x = torch.randn(3, 40, 9, 7).to(memory_format=fmt)
-        y, dx, dw = run_module(m, x, torch.randn_like(x))
-        for t in (y, dx, *[g for g in dw.values() if g is not None]):
-            digest.update(t.detach().contiguous().numpy().tobytes())
-print(digest.hexdigest())
-"""
+DIGEST_SCRIPT = ("import sys; sys.path.insert(0, {tests!r}); import utils; "
+                 "print(utils.flavours_digest())")
 
 
 def test_cuda_kernels_are_bitwise_deterministic_under_any_schedule(emulated_library):
@@ -118,7 +104,7 @@ def test_cuda_kernels_are_bitwise_deterministic_under_any_schedule(emulated_libr
     for seed in (11, 12):
         env = {**os.environ, "ATTNKERNELS_EXTENSION": emulated_library,
                "ATTNKERNELS_SIMT_SEED": str(seed)}
-        out = subprocess.run([sys.executable, "-c", DETERMINISM_SCRIPT.format(tests=TESTS)],
+        out = subprocess.run([sys.executable, "-c", DIGEST_SCRIPT.format(tests=TESTS)],
                              env=env, capture_output=True, text=True, timeout=1200)
         assert out.returncode == 0, out.stderr[-4000:]
         digests.append(out.stdout.strip().splitlines()[-1])

@@ -1,10 +1,20 @@
 """Every family under torch.use_deterministic_algorithms(True): no error, and
-repeated runs bitwise equal (forward and every gradient), on every backend here."""
+repeated runs bitwise equal (forward and every gradient), on every backend here;
+the CPU kernels bitwise equal across processes and thread counts."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from test_fuzz import FLAVOURS
-from utils import assert_same_runs, fused_backends, run_module
+import attnkernels
+
+from utils import FLAVOURS, assert_same_runs, flavours_digest, fused_backends, run_module
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+# several channel blocks with a partial last one, several spatial tiles
+MULTI_TILE = (3, 300, 17, 19)
 
 
 @pytest.mark.parametrize("backend,device", fused_backends())
@@ -21,3 +31,23 @@ def test_deterministic_algorithms(backend, device, flavour):
         assert_same_runs([run_module(m, x, dy) for _ in range(2)])
     finally:
         torch.use_deterministic_algorithms(before)
+
+
+DIGEST_SCRIPT = ("import sys, torch; sys.path.insert(0, {tests!r}); import utils; "
+                 "torch.set_num_threads({threads}); print(utils.flavours_digest({shape}))")
+
+
+@pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None,
+                    reason="the C++ CPU extension is not built")
+def test_cpu_kernels_give_the_same_bits_in_other_processes_and_at_any_thread_count():
+    """The CPU kernels promise fixed-order reductions whatever the thread count:
+    every flavour, forward and gradients, here and in fresh processes with 1, 2
+    and the machine's thread count (another process: another heap, another
+    allocation of every buffer)."""
+    here = flavours_digest(MULTI_TILE)
+    for threads in sorted({1, 2, os.cpu_count() or 1}):
+        out = subprocess.run([sys.executable, "-c", DIGEST_SCRIPT.format(
+            tests=TESTS, threads=threads, shape=MULTI_TILE)], capture_output=True, text=True,
+            timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.strip().splitlines()[-1] == here, f"{threads} threads"
