@@ -61,14 +61,14 @@ def test_fused_matches_reference(backend, device, flavour, n, c, h, w, dtype, la
 
 # The regression corpus: every failure the fuzzer found, and what it was.
 REGRESSIONS = [
-    # BatchNorm over two values per channel (CoordAtt, 1x3x1x1, training): the
-    # rule's eager budget was luckily small; one ulp of input moves eager 3x more.
-    dict(flavour="coord_official", n=1, c=3, h=1, w=1, dtype="float32", layout="nchw",
-         train=True, explicit=False, seed=1),
+    # A parameter gradient summing 2x64x64 unit terms to 10: fused's order rounds
+    # its partial sums (size ~64) 9x more than eager's cascade (the `terms` floor).
+    dict(flavour="se_timm", n=2, c=2, h=64, w=64, dtype="float32", layout="channels_last",
+         train=False, explicit=False, seed=288),
 ]
 
 
-@pytest.mark.parametrize("case", REGRESSIONS, ids=lambda case: case["flavour"])
+@pytest.mark.parametrize("case", REGRESSIONS, ids=lambda case: f"{case['flavour']}-{case['seed']}")
 @pytest.mark.parametrize("backend,device", COMPILED, ids=[f"{b}-{d}" for b, d in COMPILED])
 def test_regression_corpus(backend, device, case):
     assert check_flavour_case(backend, device, case["flavour"],
@@ -91,7 +91,7 @@ def test_triton_interpreter_matches_reference(backend, device, flavour, n, c, h,
 def _check(backend, device, flavour, n, c, h, w, dtype, layout, train, explicit, seed):
     if not check_flavour_case(backend, device, flavour, (n, c, h, w), DTYPES[dtype], layout, train,
                               explicit, seed):
-        hypothesis.assume(False)  # upstream itself refuses (BatchNorm over 1 value)
+        hypothesis.assume(False)  # upstream refuses, or no answer is better (BatchNorm)
 
 
 @pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
