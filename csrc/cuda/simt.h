@@ -156,10 +156,13 @@ T shfl_down(unsigned int mask, T value, unsigned int delta) {
   return out;
 }
 
-// Shared memory sits between two guard bands of 0xFF bytes (NaN for floats, -1
-// for ints): a read just outside the declared size returns NaN and fails the
-// parity tests; a write there is found when the block ends (check_guards).
+// Shared memory starts as 0xFF bytes (NaN for floats, -1 for ints) and sits
+// between two guard bands of 0x7F bytes (3.4e38 in float and bfloat16, NaN in
+// half): a read just outside the declared size gets a wild value and fails the
+// parity tests; a write there (a NaN computed from such a read included) is
+// found when the block ends (check_guards).
 constexpr size_t kGuardBytes = 256;
+constexpr unsigned char kFillByte = 0xFF, kGuardByte = 0x7F;
 
 template <typename T>
 struct Guarded {
@@ -169,14 +172,15 @@ struct Guarded {
 };
 
 // Static shared memory (AK_SHARED): a thread_local function-local static, one
-// copy per OS thread's running block, filled with 0xFF (guards included) the
-// first time a thread of each block reaches its declaration.
+// copy per OS thread's running block, filled (guards included) the first time a
+// thread of each block reaches its declaration.
 template <typename T>
 T& shared_region(Guarded<T>& g, const char* name) {
   Block& b = block();
   for (const auto& r : b.shared_filled)
     if (r.base == &g) return g.data;
-  std::memset(&g, 0xFF, sizeof(g));
+  std::memset(&g, kGuardByte, sizeof(g));
+  std::memset(&g.data, kFillByte, sizeof(T));
   b.shared_filled.push_back({&g, sizeof(g), offsetof(Guarded<T>, data), sizeof(T), name});
   return g.data;
 }
@@ -188,11 +192,11 @@ T* dynamic_shared() {
   return reinterpret_cast<T*>(block().dynamic_shared.data() + kGuardBytes);
 }
 
-// A guard byte that is no longer 0xFF: a write outside the declared size.
+// A guard byte changed: a write outside the declared size.
 inline std::string check_guards(const Block& b) {
   auto outside = [](const unsigned char* p, size_t data_offset, size_t data_bytes, size_t total) {
     for (size_t i = 0; i < total; ++i)
-      if ((i < data_offset || i >= data_offset + data_bytes) && p[i] != 0xFF) return true;
+      if ((i < data_offset || i >= data_offset + data_bytes) && p[i] != kGuardByte) return true;
     return false;
   };
   for (const auto& r : b.shared_filled)
@@ -230,6 +234,23 @@ inline void run_block(Block& b) {
     b.threads[i].state = State::kReady;
     ready.push_back(static_cast<int>(i));
   };
+  // A warp's shuffle completes as soon as every lane its masks name has arrived,
+  // so that one warp can run ahead of the others, as on a GPU.
+  auto release_warp_if_complete = [&](size_t w) {
+    const size_t end = std::min(n, w + kLanes);
+    unsigned int mask = 0;
+    for (size_t i = w; i < end; ++i)
+      if (b.threads[i].state == State::kAtWarpSync) mask |= b.threads[i].mask;
+    if (mask == 0) return;
+    for (size_t i = w; i < end; ++i)
+      if ((mask >> (i - w) & 1u) && b.threads[i].state != State::kAtWarpSync) return;
+    for (size_t i = w; i < end; ++i)
+      if (b.threads[i].state == State::kAtWarpSync) release(i);
+  };
+  // Two schedules, drawn per block: any ready thread at random; or warp by warp
+  // (the lanes of the last thread's warp first), which runs one warp far ahead
+  // of the others between barriers, where a missing barrier shows.
+  const bool by_warp = b.rng() & 1u;
   for (;;) {
     if (ready.empty()) {
       // Release every warp whose lanes named in the waiting lanes' masks (and
@@ -271,11 +292,21 @@ inline void run_block(Block& b) {
                 "names a lane that returned";
       return;
     }
-    const size_t pick = std::uniform_int_distribution<size_t>(0, ready.size() - 1)(b.rng);
+    size_t pick = std::uniform_int_distribution<size_t>(0, ready.size() - 1)(b.rng);
+    if (by_warp) {
+      const int warp = b.current / kLanes;
+      for (size_t i = 0; i < ready.size(); ++i)
+        if (ready[i] / kLanes == warp) {
+          pick = i;
+          break;
+        }
+    }
     b.current = ready[pick];
     ready[pick] = ready.back();
     ready.pop_back();
     switch_context(b.scheduler, b.threads[b.current].context);
+    if (b.threads[b.current].state == State::kAtWarpSync)
+      release_warp_if_complete(b.current - b.current % kLanes);
   }
 }
 
@@ -336,7 +367,8 @@ struct Launch {
       b.index = index;
       b.rng.seed(rng());
       b.shared_filled.clear();
-      b.dynamic_shared.assign(shared_bytes + 2 * kGuardBytes, 0xFF);
+      b.dynamic_shared.assign(shared_bytes + 2 * kGuardBytes, kGuardByte);
+      std::fill_n(b.dynamic_shared.begin() + kGuardBytes, shared_bytes, kFillByte);
       g_block = &b;
       run_block(b);
       g_block = outer;

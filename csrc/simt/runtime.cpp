@@ -28,10 +28,11 @@ struct WriteLaunchedAtExit {
 
 // Global memory, bounds-checked: while this library is loaded every CPU tensor
 // (the kernels' inputs, outputs and workspaces) is allocated between guard bands
-// of 0xFF bytes, and its own bytes start as 0xFF too. A kernel that reads past a
-// tensor's end or reads memory nobody wrote gets NaN (floats) and fails the
-// parity tests; one that writes past either end is reported when the tensor is
-// freed, and the process aborts (a deleter cannot throw).
+// of kGuardByte (wild values: 3.4e38, or NaN in half), and its own bytes start as
+// kFillByte (NaN). A kernel that reads past a tensor's end or reads memory nobody
+// wrote gets those and fails the parity tests; one that writes past either end
+// is reported when the tensor is freed, and the process aborts (a deleter
+// cannot throw).
 class FencedCPUAllocator final : public c10::Allocator {
  public:
   static constexpr size_t kGuard = 64;  // also c10's CPU alignment
@@ -41,7 +42,8 @@ class FencedCPUAllocator final : public c10::Allocator {
     const size_t total = kGuard + (n + kGuard - 1) / kGuard * kGuard + kGuard;
     auto* raw = static_cast<unsigned char*>(std::aligned_alloc(kGuard, total));
     if (!raw) throw std::bad_alloc();
-    std::memset(raw, 0xFF, total);
+    std::memset(raw, attnkernels::simt::kGuardByte, total);
+    std::memset(raw + kGuard, attnkernels::simt::kFillByte, n);
     std::memcpy(raw, &n, sizeof(n));  // the size, in the front guard's first bytes
     void* data = raw + kGuard;
     return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
@@ -61,7 +63,7 @@ class FencedCPUAllocator final : public c10::Allocator {
     const size_t total = kGuard + (n + kGuard - 1) / kGuard * kGuard + kGuard;
     for (size_t i = sizeof(n); i < total; ++i) {
       if (i == kGuard) i += n;  // the tensor's own bytes
-      if (i < total && raw[i] != 0xFF) {
+      if (i < total && raw[i] != attnkernels::simt::kGuardByte) {
         std::fprintf(stderr,
                      "simt: a write outside a tensor's memory: byte %lld from the start of a "
                      "%zu-byte tensor changed\n",
