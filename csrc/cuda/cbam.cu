@@ -54,7 +54,7 @@ template <bool kFirst>
 __device__ __forceinline__ int block_tie(int v, int* scratch) {
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   v = warp_tie<kFirst>(v);
-  __syncthreads();
+  __syncthreads();  // scratch may still be read from a previous call
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
   if (warp == 0) {

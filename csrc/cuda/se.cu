@@ -106,25 +106,24 @@ __global__ void se_gate_backward_kernel(const acc_t* __restrict__ pooled,
   const acc_t* wl = w.w2 ? w.w2 : w.w1;  // the layer that produced z: (C, nin)
   const int64_t nin = w.w2 ? R : C;
   acc_t* din = w.w2 ? dh : s;  // s is no longer needed once z is known
-  __syncthreads();
   for (int64_t k = threadIdx.x; k < nin; k += blockDim.x) {
     acc_t acc = 0;
     for (int64_t c = 0; c < C; ++c) acc += dz[c] * wl[c * nin + k];
     din[k] = acc;
   }
-  __syncthreads();
+  // No barrier here or after the next two loops' writes: each thread reads back
+  // only the din[k] / s[c] it wrote itself (the loops share their thread map).
   if (w.w2) {
     for (int64_t r = threadIdx.x; r < R; r += blockDim.x) {
       dh[r] *= activation_grad(h[r], w.act);
       dh_out[n * R + r] = dh[r];
     }
     __syncthreads();
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {  // ds = W1^T dh, into s
       acc_t acc = 0;
       for (int64_t r = 0; r < R; ++r) acc += dh[r] * w.w1[r * C + c];
       s[c] = acc;
     }
-    __syncthreads();
   }
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     dmean[n * C + c] = s[c] * mean_scale;
