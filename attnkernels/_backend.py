@@ -21,13 +21,14 @@ PRIORITY = ("cuda", "triton", "cpu", "reference")
 _FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def _checked(name: str) -> str:
+def checked(name: str) -> str:
+    """``name`` if it is a backend name, else a ValueError listing them."""
     if name not in NAMES:
         raise ValueError(f"unknown backend {name!r}; expected one of {NAMES}")
     return name
 
 
-_state = {"backend": _checked(os.environ.get("ATTNKERNELS_BACKEND", "auto").strip().lower() or "auto")}
+_state = {"backend": checked(os.environ.get("ATTNKERNELS_BACKEND", "auto").strip().lower() or "auto")}
 
 
 def triton_interpret() -> bool:
@@ -103,7 +104,7 @@ def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: Lis
     While ``torch.onnx.export`` traces, always the reference: its decomposition
     (mean, amax, matmul, conv, BatchNorm, sigmoid: standard ONNX operators, and
     no adaptive pools) is what the exported graph must hold, whatever the choice."""
-    name = _checked(requested or _state["backend"])
+    name = checked(requested or _state["backend"])
     if torch.onnx.is_in_onnx_export():
         return "reference"
     if name != "auto":
@@ -132,7 +133,7 @@ def available_backends() -> Dict[str, Optional[str]]:
 def use_backend(name: str):
     """Context manager: run attnkernels ops with backend ``name`` ("auto", "cpu", ...)."""
     previous = _state["backend"]
-    _state["backend"] = _checked(name)
+    _state["backend"] = checked(name)
     try:
         yield
     finally:

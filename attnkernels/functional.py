@@ -39,6 +39,10 @@ def _check_first_layer(x, w1, b1) -> int:
         raise ValueError(f"w1 must be a 2-D (reduced, C) tensor, got "
                          f"{tuple(w1.shape) if isinstance(w1, torch.Tensor) else type(w1).__name__}")
     reduced = w1.shape[0]
+    if w1.shape[1] != x.shape[1]:  # name the input: the weights are usually right
+        raise ValueError(f"x has {x.shape[1]} channels, but the module's gate network expects "
+                         f"{w1.shape[1]} (w1 must have shape {(reduced, x.shape[1])} for this x, "
+                         f"got {tuple(w1.shape)})")
     _check_param(x, w1, "w1", (reduced, x.shape[1]))
     _check_param(x, b1, "b1", (reduced,))
     return reduced

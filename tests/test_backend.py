@@ -31,6 +31,23 @@ def test_unknown_backend():
             pass
 
 
+def test_a_module_refuses_an_unknown_backend_when_it_is_set():
+    m = fnn.SEModule(16)
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        m.backend = "gpu"
+    m.backend = "cpu"
+    m.backend = None  # back to use_backend() / auto
+    assert m.backend is None
+
+
+@pytest.mark.parametrize("make", [lambda: fnn.SEModule(256), lambda: fnn.CbamModule(256),
+                                  lambda: fnn.CoordAttn(256)])
+def test_a_channel_mismatch_names_the_input(make):
+    with pytest.raises(ValueError, match="x has 128 channels, but the module's gate network "
+                                         "expects 256"):
+        make()(torch.randn(2, 128, 5, 5))
+
+
 def test_use_backend_context_and_auto_agree_with_reference():
     x, w1, b1, w2, b2 = _args()
     with attnkernels.use_backend("reference"):

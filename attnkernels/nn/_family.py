@@ -26,6 +26,13 @@ class FusedFamily(nn.Module):
     def __init__(self, *args, flavour: Optional[str] = None, **kwargs):
         super().__init__(*args, **kwargs)
 
+    def __setattr__(self, name, value):
+        if name == "backend" and value is not None:  # a typo fails here, not at the next call
+            from .. import _backend
+
+            _backend.checked(value)
+        super().__setattr__(name, value)
+
     def __init_subclass__(cls, flavour: Optional[str] = None, **kwargs):
         super().__init_subclass__(**kwargs)
         if flavour is not None:
