@@ -9,6 +9,7 @@ optimizer state that refers to them are preserved as they are.
 """
 import copy
 import dataclasses
+import re
 from typing import Callable, List, Optional, Tuple
 
 import torch
@@ -319,7 +320,8 @@ def _probe_mismatch(original: nn.Module, candidate: nn.Module) -> Optional[str]:
 
 
 def _try_convert(module: nn.Module):
-    """(fused module, None), or (None, reason) for an attention-like module, or (None, None)."""
+    """(fused module, None), or (None, reason) for a module that matches a flavour's
+    structure but cannot be converted, or (None, None)."""
     if isinstance(module, _FUSED):
         return None, None
     for matcher in MATCHERS:
@@ -334,18 +336,36 @@ def _try_convert(module: nn.Module):
         if why:
             return None, f"matches {cls.__name__} structurally but {why}"
         return candidate, None
-    name = type(module).__name__.lower()
-    if any(k in name for k in ("squeeze", "excit", "selayer", "se_", "semodule")):
-        return None, "looks like squeeze-and-excitation but its structure matches no known flavour"
-    if "eca" in name or "efficientchannel" in name:
-        return None, "looks like ECA but its structure matches no known flavour"
-    if "cbam" in name or "blockattention" in name:
-        return None, "looks like CBAM but its structure matches no known flavour"
-    if "coord" in name or name.startswith("ca_"):
-        return None, "looks like Coordinate Attention but its structure matches no known flavour"
-    if "triplet" in name:
-        return None, "looks like Triplet Attention but its structure matches no known flavour"
     return None, None
+
+
+# Attention modules of kinds with no fused kernel yet, by class name.
+_UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"), (r"^GAM(_?Attention)?$", "GAM"),
+                      (r"^SimAM", "SimAM"), (r"^NAM(Attention)?$", "NAM"),
+                      (r"^EMA(_?(Module|Attention))?$", "EMA"),
+                      (r"^(SK|SKConv|SKAttention|SelectiveKernel\w*)$", "Selective Kernel"),
+                      (r"^CoT(Attention)?$", "CoT"), (r"^(DANet|DAHead|PAM_?Module|CAM_?Module)$",
+                                                     "DANet"),
+                      (r"^BiLevelRoutingAttention|^ShuffleAttention$|^PSA$", "another attention")]
+_LOOKALIKES = [(("squeeze", "excit", "selayer", "se_", "semodule"), "squeeze-and-excitation"),
+               (("eca", "efficientchannel"), "ECA"), (("cbam", "blockattention"), "CBAM"),
+               (("coord",), "Coordinate Attention"), (("triplet",), "Triplet Attention")]
+
+
+def _lookalike_reason(module: nn.Module) -> Optional[str]:
+    """Why a module whose class name says attention, and that nothing inside was
+    converted, is left alone (None: its name says nothing)."""
+    name = type(module).__name__
+    for pattern, kind in _UNSUPPORTED_KINDS:
+        if re.search(pattern, name, re.IGNORECASE):
+            return (f"a {kind} module: no fused kernel for this kind yet (fused: SE, ECA, CBAM, "
+                    "Coordinate and Triplet Attention)")
+    lower = name.lower()
+    for keys, family in _LOOKALIKES:
+        if any(k in lower for k in keys) or (family == "Coordinate Attention"
+                                              and lower.startswith("ca_")):
+            return f"looks like {family} but its structure matches no known flavour"
+    return None
 
 
 def convert(model: nn.Module) -> Tuple[nn.Module, ConversionReport]:
@@ -353,24 +373,33 @@ def convert(model: nn.Module) -> Tuple[nn.Module, ConversionReport]:
     version. Returns the model (a new object only when the root itself was
     converted) and a report of what was converted and what was left alone, and why."""
     report = ConversionReport()
-    new_root, why = _try_convert(model)
-    if new_root is not None:
-        report.converted.append(("", type(model).__name__, type(new_root).__name__))
-        return new_root, report
-    if why:
-        report.left_alone.append(("", type(model).__name__, why))
-    _convert_children(model, "", report)
-    return model, report
+    holder = nn.Module()  # the root converts like any child
+    holder.add_module("root", model)
+    _convert_children(holder, "", report, rename={"root": ""})
+    return holder.root, report
 
 
-def _convert_children(parent: nn.Module, prefix: str, report: ConversionReport) -> None:
+def _convert_children(parent: nn.Module, prefix: str, report: ConversionReport,
+                      rename: Optional[dict] = None) -> bool:
+    """Converts below ``parent``; True when something there was converted or reported.
+    A module whose name alone says attention is reported only when nothing inside
+    it was: a residual block or a whole network that holds converted attention
+    modules is a container, not an attention module left alone."""
+    touched = False
     for name, child in list(parent.named_children()):
-        path = f"{prefix}.{name}" if prefix else name
+        if isinstance(child, _FUSED):  # converted already
+            continue
+        path = (rename or {}).get(name, f"{prefix}.{name}" if prefix else name)
         new, why = _try_convert(child)
         if new is not None:
             setattr(parent, name, new)
             report.converted.append((path, type(child).__name__, type(new).__name__))
+            touched = True
             continue
+        at = len(report.left_alone)  # a module's line before its children's
+        inner = _convert_children(child, path, report)
+        why = why or (None if inner else _lookalike_reason(child))
         if why:
-            report.left_alone.append((path, type(child).__name__, why))
-        _convert_children(child, path, report)
+            report.left_alone.insert(at, (path, type(child).__name__, why))
+        touched = touched or inner or bool(why)
+    return touched

@@ -346,3 +346,52 @@ def test_convert_triplet_flavours_same_outputs_gradients_and_running_statistics(
     buffers = dict(original.named_buffers())
     for name, b in net.named_buffers():
         torch.testing.assert_close(b, buffers[name], msg=name)
+
+
+class ECABasicBlock(nn.Module):
+    """A residual block that holds an ECA module (ecanet's ECABasicBlock)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.eca = ref.ECALayer(c, 3)
+
+    def forward(self, x):
+        return x + self.eca(self.conv(x))
+
+
+class EcaMobileNet(nn.Module):
+    """A whole network whose class name says ECA."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.Sequential(ECABasicBlock(8), ECABasicBlock(8))
+        self.odd = ECAOdd()
+        self.simam = SimAM()
+
+
+class ECAOdd(nn.Module):
+    """Named like ECA, built like nothing we know."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+
+class SimAM(nn.Module):
+    """A parameter-free attention kind with no fused kernel yet."""
+
+    def forward(self, x):
+        return x
+
+
+def test_the_report_lists_attention_modules_left_alone_and_no_containers():
+    net, report = attnkernels.convert(EcaMobileNet())
+    assert {n for n, _, _ in report.converted} == {"blocks.0.eca", "blocks.1.eca"}, str(report)
+    left = {name: why for name, _, why in report.left_alone}
+    assert set(left) == {"odd", "simam"}, str(report)  # not the blocks, not the network
+    assert "looks like ECA" in left["odd"]
+    assert "a SimAM module: no fused kernel for this kind yet" in left["simam"]
+    root, report = attnkernels.convert(ECAOdd())
+    assert [n for n, _, _ in report.left_alone] == [""]  # the root is reported as <root>
