@@ -29,9 +29,17 @@ if not torch.cuda.is_available():
 os.environ.setdefault("ATTNKERNELS_FUZZ_SEED", str(random.SystemRandom().randrange(2 ** 32)))
 
 
-def pytest_report_header():
+def _fuzz_seed_line() -> str:
     seed = os.environ["ATTNKERNELS_FUZZ_SEED"]
     return f"fuzz seed: {seed} (ATTNKERNELS_FUZZ_SEED={seed} replays this run's fuzz cases)"
+
+
+def pytest_report_header():
+    return _fuzz_seed_line()
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(_fuzz_seed_line())  # also under -q, which hides the header
 
 
 @pytest.fixture(autouse=True)

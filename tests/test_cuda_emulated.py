@@ -105,7 +105,7 @@ def test_cuda_kernels_are_bitwise_deterministic_under_any_schedule(emulated_libr
         env = {**os.environ, "ATTNKERNELS_EXTENSION": emulated_library,
                "ATTNKERNELS_SIMT_SEED": str(seed)}
         out = subprocess.run([sys.executable, "-c", DIGEST_SCRIPT.format(tests=TESTS)],
-                             env=env, capture_output=True, text=True, timeout=1200)
+                             env=env, capture_output=True, text=True, timeout=1200, cwd=TESTS)
         assert out.returncode == 0, out.stderr[-4000:]
         digests.append(out.stdout.strip().splitlines()[-1])
     assert digests[0] == digests[1]

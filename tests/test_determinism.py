@@ -48,6 +48,6 @@ def test_cpu_kernels_give_the_same_bits_in_other_processes_and_at_any_thread_cou
     for threads in sorted({1, 2, os.cpu_count() or 1}):
         out = subprocess.run([sys.executable, "-c", DIGEST_SCRIPT.format(
             tests=TESTS, threads=threads, shape=MULTI_TILE)], capture_output=True, text=True,
-            timeout=600)
+            timeout=600, cwd=TESTS)  # not the root: the installed package, not the source tree
         assert out.returncode == 0, out.stderr[-3000:]
         assert out.stdout.strip().splitlines()[-1] == here, f"{threads} threads"

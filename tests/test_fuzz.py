@@ -89,6 +89,7 @@ def test_triton_interpreter_matches_reference(backend, device, flavour, n, c, h,
 
 
 def _check(backend, device, flavour, n, c, h, w, dtype, layout, train, explicit, seed):
+    hypothesis.note(f"ATTNKERNELS_FUZZ_SEED={SEED} replays this run")
     if not check_flavour_case(backend, device, flavour, (n, c, h, w), DTYPES[dtype], layout, train,
                               explicit, seed):
         hypothesis.assume(False)  # upstream refuses, or no answer is better (BatchNorm)
