@@ -10,8 +10,8 @@ from attnkernels import nn as fnn
 from attnkernels import reference as ref
 
 import utils
-from utils import (assert_module_matches_reference, assert_same_runs, fused_backends,
-                   matrix_cases, run_module, runs_per_thread_count)
+from utils import (assert_empty_like_upstream, assert_module_matches_reference, assert_same_runs,
+                   fused_backends, matrix_cases, run_module, runs_per_thread_count)
 
 BACKENDS = fused_backends()
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -95,11 +95,7 @@ def test_cpu_independent_of_thread_count(fmt, batch):
 def test_zero_size(backend, device, shape):
     m = fnn.EcaModule(8).to(device)
     m.backend = backend
-    x = torch.randn(shape, device=device, requires_grad=True)
-    y = m(x)
-    assert y.shape == x.shape
-    y.sum().backward()
-    assert x.grad.shape == x.shape
+    assert_empty_like_upstream(m, shape, device)
 
 
 @pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None, reason="no C++ extension")

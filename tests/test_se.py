@@ -9,8 +9,9 @@ from attnkernels import nn as fnn
 from attnkernels import reference as ref
 
 import utils
-from utils import (assert_matches_oracle, assert_module_matches_reference, assert_same_runs,
-                   fused_backends, matrix_cases, run_module, runs_per_thread_count)
+from utils import (assert_empty_like_upstream, assert_matches_oracle,
+                   assert_module_matches_reference, assert_same_runs, fused_backends, matrix_cases,
+                   run_module, runs_per_thread_count)
 
 BACKENDS = fused_backends()
 
@@ -146,15 +147,13 @@ def test_max_propagates_nan(backend, device):
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize("shape", [(0, 8, 4, 4), (2, 8, 0, 3)])
+@pytest.mark.parametrize("shape", [(0, 8, 4, 4), pytest.param((2, 8, 0, 3), marks=pytest.mark.xfail(
+    strict=True, reason="known difference: on an empty plane upstream's mean over nothing is NaN "
+    "and so are all its gate gradients; the fused backward returns zero bias gradients"))])
 def test_zero_size(backend, device, shape):
     m = fnn.SEModule(8).to(device)
     m.backend = backend
-    x = torch.randn(shape, device=device, requires_grad=True)
-    y = m(x)
-    assert y.shape == x.shape
-    y.sum().backward()
-    assert x.grad.shape == x.shape
+    assert_empty_like_upstream(m, shape, device)
 
 
 @pytest.mark.skipif(not attnkernels.available_backends()["cpu"] is None, reason="no C++ extension")

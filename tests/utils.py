@@ -437,3 +437,36 @@ def flavours_digest(shape=(3, 40, 9, 7), backend="cpu") -> str:
             for t in (y, dx, *[g for g in dw.values() if g is not None]):
                 digest.update(t.detach().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def assert_empty_like_upstream(fused, shape, device):
+    """An empty input (a zero-size batch or plane) on ``fused``'s backend: y and dx
+    empty and of x's shape, and every parameter gradient and buffer afterwards
+    what the upstream module (the reference twin, same input) leaves; where
+    upstream refuses an empty input (a .view(N, 1, -1)), zero gradients and
+    untouched buffers."""
+    before = {n: b.clone() for n, b in fused.named_buffers()}
+    runs = []
+    for m in (fused.reference_module(), fused):
+        x = torch.randn(shape, device=device, requires_grad=True)
+        try:
+            y = m(x)
+        except RuntimeError:
+            assert m is not fused
+            runs.append(None)
+            continue
+        y.sum().backward()
+        runs.append((y, x.grad, {n: p.grad for n, p in m.named_parameters()},
+                     {n: b.clone() for n, b in m.named_buffers()}))
+    upstream, (y, dx, grads, buffers) = runs
+    assert tuple(y.shape) == tuple(shape) and tuple(dx.shape) == tuple(shape)
+    if upstream is None:
+        upstream = (None, None, {n: None for n in grads}, before)
+    _, _, grads_r, buffers_r = upstream
+    for n, g in grads_r.items():
+        if g is None:
+            assert grads[n] is None or not grads[n].any(), n
+        else:
+            torch.testing.assert_close(grads[n], g, rtol=0, atol=0, equal_nan=True, msg=n)
+    for n, b in buffers_r.items():
+        torch.testing.assert_close(buffers[n], b, rtol=0, atol=0, equal_nan=True, msg=n)
