@@ -13,6 +13,7 @@ Environment:
                          sanitizer runtime preloaded, as tools/sanitize.sh does
 """
 import glob
+import json
 import os
 import re
 import shutil
@@ -99,15 +100,39 @@ def get_extensions():
         # gate_matmul's tiles through at::cpu::mm_out, not BLAS directly: the
         # fallback of a torch without BLAS symbols, tested here
         macros.append(("ATTNKERNELS_PORTABLE_GEMM", None))
+    if with_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    info_dir = write_build_info(torch, with_cuda, sanitize)
     if not with_cuda:
-        return [CppExtension("attnkernels._C", sources, define_macros=macros,
+        return [CppExtension("attnkernels._C", sources, define_macros=macros, include_dirs=[info_dir],
                              extra_compile_args={"cxx": cxx}, extra_link_args=link)]
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
     nvcc = opt + ["-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
-    return [CUDAExtension("attnkernels._C", sources, define_macros=macros,
+    return [CUDAExtension("attnkernels._C", sources, define_macros=macros, include_dirs=[info_dir],
                           extra_compile_args={"cxx": cxx, "nvcc": nvcc},
                           extra_link_args=link)]
+
+
+def write_build_info(torch, with_cuda, sanitize):
+    """What this build holds, compiled into _C (csrc/ops.cpp reads the header):
+    `python -m attnkernels --info` shows it. Returns the header's folder."""
+    info = {
+        "TORCH": torch.__version__,
+        "CUDA_ARCHS": os.environ["TORCH_CUDA_ARCH_LIST"] if with_cuda else "",
+        "CUDA": (torch.version.cuda or "") if with_cuda else "",
+        "SANITIZE": sanitize,
+        "DEBUG": "1" if os.environ.get("ATTNKERNELS_DEBUG") == "1" else "",
+    }
+    folder = os.path.join(ROOT, "build", "generated")
+    os.makedirs(folder, exist_ok=True)
+    text = "".join(f"#define ATTNKERNELS_BUILD_{k} {json.dumps(v)}\n" for k, v in info.items())
+    path = os.path.join(folder, "attnkernels_build_info.h")
+    if not os.path.exists(path) or open(path).read() != text:  # unchanged: no rebuild of ops.cpp
+        with open(path, "w") as f:
+            f.write(text)
+    log("building for torch {TORCH}, CUDA architectures: {archs}".format(
+        archs=info["CUDA_ARCHS"] or "none (CPU kernels only)", **info))
+    return folder
 
 
 def cmdclass():

@@ -1,13 +1,19 @@
-"""Micro-benchmarks: ``python -m bench [--modules se eca cbam coord triplet] [--device cpu|cuda] [--dtype ...] [--shapes ...] [--batches 1 8 32]``.
+"""Micro-benchmarks: ``python -m bench [--quick | --full] [--modules se eca cbam coord triplet] [--device cpu|cuda] [--dtype ...] [--shapes ...] [--batches 1 8 32] [--out DIR]``.
 
 For each module family and shape: ``x.clone()`` (the copy baseline, timed
-right before each case), the eager reference module, ``torch.compile`` of it, and every
-fused backend that can run on the device; modes ``forward`` (inference, no
-autograd), ``backward`` (alone, on one retained graph; ``--modes`` adds it) and
-``fwd+bwd``. ``--providers ... copy`` adds the floor of any out-of-place
-attention module: ``x * 1``, which writes y forward and dx backward and reads
-nothing else. Writes a long-format CSV and JSON per family under
-bench/results/ with the device name, versions, date and command."""
+right before each case), the eager reference module, ``torch.compile`` of it,
+and every fused backend of the device (the C++ kernels on the CPU, CUDA and
+Triton on a GPU: a run that cannot load one of them stops and says why);
+modes ``forward`` (inference, no autograd), ``backward`` (alone, on one
+retained graph; ``--modes`` adds it) and ``fwd+bwd``. ``--providers ... copy``
+adds the floor of any out-of-place attention module: ``x * 1``, which writes y
+forward and dx backward and reads nothing else.
+
+The default run times each family's main flavour on a few real shapes (about
+5 minutes on a 2-core CPU); ``--quick`` one shape, ``--full`` every flavour
+and shape. Writes a long-format CSV and JSON per family (with the device name,
+versions, date and command) and a PNG of the speedups to ``--out``
+(default ``./bench-results/<date>/``), and prints a summary table."""
 import argparse
 import csv
 import datetime
@@ -22,10 +28,16 @@ import torch
 import attnkernels
 
 from . import cbam, coord, eca, se, triplet
+from .plot import FUSED
 from .timing import measure
 
 # --quick: the shape the targets are set on (per device) and a short timing budget.
 QUICK_SHAPES, QUICK_BUDGET = {"cpu": "resnet50-stage1", "cuda": "record-b64"}, 0.15
+# The default run (about 5 minutes on a 2-core CPU): each family's main flavour
+# on a few real shapes; --full: every flavour and shape.
+DEFAULT_SHAPES = {"cpu": ["resnet50-stage1", "resnet50-stage4", "inference-b1"],
+                  "cuda": ["record-b64", "resnet50-stage3", "inference-b1"]}
+DEFAULT_BUDGET, FULL_BUDGET = 0.3, 1.0
 FAMILIES = {"se": se, "eca": eca, "cbam": cbam, "coord": coord, "triplet": triplet}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -60,14 +72,20 @@ def describe(device: torch.device, dtype: torch.dtype, channels_last: bool, prog
     }
 
 
+def device_fused(device: torch.device):
+    """The fused backends of a device: the C++ kernels on the CPU, CUDA and Triton on a GPU."""
+    return ["cpu"] if device.type == "cpu" else ["cuda", "triton"]
+
+
 def providers(device: torch.device):
-    names = ["eager", "compile"]
-    for backend in ("cuda", "triton", "cpu"):
-        if attnkernels.available_backends()[backend] is None:
-            if (backend == "cpu") == (device.type == "cpu") and not (
-                    backend == "triton" and device.type == "cpu"):
-                names.append(backend)
-    return names
+    """The default: eager, torch.compile and the fused backends of the device
+    (whether they load or not: main() refuses to run without one)."""
+    return ["eager", "compile"] + device_fused(device)
+
+
+def default_out(meta) -> str:
+    """./bench-results/<date>/: in the user's working directory, never the package tree."""
+    return os.path.join("bench-results", meta["date"][:10])
 
 
 class CopyFloor(torch.nn.Module):
@@ -129,9 +147,10 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                         help="default: bfloat16 on CUDA, float32 on the CPU")
     parser.add_argument("--flavours", nargs="*", default=None,
-                        help="flavour groups to run, e.g. timm official (default: every one; "
-                             "--quick: each family's first)")
-    parser.add_argument("--shapes", nargs="*", default=None, help="shape names to run (default: all)")
+                        help="flavour groups to run, e.g. timm official (default: each family's "
+                             "main one; --full: every one)")
+    parser.add_argument("--shapes", nargs="*", default=None,
+                        help=f"shape names to run (default: {DEFAULT_SHAPES}; --full: all)")
     parser.add_argument("--batches", nargs="*", type=int, default=None,
                         help="a batch sweep: every shape at each of these batch sizes "
                              "(named <shape>-b<N>)")
@@ -139,38 +158,142 @@ def main(argv=None):
                         default=["forward", "fwd+bwd"],
                         help="backward: the backward pass alone, on one forward's graph")
     parser.add_argument("--providers", nargs="*", default=None,
-                        help="eager, compile, cuda, triton, cpu, copy (default: all that run "
-                             "on the device but copy)")
+                        help="eager, compile, cuda, triton, cpu, copy (default: eager, compile "
+                             "and every fused backend of the device: cpu on the CPU, cuda and "
+                             "triton on a GPU)")
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--budget", type=float, default=1.0, help="seconds of timing per case")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"only the targets' shape ({QUICK_SHAPES}), {QUICK_BUDGET} s per "
-                             "case (a few minutes on a 2-core CPU)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--budget", type=float, default=None,
+                        help=f"seconds of timing per case (default {DEFAULT_BUDGET}; --quick "
+                             f"{QUICK_BUDGET}; --full {FULL_BUDGET})")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help=f"one shape ({QUICK_SHAPES}), {QUICK_BUDGET} s per case (about a "
+                           "minute on a 2-core CPU)")
+    size.add_argument("--full", action="store_true",
+                      help=f"every flavour and shape, {FULL_BUDGET} s per case (an hour on a "
+                           "2-core CPU)")
+    parser.add_argument("--out", default=None,
+                        help="the folder to write to (default: ./bench-results/<date>/)")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
     if args.quick:
         args.shapes = args.shapes or [QUICK_SHAPES[device.type]]
-        args.budget = min(args.budget, QUICK_BUDGET)
+    elif not args.full:
+        args.shapes = args.shapes or DEFAULT_SHAPES[device.type]
+    if args.budget is None:
+        args.budget = QUICK_BUDGET if args.quick else FULL_BUDGET if args.full else DEFAULT_BUDGET
     dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
     provs = args.providers or providers(device)
+    missing = unavailable(provs, device)
+    if missing:
+        sys.exit(missing)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     meta = describe(device, dtype, args.channels_last, "python -m bench", argv)
-    print(f"# {meta['device']} | torch {meta['torch']} | {meta['dtype']} {meta['memory_format']}",
-          flush=True)
+    out = args.out or default_out(meta)
+    print(f"# {meta['device']} | torch {meta['torch']} | {meta['dtype']} {meta['memory_format']}"
+          f" | providers {' '.join(provs)}", flush=True)
     runs = [(f, flavour) for f in args.modules for flavour in family_flavours(FAMILIES[f], args)]
     if args.flavours and not runs:
         parser.error(f"no family has the flavours {args.flavours}")
     progress = Progress(sum(len(family_shapes(FAMILIES[f], args, device)) for f, _ in runs)
                         * len(args.modes) * len(provs))
+    written, every_row = [], []
     for family_name, flavour in runs:
         rows = run_family(family_name, flavour, FAMILIES[family_name], args, device, dtype, fmt,
                           provs, meta, progress)
         # The first flavour keeps the family's own file name.
         first = flavour == next(iter(FAMILIES[family_name].FLAVOURS))
-        write_results(rows, family_name if first else f"{family_name}-{flavour}", device, meta,
-                      args.out)
+        path = write_results(rows, family_name if first else f"{family_name}-{flavour}", device,
+                             meta, out)
+        if path:
+            written.append(path)
+            every_row += rows
+    if not written:
+        return
+    print()
+    print(summary(every_row))
+    print()
+    for path in written:
+        print(f"wrote {path}.csv, .json")
+    if not args.no_plot and any(p in FUSED for p in provs):
+        from . import plot
+
+        png = os.path.join(out, f"speedups-{device.type}-{meta['dtype']}-"
+                                f"{meta['memory_format']}-{meta['date'][:10]}.png")
+        plot.plot([p + ".json" for p in written], png)
+        print(f"wrote {png}")
+
+
+def unavailable(provs, device, program="python -m bench",
+                without="--providers eager compile") -> str:
+    """Why a fused provider asked for (by default: each one of the device)
+    cannot run, with the command that fixes it; empty when all can. The
+    benchmark never measures less than it says."""
+    why = {p: attnkernels.available_backends()[p] for p in provs if p in FUSED}
+    why = {p: w for p, w in why.items() if w is not None}
+    wrong_device = [p for p in provs if p in FUSED and (p == "cpu") != (device.type == "cpu")
+                    and not (p == "triton" and device.type == "cpu")]
+    if not why and not wrong_device:
+        return ""
+    names = sorted(set(why) | set(wrong_device))
+    lines = [f"{program}: the fused backend{'s' * (len(names) > 1)} {', '.join(names)} "
+             f"cannot run on {device} here:"]
+    lines += [f"  {p}: {w}" for p, w in why.items()]
+    lines += [f"  {p}: runs on {'the CPU' if p == 'cpu' else 'a CUDA device'}, not {device}"
+              for p in wrong_device]
+    from attnkernels import _extension
+
+    fixes = []
+    if _extension.advice():
+        fixes.append(_extension.advice())
+    if "cuda" in why and _extension.load():
+        fixes.append("The CUDA kernels are built when torch has CUDA and nvcc is found: "
+                     "`CUDA_HOME=/path/to/cuda pip install -e .` (`python -m attnkernels --info` "
+                     "shows what was built).")
+    if "triton" in why and device.type == "cpu":
+        fixes.append("Triton runs on the CPU only in its interpreter (TRITON_INTERPRET=1), far "
+                     "too slow to time.")
+    elif "triton" in why:
+        fixes.append("Install Triton: `pip install triton`.")
+    lines += fixes + [f"Or time without the fused kernels: {without}."]
+    return "\n".join(lines)
+
+
+def summary(rows) -> str:
+    """Per case: the fused providers' median time and speedups over eager and
+    torch.compile, and each time as a multiple of x.clone() (1 = a copy's time)."""
+    fused = [p for p in FUSED if any(r["provider"] == p for r in rows)]
+    cells = {(r["family"], r["flavour"], r["shape_name"], r["mode"], r["provider"]): r
+             for r in rows}
+    cases = list(dict.fromkeys(k[:4] for k in cells))
+    head = f"{'module':22s} {'shape':16s} {'mode':8s} {'eager ms':>9s} {'compile ms':>10s}"
+    for p in fused:
+        head += f" {p + ' ms':>9s} {'vs eager':>8s} {'vs comp.':>8s} {'x clone':>7s}"
+    lines = [head]
+    for case in cases:
+        ms = {p: cells[case + (p,)]["median_ms"] for p in ("eager", "compile", *fused)
+              if case + (p,) in cells}
+        line = (f"{case[0] + '/' + case[1]:22s} {case[2]:16s} {case[3]:8s} "
+                f"{_ms(ms.get('eager')):>9s} {_ms(ms.get('compile')):>10s}")
+        for p in fused:
+            if p not in ms:
+                line += f" {'-':>9s} {'-':>8s} {'-':>8s} {'-':>7s}"
+                continue
+            line += (f" {_ms(ms[p]):>9s} {_times(ms.get('eager'), ms[p]):>8s}"
+                     f" {_times(ms.get('compile'), ms[p]):>8s}"
+                     f" {cells[case + (p,)]['ratio_to_clone']:>7.2f}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _ms(v):
+    return "-" if v is None else f"{v:.3g}"
+
+
+def _times(base, v):
+    return "-" if base is None else f"{base / v:.2f}x"
 
 
 class Progress:
@@ -190,11 +313,11 @@ class Progress:
 
 
 def family_flavours(family, args):
-    """The flavour groups to run: those named by --flavours, else every one (--quick: the first)."""
+    """The flavour groups to run: those named by --flavours, else the main one (--full: every one)."""
     names = list(family.FLAVOURS)
     if args.flavours:
         return [n for n in names if n in args.flavours]
-    return names[:1] if args.quick else names
+    return names if args.full else names[:1]
 
 
 def family_shapes(family, args, device):
@@ -233,8 +356,10 @@ def run_family(family_name, flavour, family, args, device, dtype, fmt, provs, me
 
 
 def write_results(rows, family_name, device, meta, out):
+    """Writes <out>/<family>-<device>-<dtype>-<layout>-<date>.csv and .json;
+    returns that path without its suffix (None when there is nothing to write)."""
     if not rows:
-        return
+        return None
     os.makedirs(out, exist_ok=True)
     stem = f"{family_name}-{device.type}-{meta['dtype']}-{meta['memory_format']}-{meta['date'][:10]}"
     path = os.path.join(out, stem)
@@ -244,7 +369,7 @@ def write_results(rows, family_name, device, meta, out):
         w.writerows(rows)
     with open(path + ".json", "w") as f:
         json.dump(rows, f, indent=1)
-    print(f"wrote {path}.csv and .json")
+    return path
 
 
 def _peak(res):

@@ -10,14 +10,15 @@ cross-entropy, backward, SGD step), in images per second, with peak memory.
 Writes bench/results/models-<device>-<dtype>-<layout>-<date>.csv/.json."""
 import argparse
 import copy
-import os
+import sys
 
 import torch
 import torch.nn.functional as F
 
 import attnkernels
 
-from .__main__ import CopyFloor, Progress, _peak, describe, write_results
+from .__main__ import (CopyFloor, Progress, _peak, default_out, describe, device_fused,
+                       unavailable, write_results)
 from .networks import NETWORKS, attention_paths, make_attention_matter
 from .timing import measure_interleaved
 
@@ -94,7 +95,8 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=5.0, help="seconds of timing per case")
     parser.add_argument("--quick", action="store_true",
                         help=f"only {', '.join(QUICK_MODELS)}, eager providers, 1 s per case")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--out", default=None,
+                        help="the folder to write to (default: ./bench-results/<date>/)")
     args = parser.parse_args(argv)
     if args.quick:
         args.models = QUICK_MODELS if args.models == list(NETWORKS) else args.models
@@ -102,6 +104,13 @@ def main(argv=None):
         args.budget = min(args.budget, 1.0)
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    # the converted networks run "auto": without a fused backend of the device
+    # they would time the reference modules and call it ours
+    fused = device_fused(device)
+    if any(p.startswith("converted") for p in args.providers) and not any(
+            attnkernels.available_backends()[p] is None for p in fused):
+        sys.exit(unavailable(fused, device, "python -m bench.models",
+                             "--providers original original-compile"))
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     meta = describe(device, dtype, args.channels_last, "python -m bench.models", argv)
     print(f"# {meta['device']} | torch {meta['torch']} | {meta['dtype']} {meta['memory_format']} "
@@ -129,8 +138,10 @@ def main(argv=None):
                       f"{res['median_ms']:9.1f} ms  {row['images_per_s']:7.1f} img/s"
                       f" (p20-p80 {res['p20_ms']:.0f}-{res['p80_ms']:.0f}{_peak(res)})", flush=True)
         del original, converted
-    write_results(rows, "models", device, meta, args.out)
+    path = write_results(rows, "models", device, meta, args.out or default_out(meta))
     print(speedup_table(rows))
+    if path:
+        print(f"wrote {path}.csv, .json")
 
 
 def speedup_table(rows) -> str:

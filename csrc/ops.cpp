@@ -145,10 +145,26 @@ TORCH_LIBRARY(attnkernels, m) {
 
 #ifdef ATTNKERNELS_PYTHON_MODULE
 #include <Python.h>
+#include "attnkernels_build_info.h"  // written by setup.py: what this build holds
 // `import attnkernels._C` loads this library and so runs the registrations
-// above; the module itself is empty (no op is reachable only via pybind11).
+// above; the module holds no op, only what the build was made with
+// (`python -m attnkernels --info` shows it).
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+  if (module == nullptr) return nullptr;
+  const std::pair<const char*, const char*> info[] = {
+      {"built_with_torch", ATTNKERNELS_BUILD_TORCH},
+      {"cuda_architectures", ATTNKERNELS_BUILD_CUDA_ARCHS},
+      {"built_with_cuda", ATTNKERNELS_BUILD_CUDA},
+      {"sanitize", ATTNKERNELS_BUILD_SANITIZE},
+      {"debug", ATTNKERNELS_BUILD_DEBUG}};
+  for (const auto& [name, value] : info) {
+    if (PyModule_AddStringConstant(module, name, value) < 0) {
+      Py_DECREF(module);
+      return nullptr;
+    }
+  }
+  return module;
 }
 #endif  // ATTNKERNELS_PYTHON_MODULE

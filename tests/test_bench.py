@@ -25,8 +25,9 @@ def test_bench_writes_rows_for_every_provider_and_mode(family, tmp_path, monkeyp
     providers = ["eager"] + [p for p in bench_main.providers(bench_main.torch.device("cpu"))
                              if p not in ("eager", "compile")] + ["copy"]
     modes = ("forward", "backward", "fwd+bwd")
-    bench_main.main(["--modules", family, "--device", "cpu", "--budget", "0.01",
-                     "--providers", *providers, "--modes", *modes, "--out", str(tmp_path)])
+    bench_main.main(["--modules", family, "--device", "cpu", "--budget", "0.01", "--full",
+                     "--providers", *providers, "--modes", *modes, "--out", str(tmp_path),
+                     "--no-plot"])
     flavours = list(bench_main.FAMILIES[family].FLAVOURS)
     assert len(flavours) >= 2
     files = {p.name: p for p in tmp_path.iterdir() if p.suffix == ".csv"}
@@ -96,6 +97,52 @@ def test_passes_times_every_cpu_pass(capsys, layout):
     assert out.count("\n| ") == 1 + 20  # the header, one row per pass
 
 
+def test_default_run_is_the_main_flavour_on_the_default_shapes(tmp_path, monkeypatch, capsys):
+    shapes = [(name, (1, 16, 3, 3)) for name in bench_main.DEFAULT_SHAPES["cpu"]] + [
+        ("other", (1, 16, 3, 3))]
+    monkeypatch.setattr(bench_se, "SHAPES", shapes)
+    bench_main.main(["--modules", "se", "--device", "cpu", "--budget", "0.01", "--out",
+                     str(tmp_path), "--providers", "eager", "cpu"])
+    (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".csv"]
+    rows = list(csv.DictReader(open(path)))
+    assert {r["flavour"] for r in rows} == {next(iter(bench_se.FLAVOURS))}
+    assert [r["shape_name"] for r in rows if r["mode"] == "forward" and r["provider"] == "cpu"] \
+        == bench_main.DEFAULT_SHAPES["cpu"]
+    out = capsys.readouterr().out
+    (png,) = [p for p in tmp_path.iterdir() if p.suffix == ".png"]
+    assert f"wrote {png}" in out and "vs eager" in out  # the summary table
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("device,fused", [("cpu", "cpu"), ("cuda", "cuda"), ("cuda", "triton")])
+def test_a_fused_backend_that_cannot_load_stops_the_run(device, fused, tmp_path, monkeypatch):
+    """No silent downgrade: the default providers of a device include its
+    fused backends, and one that cannot run stops the run with the reason."""
+    real = attnkernels.available_backends()
+    monkeypatch.setattr(bench_main.attnkernels, "available_backends",
+                        lambda: {**real, fused: "it was not built (for this test)"})
+    with pytest.raises(SystemExit) as e:
+        bench_main.main(["--modules", "se", "--device", device, "--out", str(tmp_path)])
+    assert f"{fused}: it was not built (for this test)" in str(e.value)
+    assert "--providers eager compile" in str(e.value)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(SystemExit):  # asked for by name, too
+        bench_main.main(["--modules", "se", "--device", device, "--providers", "eager", fused,
+                         "--out", str(tmp_path)])
+
+
+def test_model_benchmark_without_a_fused_backend_stops(tmp_path, monkeypatch):
+    from bench import models as bench_models
+
+    real = attnkernels.available_backends()
+    monkeypatch.setattr(bench_main.attnkernels, "available_backends",
+                        lambda: {**real, "cpu": "it was not built (for this test)"})
+    with pytest.raises(SystemExit) as e:
+        bench_models.main(["--models", "legacy_seresnet18", "--device", "cpu", "--out",
+                           str(tmp_path)])
+    assert "python -m bench.models: the fused backend cpu" in str(e.value)
+
+
 def test_quick_runs_only_the_targets_shape(tmp_path, monkeypatch):
     shapes = [("resnet50-stage1", (2, 16, 5, 5)), ("other", (1, 16, 3, 3))]
     monkeypatch.setattr(bench_eca, "SHAPES", shapes)
@@ -112,7 +159,8 @@ def test_plot_writes_a_png_from_results(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench_se, "SHAPES", [("tiny", (2, 16, 5, 5)), ("tiny2", (1, 16, 3, 3))])
     bench_main.main(["--modules", "se", "--flavours", "timm", "--device", "cpu", "--budget",
-                     "0.01", "--providers", "eager", "compile", "cpu", "--out", str(tmp_path)])
+                     "0.01", "--providers", "eager", "compile", "cpu", "--out", str(tmp_path),
+                     "--full"])
     (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".json"]
     rows = __import__("json").load(open(path))
     s = plot.speedups(rows, "forward", "eager")
@@ -126,7 +174,7 @@ def test_batch_sweep_runs_each_shape_at_each_batch(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_eca, "SHAPES", [("tiny", (2, 16, 5, 5))])
     bench_main.main(["--modules", "eca", "--flavours", "timm", "--device", "cpu", "--budget",
                      "0.01", "--providers", "eager", "--modes", "forward", "--batches", "1", "3",
-                     "--out", str(tmp_path)])
+                     "--out", str(tmp_path), "--full"])
     (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".csv"]
     rows = list(csv.DictReader(open(path)))
     assert [(r["shape_name"], r["shape"]) for r in rows] == [("tiny-b1", "1x16x5x5"),
