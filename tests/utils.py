@@ -90,12 +90,13 @@ def nudged(x: torch.Tensor, seed: int = 1) -> torch.Tensor:
             memory_format=torch.channels_last)) else torch.contiguous_format)
 
 
-def run_module(module, x, dy):
-    """(y, dx, {parameter name: grad}) of one forward and backward of ``module``;
-    the gradients are this run's alone (copies, not accumulated)."""
+def run_module(module, x, dy, forward=None):
+    """(y, dx, {parameter name: grad}) of one forward and backward of ``module``
+    (run through ``forward``, a torch.compile of it say, when given); the
+    gradients are this run's alone (copies, not accumulated)."""
     module.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_()
-    y = module(x)
+    y = (module if forward is None else forward)(x)
     y.backward(dy)
     grads = {n: None if p.grad is None else p.grad.clone() for n, p in module.named_parameters()}
     return y, x.grad, grads
@@ -360,7 +361,8 @@ def _ill_conditioned(eager_nudged_and_oracle):
     return None
 
 
-def check_flavour_case(backend, device, flavour, shape, dt, layout, train, explicit, seed) -> bool:
+def check_flavour_case(backend, device, flavour, shape, dt, layout, train, explicit, seed,
+                       compiler=None) -> bool:
     """One case of a FLAVOURS module on ``backend`` (chosen explicitly, or by "auto"
     when the case is not explicit and the backend is auto's pick for ``device``):
     the forward, the input gradient, every parameter gradient and BatchNorm's
@@ -368,7 +370,9 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
     itself refuses the case (BatchNorm over one value), or when a training
     BatchNorm sees a few values (_batch_norm_over_few_values; tests/test_coord.py
     names such a shape); or a
-    half-precision case that the pure-PyTorch fallback serves (non-dense input)."""
+    half-precision case that the pure-PyTorch fallback serves (non-dense input).
+    ``compiler``: the fused module runs under torch.compile(fullgraph=True) with
+    this backend ("inductor", ...), eager and the oracle as they are."""
     torch.manual_seed(seed)
     fused = FLAVOURS[flavour](shape[1])
     with torch.no_grad():  # gates away from 0.5, as in the matrix tests
@@ -402,7 +406,11 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
         # order than upstream: a few ulps apart in half precision, no kernel of ours.
         return False
     y_e, dx_e, dw_e = run_module(eager, x_in, dy_in)
-    y_f, dx_f, dw_f = run_module(fused, x_in, dy_in)
+    forward = None
+    if compiler:
+        torch._dynamo.reset()  # a fresh cache: no recompile limit reached across cases
+        forward = torch.compile(fused, fullgraph=True, backend=compiler)
+    y_f, dx_f, dw_f = run_module(fused, x_in, dy_in, forward)
     y_n, dx_n, dw_n = run_module(eager, nudged(x_in), dy_in)
     outputs = {"y": (y_f, y_e, y_o), "dx": (dx_f, dx_e, dx_o),
                **{k: (dw_f[k], dw_e[k], dw_o[k]) for k in dw_o if dw_o[k] is not None}}
