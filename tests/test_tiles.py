@@ -18,7 +18,7 @@ bfloat16 cases take the half-precision loads and the fp32 accumulation."""
 import pytest
 import torch
 
-from utils import FLAVOURS, check_flavour_case, fused_backends
+from utils import FLAVOURS, check_flavour_case, fused_backends, record_triton_launches
 
 SHAPES = [(1, 1, 1, 1), (2, 33, 1, 1), (1, 300, 2, 3), (3, 40, 17, 19), (2, 5, 40, 37),
           (9, 3, 5, 7)]
@@ -41,3 +41,53 @@ def test_tile_edges_match_the_float64_reference(backend, device, shape, dtype, f
     if not check_flavour_case(backend, device, flavour, shape, dtype, layout, train,
                               explicit=True, seed=sum(shape)):
         pytest.skip("upstream refuses this case")
+
+
+# ---- the Triton kernels' tiles, read from their launches
+# A launch's BLOCK_<X> constexpr tiles its integer argument X (BLOCK: N, the
+# element count; BLOCK_P: HW, the positions). For each kernel and each of its
+# tiles, at least one launch at these shapes must span more than one tile and
+# end in a partial one: a change of tiling that leaves a shape inside one tile
+# fails here, naming the kernel, until the shape is moved past it.
+TILED_ARGUMENT = {"BLOCK": "N", "BLOCK_P": "HW"}
+# flavour -> a shape that crosses its family's tiles in both layouts: C = 1101
+# past the gate kernels' 1024-wide blocks (SE's R = C with reduction 1, ECA's C)
+# and odd (4-channel blocks); 11x13 = 143 positions past 128-position blocks
+INTERPRETER_TILE_SHAPES = {
+    "se_seed": (1, 1101, 11, 13),
+    "eca_timm": (1, 1101, 11, 13),
+    "cbam_timm": (1, 70, 11, 13),
+    "coord_official": (1, 40, 35, 37),
+    "triplet_official": (1, 70, 11, 13),
+}
+
+
+def _tiles_not_crossed(launches) -> list:
+    crossed, seen = set(), set()
+    for launch in launches:
+        spec = launch["spec"]
+        for name, block in spec["constexprs"].items():
+            if not name.startswith("BLOCK"):
+                continue
+            arg = TILED_ARGUMENT.get(name, name[len("BLOCK_"):])
+            key = (spec["kernel"], name, arg)
+            seen.add(key)
+            extent = launch["ints"].get(arg)
+            assert extent is not None, f"{spec['kernel']}: {name} tiles no argument named {arg}"
+            if extent > block and extent % block:
+                crossed.add(key)
+    return sorted(seen - crossed)
+
+
+@pytest.mark.skipif(("triton", "cpu") not in fused_backends(),
+                    reason="reads the launches in the Triton interpreter")
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("flavour", sorted(INTERPRETER_TILE_SHAPES))
+def test_triton_kernels_match_float64_across_their_tiles(flavour, layout):
+    shape = INTERPRETER_TILE_SHAPES[flavour]
+    launches = record_triton_launches(lambda: check_flavour_case(
+        "triton", "cpu", flavour, shape, torch.float32, layout, True, explicit=True, seed=3))
+    assert launches
+    assert not _tiles_not_crossed(launches), (
+        f"{flavour} at {shape} stays inside one tile of (kernel, tile, argument): "
+        f"{_tiles_not_crossed(launches)}")

@@ -8,7 +8,6 @@ constexpr values) is recorded, and tools/triton_aot.py compiles each distinct
 one through Triton's whole pipeline down to a cubin for both targets, in a
 process without the interpreter. On a GPU the kernels are compiled for real by
 the other tests, and this one skips."""
-import inspect
 import json
 import os
 import subprocess
@@ -17,66 +16,18 @@ import sys
 import pytest
 import torch
 
-from utils import FLAVOURS
+from utils import FLAVOURS, record_triton_launches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1" and not torch.cuda.is_available()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not INTERPRETER, reason="records launches in the Triton interpreter (no GPU here)")]
 
-TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
-                torch.float64: "fp64", torch.int32: "i32", torch.int64: "i64", torch.int8: "i8",
-                torch.uint8: "u8", torch.bool: "i1"}
-
-
-def _argument_type(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return "*" + TRITON_TYPES[value.dtype]
-    if isinstance(value, bool):
-        return "i1"
-    if isinstance(value, int):
-        return "i32" if -2**31 <= value < 2**31 else "i64"
-    if isinstance(value, float):
-        return "fp32"  # what the JIT makes of a Python float
-    raise TypeError(f"no Triton type for {type(value).__name__}")
-
-
-def _is_constexpr(parameter: inspect.Parameter) -> bool:
-    return "constexpr" in str(getattr(parameter.annotation, "__name__", parameter.annotation))
-
-
 def record_launches(run) -> list:
     """The distinct kernel specialisations that ``run()`` launches."""
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpretedFunction
-
     seen = {}
-    original = InterpretedFunction.run
-
-    def recording(self, *args, grid, warmup, **kwargs):
-        params = inspect.signature(self.fn).parameters
-        bound = inspect.signature(self.fn).bind(*args, **kwargs)
-        bound.apply_defaults()
-        signature, constexprs = {}, {}
-        for name, value in bound.arguments.items():
-            if _is_constexpr(params[name]) or value is None:
-                signature[name] = "constexpr"
-                value = value.value if hasattr(value, "value") else value
-                if isinstance(value, tl.dtype):  # an accumulate type (ACC=tl.float32)
-                    value = {"tl.dtype": value.name}
-                constexprs[name] = value
-            else:
-                signature[name] = _argument_type(value)
-        spec = {"module": self.fn.__module__, "kernel": self.fn.__name__,
-                "signature": signature, "constexprs": constexprs}
-        seen.setdefault(json.dumps(spec, sort_keys=True), spec)
-        return original(self, *args, grid=grid, warmup=warmup, **kwargs)
-
-    InterpretedFunction.run = recording
-    try:
-        run()
-    finally:
-        InterpretedFunction.run = original
+    for launch in record_triton_launches(run):
+        seen.setdefault(json.dumps(launch["spec"], sort_keys=True), launch["spec"])
     return list(seen.values())
 
 

@@ -478,3 +478,62 @@ def assert_empty_like_upstream(fused, shape, device):
             torch.testing.assert_close(grads[n], g, rtol=0, atol=0, equal_nan=True, msg=n)
     for n, b in buffers_r.items():
         torch.testing.assert_close(buffers[n], b, rtol=0, atol=0, equal_nan=True, msg=n)
+
+
+TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
+                torch.float64: "fp64", torch.int32: "i32", torch.int64: "i64", torch.int8: "i8",
+                torch.uint8: "u8", torch.bool: "i1"}
+
+
+def _triton_argument_type(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return "*" + TRITON_TYPES[value.dtype]
+    if isinstance(value, bool):
+        return "i1"
+    if isinstance(value, int):
+        return "i32" if -2**31 <= value < 2**31 else "i64"
+    if isinstance(value, float):
+        return "fp32"  # what the JIT makes of a Python float
+    raise TypeError(f"no Triton type for {type(value).__name__}")
+
+
+def record_triton_launches(run) -> list:
+    """Every Triton kernel launch of ``run()`` in the interpreter, in order:
+    {"spec": {module, kernel, signature (argument types), constexprs},
+    "ints": the integer runtime arguments by name, "grid": the launch grid}."""
+    import inspect
+
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    launches = []
+    original = InterpretedFunction.run
+
+    def recording(self, *args, grid, warmup, **kwargs):
+        params = inspect.signature(self.fn).parameters
+        bound = inspect.signature(self.fn).bind(*args, **kwargs)
+        bound.apply_defaults()
+        signature, constexprs, ints = {}, {}, {}
+        for name, value in bound.arguments.items():
+            annotation = params[name].annotation
+            if "constexpr" in str(getattr(annotation, "__name__", annotation)) or value is None:
+                signature[name] = "constexpr"
+                value = value.value if hasattr(value, "value") else value
+                if isinstance(value, tl.dtype):  # an accumulate type (ACC=tl.float32)
+                    value = {"tl.dtype": value.name}
+                constexprs[name] = value
+            else:
+                signature[name] = _triton_argument_type(value)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    ints[name] = value
+        launches.append({"spec": {"module": self.fn.__module__, "kernel": self.fn.__name__,
+                                  "signature": signature, "constexprs": constexprs},
+                         "ints": ints, "grid": grid})
+        return original(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    InterpretedFunction.run = recording
+    try:
+        run()
+    finally:
+        InterpretedFunction.run = original
+    return launches

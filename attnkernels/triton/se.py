@@ -35,25 +35,38 @@ def _matvec_rows(w_ptr, b_ptr, s_row, rows, rmask, ncols, HAS_B: tl.constexpr, A
 
 
 @triton.jit
-def _se_gate_kernel(s_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr, C, R,
+def _hidden(s_row, w1_ptr, b1_ptr, h_row, a_row, C, R, HAS_B1: tl.constexpr, ACT: tl.constexpr,
+            ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+            STORE_H: tl.constexpr):
+    """a = act(h), h = W1 s + b1, of one sample into the row a_row (and h into
+    h_row with STORE_H), BLOCK_R hidden units at a time."""
+    for r0 in range(0, R, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        rm = r < R
+        h = _matvec_rows(w1_ptr, b1_ptr, s_row, r, rm, C, HAS_B1, ACC, BLOCK_C)
+        if STORE_H:
+            tl.store(h_row + r, h, mask=rm)
+        tl.store(a_row + r, activation_forward(h, ACT), mask=rm)
+    tl.debug_barrier()  # every hidden unit is read back by every channel below
+
+
+@triton.jit
+def _se_gate_kernel(s_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr, a_ptr, C, R,
                     HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, TWO_LAYER: tl.constexpr,
                     ACT: tl.constexpr, GATE: tl.constexpr, ACC: tl.constexpr,
                     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """g = gate(W2 act(W1 s + b1) + b2) for one sample per program."""
+    """g = gate(W2 act(W1 s + b1) + b2) for one sample per program; a_ptr: a
+    (B, R) scratch for act(W1 s + b1), so that R is tiled too."""
     b = tl.program_id(0).to(tl.int64)
     s_row = s_ptr + b * C
     if TWO_LAYER:
-        r = tl.arange(0, BLOCK_R)
-        rm = r < R
-        a = activation_forward(_matvec_rows(w1_ptr, b1_ptr, s_row, r, rm, C, HAS_B1, ACC, BLOCK_C), ACT)
-        a = tl.where(rm, a, 0.0)
+        a_row = a_ptr + b * R
+        _hidden(s_row, w1_ptr, b1_ptr, a_row, a_row, C, R, HAS_B1, ACT, ACC, BLOCK_R, BLOCK_C,
+                False)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
             cm = c < C
-            w = tl.load(w2_ptr + c[:, None] * R + r[None, :], mask=cm[:, None] & rm[None, :], other=0.0)
-            z = tl.sum(w * a[None, :], axis=1)
-            if HAS_B2:
-                z += tl.load(b2_ptr + c, mask=cm, other=0.0)
+            z = _matvec_rows(w2_ptr, b2_ptr, a_row, c, cm, R, HAS_B2, ACC, BLOCK_R)
             tl.store(g_ptr + b * C + c, gate_forward(z, GATE), mask=cm)
     else:
         for c0 in range(0, C, BLOCK_C):
@@ -77,40 +90,55 @@ def _store_pool_grads(ds, c, cm, row, cnt_ptr, dmean_ptr, dmax_ptr, HW, HAS_MAX:
 
 @triton.jit
 def _se_gate_backward_kernel(s_ptr, dg_ptr, cnt_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr,
-                             dz_ptr, dh_ptr, dmean_ptr, dmax_ptr, C, R, HW,
+                             dz_ptr, dh_ptr, h_ptr, a_ptr, dmean_ptr, dmax_ptr, C, R, HW,
                              HAS_MAX: tl.constexpr, HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
                              TWO_LAYER: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr,
                              ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """Per sample: recompute the gate network, then g, dz, dh and the gradients
-    that the apply pass spreads over H*W (dmean, and dmax per tied maximum)."""
+    that the apply pass spreads over H*W (dmean, and dmax per tied maximum);
+    h_ptr, a_ptr: (B, R) scratch rows for W1 s + b1 and its activation, so
+    that R is tiled too."""
     b = tl.program_id(0).to(tl.int64)
     row = b * C
     s_row = s_ptr + row
     if TWO_LAYER:
-        r = tl.arange(0, BLOCK_R)
-        rm = r < R
-        h = _matvec_rows(w1_ptr, b1_ptr, s_row, r, rm, C, HAS_B1, ACC, BLOCK_C)
-        a = tl.where(rm, activation_forward(h, ACT), 0.0)
-        da = tl.zeros([BLOCK_R], ACC)
+        h_row, a_row = h_ptr + b * R, a_ptr + b * R
+        _hidden(s_row, w1_ptr, b1_ptr, h_row, a_row, C, R, HAS_B1, ACT, ACC, BLOCK_R, BLOCK_C,
+                True)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
             cm = c < C
-            w = tl.load(w2_ptr + c[:, None] * R + r[None, :], mask=cm[:, None] & rm[None, :], other=0.0)
-            z = tl.sum(w * a[None, :], axis=1)
-            if HAS_B2:
-                z += tl.load(b2_ptr + c, mask=cm, other=0.0)
+            z = _matvec_rows(w2_ptr, b2_ptr, a_row, c, cm, R, HAS_B2, ACC, BLOCK_R)
             dz = tl.load(dg_ptr + row + c, mask=cm, other=0.0) * gate_grad(z, GATE)
             dz = tl.where(cm, dz, 0.0)
             tl.store(g_ptr + row + c, gate_forward(z, GATE), mask=cm)
             tl.store(dz_ptr + row + c, dz, mask=cm)
-            da += tl.sum(w * dz[:, None], axis=0)
-        dh = tl.where(rm, da * activation_grad(h, ACT), 0.0)
-        tl.store(dh_ptr + b * R + r, dh, mask=rm)
+        tl.debug_barrier()  # dz of every channel is read back below
+        for r0 in range(0, R, BLOCK_R):
+            r = r0 + tl.arange(0, BLOCK_R)
+            rm = r < R
+            da = tl.zeros([BLOCK_R], ACC)
+            for c0 in range(0, C, BLOCK_C):
+                c = c0 + tl.arange(0, BLOCK_C)
+                cm = c < C
+                dz = tl.load(dz_ptr + row + c, mask=cm, other=0.0)
+                w = tl.load(w2_ptr + c[:, None] * R + r[None, :], mask=cm[:, None] & rm[None, :],
+                            other=0.0)
+                da += tl.sum(w * dz[:, None], axis=0)
+            h = tl.load(h_row + r, mask=rm, other=0.0)
+            tl.store(dh_ptr + b * R + r, tl.where(rm, da * activation_grad(h, ACT), 0.0), mask=rm)
+        tl.debug_barrier()  # dh of every hidden unit is read back below
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
             cm = c < C
-            w = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
-            ds = tl.sum(w * dh[:, None], axis=0)
+            ds = tl.zeros([BLOCK_C], ACC)
+            for r0 in range(0, R, BLOCK_R):
+                r = r0 + tl.arange(0, BLOCK_R)
+                rm = r < R
+                dh = tl.load(dh_ptr + b * R + r, mask=rm, other=0.0)
+                w = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=rm[:, None] & cm[None, :],
+                            other=0.0)
+                ds += tl.sum(w * dh[:, None], axis=0)
             _store_pool_grads(ds, c, cm, row, cnt_ptr, dmean_ptr, dmax_ptr, HW, HAS_MAX)
     else:
         for c0 in range(0, C, BLOCK_C):
@@ -161,9 +189,10 @@ def _se_forward(x, w1, b1, w2, b2, pool, act, gate):
     g = torch.empty((B, C), device=x.device, dtype=acc)
     R = w1.shape[0]
     block_r, block_gc = _gate_blocks(C, R)
+    hidden = torch.empty((B if w2 is not None else 0, R), device=x.device, dtype=acc)
     _se_gate_kernel[(B,)](
         pooled, w1, b1 if b1 is not None else w1, w2 if w2 is not None else w1,
-        b2 if b2 is not None else w1, g, C, R, HAS_B1=b1 is not None, HAS_B2=b2 is not None,
+        b2 if b2 is not None else w1, g, hidden if w2 is not None else g, C, R, HAS_B1=b1 is not None, HAS_B2=b2 is not None,
         TWO_LAYER=w2 is not None, ACT=act, GATE=gate, ACC=tl_acc, BLOCK_R=block_r,
         BLOCK_C=block_gc)
     _channel_gate.apply(x, g, y)
@@ -189,9 +218,11 @@ def _se_backward(dy, x, pooled, xmax, w1, b1, w2, b2, pool, act, gate):
     dmean = torch.empty((B, C), device=x.device, dtype=acc)
     dmax = torch.empty((B, C), device=x.device, dtype=acc) if has_max else dmean
     block_r, block_gc = _gate_blocks(C, R)
+    hidden = torch.empty((2, B if w2 is not None else 0, R), device=x.device, dtype=acc)
     _se_gate_backward_kernel[(B,)](
         pooled, dg, count, w1, b1 if b1 is not None else w1, w2 if w2 is not None else w1,
-        b2 if b2 is not None else w1, g, dz, dh if w2 is not None else dz, dmean, dmax, C, R,
+        b2 if b2 is not None else w1, g, dz, *((dh, hidden[0], hidden[1]) if w2 is not None
+                                              else (dz, dz, dz)), dmean, dmax, C, R,
         HW, HAS_MAX=has_max, HAS_B1=b1 is not None,
         HAS_B2=b2 is not None, TWO_LAYER=w2 is not None, ACT=act, GATE=gate, ACC=tl_acc,
         BLOCK_R=block_r, BLOCK_C=block_gc)
