@@ -14,7 +14,12 @@ emulated). The matrix tests stop at one tile; these cross the tile edges:
   over several rounds, many blocks per plane for the elementwise passes;
 - N = 9: more samples than the emulator's grid-stride cap of 3 blocks.
 
-bfloat16 cases take the half-precision loads and the fp32 accumulation."""
+bfloat16 cases take the half-precision loads and the fp32 accumulation.
+
+Then the Triton kernels at shapes that cross every tile their launchers pick
+(read from the launches, so a change of tiling cannot leave the test inside one
+tile), and each family's main flavour at a realistic size (C = 256, 56x56) on
+the native fused backends."""
 import pytest
 import torch
 
@@ -91,3 +96,23 @@ def test_triton_kernels_match_float64_across_their_tiles(flavour, layout):
     assert not _tiles_not_crossed(launches), (
         f"{flavour} at {shape} stays inside one tile of (kernel, tile, argument): "
         f"{_tiles_not_crossed(launches)}")
+
+
+# ---- realistic sizes: a ResNet-50 stage-1 activation (C = 256, 56x56) for each
+# family's main flavour, and the Triton tile shapes above, on the native fused
+# backends (through tests/test_cuda_emulated.py, the CUDA kernels too)
+MAIN_FLAVOURS = ["se_timm", "eca_timm", "cbam_timm", "coord_official", "triplet_official"]
+REALISTIC_CASES = ([(f, (2, 256, 56, 56)) for f in MAIN_FLAVOURS]
+                   + sorted(INTERPRETER_TILE_SHAPES.items()))
+NATIVE = [(b, d) for b, d in fused_backends() if (b, d) != ("triton", "cpu")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("flavour,shape", REALISTIC_CASES,
+                         ids=[f"{f}-{'x'.join(map(str, s))}" for f, s in REALISTIC_CASES])
+@pytest.mark.parametrize("backend,device", NATIVE)
+def test_realistic_sizes_match_the_float64_reference(backend, device, flavour, shape, layout,
+                                                     dtype):
+    assert check_flavour_case(backend, device, flavour, shape, dtype, layout, True,
+                              explicit=True, seed=shape[1])
