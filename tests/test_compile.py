@@ -133,3 +133,20 @@ def test_compiled_flavour_matches_float64(backend, device, flavour, C, hw, layou
     if not check_flavour_case(backend, device, flavour, shape, torch.float32, layout, train,
                               explicit=True, seed=C + hw[0], compiler="inductor"):
         pytest.skip("upstream refuses this case")
+
+
+# Ties in every max-pool, compiled: the backward must route each tie as
+# upstream does from what the forward saw, never from values inductor
+# recomputed (the CBAM bug of issue 29: a gate recomputed one ulp off picked
+# another maximum). The max-pooling families, C = 40 (where that bug showed),
+# both layouts, eval and train.
+MAX_POOLING = sorted(f for f in FLAVOURS if f.startswith(("cbam", "triplet")))
+
+
+@pytest.mark.parametrize("backend,device", [b for b in fused_backends() if b != ("triton", "cpu")])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("flavour", MAX_POOLING)
+def test_compiled_ties_route_as_upstream(backend, device, flavour, layout, train):
+    assert check_flavour_case(backend, device, flavour, (2, 40, 5, 7), torch.float32, layout,
+                              train, explicit=True, seed=40, compiler="inductor", ties=True)

@@ -362,7 +362,7 @@ def _ill_conditioned(eager_nudged_and_oracle):
 
 
 def check_flavour_case(backend, device, flavour, shape, dt, layout, train, explicit, seed,
-                       compiler=None) -> bool:
+                       compiler=None, ties=False) -> bool:
     """One case of a FLAVOURS module on ``backend`` (chosen explicitly, or by "auto"
     when the case is not explicit and the backend is auto's pick for ``device``):
     the forward, the input gradient, every parameter gradient and BatchNorm's
@@ -372,7 +372,11 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
     names such a shape); or a
     half-precision case that the pure-PyTorch fallback serves (non-dense input).
     ``compiler``: the fused module runs under torch.compile(fullgraph=True) with
-    this backend ("inductor", ...), eager and the oracle as they are."""
+    this backend ("inductor", ...), eager and the oracle as they are.
+    ``ties``: x takes five values (-1, -0.5, 0, 0.5, 1), exact in every dtype,
+    so that every max-pool meets ties (and whole tied rows) and every backward
+    must route them as upstream does; no nudged budget then (one ulp of input
+    would only break the ties the case is made of)."""
     torch.manual_seed(seed)
     fused = FLAVOURS[flavour](shape[1])
     with torch.no_grad():  # gates away from 0.5, as in the matrix tests
@@ -383,7 +387,10 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
         return False
     oracle = fused.reference_module().double()
     eager = fused.reference_module()
-    x = torch.randn(shape, dtype=torch.float64).to(dt).double().to(device)
+    if ties:
+        x = (torch.randint(-2, 3, shape) * 0.5).double().to(device)
+    else:
+        x = torch.randn(shape, dtype=torch.float64).to(dt).double().to(device)
     dy = torch.randn(shape, dtype=torch.float64).to(dt).double().to(device)
     try:
         y_o, dx_o, dw_o = run_module(oracle, x, dy)
@@ -415,7 +422,8 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
     outputs = {"y": (y_f, y_e, y_o), "dx": (dx_f, dx_e, dx_o),
                **{k: (dw_f[k], dw_e[k], dw_o[k]) for k in dw_o if dw_o[k] is not None}}
     nudges = {"y": y_n, "dx": dx_n, **dw_n}
-    why = _ill_conditioned({k: (e, nudges[k], o) for k, (f, e, o) in outputs.items()})
+    why = None if ties else _ill_conditioned(
+        {k: (e, nudges[k], o) for k, (f, e, o) in outputs.items()})
     budget = nudges if why else {}
     for name, (f, e, o) in outputs.items():
         terms = 0.0 if name in ("y", "dx") else parameter_terms(shape)
