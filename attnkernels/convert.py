@@ -222,6 +222,45 @@ def _match_cbam_ultralytics(m):
     return None
 
 
+def _match_cbam_linear(m):
+    ch = _children(m)
+    if set(ch) != {"channel_attention", "spatial_attention"}:
+        return None
+    ca, sa = ch["channel_attention"], ch["spatial_attention"]
+    if not (_has_children(ca, {"avg_pool", "max_pool", "fc", "sigmoid"})
+            and _has_children(sa, {"conv", "sigmoid"})):
+        return None
+    fc = ca.fc
+    if (isinstance(fc, nn.Sequential) and len(fc) == 3 and isinstance(fc[0], nn.Linear)
+            and isinstance(fc[2], nn.Linear)):
+        return fused.LinearCBAM
+    return None
+
+
+def _match_cbam_external(m):
+    ch = _children(m)
+    if set(ch) != {"ca", "sa"}:
+        return None
+    ca, sa = ch["ca"], ch["sa"]
+    if not (_has_children(ca, {"maxpool", "avgpool", "se", "sigmoid"})
+            and _has_children(sa, {"conv", "sigmoid"})):
+        return None
+    se = ca.se
+    if isinstance(se, nn.Sequential) and len(se) == 3 and _is_conv1x1(se[0]) and _is_conv1x1(se[2]):
+        return fused.ExternalCBAMBlock
+    return None
+
+
+def _match_ultralytics_channel(m):
+    ch = _children(m)
+    if set(ch) != {"pool", "fc", "act"} or not _is_global_avgpool(ch["pool"]):
+        return None
+    fc = ch["fc"]
+    if _is_conv1x1(fc, fc.in_channels, fc.in_channels) and fc.bias is not None:
+        return fused.UltralyticsChannelAttention
+    return None
+
+
 def _match_coord(m):
     ch = _children(m)
     names = set(ch)
@@ -264,7 +303,8 @@ MATCHERS: List[Callable] = [_match_seed, _match_torchvision, _match_timm, _match
                             _match_efficientnet, _match_effective, _match_eca_official,
                             _match_eca_attention,
                             _match_eca_timm, _match_cbam_seed, _match_cbam_official,
-                            _match_cbam_timm, _match_cbam_ultralytics, _match_coord,
+                            _match_cbam_timm, _match_cbam_ultralytics, _match_cbam_linear,
+                            _match_cbam_external, _match_ultralytics_channel, _match_coord,
                             _match_triplet]
 # Plain (non-module) attributes the fused forward reads: add_maxpool (timm SE),
 # padding (CecaModule), act/conv2 (EcaModule, None unless use_mlp), no_spatial

@@ -395,3 +395,43 @@ def test_the_report_lists_attention_modules_left_alone_and_no_containers():
     assert "a SimAM module: no fused kernel for this kind yet" in left["simam"]
     root, report = attnkernels.convert(ECAOdd())
     assert [n for n, _, _ in report.left_alone] == [""]  # the root is reported as <root>
+
+
+class SeedsAndCollectionsNet(nn.Module):
+    """Issue 29's classes that convert once left alone: seed 001's CBAM (Linear
+    MLP, each attention gating its own input), External-Attention's CBAMBlock
+    (bias in the spatial conv, [max, mean], the residual), Ultralytics'
+    ChannelAttention on its own; kernel sizes 7, 3 and an odd 9."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 24, 3, padding=1)
+        self.blocks = nn.Sequential(
+            ref.cbam.LinearCBAM(24, ratio=4), ref.cbam.LinearCBAM(24, 2, kernel_size=3),
+            ref.cbam.ExternalCBAMBlock(24, reduction=4, kernel_size=7),
+            ref.cbam.ExternalCBAMBlock(24, reduction=8, kernel_size=9),
+            ref.cbam.UltralyticsChannelAttention(24))
+
+    def forward(self, x):
+        return self.blocks(self.stem(x))
+
+
+def test_convert_seed_and_collection_classes_same_outputs_and_gradients():
+    net = SeedsAndCollectionsNet()
+    with torch.no_grad():  # gates away from 0.5: a wrong gate shows
+        for p in net.blocks.parameters():
+            p.mul_(3.0)
+    original = copy.deepcopy(net)
+    params = {n: p for n, p in net.named_parameters()}
+    net, report = attnkernels.convert(net)
+    converted = {name: new for name, _, new in report.converted}
+    assert converted == {"blocks.0": "LinearCBAM", "blocks.1": "LinearCBAM",
+                         "blocks.2": "ExternalCBAMBlock", "blocks.3": "ExternalCBAMBlock",
+                         "blocks.4": "UltralyticsChannelAttention"}, str(report)
+    assert not report.left_alone, str(report)
+    assert all(p is params[n] for n, p in net.named_parameters())  # the very parameters
+    assert net.state_dict().keys() == original.state_dict().keys()
+    if attnkernels.available_backends()["cpu"] is None:
+        for m in net.blocks:  # the fused kernels, not auto's reference fallback: raises if none
+            m.backend = "cpu"
+    _assert_same_outputs_and_gradients(original, net)

@@ -292,6 +292,7 @@ FLAVOURS = {
     "se_timm": lambda C: fnn.SEModule(C, rd_ratio=0.5, rd_divisor=1),
     "se_seed": lambda C: fnn.SELayer(C, reduction=1),
     "se_torchvision": lambda C: fnn.SqueezeExcitation(C, max(1, C // 2)),
+    "se_ultralytics": lambda C: fnn.UltralyticsChannelAttention(C),  # one C -> C layer
     "eca_timm": lambda C: fnn.EcaModule(C),
     "eca_official": lambda C: fnn.ECALayer(C, 3),
     "eca_ceca": lambda C: fnn.CecaModule(C),
@@ -300,6 +301,8 @@ FLAVOURS = {
     "cbam_seed": lambda C: fnn.CBAM(C, ratio=1, kernel_size=3),
     "cbam_light": lambda C: fnn.LightCbamModule(C, rd_channels=max(1, C // 2)),
     "cbam_ultralytics": lambda C: fnn.UltralyticsCBAM(C, 3),
+    "cbam_seed_linear": lambda C: fnn.LinearCBAM(C, ratio=1, kernel_size=3),
+    "cbam_external": lambda C: fnn.ExternalCBAMBlock(C, reduction=1, kernel_size=5),  # + x
     "coord_official": lambda C: fnn.CoordAtt(C, C, reduction=1),
     "coord_timm": lambda C: fnn.CoordAttn(C, rd_ratio=0.5, rd_divisor=1),
     "triplet_official": lambda C: fnn.TripletAttention(),

@@ -12,6 +12,8 @@ flavour=...)`` builds any of them::
     ConvBlockAttention(256, flavour="seed_block")      # the seeds' cbam_block (Sequential MLP)
     ConvBlockAttention(256, flavour="seed_block_fc")   # the seeds' cbam_block (fc1/fc2, conv1)
     ConvBlockAttention(256, flavour="ultralytics")     # Ultralytics CBAM(c1, kernel_size)
+    ConvBlockAttention(256, flavour="seed_linear")     # seed 001's CBAM (Linear MLP)
+    ConvBlockAttention(256, flavour="external")        # External-Attention's CBAMBlock (+ x)
 
 BatchNorm (official, timm) behaves as nn.BatchNorm2d does: batch statistics
 and a running-statistics update in training mode (num_batches_tracked and
@@ -169,6 +171,35 @@ class UltralyticsCBAM(ConvBlockAttention, ref.UltralyticsCBAM, flavour="ultralyt
             return str(e)
         return combine(channel, spatial_parts(sa.cv1, sa.act),
                        channel_pool="avg", spatial_input="mean_max", first_max=True)
+
+
+class LinearCBAM(ConvBlockAttention, ref.LinearCBAM, flavour="seed_linear"):
+    """Seed 001's ``CBAM(channel, ratio=16, kernel_size=7)`` (Linear MLP layers)."""
+
+    def gate_spec(self) -> Parts:
+        ca, sa = self.channel_attention, self.spatial_attention
+        if not (isinstance(ca.fc, nn.Sequential) and len(ca.fc) == 3):
+            return "its channel MLP is not Sequential(Linear, activation, Linear)"
+        return combine(channel_parts(*ca.fc, ca.sigmoid), spatial_parts(sa.conv, sa.sigmoid),
+                       channel_pool="avg_max", spatial_input="mean_max", first_max=True)
+
+
+class ExternalCBAMBlock(ConvBlockAttention, ref.ExternalCBAMBlock, flavour="external"):
+    """External-Attention-pytorch's ``CBAMBlock(channel=512, reduction=16,
+    kernel_size=49)``, its residual ``out + x`` included (one more pass over x
+    than the other flavours: the add is PyTorch's)."""
+
+    def gate_spec(self) -> Parts:
+        if not (isinstance(self.ca.se, nn.Sequential) and len(self.ca.se) == 3):
+            return "its channel MLP is not Sequential(conv, activation, conv)"
+        return combine(channel_parts(*self.ca.se, self.ca.sigmoid),
+                       spatial_parts(self.sa.conv, self.sa.sigmoid),
+                       channel_pool="avg_max", spatial_input="max_mean", first_max=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the reference fallback (super().forward of the upstream class) adds x itself
+        return self.fused_forward(
+            x, lambda x, **parts: F.convolutional_block_attention(x, **parts) + x)
 
 
 cbam_block = CBAMBlock

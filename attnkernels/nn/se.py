@@ -11,6 +11,7 @@ builds any of them::
     SqueezeExcite(256, flavour="timm_efficientnet")      # timm EfficientNet SqueezeExcite
     SqueezeExcite(256, flavour="timm_effective")         # timm EffectiveSEModule
     SqueezeExcite(256, 16, flavour="senet")              # the original SENet's (timm legacy_seresnet*)
+    SqueezeExcite(256, flavour="ultralytics")            # Ultralytics ChannelAttention
 """
 from typing import Tuple, Union
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import functional as F
+from ..reference import cbam as ref_cbam
 from ..reference import se as ref
 from ..reference._layers import activation_name, gate_name
 from ._family import FusedFamily
@@ -139,3 +141,15 @@ class LegacySEModule(SqueezeExcite, ref.LegacySEModule, flavour="senet"):
         if isinstance(names, str):
             return names
         return _conv_w(self.fc1), self.fc1.bias, _conv_w(self.fc2), self.fc2.bias, "avg", *names
+
+
+class UltralyticsChannelAttention(SqueezeExcite, ref_cbam.UltralyticsChannelAttention,
+                                  flavour="ultralytics"):
+    """Ultralytics ``ChannelAttention(channels)`` on its own (YOLO configs): one
+    C -> C 1x1 conv with bias on the mean, a sigmoid gate (an effective SE)."""
+
+    def gate_spec(self) -> Spec:
+        names = _names(None, self.act)
+        if isinstance(names, str):
+            return names
+        return _conv_w(self.fc), self.fc.bias, None, None, "avg", *names

@@ -385,6 +385,105 @@ class UltralyticsCBAM(nn.Module):
         return self.spatial_attention(self.channel_attention(x))
 
 
+# ---------------------------------------------------------------- seed 001
+
+class LinearChannelAttention(nn.Module):
+    """Seed 001's ChannelAttention(channel, ratio=16): a Linear MLP without bias
+    (``fc = Sequential(Linear, ReLU, Linear)``) shared by the flattened mean and
+    max pools; returns x times the gate."""
+
+    def __init__(self, channel, ratio=16):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.max_pool = nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(channel, channel // ratio, bias=False), nn.ReLU(),
+                                nn.Linear(channel // ratio, channel, bias=False))
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        n = x.size(0)
+        z = self.fc(self.avg_pool(x).view(n, -1)) + self.fc(self.max_pool(x).view(n, -1))
+        return x * self.sigmoid(z).view(n, -1, 1, 1)
+
+
+class GatingSpatialAttention(nn.Module):
+    """Seed 001's SpatialAttention(kernel_size=7): ``conv`` (2 -> 1, padding
+    k // 2, no bias) on [mean, max] over the channels; returns x times the gate."""
+
+    def __init__(self, kernel_size=7):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        pooled = torch.cat([torch.mean(x, dim=1, keepdim=True),
+                            torch.max(x, dim=1, keepdim=True)[0]], dim=1)
+        return x * self.sigmoid(self.conv(pooled))
+
+
+class LinearCBAM(nn.Module):
+    """Seed 001's ``CBAM(channel, ratio=16, kernel_size=7)``: the Linear-MLP
+    channel attention, then the spatial attention, each gating its own input."""
+
+    def __init__(self, channel, ratio=16, kernel_size=7):
+        super().__init__()
+        self.channel_attention = LinearChannelAttention(channel, ratio)
+        self.spatial_attention = GatingSpatialAttention(kernel_size)
+
+    def forward(self, x):
+        return self.spatial_attention(self.channel_attention(x))
+
+
+# ---------------------------------------------------------------- External-Attention-pytorch
+
+class ExternalChannelAttention(nn.Module):
+    """External-Attention-pytorch's ChannelAttention(channel, reduction=16): the
+    max and mean pools through one ``se`` MLP of 1x1 convs without bias; returns
+    the gate."""
+
+    def __init__(self, channel, reduction=16):
+        super().__init__()
+        self.maxpool = nn.AdaptiveMaxPool2d(1)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.se = nn.Sequential(nn.Conv2d(channel, channel // reduction, 1, bias=False), nn.ReLU(),
+                                nn.Conv2d(channel // reduction, channel, 1, bias=False))
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        return self.sigmoid(self.se(self.maxpool(x)) + self.se(self.avgpool(x)))
+
+
+class ExternalSpatialAttention(nn.Module):
+    """External-Attention-pytorch's SpatialAttention(kernel_size=7): ``conv``
+    (2 -> 1, padding k // 2, with bias) on [max, mean] over the channels;
+    returns the gate."""
+
+    def __init__(self, kernel_size=7):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size=kernel_size, padding=kernel_size // 2)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        pooled = torch.cat([torch.max(x, dim=1, keepdim=True)[0],
+                            torch.mean(x, dim=1, keepdim=True)], 1)
+        return self.sigmoid(self.conv(pooled))
+
+
+class ExternalCBAMBlock(nn.Module):
+    """External-Attention-pytorch's ``CBAMBlock(channel=512, reduction=16,
+    kernel_size=49)``: both gates, then the block's residual (``out + x``)."""
+
+    def __init__(self, channel=512, reduction=16, kernel_size=49):
+        super().__init__()
+        self.ca = ExternalChannelAttention(channel=channel, reduction=reduction)
+        self.sa = ExternalSpatialAttention(kernel_size=kernel_size)
+
+    def forward(self, x):
+        out = x * self.ca(x)
+        out = out * self.sa(out)
+        return out + x
+
+
 # ---------------------------------------------------------------- functional
 
 def _max_over(t, dims, first_max):
