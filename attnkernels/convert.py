@@ -381,7 +381,7 @@ def _try_convert(module: nn.Module):
 
 # Attention modules of kinds with no fused kernel yet, by class name.
 _UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"), (r"^GAM(_?Attention)?$", "GAM"),
-                      (r"^SimAM", "SimAM"), (r"^NAM(Attention)?$", "NAM"),
+                      (r"^SimAM", "SimAM"), (r"^(NAM(Attention)?|Channel_Att)$", "NAM"),
                       (r"^EMA(_?(Module|Attention))?$", "EMA"),
                       (r"^(SK|SKConv|SKAttention|SelectiveKernel\w*)$", "Selective Kernel"),
                       (r"^CoT(Attention)?$", "CoT"), (r"^(DANet|DAHead|PAM_?Module|CAM_?Module)$",
@@ -392,9 +392,43 @@ _LOOKALIKES = [(("squeeze", "excit", "selayer", "se_", "semodule"), "squeeze-and
                (("coord",), "Coordinate Attention"), (("triplet",), "Triplet Attention")]
 
 
+# The CBAM halves that return their gate and leave x * gate to the caller
+# (seed 000's ChannelAttention / SpatialAttention, External-Attention's):
+# nothing to swap in for them, whatever the name.
+_BARE_GATES = [({"avg_pool", "max_pool", "fc1", "relu1", "fc2", "sigmoid"}, "channel"),
+               ({"avg_pool", "max_pool", "fc", "sigmoid"}, "channel"),
+               ({"maxpool", "avgpool", "se", "sigmoid"}, "channel"),
+               ({"conv1", "sigmoid"}, "spatial"), ({"conv", "sigmoid"}, "spatial")]
+
+
+def _bare_gate_reason(module: nn.Module) -> Optional[str]:
+    names = set(_children(module))
+    for children, kind in _BARE_GATES:
+        if names != children:
+            continue
+        convs = [m for m in module.children() if isinstance(m, nn.Conv2d)]
+        if kind == "spatial" and not (convs and convs[0].in_channels == 2):
+            continue
+        try:  # a gate: its output has a singleton axis where x has none
+            ch = 6 if kind == "spatial" else (_channels(module) or 0)
+            x = torch.randn(2, ch, 5, 7, dtype=torch.float64)
+            with torch.no_grad():
+                y = copy.deepcopy(module).double().eval().cpu()(x)
+        except Exception:  # noqa: BLE001
+            continue
+        if y.dim() == 4 and y.shape != x.shape and 1 in y.shape[1:]:
+            return (f"a CBAM {kind} gate on its own: it returns the gate and its caller "
+                    "computes x * gate, so no drop-in module replaces it (a block that holds "
+                    "both halves and multiplies inside converts)")
+    return None
+
+
 def _lookalike_reason(module: nn.Module) -> Optional[str]:
-    """Why a module whose class name says attention, and that nothing inside was
-    converted, is left alone (None: its name says nothing)."""
+    """Why a module whose class name says attention, or that is a bare CBAM
+    gate, and that nothing inside was converted, is left alone (None: neither)."""
+    why = _bare_gate_reason(module)
+    if why:
+        return why
     name = type(module).__name__
     for pattern, kind in _UNSUPPORTED_KINDS:
         if re.search(pattern, name, re.IGNORECASE):

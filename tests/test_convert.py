@@ -435,3 +435,30 @@ def test_convert_seed_and_collection_classes_same_outputs_and_gradients():
         for m in net.blocks:  # the fused kernels, not auto's reference fallback: raises if none
             m.backend = "cpu"
     _assert_same_outputs_and_gradients(original, net)
+
+
+class GateCallerNet(nn.Module):
+    """CBAM's halves used bare (seed 000; a wheat-disease ResNet): each returns its
+    gate and the network multiplies. Nothing to swap in: reported, not converted."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.ca = ref.cbam.ChannelAttention(16, ratio=4)
+        self.sa = ref.cbam.SpatialAttention(7)
+        self.ca2 = ref.cbam.ExternalChannelAttention(16, reduction=4)
+
+    def forward(self, x):
+        out = self.stem(x)
+        out = self.ca(out) * out
+        return self.sa(out) * out * self.ca2(out)
+
+
+def test_bare_cbam_gates_are_reported_with_the_reason():
+    net, report = attnkernels.convert(GateCallerNet())
+    assert not report.converted, str(report)
+    left = {name: why for name, _, why in report.left_alone}
+    assert set(left) == {"ca", "sa", "ca2"}, str(report)
+    assert "a CBAM channel gate on its own" in left["ca"] and "x * gate" in left["ca"]
+    assert "a CBAM spatial gate on its own" in left["sa"]
+    assert "a CBAM channel gate on its own" in left["ca2"]
