@@ -1,13 +1,16 @@
-"""torch.compile(fullgraph=True) over the fused modules: no graph break, the numbers of\neager and of the float64 oracle."""
+"""torch.compile(fullgraph=True) over the fused modules: no graph break, the numbers of
+eager and of the float64 oracle."""
 import copy
 import os
 
 import pytest
 import torch
 
+import attnkernels
 from attnkernels import nn as fnn
 
-from utils import FLAVOURS, check_flavour_case, fused_backends
+from utils import (FLAVOURS, assert_matches_oracle, check_flavour_case, fused_backends,
+                   parameter_terms, run_module)
 
 # The tests below hold the graph dynamo captures (aot_eager: the same ops as
 # eager, so the same numbers) on every fused backend, the Triton interpreter
@@ -138,9 +141,9 @@ def test_compiled_flavour_matches_float64(backend, device, flavour, C, hw, layou
 # Ties in every max-pool, compiled: the backward must route each tie as
 # upstream does from what the forward saw, never from values inductor
 # recomputed (the CBAM bug of issue 29: a gate recomputed one ulp off picked
-# another maximum). The max-pooling families, C = 40 (where that bug showed),
-# both layouts, eval and train.
-MAX_POOLING = sorted(f for f in FLAVOURS if f.startswith(("cbam", "triplet")))
+# another maximum). Every max-pooling flavour (CBAM, Triplet, timm SE with
+# add_maxpool), C = 40 (where that bug showed), both layouts, eval and train.
+MAX_POOLING = sorted(f for f in FLAVOURS if f.startswith(("cbam", "triplet")) or "maxpool" in f)
 
 
 @pytest.mark.parametrize("backend,device", [b for b in fused_backends() if b != ("triton", "cpu")])
@@ -150,3 +153,39 @@ MAX_POOLING = sorted(f for f in FLAVOURS if f.startswith(("cbam", "triplet")))
 def test_compiled_ties_route_as_upstream(backend, device, flavour, layout, train):
     assert check_flavour_case(backend, device, flavour, (2, 40, 5, 7), torch.float32, layout,
                               train, explicit=True, seed=40, compiler="inductor", ties=True)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("flavour", ["cbam_official", "cbam_ultralytics", "cbam_external"])
+def test_compiled_converted_cbam_under_bfloat16_autocast(flavour, train):
+    """Issue 29's case as a user meets it: the upstream CBAM, converted, compiled
+    (inductor, fullgraph) and trained under bfloat16 autocast; its output and
+    every gradient against float64. The fused module takes x as it comes (fp32
+    here) and keeps its gate networks in fp32, so it is held to float32's
+    bound, where eager's bf16 convolutions are far off."""
+    if attnkernels.available_backends()["cpu"] is not None:
+        pytest.skip("the C++ kernels are not built")
+    torch.manual_seed(0)
+    made = FLAVOURS[flavour](24)
+    with torch.no_grad():
+        for p in made.parameters():
+            p.mul_(3.0)
+    upstream = made.reference_module().train(train)
+    oracle = copy.deepcopy(upstream).double()
+    converted, report = attnkernels.convert(copy.deepcopy(upstream))
+    assert type(converted) is type(made), str(report)
+    x, dy = torch.randn(2, 24, 9, 11), torch.randn(2, 24, 9, 11)
+    y_o, dx_o, dw_o = run_module(oracle, x.double(), dy.double())
+    torch._dynamo.reset()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_e, dx_e, dw_e = run_module(upstream, x, dy)
+        y_f, dx_f, dw_f = run_module(converted, x, dy,
+                                     torch.compile(converted, fullgraph=True))
+    assert y_f.dtype == torch.float32
+    assert_matches_oracle(y_f, y_e, y_o, "y")
+    assert_matches_oracle(dx_f, dx_e, dx_o, "dx")
+    for name, g in dw_o.items():
+        if g is not None:
+            assert_matches_oracle(dw_f[name], dw_e[name], g, name, terms=parameter_terms(x.shape))
+    for (name, b), b_o in zip(converted.named_buffers(), oracle.buffers()):
+        torch.testing.assert_close(b.to(b_o.dtype), b_o, rtol=1e-5, atol=1e-6, msg=name)

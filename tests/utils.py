@@ -290,6 +290,7 @@ def save_flags_of_module(ops_module, module, x, grad, monkeypatch):
 # family flavour -> C -> a fused module (any C >= 1 works for each)
 FLAVOURS = {
     "se_timm": lambda C: fnn.SEModule(C, rd_ratio=0.5, rd_divisor=1),
+    "se_timm_maxpool": lambda C: fnn.SEModule(C, rd_ratio=0.5, rd_divisor=1, add_maxpool=True),
     "se_seed": lambda C: fnn.SELayer(C, reduction=1),
     "se_torchvision": lambda C: fnn.SqueezeExcitation(C, max(1, C // 2)),
     "se_ultralytics": lambda C: fnn.UltralyticsChannelAttention(C),  # one C -> C layer
