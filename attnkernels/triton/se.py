@@ -35,6 +35,21 @@ def _matvec_rows(w_ptr, b_ptr, s_row, rows, rmask, ncols, HAS_B: tl.constexpr, A
 
 
 @triton.jit
+def _matvec_cols(w_ptr, v_row, cols, cmask, nrows, ncols, ACC: tl.constexpr,
+                 BLOCK_K: tl.constexpr):
+    """out[cols] = W[:, cols]^T v for one sample; W is (nrows, ncols) row-major."""
+    out = tl.zeros(cols.shape, ACC)
+    for k0 in range(0, nrows, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        km = k < nrows
+        v = tl.load(v_row + k, mask=km, other=0.0)
+        w = tl.load(w_ptr + k[:, None] * ncols + cols[None, :], mask=km[:, None] & cmask[None, :],
+                    other=0.0)
+        out += tl.sum(w * v[:, None], axis=0)
+    return out
+
+
+@triton.jit
 def _hidden(s_row, w1_ptr, b1_ptr, h_row, a_row, C, R, HAS_B1: tl.constexpr, ACT: tl.constexpr,
             ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
             STORE_H: tl.constexpr):
@@ -117,28 +132,14 @@ def _se_gate_backward_kernel(s_ptr, dg_ptr, cnt_ptr, w1_ptr, b1_ptr, w2_ptr, b2_
         for r0 in range(0, R, BLOCK_R):
             r = r0 + tl.arange(0, BLOCK_R)
             rm = r < R
-            da = tl.zeros([BLOCK_R], ACC)
-            for c0 in range(0, C, BLOCK_C):
-                c = c0 + tl.arange(0, BLOCK_C)
-                cm = c < C
-                dz = tl.load(dz_ptr + row + c, mask=cm, other=0.0)
-                w = tl.load(w2_ptr + c[:, None] * R + r[None, :], mask=cm[:, None] & rm[None, :],
-                            other=0.0)
-                da += tl.sum(w * dz[:, None], axis=0)
+            da = _matvec_cols(w2_ptr, dz_ptr + row, r, rm, C, R, ACC, BLOCK_C)  # W2^T dz
             h = tl.load(h_row + r, mask=rm, other=0.0)
             tl.store(dh_ptr + b * R + r, tl.where(rm, da * activation_grad(h, ACT), 0.0), mask=rm)
         tl.debug_barrier()  # dh of every hidden unit is read back below
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
             cm = c < C
-            ds = tl.zeros([BLOCK_C], ACC)
-            for r0 in range(0, R, BLOCK_R):
-                r = r0 + tl.arange(0, BLOCK_R)
-                rm = r < R
-                dh = tl.load(dh_ptr + b * R + r, mask=rm, other=0.0)
-                w = tl.load(w1_ptr + r[:, None] * C + c[None, :], mask=rm[:, None] & cm[None, :],
-                            other=0.0)
-                ds += tl.sum(w * dh[:, None], axis=0)
+            ds = _matvec_cols(w1_ptr, dh_ptr + b * R, c, cm, R, C, ACC, BLOCK_R)  # W1^T dh
             _store_pool_grads(ds, c, cm, row, cnt_ptr, dmean_ptr, dmax_ptr, HW, HAS_MAX)
     else:
         for c0 in range(0, C, BLOCK_C):
@@ -152,13 +153,7 @@ def _se_gate_backward_kernel(s_ptr, dg_ptr, cnt_ptr, w1_ptr, b1_ptr, w2_ptr, b2_
         for k0 in range(0, C, BLOCK_C):
             k = k0 + tl.arange(0, BLOCK_C)
             km = k < C
-            ds = tl.zeros([BLOCK_C], ACC)
-            for c0 in range(0, C, BLOCK_R):
-                c = c0 + tl.arange(0, BLOCK_R)
-                cm = c < C
-                dz = tl.load(dz_ptr + row + c, mask=cm, other=0.0)
-                w = tl.load(w1_ptr + c[:, None] * C + k[None, :], mask=cm[:, None] & km[None, :], other=0.0)
-                ds += tl.sum(w * dz[:, None], axis=0)
+            ds = _matvec_cols(w1_ptr, dz_ptr + row, k, km, C, C, ACC, BLOCK_R)  # W1^T dz
             _store_pool_grads(ds, k, km, row, cnt_ptr, dmean_ptr, dmax_ptr, HW, HAS_MAX)
 
 
