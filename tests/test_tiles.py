@@ -60,6 +60,7 @@ TILED_ARGUMENT = {"BLOCK": "N", "BLOCK_P": "HW"}
 # and odd (4-channel blocks); 11x13 = 143 positions past 128-position blocks
 INTERPRETER_TILE_SHAPES = {
     "se_seed": (1, 1101, 11, 13),
+    "se_ultralytics": (1, 1101, 11, 13),  # the one-layer gate (R = C, one C x C matrix)
     "eca_timm": (1, 1101, 11, 13),
     "cbam_timm": (1, 70, 11, 13),
     "coord_official": (1, 40, 35, 37),
