@@ -150,7 +150,7 @@ def test_quick_runs_only_the_targets_shape(tmp_path, monkeypatch):
                      "--out", str(tmp_path)])
     (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".csv"]
     rows = list(csv.DictReader(open(path)))
-    assert {r["shape_name"] for r in rows} == {"resnet50-stage1"}
+    assert {(r["shape_name"], r["shape"]) for r in rows} == {("resnet50-stage1-b8", "8x16x5x5")}
 
 
 def test_plot_writes_a_png_from_results(tmp_path, monkeypatch):
