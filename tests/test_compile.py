@@ -142,17 +142,21 @@ def test_compiled_flavour_matches_float64(backend, device, flavour, C, hw, layou
 # upstream does from what the forward saw, never from values inductor
 # recomputed (the CBAM bug of issue 29: a gate recomputed one ulp off picked
 # another maximum). Every max-pooling flavour (CBAM, Triplet, timm SE with
-# add_maxpool), C = 40 (where that bug showed), both layouts, eval and train.
+# add_maxpool), C = 40 (where that bug showed), both layouts, eval and train,
+# exact ties and near-ties.
 MAX_POOLING = sorted(f for f in FLAVOURS if f.startswith(("cbam", "triplet")) or "maxpool" in f)
 
 
 @pytest.mark.parametrize("backend,device", [b for b in fused_backends() if b != ("triton", "cpu")])
-@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("ties,layout,train", [
+    (True, "nchw", False), (True, "nchw", True), (True, "channels_last", False),
+    (True, "channels_last", True), ("near", "nchw", True), ("near", "channels_last", False)],
+    ids=["ties-nchw-eval", "ties-nchw-train", "ties-cl-eval", "ties-cl-train",
+         "near-nchw-train", "near-cl-eval"])
 @pytest.mark.parametrize("flavour", MAX_POOLING)
-def test_compiled_ties_route_as_upstream(backend, device, flavour, layout, train):
+def test_compiled_ties_route_as_upstream(backend, device, flavour, ties, layout, train):
     assert check_flavour_case(backend, device, flavour, (2, 40, 5, 7), torch.float32, layout,
-                              train, explicit=True, seed=40, compiler="inductor", ties=True)
+                              train, explicit=True, seed=40, compiler="inductor", ties=ties)
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
