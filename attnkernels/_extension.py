@@ -52,8 +52,8 @@ def _installed_elsewhere():
     try:
         from importlib.metadata import distribution
 
-        files = distribution("attnkernels").files or []
         dist = distribution("attnkernels")
+        files = dist.files or []
     except Exception:  # noqa: BLE001  (not installed, or metadata unreadable)
         return None
     for f in files:
