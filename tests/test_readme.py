@@ -5,6 +5,7 @@ import csv
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -70,3 +71,44 @@ def test_info_says_what_was_built():
     assert "CPU kernels: yes" in out.stdout, out.stdout
     assert re.search(r"CUDA kernels: (yes, for architectures [0-9.;+a-z]+|no \()", out.stdout)
     assert re.search(r"^  cpu +runs here$", out.stdout, re.MULTILINE), out.stdout
+
+
+def _source_tree_without_build(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(os.path.join(ROOT, "attnkernels"), src / "attnkernels",
+                    ignore=shutil.ignore_patterns("_C*.so", "__pycache__"))
+    return src
+
+
+def test_the_import_warning_names_a_shadowing_source_tree(tmp_path):
+    """A source tree without a build, first on sys.path, in front of an installed
+    attnkernels: the warning says so and what to run, at the user's line."""
+    src = _source_tree_without_build(tmp_path)
+    site = tmp_path / "site"  # an installed copy, as pip's RECORD lists it
+    (site / "attnkernels").mkdir(parents=True)
+    so = "_C.cpython-311-x86_64-linux-gnu.so"
+    (site / "attnkernels" / so).write_bytes(b"")
+    info = site / "attnkernels-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: attnkernels\nVersion: 0.1.0\n")
+    (info / "RECORD").write_text(f"attnkernels/{so},,\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("ATTNKERNELS_EXTENSION", None)
+    out = subprocess.run([sys.executable, "-c", "import attnkernels"], cwd=src, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.startswith("<string>:1: RuntimeWarning"), out.stderr  # the user's line
+    assert f"the source tree at {src / 'attnkernels'}" in out.stderr
+    assert f"shadows the installed package at {site / 'attnkernels'}" in out.stderr
+    assert "pip install -e ." in out.stderr and "circular import" not in out.stderr
+
+
+def test_the_import_warning_without_any_build(tmp_path):
+    src = _source_tree_without_build(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ATTNKERNELS_EXTENSION")}
+    code = "import attnkernels; print(attnkernels.available_backends()['cpu'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=src, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "no compiled extension (_C*.so)" in out.stdout
+    assert "pip install -e ." in out.stderr and "circular import" not in out.stderr, out.stderr
