@@ -1,7 +1,7 @@
 // Every operator schema of the attnkernels namespace, in one place. The CPU
 // and CUDA implementations register themselves per file (cpu/<family>.cpp,
 // cuda/<family>.cu); fake tensors and autograd are registered from Python
-// (attnkernels/ops/<family>.py).
+// (attnkernels/<family>/op.py).
 #include <torch/library.h>
 
 TORCH_LIBRARY(attnkernels, m) {
@@ -30,7 +30,7 @@ TORCH_LIBRARY(attnkernels, m) {
       "bool circular, int gate) -> (Tensor dx, Tensor dz)");
 
   // CBAM: the passes over x; the gate networks (shared MLP, kxk conv,
-  // BatchNorm) run between them (csrc/composite/cbam.cpp, attnkernels/ops/cbam.py).
+  // BatchNorm) run between them (csrc/composite/cbam.cpp, attnkernels/cbam/op.py).
   // ca is the channel gate (N, C), sa the spatial gate (N, H, W), both in the
   // accumulate dtype; u = x * ca is never materialised.
   //   channel_pool          mean and max over H*W per (n, c)
@@ -49,7 +49,7 @@ TORCH_LIBRARY(attnkernels, m) {
   // count). The *tie tensors (int32) hold that first index (-1: none) or the count.
   // cbam_forward: the native composite (csrc/composite/cbam.cpp) of the three
   // forward passes and the gate networks between them; config and outputs as
-  // for the Triton composite cbam_forward_triton (attnkernels/ops/cbam.py).
+  // for the Triton composite cbam_forward_triton (attnkernels/cbam/triton.py).
   m.def(
       "cbam_forward(Tensor x, Tensor w1, Tensor? b1, Tensor? w2, Tensor? b2, Tensor? conv_w, "
       "Tensor? conv_b, Tensor? bn_w, Tensor? bn_b, Tensor? bn_mean, Tensor? bn_var, int[] config, "
@@ -72,7 +72,7 @@ TORCH_LIBRARY(attnkernels, m) {
 
   // Coordinate Attention: the passes over x; the gate network (1x1 conv,
   // BatchNorm, activation, two 1x1 convs, gates) runs between them
-  // (csrc/composite/coord.cpp, attnkernels/ops/coord.py). mh (N, C, H) is the mean over W, mw (N, C, W)
+  // (csrc/composite/coord.cpp, attnkernels/coord/op.py). mh (N, C, H) is the mean over W, mw (N, C, W)
   // the mean over H; ah (N, C, H) and aw (N, C, W) are the gates, all in the
   // accumulate dtype. y = x * aw * ah (+ x with skip). The backward reduction
   // reads (dy, x) once for dah = sum_w dy * x * aw and daw = sum_h dy * x * ah;
@@ -80,7 +80,7 @@ TORCH_LIBRARY(attnkernels, m) {
   // strip means (d mean / count), and dx = dy * aw * ah + gh + gw (+ dy).
   // coord_forward: the native composite (csrc/composite/coord.cpp) of the two
   // forward passes and the gate network between them; config and outputs as
-  // for the Triton composite coord_forward_triton (attnkernels/ops/coord.py).
+  // for the Triton composite coord_forward_triton (attnkernels/coord/triton.py).
   m.def(
       "coord_forward(Tensor x, Tensor w1, Tensor? b1, Tensor wh, Tensor? bh, Tensor ww, "
       "Tensor? bw, Tensor? bn_w, Tensor? bn_b, Tensor? bn_mean, Tensor? bn_var, int[] config, "
@@ -95,7 +95,7 @@ TORCH_LIBRARY(attnkernels, m) {
 
   // Triplet Attention: the passes over x; the three gate networks (kxk conv,
   // BatchNorm, sigmoid on [max, mean] maps) run between them
-  // (csrc/composite/triplet.cpp, attnkernels/ops/triplet.py). A reduction over C gives an (N, H, W) map,
+  // (csrc/composite/triplet.cpp, attnkernels/triplet/op.py). A reduction over C gives an (N, H, W) map,
   // over H an (N, C, W) map, over W an (N, C, H) map, in the accumulate dtype.
   //   pool            one read of x: mean and max over C, over H and over W
   //   apply           y = (x s_hw[n,h,w] + x s_cw[n,c,w] + x s_hc[n,c,h]) / 3, or
@@ -110,7 +110,7 @@ TORCH_LIBRARY(attnkernels, m) {
   // what the routed element receives from a max.
   // triplet_forward: the native composite (csrc/composite/triplet.cpp) of the
   // two forward passes and the gate networks between them; config and outputs
-  // as for the Triton composite triplet_forward_triton (attnkernels/ops/triplet.py).
+  // as for the Triton composite triplet_forward_triton (attnkernels/triplet/triton.py).
   m.def(
       "triplet_forward(Tensor x, Tensor conv_w, Tensor? conv_b, Tensor? bn_w, Tensor? bn_b, "
       "Tensor? bn_mean, Tensor? bn_var, int[] config, float eps) -> (Tensor y, Tensor cmean, "

@@ -111,3 +111,15 @@ inline CBAMReduceOutputs cbam_backward_reduce_outputs(const at::Tensor& ca, cons
 }
 
 }  // namespace attnkernels
+
+// The ops every backend implements (schemas in csrc/ops.cpp; see dispatch.h).
+// the forward passes
+#define AK_CBAM_FORWARD_OPS(X, suffix) \
+  X(cbam_channel_pool, suffix) \
+  X(cbam_spatial_pool, suffix) \
+  X(cbam_apply, suffix)
+// the backward passes
+#define AK_CBAM_BACKWARD_OPS(X, suffix) \
+  X(cbam_backward_reduce, suffix) \
+  X(cbam_spatial_pool_backward, suffix) \
+  X(cbam_backward_apply, suffix)

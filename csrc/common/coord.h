@@ -54,3 +54,11 @@ inline void check_coord_backward_apply_args(const at::Tensor& dy, const at::Tens
 }
 
 }  // namespace attnkernels
+
+// The ops every backend implements (schemas in csrc/ops.cpp; see dispatch.h).
+// the passes over x
+#define AK_COORD_OPS(X, suffix) \
+  X(coord_pool, suffix) \
+  X(coord_apply, suffix) \
+  X(coord_backward_reduce, suffix) \
+  X(coord_backward_apply, suffix)

@@ -1,8 +1,9 @@
 // Scalar activations and gates of the tiny gate networks, and their
-// derivatives, shared by the CPU and CUDA kernels. Codes match
-// attnkernels/reference/_layers.py (ACTIVATIONS, GATES).
+// derivatives, shared by the CPU and CUDA kernels (codes in modes.h).
 #pragma once
 #include <cmath>
+
+#include "modes.h"
 
 #if defined(__CUDACC__)
 #define AK_HD __host__ __device__ __forceinline__
@@ -11,10 +12,6 @@
 #endif
 
 namespace attnkernels {
-
-enum Activation : int { kIdentity = 0, kReLU = 1, kSiLU = 2, kHardswish = 3 };
-enum Gate : int { kSigmoid = 0, kHardSigmoid = 1 };
-enum Pool : int { kAvg = 0, kAvgMax = 1 };
 
 template <typename T>
 AK_HD T sigmoid(T z) {

@@ -95,3 +95,7 @@ inline SEBackwardOutputs se_backward_outputs(const at::Tensor& x, const SEWeight
 }
 
 }  // namespace attnkernels
+
+// The ops every backend implements (schemas in csrc/ops.cpp; see dispatch.h).
+// the forward and backward
+#define AK_SE_OPS(X, suffix) X(se_forward, suffix) X(se_backward, suffix)

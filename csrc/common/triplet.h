@@ -127,3 +127,9 @@ inline std::array<at::Tensor, 6> triplet_backward_reduce_outputs(const at::Tenso
 }
 
 }  // namespace attnkernels
+
+// The ops every backend implements (schemas in csrc/ops.cpp; see dispatch.h).
+// the reductions
+#define AK_TRIPLET_REDUCE_OPS(X, suffix) X(triplet_pool, suffix) X(triplet_backward_reduce, suffix)
+// the apply passes
+#define AK_TRIPLET_APPLY_OPS(X, suffix) X(triplet_apply, suffix) X(triplet_backward_apply, suffix)

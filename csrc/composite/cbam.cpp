@@ -1,7 +1,8 @@
 // attnkernels::cbam_forward, the native (CPU, CUDA) composite forward of CBAM:
 // the passes (attnkernels::cbam_channel_pool, cbam_spatial_pool, cbam_apply)
 // with the two gate networks between them, as the Triton composite
-// cbam_forward_triton runs them in Python (attnkernels/ops/cbam.py:
+// cbam_forward_triton runs them in Python (attnkernels/cbam/triton.py, with
+// the gate networks of attnkernels/cbam/op.py:
 // channel_gate, spatial_gate; the outputs are described there). Fake tensors
 // and autograd are registered from Python.
 #include <ATen/ATen.h>
@@ -18,16 +19,16 @@ namespace {
 using at::Tensor;
 using Opt = std::optional<Tensor>;
 
-// config (ops/cbam.py): [channel_pool, act, channel_gate, spatial_input,
+// config (attnkernels/cbam/op.py Config): [channel_pool, act, channel_gate, spatial_input,
 // spatial_gate, bn, first_max]
-enum : int64_t { kChannelPool, kAct, kChannelGate, kSpatialInput, kSpatialGate, kBn };
+enum Config : int64_t { kChannelPool, kAct, kChannelGate, kSpatialInput, kSpatialGate, kBn, kFirstMax };
 enum : int64_t { kAvgMax = 0, kMix = 1, kAvg = 2 };                    // channel_pool
 enum : int64_t { kMeanMax = 0, kMaxMean = 1, kNoSpatial = 3 };       // spatial_input
 
 using Outputs = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                            Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
-// (ca, h, z): ops/cbam.py channel_gate.
+// (ca, h, z): attnkernels/cbam/op.py channel_gate.
 std::tuple<Tensor, Tensor, Tensor> channel_gate(const Tensor& cmean, const Tensor& cmax,
                                                 const Tensor& w1, const Opt& b1, const Opt& w2,
                                                 const Opt& b2, at::IntArrayRef config) {
@@ -79,7 +80,7 @@ Outputs cbam_forward(const Tensor& x, const Tensor& w1, const Opt& b1, const Opt
             e(), e()};
   }
   auto [smean, smax] = spatial_pool.call(x, ca);
-  // ops/cbam.py spatial_gate
+  // attnkernels/cbam/op.py spatial_gate
   const at::ScalarType acc = smean.scalar_type();
   Tensor q = same_conv2d(spatial_input(smean, smax, config[kSpatialInput]), conv_w->to(acc));
   if (conv_b.has_value()) q = q + conv_b->to(acc);

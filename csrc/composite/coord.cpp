@@ -1,7 +1,8 @@
 // attnkernels::coord_forward, the native (CPU, CUDA) composite forward of
 // Coordinate Attention: the passes (attnkernels::coord_pool, coord_apply) with
 // the gate network between them, as the Triton composite coord_forward_triton
-// runs it in Python (attnkernels/ops/coord.py: coord_gates, strip_gates; the
+// runs it in Python (attnkernels/coord/triton.py, with
+// the gate networks of attnkernels/coord/op.py: coord_gates, strip_gates; the
 // outputs are described there). Fake tensors and autograd are registered from
 // Python.
 #include <ATen/ATen.h>
@@ -18,10 +19,10 @@ namespace {
 using at::Tensor;
 using Opt = std::optional<Tensor>;
 
-// config (ops/coord.py): [act, gate, bn, skip, save]
-enum : int64_t { kAct, kGate, kBn, kSkip, kSave, kConfigSize };
+// config (attnkernels/coord/op.py): [act, gate, bn, skip, save]
+enum Config : int64_t { kAct, kGate, kBn, kSkip, kSave, kConfigSize };
 
-// A 1x1 conv over strips, (N, in, T) -> (N, out, T): ops/coord.py strip_conv.
+// A 1x1 conv over strips, (N, in, T) -> (N, out, T): attnkernels/coord/op.py strip_conv.
 Tensor strip_conv(const Tensor& s, const Tensor& w, const Opt& b) {
   Tensor z = gate_product(w.to(s.scalar_type()), s);
   return b.has_value() ? z.add_(b->to(s.scalar_type()).unsqueeze(1)) : z;

@@ -1,6 +1,6 @@
 // The pieces of the gate networks that run between the passes of the native
 // (CPU, CUDA) composite forwards: the C++ twins of the Python helpers in
-// attnkernels/ops/_common.py, gate_matmul.py and gate_conv.py, calling the same
+// attnkernels/_core/ops.py, gate_matmul.py and gate_conv.py, calling the same
 // ATen and attnkernels ops in the same order, so their results are bitwise the
 // Python ones. They run in C++ because at batch 1 the Python chain of a dozen
 // small ops cost more than the passes over x (CBAM at 1x256x56x56: about
@@ -13,6 +13,8 @@
 #include <optional>
 #include <string>
 #include <tuple>
+
+#include "../common/modes.h"
 
 namespace attnkernels::composite {
 
@@ -39,7 +41,7 @@ inline std::optional<at::Tensor> to(const std::optional<at::Tensor>& t, at::Scal
   return t->to(dtype);
 }
 
-// Activation and gate codes as in csrc/common/gate_math.h.
+// Activation and gate codes as in csrc/common/modes.h.
 inline at::Tensor activation(const at::Tensor& h, int64_t act) {
   switch (act) {
     case 0: return h;
@@ -95,9 +97,6 @@ inline at::Tensor same_conv2d(const at::Tensor& inp, const at::Tensor& weight) {
       .transpose(2, 3)
       .contiguous();
 }
-
-// How a gate network's BatchNorm normalises (ops/_common.py).
-enum BatchNormMode : int64_t { kBnNone = 0, kBnBatch = 1, kBnRunning = 2 };
 
 // _common.normalise_saving: (out, save_mean, save_invstd, batch mean, unbiased
 // batch variance); the last four empty unless mode is kBnBatch (zeros of the

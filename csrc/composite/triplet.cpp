@@ -1,7 +1,8 @@
 // attnkernels::triplet_forward, the native (CPU, CUDA) composite forward of
 // Triplet Attention: the passes (attnkernels::triplet_pool, triplet_apply)
 // with the three gate networks between them, as the Triton composite
-// triplet_forward_triton runs them in Python (attnkernels/ops/triplet.py:
+// triplet_forward_triton runs them in Python (attnkernels/triplet/triton.py, with
+// the gate networks of attnkernels/triplet/op.py:
 // branch_inputs, branch_convs, branch_gates, gates_of; the outputs are
 // described there). Fake tensors and autograd are registered from Python.
 #include <ATen/ATen.h>
@@ -19,8 +20,8 @@ namespace {
 using at::Tensor;
 using Opt = std::optional<Tensor>;
 
-// config (ops/triplet.py): [bn, spatial, save]
-enum : int64_t { kBn, kSpatial, kSave, kConfigSize };
+// config (attnkernels/triplet/op.py): [bn, spatial, save]
+enum Config : int64_t { kBn, kSpatial, kSave, kConfigSize };
 
 // [a, b] (N, R, S) as (N, 2, R, S), the longer side contiguous (stack_planes).
 Tensor stack_planes(const Tensor& a, const Tensor& b) {

@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../common/dispatch.h"
 #include "../common/coord.h"
 #include "simd.h"
 #include "tasks.h"
@@ -191,9 +192,6 @@ void backward_reduce_kernel(const at::Tensor& dy, const at::Tensor& x, const at:
 
 // ---------------------------------------------------------------- ops
 
-#define AK_DISPATCH(x, name, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (x).scalar_type(), name, __VA_ARGS__)
-
 std::tuple<at::Tensor, at::Tensor> coord_pool_cpu(const at::Tensor& x) {
   check_activation_4d(x, "x");
   auto [mh, mw] = coord_pool_outputs(x);
@@ -251,15 +249,8 @@ at::Tensor coord_backward_apply_cpu(const at::Tensor& dy, const at::Tensor& ah,
   return dx;
 }
 
-#undef AK_DISPATCH
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(attnkernels, CPU, m) {
-  m.impl("coord_pool", &coord_pool_cpu);
-  m.impl("coord_apply", &coord_apply_cpu);
-  m.impl("coord_backward_reduce", &coord_backward_reduce_cpu);
-  m.impl("coord_backward_apply", &coord_backward_apply_cpu);
-}
+TORCH_LIBRARY_IMPL(attnkernels, CPU, m) { AK_COORD_OPS(AK_IMPL, _cpu) }
 
 }  // namespace attnkernels

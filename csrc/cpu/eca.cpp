@@ -4,6 +4,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
+#include "../common/dispatch.h"
 #include "../common/eca.h"
 #include "channel_gate.h"
 
@@ -62,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor> eca_forward_cpu(const at::Tensor& x, const at
   const ECAWeights w = eca_prepare(x, weight, bias, gate);
   ECAForwardOutputs out = eca_forward_outputs(x);
   if (x.numel() == 0) return {out.y, out.pooled};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "eca_forward_cpu", [&] {
+  AK_DISPATCH(x, "eca_forward_cpu", [&] {
     eca_forward_kernel<scalar_t>(x, w, circular, gate, out.y, out.pooled);
   });
   return {out.y, out.pooled};
@@ -77,7 +78,7 @@ std::tuple<at::Tensor, at::Tensor> eca_backward_cpu(const at::Tensor& dy, const 
   check_eca_backward_args(dy, x, pooled);
   ECABackwardOutputs out = eca_backward_outputs(x);
   if (x.numel() == 0) return {out.dx, out.dz};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "eca_backward_cpu", [&] {
+  AK_DISPATCH(x, "eca_backward_cpu", [&] {
     eca_backward_kernel<scalar_t>(dy, x, pooled, w, circular, gate, out.dx, out.dz);
   });
   return {out.dx, out.dz};
@@ -85,9 +86,6 @@ std::tuple<at::Tensor, at::Tensor> eca_backward_cpu(const at::Tensor& dy, const 
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(attnkernels, CPU, m) {
-  m.impl("eca_forward", &eca_forward_cpu);
-  m.impl("eca_backward", &eca_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(attnkernels, CPU, m) { AK_ECA_OPS(AK_IMPL, _cpu) }
 
 }  // namespace attnkernels

@@ -4,6 +4,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
+#include "../common/dispatch.h"
 #include "../common/se.h"
 #include "channel_gate.h"
 
@@ -167,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_forward_cpu(
   const SEWeights w = se_prepare(x, w1, b1, w2, b2, pool, act, gate);
   SEForwardOutputs out = se_forward_outputs(x, pool);
   if (x.numel() == 0) return {out.y, out.pooled, out.xmax};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "se_forward_cpu", [&] {
+  AK_DISPATCH(x, "se_forward_cpu", [&] {
     if (pool == kAvgMax)
       se_forward_kernel<true, scalar_t>(x, w, act, gate, out.y, out.pooled, out.xmax);
     else
@@ -185,7 +186,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_backward_cpu(
   check_se_backward_args(dy, x, pooled, xmax, pool);
   SEBackwardOutputs out = se_backward_outputs(x, w);
   if (x.numel() == 0) return {out.dx, out.dz, out.dh};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "se_backward_cpu", [&] {
+  AK_DISPATCH(x, "se_backward_cpu", [&] {
     if (pool == kAvgMax)
       se_backward_kernel<true, scalar_t>(dy, x, pooled, xmax, w, act, gate, out.dx, out.dz, out.dh);
     else
@@ -196,9 +197,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_backward_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(attnkernels, CPU, m) {
-  m.impl("se_forward", &se_forward_cpu);
-  m.impl("se_backward", &se_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(attnkernels, CPU, m) { AK_SE_OPS(AK_IMPL, _cpu) }
 
 }  // namespace attnkernels

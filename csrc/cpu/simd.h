@@ -16,6 +16,10 @@ namespace {
 typedef float f4 __attribute__((vector_size(16)));
 typedef int32_t i4 __attribute__((vector_size(16)));
 
+// The dtype whose passes take the f4 fast paths.
+template <typename scalar_t>
+constexpr bool kFloat = std::is_same_v<scalar_t, float>;
+
 // Unaligned accesses through element-typed vectors, not memcpy: a memcpy store
 // may alias anything, so the compiler reloads every loop bound and captured
 // scalar after it; a vector of float aliases only float.

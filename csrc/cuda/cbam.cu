@@ -13,6 +13,7 @@
 #include <climits>
 #include <limits>
 
+#include "../common/dispatch.h"
 #include "../common/cbam.h"
 #include "channel_gate.cuh"
 
@@ -284,9 +285,6 @@ void launch_elementwise(const at::Tensor& x, const ElementwiseArgs& a, cudaStrea
 
 // ---------------------------------------------------------------- ops
 
-#define AK_DISPATCH(x, name, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (x).scalar_type(), name, __VA_ARGS__)
-
 // f.template operator()<kFirst>() with kFirst = first_max.
 template <typename F>
 void with_first(bool first_max, const F& f) {
@@ -444,17 +442,11 @@ at::Tensor cbam_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& x, c
   return dx;
 }
 
-#undef AK_DISPATCH
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) {
-  m.impl("cbam_channel_pool", &cbam_channel_pool_cuda);
-  m.impl("cbam_spatial_pool", &cbam_spatial_pool_cuda);
-  m.impl("cbam_apply", &cbam_apply_cuda);
-  m.impl("cbam_backward_reduce", &cbam_backward_reduce_cuda);
-  m.impl("cbam_spatial_pool_backward", &cbam_spatial_pool_backward_cuda);
-  m.impl("cbam_backward_apply", &cbam_backward_apply_cuda);
+  AK_CBAM_FORWARD_OPS(AK_IMPL, _cuda)
+  AK_CBAM_BACKWARD_OPS(AK_IMPL, _cuda)
 }
 
 }  // namespace attnkernels

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "../common/dispatch.h"
 #include "../common/coord.h"
 #include "../common/cuda_utils.cuh"
 
@@ -110,9 +111,6 @@ void launch_elementwise(const at::Tensor& in, const acc_t* ah, const acc_t* aw, 
 
 // ---------------------------------------------------------------- ops
 
-#define AK_DISPATCH(x, name, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (x).scalar_type(), name, __VA_ARGS__)
-
 std::tuple<at::Tensor, at::Tensor> coord_pool_cuda(const at::Tensor& x) {
   AK_DEVICE_GUARD(x);
   check_activation_4d(x, "x");
@@ -178,15 +176,8 @@ at::Tensor coord_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& ah,
   return dx;
 }
 
-#undef AK_DISPATCH
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) {
-  m.impl("coord_pool", &coord_pool_cuda);
-  m.impl("coord_apply", &coord_apply_cuda);
-  m.impl("coord_backward_reduce", &coord_backward_reduce_cuda);
-  m.impl("coord_backward_apply", &coord_backward_apply_cuda);
-}
+TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) { AK_COORD_OPS(AK_IMPL, _cuda) }
 
 }  // namespace attnkernels

@@ -9,6 +9,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
+#include "../common/dispatch.h"
 #include "../common/cuda_utils.cuh"
 #include "../common/eca.h"
 #include "channel_gate.cuh"
@@ -63,7 +64,7 @@ std::tuple<at::Tensor, at::Tensor> eca_forward_cuda(const at::Tensor& x, const a
   const int64_t B = x.size(0), C = x.size(1);
   at::Tensor g = at::empty({B, C}, pooled.options());
   const cudaStream_t stream = AK_CURRENT_STREAM();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "eca_forward_cuda", [&] {
+  AK_DISPATCH(x, "eca_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_reduce<false, scalar_t, acc_t>(x, nullptr, nullptr, false, pooled.data_ptr<acc_t>(),
                                           nullptr, stream);
@@ -93,7 +94,7 @@ std::tuple<at::Tensor, at::Tensor> eca_backward_cuda(const at::Tensor& dy, const
   auto stats = [&] { return at::empty({B, C}, pooled.options()); };
   at::Tensor dg = stats(), g = stats(), dmean = stats();
   const cudaStream_t stream = AK_CURRENT_STREAM();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "eca_backward_cuda", [&] {
+  AK_DISPATCH(x, "eca_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_reduce<true, scalar_t, acc_t>(x, &dy, nullptr, false, dg.data_ptr<acc_t>(), nullptr,
                                          stream);
@@ -112,9 +113,6 @@ std::tuple<at::Tensor, at::Tensor> eca_backward_cuda(const at::Tensor& dy, const
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) {
-  m.impl("eca_forward", &eca_forward_cuda);
-  m.impl("eca_backward", &eca_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) { AK_ECA_OPS(AK_IMPL, _cuda) }
 
 }  // namespace attnkernels

@@ -12,6 +12,7 @@
 
 #include <limits>
 
+#include "../common/dispatch.h"
 #include "../common/cuda_utils.cuh"
 #include "../common/se.h"
 #include "channel_gate.cuh"
@@ -159,7 +160,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_forward_cuda(
   at::Tensor g = at::empty({B, C}, x.options().dtype(acc));
   const cudaStream_t stream = AK_CURRENT_STREAM();
   const bool has_max = pool == kAvgMax;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "se_forward_cuda", [&] {
+  AK_DISPATCH(x, "se_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch_reduce<false, scalar_t, acc_t>(x, nullptr, nullptr, has_max, pooled.data_ptr<acc_t>(),
                                           has_max ? xmax.data_ptr<acc_t>() : nullptr, stream);
@@ -191,7 +192,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_backward_cuda(
   at::Tensor dg = stats(), g = stats(), dmean = stats();
   at::Tensor count = has_max ? stats() : at::Tensor(), dmax = has_max ? stats() : at::Tensor();
   const cudaStream_t stream = AK_CURRENT_STREAM();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "se_backward_cuda", [&] {
+  AK_DISPATCH(x, "se_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t* xm = has_max ? xmax.data_ptr<acc_t>() : nullptr;
     acc_t* cnt = has_max ? count.data_ptr<acc_t>() : nullptr;
@@ -217,9 +218,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> se_backward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) {
-  m.impl("se_forward", &se_forward_cuda);
-  m.impl("se_backward", &se_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) { AK_SE_OPS(AK_IMPL, _cuda) }
 
 }  // namespace attnkernels

@@ -12,6 +12,7 @@
 #include <array>
 #include <limits>
 
+#include "../common/dispatch.h"
 #include "../common/cuda_utils.cuh"
 #include "../common/gate_math.h"
 #include "../common/triplet.h"
@@ -145,9 +146,6 @@ void launch_elementwise(const at::Tensor& in, const at::Tensor& s_hw, const at::
 
 // ---------------------------------------------------------------- ops
 
-#define AK_DISPATCH(x, name, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, (x).scalar_type(), name, __VA_ARGS__)
-
 TripletSix triplet_pool_cuda(const at::Tensor& x) {
   AK_DEVICE_GUARD(x);
   check_activation_4d(x, "x");
@@ -225,15 +223,11 @@ at::Tensor triplet_backward_apply_cuda(const at::Tensor& dy, const at::Tensor& s
   return dx;
 }
 
-#undef AK_DISPATCH
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(attnkernels, AK_DISPATCH_KEY, m) {
-  m.impl("triplet_pool", &triplet_pool_cuda);
-  m.impl("triplet_apply", &triplet_apply_cuda);
-  m.impl("triplet_backward_reduce", &triplet_backward_reduce_cuda);
-  m.impl("triplet_backward_apply", &triplet_backward_apply_cuda);
+  AK_TRIPLET_REDUCE_OPS(AK_IMPL, _cuda)
+  AK_TRIPLET_APPLY_OPS(AK_IMPL, _cuda)
 }
 
 }  // namespace attnkernels
