@@ -3,26 +3,21 @@
 Public API: ``attnkernels.nn`` (drop-in modules), ``attnkernels.functional``,
 ``attnkernels.convert(model)``, ``attnkernels.available_backends()`` and
 ``attnkernels.use_backend(name)``. ``attnkernels.reference`` holds the
-pure-PyTorch originals."""
-from . import _extension
-from ._backend import available_backends, use_backend
+pure-PyTorch originals. Each family's code is in its folder
+(``attnkernels/se``, ``eca``, ...; listed in ``attnkernels.families``), the
+machinery they share in ``attnkernels/_core``."""
+from ._core import extension as _extension
+from ._core.backend import available_backends, use_backend
+from .families import FAMILIES as _FAMILIES
 
 if _extension.load():
-    from .ops import cbam as _cbam_ops
-    from .ops import coord as _coord_ops
-    from .ops import eca as _eca_ops
-    from .ops import gate_conv as _gate_conv_ops
-    from .ops import gate_matmul as _gate_matmul_ops
-    from .ops import se as _se_ops
-    from .ops import triplet as _triplet_ops
+    from ._core import gate_conv as _gate_conv
+    from ._core import gate_matmul as _gate_matmul
 
-    _se_ops.register()
-    _eca_ops.register()
-    _cbam_ops.register()
-    _coord_ops.register()
-    _triplet_ops.register()
-    _gate_conv_ops.register()
-    _gate_matmul_ops.register()
+    for _family in _FAMILIES:
+        _family.op.register()
+    _gate_conv.register()
+    _gate_matmul.register()
 
 from . import functional, nn, reference  # noqa: E402
 from .convert import ConversionReport, convert  # noqa: E402

@@ -9,7 +9,7 @@ import sys
 import torch
 
 import attnkernels
-from attnkernels import _extension
+from attnkernels._core import extension as _extension
 
 
 def _version(pkg: str) -> str:

@@ -27,7 +27,7 @@ import torch
 
 import attnkernels
 
-from . import cbam, coord, eca, se, triplet
+from attnkernels.families import FAMILIES as _FAMILIES
 from .plot import FUSED
 from .timing import measure
 
@@ -40,7 +40,8 @@ QUICK_BATCHES = {"cpu": [8], "cuda": None}
 DEFAULT_SHAPES = {"cpu": ["resnet50-stage1", "resnet50-stage4", "inference-b1"],
                   "cuda": ["record-b64", "resnet50-stage3", "inference-b1"]}
 DEFAULT_BUDGET, FULL_BUDGET = 0.3, 1.0
-FAMILIES = {"se": se, "eca": eca, "cbam": cbam, "coord": coord, "triplet": triplet}
+# each family's benchmark cases (attnkernels/<family>/bench.py), by name
+FAMILIES = {f.name: f.bench for f in _FAMILIES}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -258,7 +259,7 @@ def unavailable(provs, device, program="python -m bench",
     lines += [f"  {p}: {w}" for p, w in why.items()]
     lines += [f"  {p}: runs on {'the CPU' if p == 'cpu' else 'a CUDA device'}, not {device}"
               for p in wrong_device]
-    from attnkernels import _extension
+    from attnkernels._core import extension as _extension
 
     fixes = []
     if _extension.advice():

@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from attnkernels import reference as ref
-from attnkernels.nn._family import FusedFamily
+from attnkernels._core.modules import FusedFamily
 
 
 def triplet_layer(channels, device=None, dtype=None):

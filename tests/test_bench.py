@@ -7,11 +7,11 @@ import pytest
 import attnkernels
 
 from bench import __main__ as bench_main
-from bench import cbam as bench_cbam
-from bench import coord as bench_coord
-from bench import eca as bench_eca
-from bench import se as bench_se
-from bench import triplet as bench_triplet
+from attnkernels.cbam import bench as bench_cbam
+from attnkernels.coord import bench as bench_coord
+from attnkernels.eca import bench as bench_eca
+from attnkernels.se import bench as bench_se
+from attnkernels.triplet import bench as bench_triplet
 
 
 @pytest.mark.parametrize("family", ["se", "eca", "cbam", "coord", "triplet"])

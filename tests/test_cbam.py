@@ -10,6 +10,8 @@ import attnkernels
 from attnkernels import functional as F
 from attnkernels import nn as fnn
 from attnkernels import reference as ref
+from attnkernels.cbam import functional as cbam_functional
+from attnkernels.cbam import op as cbam_ops
 
 import utils
 from utils import (assert_empty_like_upstream, assert_float_module_matches_twin,
@@ -17,10 +19,9 @@ from utils import (assert_empty_like_upstream, assert_float_module_matches_twin,
                    run_module, runs_per_thread_count)
 
 BACKENDS = fused_backends()
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+DTYPES, FORMATS = utils.MODULE_DTYPES, utils.FORMATS
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
-HAS_CPU = attnkernels.available_backends()["cpu"] is None
+HAS_CPU = utils.HAS_CPU
 
 # name -> C -> fused module (its reference twin is built from the same class's base)
 FLAVOURS = {
@@ -40,8 +41,7 @@ FLAVOURS = {
 }
 
 
-def reference_twin(fused: nn.Module) -> nn.Module:
-    return utils.reference_twin(fused, ref.cbam)
+reference_twin = utils.reference_twin
 
 
 def has_batch_norm(m: nn.Module) -> bool:
@@ -120,8 +120,6 @@ def test_backward_uses_the_forward_gates_not_recomputed_ones(backend, device, fl
     backward and puts its own sigmoid there, an ulp off ATen's (the GPU's fast
     exp, first seen on an H200): here every gate computed during the backward
     is moved by one ulp, and the gradients must not move beyond rounding."""
-    from attnkernels.ops import cbam as cbam_ops
-
     m = FLAVOURS[flavour](40).to(device)
     m.backend = backend
     x = torch.randn(2, 40, 6, 7, device=device)
@@ -165,16 +163,6 @@ def test_gradcheck(backend, device, spatial_input, channel_pool, first_max, bn, 
 
     assert torch.autograd.gradcheck(f, (x, w1, b1, w2, b2, cw, cb, bw, bb), eps=1e-6, atol=1e-6,
                                     rtol=1e-4)
-
-
-@pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize("fmt", list(FORMATS))
-def test_deterministic(backend, device, fmt):
-    m = fnn.CbamModule(40).to(device)
-    m.backend = backend
-    x = torch.randn(2, 40, 9, 7, device=device).to(memory_format=FORMATS[fmt])
-    dy = torch.randn_like(x)
-    assert_same_runs([run_module(m, x, dy) for _ in range(2)])
 
 
 @pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
@@ -282,8 +270,6 @@ def test_opcheck_passes(fmt, first_max):
 @pytest.mark.parametrize("bn_mode", [0, 1, 2])
 @pytest.mark.parametrize("hw", [(3, 5), (5, 3)])  # the gate conv works on either side as columns
 def test_opcheck_composite(backend, device, bn_mode, hw):
-    from attnkernels.ops import cbam as cbam_ops
-
     kw = dict(device=device, requires_grad=True)
     x = torch.randn(2, 6, *hw, **kw)
     w1, w2 = torch.randn(3, 6, **kw), torch.randn(6, 3, **kw)
@@ -292,7 +278,7 @@ def test_opcheck_composite(backend, device, bn_mode, hw):
     running = [torch.zeros(1, device=device), torch.ones(1, device=device)] if bn_mode == 2 \
         else [None, None]
     config = [0, 1, 0, 0, 0, bn_mode, 1]
-    torch.library.opcheck(cbam_ops.forward_op(backend),
+    torch.library.opcheck(cbam_functional.forward_op(backend),
                           (x, w1, None, w2, None, cw, None, *bn, *running, config, 1e-5))
 
 
@@ -307,8 +293,6 @@ def test_opcheck_composite(backend, device, bn_mode, hw):
 ])
 def test_native_composite_is_bitwise_its_python_twin(device, dtype, hw, config, two_layers,
                                                      biases, monkeypatch):
-    from attnkernels.ops import cbam as cbam_ops
-
     torch.manual_seed(0)
     C, R = 6, 3
     kw = dict(device=device)
@@ -323,8 +307,7 @@ def test_native_composite_is_bitwise_its_python_twin(device, dtype, hw, config, 
     running = [torch.randn(1, **kw), torch.rand(1, **kw) + 0.5] if config[5] == 2 \
         else [None, None]
     utils.assert_native_composite_is_python_twin(
-        cbam_ops, cbam_ops.cbam_forward_triton,
-        (x, w1, b1, w2, b2, cw, cb, *bn, *running, config, 1e-5), monkeypatch)
+        attnkernels.cbam, (x, w1, b1, w2, b2, cw, cb, *bn, *running, config, 1e-5), monkeypatch)
 
 
 def test_pool_types_lp_lse_run_reference_under_auto_and_raise_when_explicit():

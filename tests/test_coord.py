@@ -9,17 +9,17 @@ import attnkernels
 from attnkernels import functional as F
 from attnkernels import nn as fnn
 from attnkernels import reference as ref
+from attnkernels.coord import functional as coord_functional
 
 import utils
 from utils import (assert_empty_like_upstream, assert_float_module_matches_twin,
                    assert_module_matches_reference, assert_same_runs, fused_backends, matrix_cases,
-                   run_module, runs_per_thread_count)
+                   runs_per_thread_count)
 
 BACKENDS = fused_backends()
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+DTYPES, FORMATS = utils.MODULE_DTYPES, utils.FORMATS
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 1, 6), (2, 32, 16, 16)]
-HAS_CPU = attnkernels.available_backends()["cpu"] is None
+HAS_CPU = utils.HAS_CPU
 
 # name -> shape -> fused module (its reference twin is built from the same class's base)
 FLAVOURS = {
@@ -34,8 +34,7 @@ FLAVOURS = {
 }
 
 
-def reference_twin(fused: nn.Module) -> nn.Module:
-    return utils.reference_twin(fused, ref.coord)
+reference_twin = utils.reference_twin
 
 
 def has_batch_norm(m: nn.Module) -> bool:
@@ -91,33 +90,6 @@ def test_gradcheck(backend, device, bn, skip, act, fmt):
     assert torch.autograd.gradcheck(f, (x, *args, *bn_args), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize("fmt", list(FORMATS))
-def test_deterministic(backend, device, fmt):
-    m = fnn.CoordAttn(40).to(device)
-    m.backend = backend
-    x = torch.randn(2, 40, 9, 7, device=device).to(memory_format=FORMATS[fmt])
-    dy = torch.randn_like(x)
-    assert_same_runs([run_module(m, x, dy) for _ in range(2)])
-
-
-@pytest.mark.parametrize("backend,device", BACKENDS)
-def test_works_under_deterministic_algorithms(backend, device):
-    """PyTorch's adaptive pooling backward raises under deterministic algorithms
-    on CUDA; the fused path runs and gives bitwise-equal gradients."""
-    m = fnn.CoordAtt(16, 16, reduction=4).to(device)
-    m.backend = backend
-    x = torch.randn(2, 16, 6, 5, device=device)
-    dy = torch.randn_like(x)
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        runs = [run_module(m, x, dy) for _ in range(2)]
-    finally:
-        torch.use_deterministic_algorithms(before)
-    assert_same_runs(runs)
-
-
 @pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("batch", [1, 5])
@@ -153,29 +125,25 @@ def test_opcheck_passes(fmt):
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("bn_mode", [0, 1, 2])
 def test_opcheck_composite(backend, device, bn_mode):
-    from attnkernels.ops import coord as coord_ops
-
     kw = dict(device=device, requires_grad=True)
     x = torch.randn(2, 6, 3, 5, **kw)
     w1, wh, ww = torch.randn(3, 6, **kw), torch.randn(6, 3, **kw), torch.randn(6, 3, **kw)
     bn = [torch.randn(3, **kw), torch.randn(3, **kw)] if bn_mode else [None, None]
     running = [torch.zeros(3, device=device), torch.ones(3, device=device)] if bn_mode == 2 \
         else [None, None]
-    torch.library.opcheck(coord_ops.forward_op(backend),
+    torch.library.opcheck(coord_functional.forward_op(backend),
                           (x, w1, None, wh, None, ww, None, *bn, *running, [3, 0, bn_mode, 0, 1],
                            1e-5))
     # save=0 (no backward expected): its fake too, on inputs that need no gradient
     args = [t.detach() if isinstance(t, torch.Tensor) else t
             for t in (x, w1, None, wh, None, ww, None, *bn, *running)]
-    torch.library.opcheck(coord_ops.forward_op(backend), (*args, [3, 0, bn_mode, 0, 0], 1e-5),
+    torch.library.opcheck(coord_functional.forward_op(backend), (*args, [3, 0, bn_mode, 0, 0], 1e-5),
                           test_utils=("test_schema", "test_faketensor"))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("bn_mode", [0, 1, 2])
 def test_save_0_gives_the_same_forward_without_the_backward_tensors(backend, device, bn_mode):
-    from attnkernels.ops import coord as coord_ops
-
     torch.manual_seed(0)
     kw = dict(device=device)
     tensors = [torch.randn(2, 6, 3, 5, **kw), torch.randn(3, 6, **kw), torch.randn(3, **kw),
@@ -184,18 +152,16 @@ def test_save_0_gives_the_same_forward_without_the_backward_tensors(backend, dev
                *([torch.randn(3, **kw), torch.rand(3, **kw) + 0.5] if bn_mode == 2
                  else [None] * 2)]
     utils.assert_save_0_drops_only_backward_tensors(  # mh, mw, z, zn
-        coord_ops.forward_op(backend), tensors, [3, 0, bn_mode, 0], 1e-5, range(3, 7))
+        coord_functional.forward_op(backend), tensors, [3, 0, bn_mode, 0], 1e-5, range(3, 7))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("grad", [False, True])
 def test_the_functional_saves_only_where_autograd_records(backend, device, grad, monkeypatch):
-    from attnkernels.ops import coord as coord_ops
-
     m = fnn.CoordAtt(16, 16).to(device).eval()
     m.backend = backend
     x = torch.randn(2, 16, 5, 4, device=device)
-    flags = utils.save_flags_of_module(coord_ops, m, x, grad, monkeypatch)
+    flags = utils.save_flags_of_module(coord_functional, m, x, grad, monkeypatch)
     assert flags == [int(grad), 0]
 
 
@@ -210,8 +176,6 @@ def test_the_functional_saves_only_where_autograd_records(backend, device, grad,
 @pytest.mark.parametrize("save", [0, 1])
 def test_native_composite_is_bitwise_its_python_twin(device, dtype, hw, config, biases, save,
                                                      monkeypatch):
-    from attnkernels.ops import coord as coord_ops
-
     torch.manual_seed(0)
     C, R = 6, 3
     kw = dict(device=device)
@@ -223,8 +187,7 @@ def test_native_composite_is_bitwise_its_python_twin(device, dtype, hw, config, 
     running = [torch.randn(R, **kw), torch.rand(R, **kw) + 0.5] if config[2] == 2 \
         else [None, None]
     utils.assert_native_composite_is_python_twin(
-        coord_ops, coord_ops.coord_forward_triton,
-        (x, w1, b1, wh, bh, ww, bw, *bn, *running, [*config, save], 1e-5), monkeypatch)
+        attnkernels.coord, (x, w1, b1, wh, bh, ww, bw, *bn, *running, [*config, save], 1e-5), monkeypatch)
 
 
 def test_seed_block_on_another_size_runs_reference_under_auto_and_raises_when_explicit():

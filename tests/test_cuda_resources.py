@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from attnkernels import _extension
+from attnkernels._core import extension as _extension
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

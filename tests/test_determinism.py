@@ -1,6 +1,7 @@
-"""Every family under torch.use_deterministic_algorithms(True): no error, and
-repeated runs bitwise equal (forward and every gradient), on every backend here;
-the CPU kernels bitwise equal across processes and thread counts."""
+"""Every family under torch.use_deterministic_algorithms(True): no error (PyTorch's
+own adaptive pooling backward, which upstream Coordinate Attention uses, raises
+there on CUDA), and repeated runs bitwise equal (forward and every gradient), on
+every backend here; the CPU kernels bitwise equal across processes and thread counts."""
 import os
 import subprocess
 import sys
@@ -8,9 +9,12 @@ import sys
 import pytest
 import torch
 
-import attnkernels
+from torch import nn
 
-from utils import FLAVOURS, assert_same_runs, flavours_digest, fused_backends, run_module
+import attnkernels
+import attnkernels.nn as fnn
+from utils import (FLAVOURS, FORMATS, assert_same_runs, flavours_digest, fused_backends,
+                   run_module)
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 # several channel blocks with a partial last one, several spatial tiles
@@ -31,6 +35,29 @@ def test_deterministic_algorithms(backend, device, flavour):
         assert_same_runs([run_module(m, x, dy) for _ in range(2)])
     finally:
         torch.use_deterministic_algorithms(before)
+
+
+# a module of each family and its channel count (CBAM, Coordinate and Triplet
+# Attention over two CPU channel blocks), both memory formats: two runs alike
+TWO_RUNS = {
+    "se": (lambda: fnn.SEModule(24, add_maxpool=True), 24),
+    "eca": (lambda: fnn.CecaModule(24, act_layer=nn.ReLU), 24),
+    "cbam": (lambda: fnn.CbamModule(40), 40),
+    "coord": (lambda: fnn.CoordAttn(40), 40),
+    "triplet": (lambda: fnn.TripletAttention(), 40),
+}
+
+
+@pytest.mark.parametrize("backend,device", fused_backends())
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("family", list(TWO_RUNS))
+def test_two_runs_are_bitwise_equal(family, backend, device, fmt):
+    make, channels = TWO_RUNS[family]
+    m = make().to(device)
+    m.backend = backend
+    x = torch.randn(2, channels, 9, 7, device=device).to(memory_format=FORMATS[fmt])
+    dy = torch.randn_like(x)
+    assert_same_runs([run_module(m, x, dy) for _ in range(2)])
 
 
 DIGEST_SCRIPT = ("import sys, torch; sys.path.insert(0, {tests!r}); import utils; "

@@ -11,11 +11,10 @@ from attnkernels import reference as ref
 
 import utils
 from utils import (assert_empty_like_upstream, assert_module_matches_reference, assert_same_runs,
-                   fused_backends, matrix_cases, run_module, runs_per_thread_count)
+                   fused_backends, matrix_cases, runs_per_thread_count)
 
 BACKENDS = fused_backends()
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+DTYPES, FORMATS = utils.MODULE_DTYPES, utils.FORMATS
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
 
 # name -> C -> fused module (its reference twin is built from the same class's base)
@@ -31,8 +30,7 @@ FLAVOURS = {
 }
 
 
-def reference_twin(fused: nn.Module) -> nn.Module:
-    return utils.reference_twin(fused, ref.eca)
+reference_twin = utils.reference_twin
 
 
 @pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape",
@@ -66,16 +64,6 @@ def test_gradcheck(backend, device, k, circular, with_bias, gate, fmt):
         return F.efficient_channel_attention(x, w, b, circular=circular, gate=gate, backend=backend)
 
     assert torch.autograd.gradcheck(f, (x, w, b), eps=1e-6, atol=1e-6, rtol=1e-4)
-
-
-@pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize("fmt", list(FORMATS))
-def test_deterministic(backend, device, fmt):
-    m = fnn.CecaModule(24, act_layer=nn.ReLU).to(device)
-    m.backend = backend
-    x = torch.randn(2, 24, 9, 7, device=device).to(memory_format=FORMATS[fmt])
-    dy = torch.randn_like(x)
-    assert_same_runs([run_module(m, x, dy) for _ in range(2)])
 
 
 @pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None,

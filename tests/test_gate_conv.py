@@ -1,4 +1,4 @@
-"""The gate networks' CPU convolutions (attnkernels/ops/gate_conv.py) against PyTorch's, in float64."""
+"""The gate networks' CPU convolutions (attnkernels/_core/gate_conv.py) against PyTorch's, in float64."""
 import os
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import attnkernels
-from attnkernels.ops import gate_conv
+from attnkernels._core import gate_conv
 
 
 HAS_CPU = attnkernels.available_backends()["cpu"] is None

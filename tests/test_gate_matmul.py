@@ -1,10 +1,10 @@
-"""The gate networks' CPU matrix products (attnkernels/ops/gate_matmul.py): the
+"""The gate networks' CPU matrix products (attnkernels/_core/gate_matmul.py): the
 float64 product as the oracle, and bitwise the same bits at every thread count."""
 import pytest
 import torch
 
 import attnkernels
-from attnkernels.ops import gate_matmul
+from attnkernels._core import gate_matmul
 
 HAS_CPU = attnkernels.available_backends()["cpu"] is None
 pytestmark = pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")

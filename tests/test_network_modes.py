@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from attnkernels.nn._family import FusedFamily
+from attnkernels._core.modules import FusedFamily
 
 from bench.networks import exact_hardsigmoids
 from utils import WHOLE_NETWORK, assert_matches_oracle, converted_zoo, nudged

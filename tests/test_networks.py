@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import attnkernels
-from attnkernels.nn._family import FusedFamily
+from attnkernels._core.modules import FusedFamily
 
 from bench.networks import NETWORKS, attention_paths, exact_hardsigmoids, make_attention_matter
 from utils import WHOLE_NETWORK, assert_matches_oracle, nudged

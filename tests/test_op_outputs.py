@@ -11,7 +11,9 @@ BACKENDS = utils.fused_backends()
 
 def _cases(backend, device):
     """(op, args) of every family's forward op on ``backend``, x requiring grad."""
-    from attnkernels.ops import cbam, coord, triplet
+    from attnkernels.cbam.functional import forward_op as cbam_forward_op
+    from attnkernels.coord.functional import forward_op as coord_forward_op
+    from attnkernels.triplet.functional import forward_op as triplet_forward_op
 
     kw = dict(device=device)
     x = torch.randn(2, 6, 3, 5, **kw, requires_grad=True)
@@ -19,15 +21,16 @@ def _cases(backend, device):
     ops = torch.ops.attnkernels
     suffix = "_triton" if backend == "triton" else ""
     if backend == "triton":
-        from attnkernels.triton import eca, se  # noqa: F401  (registers the *_triton ops)
+        from attnkernels.eca import triton as _eca  # noqa: F401  (registers the *_triton ops)
+        from attnkernels.se import triton as _se  # noqa: F401
     return [
         (getattr(ops, "se_forward" + suffix).default, (x, w(3, 6), None, w(6, 3), None, 1, 1, 0)),
         (getattr(ops, "eca_forward" + suffix).default, (x, w(3), None, False, 0)),
-        (cbam.forward_op(backend), (x, w(3, 6), None, w(6, 3), None, w(1, 2, 3, 3), None, w(1),
+        (cbam_forward_op(backend), (x, w(3, 6), None, w(6, 3), None, w(1, 2, 3, 3), None, w(1),
                                     w(1), None, None, [0, 1, 0, 0, 0, 1, 1], 1e-5)),
-        (coord.forward_op(backend), (x, w(3, 6), None, w(6, 3), None, w(6, 3), None, w(3), w(3),
+        (coord_forward_op(backend), (x, w(3, 6), None, w(6, 3), None, w(6, 3), None, w(3), w(3),
                                      None, None, [3, 0, 1, 0, 1], 1e-5)),
-        (triplet.forward_op(backend), (x, w(3, 2, 3, 3), None, w(3), w(3), None, None, [1, 1, 1],
+        (triplet_forward_op(backend), (x, w(3, 2, 3, 3), None, w(3), w(3), None, None, [1, 1, 1],
                                        1e-5)),
     ]
 

@@ -7,7 +7,7 @@ import torch
 
 from attnkernels import nn as fnn
 from attnkernels.integrations import timm as ak_timm
-from attnkernels.nn._family import FusedFamily
+from attnkernels._core.modules import FusedFamily
 
 from bench.networks import attention_paths, make_attention_matter, triplet_layer
 from utils import WHOLE_NETWORK, assert_matches_oracle, nudged

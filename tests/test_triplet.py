@@ -11,6 +11,7 @@ import attnkernels
 from attnkernels import functional as F
 from attnkernels import nn as fnn
 from attnkernels import reference as ref
+from attnkernels.triplet import functional as triplet_functional
 
 import utils
 from utils import (assert_empty_like_upstream, assert_float_module_matches_twin,
@@ -18,11 +19,10 @@ from utils import (assert_empty_like_upstream, assert_float_module_matches_twin,
                    run_module, runs_per_thread_count)
 
 BACKENDS = fused_backends()
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
-FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+DTYPES, FORMATS = utils.MODULE_DTYPES, utils.FORMATS
 # (2, 40, 9, 17): two channel blocks on the CPU, and rows that are not a multiple of 4
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 40, 9, 17)]
-HAS_CPU = attnkernels.available_backends()["cpu"] is None
+HAS_CPU = utils.HAS_CPU
 
 # name -> C -> fused module (its reference twin is built from the same class's base)
 FLAVOURS = {
@@ -35,8 +35,7 @@ FLAVOURS = {
 }
 
 
-def reference_twin(fused: nn.Module) -> nn.Module:
-    return utils.reference_twin(fused, ref.triplet)
+reference_twin = utils.reference_twin
 
 
 def batch_norms(m: nn.Module):
@@ -163,16 +162,6 @@ def test_gradcheck_on_thin_planes():
     assert torch.autograd.gradcheck(f, (x, *ws, *bws, *bbs), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize("fmt", list(FORMATS))
-def test_deterministic(backend, device, fmt):
-    m = fnn.TripletAttention().to(device)
-    m.backend = backend
-    x = torch.randn(2, 40, 9, 7, device=device).to(memory_format=FORMATS[fmt])
-    dy = torch.randn_like(x)
-    assert_same_runs([run_module(m, x, dy) for _ in range(2)])
-
-
 @pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("batch", [1, 5])
@@ -259,8 +248,6 @@ def test_opcheck_passes(fmt):
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("bn_mode,spatial", [(0, 1), (1, 1), (2, 0)])
 def test_opcheck_composite(backend, device, bn_mode, spatial):
-    from attnkernels.ops import triplet as triplet_ops
-
     G = 2 + spatial
     kw = dict(device=device, requires_grad=True)
     x = torch.randn(2, 6, 3, 5, **kw)
@@ -268,12 +255,12 @@ def test_opcheck_composite(backend, device, bn_mode, spatial):
     bn = [torch.randn(G, **kw), torch.randn(G, **kw)] if bn_mode else [None, None]
     running = [torch.zeros(G, device=device), torch.ones(G, device=device)] if bn_mode == 2 \
         else [None, None]
-    torch.library.opcheck(triplet_ops.forward_op(backend),
+    torch.library.opcheck(triplet_functional.forward_op(backend),
                           (x, cw, None, *bn, *running, [bn_mode, spatial, 1], 1e-5))
     # save=0 (no backward expected): its fake too, on inputs that need no gradient
     args = [t.detach() if isinstance(t, torch.Tensor) else t
             for t in (x, cw, None, *bn, *running)]
-    torch.library.opcheck(triplet_ops.forward_op(backend), (*args, [bn_mode, spatial, 0], 1e-5),
+    torch.library.opcheck(triplet_functional.forward_op(backend), (*args, [bn_mode, spatial, 0], 1e-5),
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -281,8 +268,6 @@ def test_opcheck_composite(backend, device, bn_mode, spatial):
 @pytest.mark.parametrize("bn_mode,spatial", [(0, 1), (1, 1), (2, 0)])
 def test_save_0_gives_the_same_forward_without_the_backward_tensors(backend, device, bn_mode,
                                                                       spatial):
-    from attnkernels.ops import triplet as triplet_ops
-
     torch.manual_seed(0)
     G = 2 + spatial
     kw = dict(device=device)
@@ -291,18 +276,16 @@ def test_save_0_gives_the_same_forward_without_the_backward_tensors(backend, dev
                *([torch.randn(G, **kw), torch.rand(G, **kw) + 0.5] if bn_mode == 2
                  else [None] * 2)]
     utils.assert_save_0_drops_only_backward_tensors(  # the maps and the conv outputs
-        triplet_ops.forward_op(backend), tensors, [bn_mode, spatial], 1e-5, range(1, 10))
+        triplet_functional.forward_op(backend), tensors, [bn_mode, spatial], 1e-5, range(1, 10))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("grad", [False, True])
 def test_the_functional_saves_only_where_autograd_records(backend, device, grad, monkeypatch):
-    from attnkernels.ops import triplet as triplet_ops
-
     m = fnn.TripletAttention().to(device).eval()
     m.backend = backend
     x = torch.randn(2, 6, 5, 5, device=device)
-    flags = utils.save_flags_of_module(triplet_ops, m, x, grad, monkeypatch)
+    flags = utils.save_flags_of_module(triplet_functional, m, x, grad, monkeypatch)
     assert flags == [int(grad), 0]
 
 
@@ -314,8 +297,6 @@ def test_the_functional_saves_only_where_autograd_records(backend, device, grad,
 @pytest.mark.parametrize("save", [0, 1])
 def test_native_composite_is_bitwise_its_python_twin(device, dtype, shape, bn_mode, spatial, save,
                                                      monkeypatch):
-    from attnkernels.ops import triplet as triplet_ops
-
     torch.manual_seed(0)
     G = 2 + spatial
     kw = dict(device=device)
@@ -325,8 +306,7 @@ def test_native_composite_is_bitwise_its_python_twin(device, dtype, shape, bn_mo
     running = [torch.randn(G, **kw), torch.rand(G, **kw) + 0.5] if bn_mode == 2 \
         else [None, None]
     utils.assert_native_composite_is_python_twin(
-        triplet_ops, triplet_ops.triplet_forward_triton,
-        (x, cw, cb, *bn, *running, [bn_mode, spatial, save], 1e-5), monkeypatch)
+        attnkernels.triplet, (x, cw, cb, *bn, *running, [bn_mode, spatial, save], 1e-5), monkeypatch)
 
 
 def test_relu_in_a_branch_runs_reference_under_auto_and_raises_when_explicit():

@@ -6,6 +6,11 @@ import torch
 import attnkernels
 from attnkernels import nn as fnn
 
+HAS_CPU = attnkernels.available_backends()["cpu"] is None
+# the dtypes and memory formats every family's module is checked in
+MODULE_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
 # The dtype's floor: a few units of its rounding. Absolute at least: the tests'
 # inputs, upstream gradients and parameters are O(1), so a sum that cancels to a
 # small result (a BatchNorm bias's gradient, zero in exact arithmetic before a
@@ -183,11 +188,12 @@ def matrix_cases(flavours, dtypes, formats, shapes):
                                               + "x".join(map(str, shape)))
 
 
-def reference_twin(fused, reference_module):
-    """The upstream class (from ``reference_module``) of a fused module, with the
-    fused module's submodules, weights and mode: it runs the upstream forward."""
+def reference_twin(fused):
+    """The upstream class (from its family's reference.py) of a fused module,
+    with the fused module's submodules, weights and mode: it runs the upstream forward."""
     twin = fused.reference_module()
-    assert type(twin).__module__ == reference_module.__name__
+    family = type(fused).__module__.rsplit(".", 1)[0]  # attnkernels.<family>
+    assert type(twin).__module__ == family + ".reference"
     return twin
 
 
@@ -232,15 +238,19 @@ def native_devices():
     return [d for d, name in (("cpu", "cpu"), ("cuda", "cuda")) if avail[name] is None]
 
 
-def assert_native_composite_is_python_twin(ops_module, python_op, args, monkeypatch):
-    """The native composite forward (C++, ``ops_module.forward_op("native")``)
-    against its Python twin (``python_op``'s body, the Triton composite) run on
-    the same native passes: every output bitwise equal, as csrc/composite
-    promises (same ATen ops in the same order)."""
-    native = ops_module.passes("native")
-    monkeypatch.setattr(ops_module, "passes", lambda backend: native)
+def assert_native_composite_is_python_twin(family, args, monkeypatch):
+    """The native composite forward (C++, ``family.functional.forward_op("native")``)
+    against its Python twin (the body of the Triton composite in ``family.triton``)
+    run on the same native passes: every output bitwise equal, as csrc/composite
+    promises (same ATen ops in the same order). family: the package, e.g. attnkernels.cbam."""
+    import importlib
+
+    triton_module = importlib.import_module(family.__name__ + ".triton")
+    python_op = getattr(triton_module, f"{family.FAMILY.name}_forward_triton")
+    native = family.op.passes("native")
+    monkeypatch.setattr(family.op, "passes", lambda backend: native)
     with torch.no_grad():
-        got = ops_module.forward_op("native")(*args)
+        got = family.functional.forward_op("native")(*args)
         want = python_op._init_fn(*args)
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want)):
@@ -267,19 +277,19 @@ def assert_save_0_drops_only_backward_tensors(op, tensors, config, eps, backward
         tensors[1].requires_grad_(False)
 
 
-def save_flags_of_module(ops_module, module, x, grad, monkeypatch):
+def save_flags_of_module(functional_module, module, x, grad, monkeypatch):
     """The save entries (config[-1]) that ``module``'s functional passes to
-    ``ops_module.forward_op``'s op: one forward with grad mode ``grad`` (the
+    the op of its ``functional_module.forward_op``: one forward with grad mode ``grad`` (the
     module's parameters require grad), then one under no_grad with x requiring
     grad (no_grad wins)."""
     flags = []
-    forward_op = ops_module.forward_op
+    forward_op = functional_module.forward_op
 
     def spy(name):
         op = forward_op(name)
         return lambda *a: flags.append(a[-2][-1]) or op(*a)
 
-    monkeypatch.setattr(ops_module, "forward_op", spy)
+    monkeypatch.setattr(functional_module, "forward_op", spy)
     with torch.set_grad_enabled(grad):
         module(x)
     with torch.no_grad():

@@ -118,7 +118,7 @@ loads_with_cuda() {
 import sys, warnings
 warnings.simplefilter("error")
 import torch, attnkernels
-from attnkernels import _extension
+from attnkernels._core import extension as _extension
 sys.exit(0 if _extension.has_kernel("se_forward", "CUDA") else 1)
 PY
 }

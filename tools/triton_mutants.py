@@ -3,7 +3,8 @@ that only covers its first tile?
 
     python tools/triton_mutants.py [--quick] [--list] [--only ID_SUBSTRING ...]
 
-Applies, one at a time, to a copy of the package (attnkernels/triton/*.py):
+Applies, one at a time, to a copy of the package (the Triton kernels,
+attnkernels/*/triton.py and attnkernels/_core/*triton*.py):
   loop  each tile loop of a kernel, `for x0 in range(0, N, BLOCK)`, made
         `range(0, BLOCK, BLOCK)`: the first tile only;
   grid  each launch grid's `triton.cdiv(N, block)` made 1: the first program
@@ -15,6 +16,7 @@ is caught when a test fails. --quick runs one of each kind (CI); the whole
 list takes about 10 minutes on 2 cores. Prints one line a mutant, then "triton mutants: M/M caught"; exits 1
 when one survives (a tile no test crosses)."""
 import argparse
+import glob
 import os
 import re
 import shutil
@@ -24,9 +26,9 @@ import tempfile
 from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = sorted(f"attnkernels/triton/{n}" for n in os.listdir(os.path.join(ROOT, "attnkernels",
-                                                                             "triton"))
-                 if n.endswith(".py"))
+SOURCES = sorted(os.path.relpath(p, ROOT) for p in
+                 glob.glob(os.path.join(ROOT, "attnkernels", "*", "triton.py"))
+                 + glob.glob(os.path.join(ROOT, "attnkernels", "_core", "*triton*.py")))
 LOOP = re.compile(r"\brange\((\w+), ([\w *]+), (BLOCK\w*)\)")
 GRID = re.compile(r"triton\.cdiv\([^()]*(?:\([^()]*\))?[^()]*\)")
 

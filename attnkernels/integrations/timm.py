@@ -1,11 +1,10 @@
 """Have timm build attnkernels' fused modules directly, with no conversion step.
 
-``register()`` points timm's attention names (``attn_layer='se'``, ``'ese'``,
-``'eca'``, ``'ecam'``, ``'ceca'``, ``'cbam'``, ``'lcbam'``, ``'coord'``, and
-the new ``'triplet'``) and the SE classes its model builders name directly
-(EfficientNet/MobileNetV3 ``SqueezeExcite``, the legacy SENet ``SEModule``,
-``SEModule``/``EffectiveSEModule`` in RegNet, TResNet, ReXNet, ...) at the
-drop-in classes, which take the same arguments and hold the same state_dict
+``register()`` points timm's attention names (``attn_layer='...'``) and
+the attention classes its model builders name directly at the drop-in
+classes, as each family declares them (``timm_names()`` and
+``timm_classes()`` in ``attnkernels/<family>/convert.py``). These take the
+same arguments and hold the same state_dict
 keys, so pretrained checkpoints load as they are::
 
     import timm
@@ -23,42 +22,21 @@ before ``register()`` are unchanged: use ``attnkernels.convert`` for those.
 """
 import contextlib
 import sys
-from functools import partial
 from typing import Dict, List, Tuple
 
-from .. import nn as fused
+from ..families import FAMILIES
 
 _patches: List[Tuple[object, str, object]] = []  # (module, name, original value)
 
 
-def triplet(channels=None, no_spatial: bool = False, kernel_size: int = 7, device=None,
-            dtype=None) -> fused.TripletAttention:
-    """timm-style constructor for the official Triplet Attention (``attn_layer='triplet'``):
-    takes the block's channel count first, as timm's attention layers do, and ignores it."""
-    m = fused.TripletAttention(no_spatial=no_spatial, kernel_size=kernel_size)
-    return m.to(device=device, dtype=dtype) if device is not None or dtype is not None else m
-
-
 def _by_name() -> Dict[str, object]:
-    return {"se": fused.SEModule, "ese": fused.EffectiveSEModule, "eca": fused.EcaModule,
-            "ecam": partial(fused.EcaModule, use_mlp=True), "ceca": fused.CecaModule,
-            "cbam": fused.CbamModule, "lcbam": fused.LightCbamModule, "coord": fused.CoordAttn,
-            "triplet": triplet}
+    """timm's attn_layer names -> the drop-in classes (or constructors)."""
+    return {k: v for f in FAMILIES for k, v in f.convert.timm_names().items()}
 
 
 def _by_class() -> Dict[type, type]:
     """timm's classes -> the drop-in classes with the same constructor and keys."""
-    import timm.models._efficientnet_blocks as blocks
-    import timm.models.senet as senet
-    from timm.layers import cbam, coord_attn, eca, squeeze_excite
-
-    return {squeeze_excite.SEModule: fused.SEModule,
-            squeeze_excite.EffectiveSEModule: fused.EffectiveSEModule,
-            eca.EcaModule: fused.EcaModule, eca.CecaModule: fused.CecaModule,
-            cbam.CbamModule: fused.CbamModule, cbam.LightCbamModule: fused.LightCbamModule,
-            coord_attn.CoordAttn: fused.CoordAttn,
-            blocks.SqueezeExcite: fused.EfficientNetSqueezeExcite,
-            senet.SEModule: fused.LegacySEModule}
+    return {k: v for f in FAMILIES for k, v in f.convert.timm_classes().items()}
 
 
 def _fused_get_attn(original):

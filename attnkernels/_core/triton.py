@@ -1,0 +1,105 @@
+"""Scalar activations and gates for Triton kernels (codes in modes.py)."""
+import torch
+import triton
+import triton.language as tl
+
+from .modes import Activation, Gate
+
+# the codes as constants the kernels can read
+_RELU = tl.constexpr(int(Activation.RELU))
+_SILU = tl.constexpr(int(Activation.SILU))
+_HARDSWISH = tl.constexpr(int(Activation.HARDSWISH))
+_HARD_SIGMOID = tl.constexpr(int(Gate.HARD_SIGMOID))
+
+
+@triton.jit
+def sigmoid(z):
+    return 1.0 / (1.0 + tl.exp(-z))
+
+
+@triton.jit
+def clamp06(r):
+    """clamp(r, 0, 6) that keeps NaN, like torch's relu6."""
+    r = tl.where(r < 0.0, 0.0, r)
+    return tl.where(r > 6.0, 6.0, r)
+
+
+@triton.jit
+def activation_forward(h, ACT: tl.constexpr):
+    if ACT == _RELU:
+        return tl.where(h < 0, 0.0, h).to(h.dtype)
+    elif ACT == _SILU:
+        return h * sigmoid(h)
+    elif ACT == _HARDSWISH:
+        return h * clamp06(h + 3.0) / 6.0
+    else:
+        return h
+
+
+@triton.jit
+def activation_grad(h, ACT: tl.constexpr):
+    if ACT == _RELU:
+        return tl.where(h > 0, 1.0, 0.0).to(h.dtype)
+    elif ACT == _SILU:
+        s = sigmoid(h)
+        return s * (1.0 + h * (1.0 - s))
+    elif ACT == _HARDSWISH:
+        return tl.where(h < -3.0, 0.0, tl.where(h <= 3.0, (2.0 * h + 3.0) / 6.0, 1.0)).to(h.dtype)
+    else:
+        return tl.full(h.shape, 1.0, h.dtype)
+
+
+@triton.jit
+def gate_forward(z, GATE: tl.constexpr):
+    if GATE == _HARD_SIGMOID:
+        return clamp06(z + 3.0) / 6.0
+    else:
+        return sigmoid(z)
+
+
+@triton.jit
+def gate_grad(z, GATE: tl.constexpr):
+    if GATE == _HARD_SIGMOID:
+        # / 6 after the cast: a literal 1 / 6 is an fp32 constant, inexact for fp64
+        return tl.where((z > -3.0) & (z < 3.0), 1.0, 0.0).to(z.dtype) / 6.0
+    else:
+        g = sigmoid(z)
+        return g * (1.0 - g)
+
+
+def acc_dtype(x: torch.Tensor):
+    """(torch, triton) accumulate dtypes: fp64 for fp64 input, else fp32."""
+    return (torch.float64, tl.float64) if x.dtype == torch.float64 else (torch.float32, tl.float32)
+
+
+def channels_last(x: torch.Tensor) -> bool:
+    """Whether the kernels index x as channels_last (dense NHWC and not dense NCHW)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def strides_chw(x: torch.Tensor):
+    """(channel, h, w) element strides of a NCHW- or channels_last-dense x."""
+    C, H, W = x.shape[1:]
+    return (1, W * C, C) if channels_last(x) else (H * W, W, 1)
+
+
+@triton.jit
+def element_chw(e, C, H, W, CHANNELS_LAST: tl.constexpr):
+    """(n, c, h, w) of the flat element index e of a dense NCHW or NHWC tensor."""
+    if CHANNELS_LAST:
+        c = e % C
+        w = (e // C) % W
+        h = (e // (C * W)) % H
+    else:
+        w = e % W
+        h = (e // W) % H
+        c = (e // (H * W)) % C
+    return e // (C * H * W), c, h, w
+
+
+def layout(x: torch.Tensor):
+    """(channel stride, position stride) of a NCHW- or channels_last-dense x."""
+    C, HW = x.shape[1], x.shape[2] * x.shape[3]
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return 1, C
+    return HW, 1

@@ -1,0 +1,18 @@
+"""Efficient Channel Attention benchmark: shapes from real networks, every provider."""
+import torch
+
+from .._core.bench_shapes import GPU_SHAPES, SHAPES  # noqa: F401  (the real-network shapes)
+from . import modules as fnn
+
+
+def make_module(channels: int) -> torch.nn.Module:
+    """timm's EcaModule (k from the channel count): the module ECA-ResNets carry."""
+    return fnn.EcaModule(channels)
+
+
+# Flavour groups: each takes another kernel path (the first is make_module's).
+FLAVOURS = {
+    "timm": make_module,
+    "circular": lambda c: fnn.CecaModule(c),  # timm CecaModule: circular padding
+    "official": lambda c: fnn.ECALayer(c, 3),  # eca_layer(channel, k_size=3)
+}

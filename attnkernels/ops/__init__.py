@@ -1,1 +1,0 @@
-"""Fake (meta) implementations and autograd for the compiled operators."""

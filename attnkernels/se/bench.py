@@ -1,0 +1,20 @@
+"""Squeeze-and-Excitation benchmark: shapes from real networks, every provider."""
+import torch
+
+from .._core.bench_shapes import GPU_SHAPES, SHAPES  # noqa: F401  (the real-network shapes)
+from . import modules as fnn
+
+
+def make_module(channels: int) -> torch.nn.Module:
+    """timm's SEModule (ReLU, sigmoid, rd_ratio 1/16): the module ResNet-style nets carry."""
+    return fnn.SEModule(channels)
+
+
+# Flavour groups: each takes another kernel path (the first is make_module's).
+FLAVOURS = {
+    "timm": make_module,
+    "seed": lambda c: fnn.SELayer(c, 16),  # Linear without bias
+    "torchvision-mbv3": lambda c: fnn.SqueezeExcitation(c, max(8, c // 4),
+                                                         scale_activation=torch.nn.Hardsigmoid),
+    "effective": lambda c: fnn.EffectiveSEModule(c),  # one C->C layer, hard_sigmoid
+}
