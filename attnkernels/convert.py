@@ -15,7 +15,6 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ._core.family import Family
 from .families import FAMILIES
 
 
@@ -31,8 +30,8 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-# (family, matcher), in the order they are tried.
-MATCHERS: List[Tuple[Family, Callable]] = [(f, m) for f in FAMILIES for m in f.convert.MATCHERS]
+# every family's structure matchers, in the order they are tried
+MATCHERS: List[Callable] = [m for f in FAMILIES for m in f.convert.MATCHERS]
 _FUSED = tuple(f.root for f in FAMILIES)
 
 
@@ -74,7 +73,7 @@ def _try_convert(module: nn.Module):
     structure but cannot be converted, or (None, None)."""
     if isinstance(module, _FUSED):
         return None, None
-    for _family, matcher in MATCHERS:
+    for matcher in MATCHERS:
         cls = matcher(module)
         if cls is None:
             continue
