@@ -89,3 +89,11 @@ def test_only_a_family_and_the_registry_import_a_family():
             if family in FAMILY_NAMES and family != own and name != "attnkernels.families":
                 # a family may build on another's upstream classes (Triplet on CBAM's BasicConv)
                 assert own is not None and target.endswith(".reference"), (name, target)
+
+
+def test_every_package_folder_is_a_regular_package():
+    """pip install . (not editable) ships only folders with an __init__.py
+    (setuptools' find_packages): a folder of modules without one would be missing."""
+    for folder, _, files in os.walk(PACKAGE):
+        if "__pycache__" not in folder and any(f.endswith(".py") for f in files):
+            assert "__init__.py" in files, os.path.relpath(folder, ROOT)
