@@ -46,7 +46,6 @@ def module_path(name):
 
 def graph():
     files = [os.path.join(d, f) for d, _, fs in os.walk(PACKAGE) for f in fs if f.endswith(".py")]
-    # a package's __init__ is imported with its modules: an edge to "a.b.c" is one to "a.b" too
     return {module_name(p): imports(p) for p in files}
 
 
