@@ -94,6 +94,37 @@ void fill_tile(const T* in, int64_t R, int64_t S, int64_t p, int64_t y0, int64_t
     }
 }
 
+// The output tiles of an (N, CI, R, S) input: tasks of kTileRows x kTileCols
+// outputs of one sample, numbered sample-major.
+struct Tiling {
+  int64_t R, S, row_tiles, col_tiles, tasks;
+  explicit Tiling(const at::Tensor& input)
+      : R(input.size(2)), S(input.size(3)), row_tiles((R + kTileRows - 1) / kTileRows),
+        col_tiles((S + kTileCols - 1) / kTileCols), tasks(input.size(0) * row_tiles * col_tiles) {}
+};
+
+// Runs body(task, n, y0, x0, tile, buf) for every tile, in parallel, with buf
+// holding the tile's inputs (fill_tile) for a k x k kernel with CO outputs.
+template <typename T, typename Body>
+void for_each_tile(const at::Tensor& input, const Tiling& g, int64_t CO, int64_t k,
+                   const Body& body) {
+  const int64_t CI = input.size(1), R = g.R, S = g.S;
+  const T* in = input.data_ptr<T>();
+  at::parallel_for(0, g.tasks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<double> buf(CI * (kTileRows + k - 1) * (std::min(S, kTileCols) + k - 1));
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t n = task / (g.row_tiles * g.col_tiles);
+      const int64_t y0 = (task / g.col_tiles) % g.row_tiles * kTileRows;
+      const int64_t x0 = task % g.col_tiles * kTileCols;
+      ConvTile t{CI, CO, k, std::min(kTileRows, R - y0), std::min(kTileCols, S - x0), 0, 0};
+      t.buf_rows = t.rows + k - 1;
+      t.buf_cols = t.cols + k - 1;
+      fill_tile(in + n * CI * R * S, R, S, k / 2, y0, x0, t, buf.data());
+      body(task, n, y0, x0, t, buf.data());
+    }
+  });
+}
+
 // Outputs [x, x + L * kVecs) of tile row y into out_row: kVecs vectors of L
 // sums held in registers over every tap, in order. K: the kernel size when
 // known at compile time (the kx loop unrolls), else 0.
@@ -174,37 +205,27 @@ ATTNKERNELS_TARGET_AVX2 void conv_tile_avx2(const double* buf, const double* w,
 
 template <typename T>
 void conv_kernel(const at::Tensor& input, const at::Tensor& weight, at::Tensor& out) {
-  const int64_t N = input.size(0), CI = input.size(1), R = input.size(2), S = input.size(3);
-  const int64_t CO = weight.size(0), k = weight.size(2), p = k / 2;
-  const int64_t row_tiles = (R + kTileRows - 1) / kTileRows;
-  const int64_t col_tiles = (S + kTileCols - 1) / kTileCols;
-  const T* in = input.data_ptr<T>();
+  const Tiling tiling(input);
+  const int64_t CI = input.size(1), R = tiling.R, S = tiling.S;
+  const int64_t CO = weight.size(0), k = weight.size(2);
   T* o = out.data_ptr<T>();
   const T* w_in = weight.data_ptr<T>();
   const std::vector<double> w64(w_in, w_in + CO * CI * k * k);
   const double* w = w64.data();
   const bool avx2 = use_avx2();
-  at::parallel_for(0, N * row_tiles * col_tiles, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<double> buf(CI * (kTileRows + k - 1) * (std::min(S, kTileCols) + k - 1));
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t n = task / (row_tiles * col_tiles);
-      const int64_t y0 = (task / col_tiles) % row_tiles * kTileRows;
-      const int64_t x0 = task % col_tiles * kTileCols;
-      ConvTile t{CI, CO, k, std::min(kTileRows, R - y0), std::min(kTileCols, S - x0), 0, 0};
-      t.buf_rows = t.rows + k - 1;
-      t.buf_cols = t.cols + k - 1;
-      fill_tile(in + n * CI * R * S, R, S, p, y0, x0, t, buf.data());
-      for (int64_t co = 0; co < CO; ++co) {
-        T* out_tile = o + ((n * CO + co) * R + y0) * S + x0;
-        const double* w_co = w + co * CI * k * k;
+  for_each_tile<T>(input, tiling, CO, k,
+                   [&](int64_t, int64_t n, int64_t y0, int64_t x0, const ConvTile& t,
+                       const double* buf) {
+    for (int64_t co = 0; co < CO; ++co) {
+      T* out_tile = o + ((n * CO + co) * R + y0) * S + x0;
+      const double* w_co = w + co * CI * k * k;
 #if ATTNKERNELS_HAVE_AVX2_CLONES
-        if (avx2) {
-          conv_tile_avx2(buf.data(), w_co, t, out_tile, S);
-          continue;
-        }
-#endif
-        conv_tile_baseline(buf.data(), w_co, t, out_tile, S);
+      if (avx2) {
+        conv_tile_avx2(buf, w_co, t, out_tile, S);
+        continue;
       }
+#endif
+      conv_tile_baseline(buf, w_co, t, out_tile, S);
     }
   });
   (void)avx2;
@@ -303,35 +324,24 @@ ATTNKERNELS_TARGET_AVX2 void weight_grad_tile_avx2(const double* buf, const T* g
 
 template <typename T>
 void weight_grad_kernel(const at::Tensor& grad, const at::Tensor& input, at::Tensor& dw) {
-  const int64_t N = input.size(0), CI = input.size(1), R = input.size(2), S = input.size(3);
-  const int64_t CO = dw.size(0), k = dw.size(2), p = k / 2, taps = CO * CI * k * k;
-  const int64_t row_tiles = (R + kTileRows - 1) / kTileRows;
-  const int64_t col_tiles = (S + kTileCols - 1) / kTileCols;
-  const int64_t tasks = N * row_tiles * col_tiles;
+  const Tiling tiling(input);
+  const int64_t CI = input.size(1), R = tiling.R, S = tiling.S;
+  const int64_t CO = dw.size(0), k = dw.size(2), taps = CO * CI * k * k, tasks = tiling.tasks;
   const T* g = grad.data_ptr<T>();
-  const T* in = input.data_ptr<T>();
   std::vector<double> partials(tasks * taps);
   const bool avx2 = use_avx2();
-  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<double> buf(CI * (kTileRows + k - 1) * (std::min(S, kTileCols) + k - 1));
-    for (int64_t task = t0; task < t1; ++task) {
-      const int64_t n = task / (row_tiles * col_tiles);
-      const int64_t y0 = (task / col_tiles) % row_tiles * kTileRows;
-      const int64_t x0 = task % col_tiles * kTileCols;
-      ConvTile t{CI, CO, k, std::min(kTileRows, R - y0), std::min(kTileCols, S - x0), 0, 0};
-      t.buf_rows = t.rows + k - 1;
-      t.buf_cols = t.cols + k - 1;
-      fill_tile(in + n * CI * R * S, R, S, p, y0, x0, t, buf.data());
-      const T* g_tile = g + (n * CO * R + y0) * S + x0;
-      double* partial = partials.data() + task * taps;
+  for_each_tile<T>(input, tiling, CO, k,
+                   [&](int64_t task, int64_t n, int64_t y0, int64_t x0, const ConvTile& t,
+                       const double* buf) {
+    const T* g_tile = g + (n * CO * R + y0) * S + x0;
+    double* partial = partials.data() + task * taps;
 #if ATTNKERNELS_HAVE_AVX2_CLONES
-      if (avx2) {
-        weight_grad_tile_avx2(buf.data(), g_tile, t, R, S, y0, partial);
-        continue;
-      }
-#endif
-      weight_grad_tile_baseline(buf.data(), g_tile, t, R, S, y0, partial);
+    if (avx2) {
+      weight_grad_tile_avx2(buf, g_tile, t, R, S, y0, partial);
+      return;
     }
+#endif
+    weight_grad_tile_baseline(buf, g_tile, t, R, S, y0, partial);
   });
   (void)avx2;
   T* d = dw.data_ptr<T>();

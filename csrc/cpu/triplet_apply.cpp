@@ -1,5 +1,5 @@
 // Triplet Attention on the CPU, the apply passes: y and dx (semantics in
-// csrc/ops.cpp; the reductions are in triplet_reduce.cpp). They go a row at a
+// csrc/schemas/triplet_schema.cpp; the reductions are in triplet_reduce.cpp). They go a row at a
 // time (for_elements).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -20,6 +21,71 @@ namespace attnkernels {
 namespace {
 
 // ---------------------------------------------------------------- apply passes
+
+// Operands of a row loop: one value per lane (Lanes), one for the whole row
+// (Splat), or the lane's own index (Iota); at(i) reads lane i, at4(i) lanes
+// i..i+3.
+template <typename T>
+struct Lanes {
+  const T* __restrict__ p;
+  T at(int64_t i) const { return p[i]; }
+  auto at4(int64_t i) const { return load4(p + i); }
+};
+template <typename T>
+struct Splat {
+  T v;
+  T at(int64_t) const { return v; }
+  auto at4(int64_t) const { return splat4(v); }
+};
+struct Iota {
+  int32_t at(int64_t i) const { return static_cast<int32_t>(i); }
+  i4 at4(int64_t i) const { return iota4(static_cast<int32_t>(i)); }
+};
+
+// One branch's share of dx: gmean + gmax where the element is the tie
+// (tie == index), as operands of a row.
+template <class Mean, class Tie, class Index, class Max>
+struct BranchGrad {
+  Mean gmean;
+  Tie tie;
+  Index index;
+  Max gmax;
+};
+
+// One row of n elements: dst = branch_mean(src, a, b, s3); with grads (dy
+// into dx) plus the c, h and w branches' BranchGrad terms, in that order.
+template <typename scalar_t, class A, class B, class S3, class... Grads>
+inline void apply_row(int64_t n, const scalar_t* __restrict__ src, scalar_t* __restrict__ dst,
+                      bool spatial, const A& a, const B& b, const S3& s3,
+                      const Grads&... grads) {
+  using acc_t = at::opmath_type<scalar_t>;
+  int64_t i = 0;
+  if constexpr (sizeof...(Grads) == 3 && kFloat<scalar_t>) {  // the tail's arithmetic, 4 lanes
+    const auto& [gc, gh, gw] = std::tie(grads...);
+    const f4 zero = splat4(0.f);
+    const float third = static_cast<float>(1.0 / 3.0);
+    for (; i + 4 <= n; i += 4) {
+      const f4 v = load4(src + i), b4 = b.at4(i), s4 = s3.at4(i);
+      f4 r = spatial ? ((v * a.at4(i) + v * b4) + v * s4) * third : (v * b4 + v * s4) * 0.5f;
+      r += (gc.gmean.at4(i) + gh.gmean.at4(i)) + gw.gmean.at4(i);
+      r += ((gc.tie.at4(i) == gc.index.at4(i)) ? gc.gmax.at4(i) : zero) +
+           ((gh.tie.at4(i) == gh.index.at4(i)) ? gh.gmax.at4(i) : zero) +
+           ((gw.tie.at4(i) == gw.index.at4(i)) ? gw.gmax.at4(i) : zero);
+      store4(dst + i, r);
+    }
+  }
+  for (; i < n; ++i) {
+    acc_t r = branch_mean(static_cast<acc_t>(src[i]), a.at(i), b.at(i), s3.at(i), spatial);
+    if constexpr (sizeof...(Grads) == 3) {
+      const auto& [gc, gh, gw] = std::tie(grads...);
+      r += (gc.gmean.at(i) + gh.gmean.at(i)) + gw.gmean.at(i);
+      r += (gc.tie.at(i) == gc.index.at(i) ? gc.gmax.at(i) : acc_t(0)) +
+           (gh.tie.at(i) == gh.index.at(i) ? gh.gmax.at(i) : acc_t(0)) +
+           (gw.tie.at(i) == gw.index.at(i) ? gw.gmax.at(i) : acc_t(0));
+    }
+    dst[i] = static_cast<scalar_t>(r);
+  }
+}
 
 // y = branch_mean(x, s_hw, s_cw, s_hc); with kGrad (in = dy, out = dx), plus
 // per axis gmean + gmax where the element is the tie. Per-(c, .) maps are read
@@ -35,97 +101,44 @@ struct ApplyRows {
   const int32_t *ctie, *htie, *wtie;
   const acc_t *cgmean, *cgmax, *hgmean, *hgmax, *wgmean, *wgmax;
 
+  // A row along w: s_hw, ctie, cgmean, cgmax per lane; s_hc and the w branch's one value.
   void row_nchw(int64_t b, int64_t c, int64_t h) const {
     const int64_t W = g.W, off = ((b * g.C + c) * g.H + h) * W;
     const int64_t pix = (b * g.H + h) * W, cw = (b * g.C + c) * W, ch = (b * g.C + c) * g.H + h;
-    const scalar_t* __restrict__ src = in + off;
-    scalar_t* __restrict__ dst = out + off;
-    const acc_t* __restrict__ a = s_hw + pix;
-    const acc_t* __restrict__ bb = s_cw + cw;
-    const acc_t s3 = s_hc[ch];
-    g.pf.span_ahead(src, W);
-    if (!kGrad) {
-      for (int64_t w = 0; w < W; ++w)
-        dst[w] = static_cast<scalar_t>(
-            branch_mean(static_cast<acc_t>(src[w]), a[w], bb[w], s3, spatial));
-      return;
-    }
-    const int32_t* __restrict__ ct = ctie + pix;
-    const int32_t* __restrict__ ht = htie + cw;
-    const acc_t* __restrict__ cgm = cgmean + pix;
-    const acc_t* __restrict__ cgx = cgmax + pix;
-    const acc_t* __restrict__ hgm = hgmean + cw;
-    const acc_t* __restrict__ hgx = hgmax + cw;
-    const acc_t wg = wgmean[ch], wx = wgmax[ch];
-    const int32_t wt = wtie[ch], c32 = static_cast<int32_t>(c), h32 = static_cast<int32_t>(h);
-    int64_t w = 0;
-    if constexpr (kFloat<scalar_t>) {  // the same arithmetic as below, four lanes at a time
-      const f4 zero = splat4(0.f);
-      const float third = static_cast<float>(1.0 / 3.0);
-      for (; w + 4 <= W; w += 4) {
-        const f4 v = load4(src + w);
-        f4 r = spatial ? ((v * load4(a + w) + v * load4(bb + w)) + v * s3) * third
-                       : (v * load4(bb + w) + v * s3) * 0.5f;
-        r += (load4(cgm + w) + load4(hgm + w)) + wg;
-        r += ((load4(ct + w) == c32) ? load4(cgx + w) : zero) +
-             ((load4(ht + w) == h32) ? load4(hgx + w) : zero) +
-             ((iota4(static_cast<int32_t>(w)) == wt) ? splat4(wx) : zero);
-        store4(dst + w, r);
-      }
-    }
-    for (; w < W; ++w) {
-      acc_t r = branch_mean(static_cast<acc_t>(src[w]), a[w], bb[w], s3, spatial);
-      r += (cgm[w] + hgm[w]) + wg;
-      r += (ct[w] == c32 ? cgx[w] : acc_t(0)) + (ht[w] == h32 ? hgx[w] : acc_t(0)) +
-           (w == wt ? wx : acc_t(0));
-      dst[w] = static_cast<scalar_t>(r);
+    g.pf.span_ahead(in + off, W);
+    const Lanes<acc_t> a{s_hw + pix}, bb{s_cw + cw};
+    const Splat<acc_t> s3{s_hc[ch]};
+    if constexpr (!kGrad) {
+      apply_row(W, in + off, out + off, spatial, a, bb, s3);
+    } else {
+      apply_row(W, in + off, out + off, spatial, a, bb, s3,
+                BranchGrad{Lanes<acc_t>{cgmean + pix}, Lanes<int32_t>{ctie + pix},
+                           Splat<int32_t>{static_cast<int32_t>(c)}, Lanes<acc_t>{cgmax + pix}},
+                BranchGrad{Lanes<acc_t>{hgmean + cw}, Lanes<int32_t>{htie + cw},
+                           Splat<int32_t>{static_cast<int32_t>(h)}, Lanes<acc_t>{hgmax + cw}},
+                BranchGrad{Splat<acc_t>{wgmean[ch]}, Splat<int32_t>{wtie[ch]}, Iota{},
+                           Splat<acc_t>{wgmax[ch]}});
     }
   }
 
-  // s_cw, hgmean, hgmax, htie are (N, W, C); s_hc, wgmean, wgmax, wtie (N, H, C).
+  // A row along c: s_cw, hgmean, hgmax, htie are (N, W, C); s_hc, wgmean,
+  // wgmax, wtie (N, H, C); s_hw and the c branch's one value.
   void row_nhwc(int64_t b, int64_t h, int64_t w) const {
     const int64_t C = g.C, off = b * g.sample() + (h * g.W + w) * C;
     const int64_t pix = (b * g.H + h) * g.W + w, wc = (b * g.W + w) * C, hc = (b * g.H + h) * C;
-    const scalar_t* __restrict__ src = in + off;
-    scalar_t* __restrict__ dst = out + off;
-    const acc_t a = s_hw[pix];
-    const acc_t* __restrict__ bb = s_cw + wc;
-    const acc_t* __restrict__ s3 = s_hc + hc;
-    g.pf.span_ahead(src, C);
-    if (!kGrad) {
-      for (int64_t c = 0; c < C; ++c)
-        dst[c] = static_cast<scalar_t>(
-            branch_mean(static_cast<acc_t>(src[c]), a, bb[c], s3[c], spatial));
-      return;
-    }
-    const int32_t* __restrict__ ht = htie + wc;
-    const int32_t* __restrict__ wt = wtie + hc;
-    const acc_t* __restrict__ hgm = hgmean + wc;
-    const acc_t* __restrict__ hgx = hgmax + wc;
-    const acc_t* __restrict__ wgm = wgmean + hc;
-    const acc_t* __restrict__ wgx = wgmax + hc;
-    const acc_t cg = cgmean[pix], cx = cgmax[pix];
-    const int32_t ct = ctie[pix], h32 = static_cast<int32_t>(h), w32 = static_cast<int32_t>(w);
-    int64_t c = 0;
-    if constexpr (kFloat<scalar_t>) {  // the same arithmetic as below, four lanes at a time
-      const f4 zero = splat4(0.f);
-      const float third = static_cast<float>(1.0 / 3.0);
-      for (; c + 4 <= C; c += 4) {
-        const f4 v = load4(src + c), b4 = load4(bb + c), h4 = load4(s3 + c);
-        f4 r = spatial ? ((v * a + v * b4) + v * h4) * third : (v * b4 + v * h4) * 0.5f;
-        r += (cg + load4(hgm + c)) + load4(wgm + c);
-        r += ((iota4(static_cast<int32_t>(c)) == ct) ? splat4(cx) : zero) +
-             ((load4(ht + c) == h32) ? load4(hgx + c) : zero) +
-             ((load4(wt + c) == w32) ? load4(wgx + c) : zero);
-        store4(dst + c, r);
-      }
-    }
-    for (; c < C; ++c) {
-      acc_t r = branch_mean(static_cast<acc_t>(src[c]), a, bb[c], s3[c], spatial);
-      r += (cg + hgm[c]) + wgm[c];
-      r += (c == ct ? cx : acc_t(0)) + (ht[c] == h32 ? hgx[c] : acc_t(0)) +
-           (wt[c] == w32 ? wgx[c] : acc_t(0));
-      dst[c] = static_cast<scalar_t>(r);
+    g.pf.span_ahead(in + off, C);
+    const Splat<acc_t> a{s_hw[pix]};
+    const Lanes<acc_t> bb{s_cw + wc}, s3{s_hc + hc};
+    if constexpr (!kGrad) {
+      apply_row(C, in + off, out + off, spatial, a, bb, s3);
+    } else {
+      apply_row(C, in + off, out + off, spatial, a, bb, s3,
+                BranchGrad{Splat<acc_t>{cgmean[pix]}, Splat<int32_t>{ctie[pix]}, Iota{},
+                           Splat<acc_t>{cgmax[pix]}},
+                BranchGrad{Lanes<acc_t>{hgmean + wc}, Lanes<int32_t>{htie + wc},
+                           Splat<int32_t>{static_cast<int32_t>(h)}, Lanes<acc_t>{hgmax + wc}},
+                BranchGrad{Lanes<acc_t>{wgmean + hc}, Lanes<int32_t>{wtie + hc},
+                           Splat<int32_t>{static_cast<int32_t>(w)}, Lanes<acc_t>{wgmax + hc}});
     }
   }
 };
