@@ -77,8 +77,8 @@ def get_extensions():
     debug = os.environ.get("ATTNKERNELS_DEBUG") == "1"
     sanitize = os.environ.get("ATTNKERNELS_SANITIZE", "").strip()
     opt = ["-O0", "-g"] if debug else ["-O1", "-g"] if sanitize else ["-O3"]
-    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/composite/*.cpp")
-                     + glob.glob("csrc/cpu/*.cpp"))
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/schemas/*.cpp")
+                     + glob.glob("csrc/composite/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     # -ffp-contract=off: no FMA contraction, so every code path of a kernel rounds alike.
     # -fno-wrapv: Python's CFLAGS carry -fwrapv, which stops GCC from assuming the
     # int64 loop counters do not overflow; measured 1.4x slower gate loops with it.

@@ -22,8 +22,10 @@ def sources(root: str = ROOT):
     csrc = os.path.join(root, "csrc")
     helpers = [os.path.join(csrc, "cpu", f) for f in ("gate_matmul.cpp", "gate_conv.cpp",
                                                       "outputs.cpp")]
-    return sorted([os.path.join(csrc, "ops.cpp")] + glob.glob(os.path.join(csrc, "composite", "*.cpp"))
-                  + helpers + glob.glob(os.path.join(csrc, "simt", "*.cpp")))
+    return sorted([os.path.join(csrc, "ops.cpp")] + helpers
+                  + glob.glob(os.path.join(csrc, "schemas", "*.cpp"))
+                  + glob.glob(os.path.join(csrc, "composite", "*.cpp"))
+                  + glob.glob(os.path.join(csrc, "simt", "*.cpp")))
 
 
 def build(build_dir: str, verbose: bool = False, root: str = ROOT) -> str:

@@ -1,5 +1,5 @@
 // CBAM: argument checks and outputs of the passes over x, shared by the CPU
-// and CUDA implementations (schemas and semantics in csrc/ops.cpp).
+// and CUDA implementations (schemas and semantics in csrc/schemas/cbam_schema.cpp).
 //
 // Per-(n, c) tensors (ca, channel statistics, their gradients) are contiguous
 // (N, C); per-(n, h, w) tensors (sa, spatial statistics, their gradients) are
@@ -112,7 +112,7 @@ inline CBAMReduceOutputs cbam_backward_reduce_outputs(const at::Tensor& ca, cons
 
 }  // namespace attnkernels
 
-// The ops every backend implements (schemas in csrc/ops.cpp; see dispatch.h).
+// The ops every backend implements (schemas in csrc/schemas/cbam_schema.cpp; see dispatch.h).
 // the forward passes
 #define AK_CBAM_FORWARD_OPS(X, suffix) \
   X(cbam_channel_pool, suffix) \

@@ -1,6 +1,6 @@
 // Coordinate Attention: argument checks and outputs of the passes over x,
 // shared by the CPU and CUDA implementations (schemas and semantics in
-// csrc/ops.cpp). Strip tensors are contiguous (N, C, H) or (N, C, W) in the
+// csrc/schemas/coord_schema.cpp). Strip tensors are contiguous (N, C, H) or (N, C, W) in the
 // accumulate dtype.
 #pragma once
 #include <ATen/core/Tensor.h>
@@ -55,7 +55,7 @@ inline void check_coord_backward_apply_args(const at::Tensor& dy, const at::Tens
 
 }  // namespace attnkernels
 
-// The ops every backend implements (schemas in csrc/ops.cpp; see dispatch.h).
+// The ops every backend implements (schemas in csrc/schemas/coord_schema.cpp; see dispatch.h).
 // the passes over x
 #define AK_COORD_OPS(X, suffix) \
   X(coord_pool, suffix) \

@@ -109,6 +109,6 @@ inline ECABackwardOutputs eca_backward_outputs(const at::Tensor& x) {
 
 }  // namespace attnkernels
 
-// The ops every backend implements (schemas in csrc/ops.cpp; see dispatch.h).
+// The ops every backend implements (schemas in csrc/schemas/eca_schema.cpp; see dispatch.h).
 // the forward and backward
 #define AK_ECA_OPS(X, suffix) X(eca_forward, suffix) X(eca_backward, suffix)

@@ -96,6 +96,6 @@ inline SEBackwardOutputs se_backward_outputs(const at::Tensor& x, const SEWeight
 
 }  // namespace attnkernels
 
-// The ops every backend implements (schemas in csrc/ops.cpp; see dispatch.h).
+// The ops every backend implements (schemas in csrc/schemas/se_schema.cpp; see dispatch.h).
 // the forward and backward
 #define AK_SE_OPS(X, suffix) X(se_forward, suffix) X(se_backward, suffix)

@@ -1,5 +1,5 @@
 // Triplet Attention: argument checks and outputs of the passes over x, shared
-// by the CPU and CUDA implementations (schemas and semantics in csrc/ops.cpp).
+// by the CPU and CUDA implementations (schemas and semantics in csrc/schemas/triplet_schema.cpp).
 //
 // A reduction of x over one axis gives a map, contiguous, in the accumulate
 // dtype (the tie maps int32): over C (N, H, W), over H (N, C, W), over W
@@ -128,7 +128,7 @@ inline std::array<at::Tensor, 6> triplet_backward_reduce_outputs(const at::Tenso
 
 }  // namespace attnkernels
 
-// The ops every backend implements (schemas in csrc/ops.cpp; see dispatch.h).
+// The ops every backend implements (schemas in csrc/schemas/triplet_schema.cpp; see dispatch.h).
 // the reductions
 #define AK_TRIPLET_REDUCE_OPS(X, suffix) X(triplet_pool, suffix) X(triplet_backward_reduce, suffix)
 // the apply passes

@@ -1,4 +1,4 @@
-// CBAM on the CPU, the backward passes (semantics in csrc/ops.cpp; the forward
+// CBAM on the CPU, the backward passes (semantics in csrc/schemas/cbam_schema.cpp; the forward
 // passes are in cbam_forward.cpp).
 //
 // Work is split into tasks of (sample, block of kBlockC channels). A per-(n, c)

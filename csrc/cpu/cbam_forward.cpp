@@ -1,4 +1,4 @@
-// CBAM on the CPU, the forward passes (semantics in csrc/ops.cpp; the backward
+// CBAM on the CPU, the forward passes (semantics in csrc/schemas/cbam_schema.cpp; the backward
 // passes are in cbam_backward.cpp).
 //
 // Work is split into tasks of (sample, block of kBlockC channels). A per-(n, c)

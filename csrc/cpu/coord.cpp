@@ -1,4 +1,4 @@
-// Coordinate Attention on the CPU: the passes over x (semantics in csrc/ops.cpp).
+// Coordinate Attention on the CPU: the passes over x (semantics in csrc/schemas/coord_schema.cpp).
 //
 // NCHW: one task per (n, c) plane; a row's sum over W uses kLanes independent
 // lanes, the sum over H runs row by row (vectorised over W). channels_last:

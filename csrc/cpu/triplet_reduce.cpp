@@ -1,5 +1,5 @@
 // Triplet Attention on the CPU, the reductions: the pool and the backward's
-// (semantics in csrc/ops.cpp; the apply passes are in triplet_apply.cpp).
+// (semantics in csrc/schemas/triplet_schema.cpp; the apply passes are in triplet_apply.cpp).
 //
 // The reductions run in tasks of (sample, block of kBlockC channels), in both
 // memory formats: a task owns the reductions over H and over W of its

@@ -1,4 +1,4 @@
-// CBAM on CUDA: the passes over x (semantics in csrc/ops.cpp). Every
+// CBAM on CUDA: the passes over x (semantics in csrc/schemas/cbam_schema.cpp). Every
 // reduction is a fixed-order loop or block reduction (no atomics:
 // deterministic). Per (n, c) over H*W: one block per plane (NCHW) or a tile of
 // 32 channels (channels_last). Per (n, h, w) over C: one thread per pixel

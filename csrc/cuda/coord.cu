@@ -1,4 +1,4 @@
-// Coordinate Attention on CUDA: the passes over x (semantics in csrc/ops.cpp).
+// Coordinate Attention on CUDA: the passes over x (semantics in csrc/schemas/coord_schema.cpp).
 // One thread per strip element, summing its row in order (no atomics:
 // deterministic); each strip is its own launch, so the pool and the backward
 // reduction read their inputs twice here. A first version, to be tuned on a GPU.

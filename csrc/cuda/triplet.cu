@@ -1,4 +1,4 @@
-// Triplet Attention on CUDA: the passes over x (semantics in csrc/ops.cpp).
+// Triplet Attention on CUDA: the passes over x (semantics in csrc/schemas/triplet_schema.cpp).
 // One thread per map entry, reducing its line of x in order (no atomics:
 // deterministic); each map (over C, over H, over W) is its own launch, so the
 // pool and the backward reduction read their inputs three times here. A first
