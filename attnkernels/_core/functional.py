@@ -92,6 +92,24 @@ def update_running_stats(x, running: List[torch.Tensor], batch: List[torch.Tenso
         torch._foreach_add_(running, batch, alpha=momentum)
 
 
+class BatchNormCall:
+    """One call's BatchNorm in a composite op with a single BatchNorm: its
+    code for the op's config (``mode``), the running statistics the op reads
+    (``op_running``: None, None where it normalises with the batch's) and,
+    after the op, the update of the running ones from the batch's (``after``)."""
+
+    def __init__(self, bn: bool, training: bool, running_mean, running_var, momentum: float):
+        self.mode, batch = batch_norm_mode(bn, training, running_mean is not None)
+        self.running = [running_mean, running_var]
+        self.op_running = [None, None] if batch else self.running
+        self.updates = batch and training and running_mean is not None
+        self.momentum = momentum
+
+    def after(self, x, batch_mean, batch_var) -> None:
+        if self.updates:
+            update_running_stats(x, self.running, [batch_mean, batch_var], self.momentum)
+
+
 def check_batch_norm(x, bn, width, **tensors) -> None:
     for name, t in tensors.items():
         if t is not None and not bn:

@@ -11,8 +11,10 @@ from .matching import parameter_channels
 class FusedFamily(nn.Module):
     """Base of a family's root class (e.g. ``SqueezeExcite``), which declares
     ``FLAVOURS = {}`` and ``DEFAULT_FLAVOUR``; each flavour subclasses the root
-    and its reference class, with ``flavour="name"`` in its class statement.
-    ``Root(..., flavour="name")`` then builds that flavour's class."""
+    and its reference class, with ``flavour="name"`` in its class statement,
+    so the constructor arguments, submodule names, state_dict keys and shapes
+    are exactly the original's; only ``forward`` changes, to the fused
+    functional. ``Root(..., flavour="name")`` then builds that flavour's class."""
 
     backend: Optional[str] = None  # per-module backend choice; None follows use_backend()
     # Plain (non-module) attributes of an upstream module that the fused forward

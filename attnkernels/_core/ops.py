@@ -127,6 +127,21 @@ def register_composite(family: str, fakes: Dict[str, Callable], forward_fake, ba
         op, backward, setup_context=composite_setup_context(backend, saved_outputs, save_flag))
 
 
+def register_forward_backward(family: str, forward_fake, backward_fake, make_autograd,
+                              backend: str = "native") -> None:
+    """The fakes of a family's ``<family>_forward`` and ``<family>_backward``
+    ops and the forward's autograd, ``make_autograd(backward op)`` giving
+    (setup_context, backward): for the compiled ops (once the extension is
+    loaded) or, with backend="triton", for their Triton twins (``*_triton``)."""
+    suffix = "_triton" if backend == "triton" else ""
+    forward, backward_name = f"{family}_forward{suffix}", f"{family}_backward{suffix}"
+    torch.library.register_fake(f"attnkernels::{forward}")(forward_fake)
+    torch.library.register_fake(f"attnkernels::{backward_name}")(backward_fake)
+    setup_context, backward = make_autograd(getattr(torch.ops.attnkernels, backward_name))
+    torch.library.register_autograd(f"attnkernels::{forward}", backward,
+                                    setup_context=setup_context)
+
+
 # ---------------------------------------------------------------- gate pieces, backward by hand
 # The gate networks' backward, written out with the same aten backward ops
 # eager autograd calls (so the rounding is eager's), from intermediates the

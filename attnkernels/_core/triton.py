@@ -67,6 +67,14 @@ def gate_grad(z, GATE: tl.constexpr):
         return g * (1.0 - g)
 
 
+@triton.jit
+def store_gate_and_grad(z, dg_ptr, g_ptr, dz_ptr, offs, mask, GATE: tl.constexpr):
+    """A gate's backward step at offs: g = gate(z) and dz = dg * gate'(z), both stored."""
+    dz = tl.load(dg_ptr + offs, mask=mask, other=0.0) * gate_grad(z, GATE)
+    tl.store(g_ptr + offs, gate_forward(z, GATE), mask=mask)
+    tl.store(dz_ptr + offs, dz, mask=mask)
+
+
 def acc_dtype(x: torch.Tensor):
     """(torch, triton) accumulate dtypes: fp64 for fp64 input, else fp32."""
     return (torch.float64, tl.float64) if x.dtype == torch.float64 else (torch.float32, tl.float32)

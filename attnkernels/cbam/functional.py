@@ -4,8 +4,8 @@ from typing import List, Optional
 import torch
 
 from .._core import backend as _backend
-from .._core.functional import (batch_norm_mode, check_activation_4d, check_batch_norm, check_mlp,
-                                check_param, cuda_kernel_reasons, update_running_stats)
+from .._core.functional import (BatchNormCall, check_activation_4d, check_batch_norm, check_mlp,
+                                check_param, cuda_kernel_reasons)
 from .._core.layers import ACTIVATIONS, GATES
 from .._core.ops import call_forward, composite_forward_op
 from . import op as cbam_ops
@@ -82,15 +82,14 @@ def convolutional_block_attention(
     if name == "reference":
         return reference.convolutional_block_attention(x, w1, b1, w2, b2, conv_weight,
                                                        conv_bias, **kwargs)
-    bn_mode, bn_stats = batch_norm_mode(bn and spatial, training, running_mean is not None)
+    norm = BatchNormCall(bn and spatial, training, running_mean, running_var, momentum)
     config = [cbam_ops.CHANNEL_POOLS[channel_pool], ACTIVATIONS[act], GATES[channel_gate],
-              cbam_ops.SPATIAL_INPUTS[spatial_input], GATES[spatial_gate], bn_mode, int(first_max)]
+              cbam_ops.SPATIAL_INPUTS[spatial_input], GATES[spatial_gate], norm.mode,
+              int(first_max)]
     y, batch_mean, batch_var, *_saved = call_forward(
         forward_op(name), (x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias,
-                           None if bn_stats else running_mean,
-                           None if bn_stats else running_var), config, eps)
-    if bn_stats and training and running_mean is not None:
-        update_running_stats(x, [running_mean, running_var], [batch_mean, batch_var], momentum)
+                           *norm.op_running), config, eps)
+    norm.after(x, batch_mean, batch_var)
     return y
 
 

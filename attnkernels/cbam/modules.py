@@ -1,9 +1,8 @@
 """Drop-in CBAM modules.
 
-Each flavour subclasses its reference class, so the constructor arguments,
-submodule names, state_dict keys and shapes are exactly the original's; only
-``forward`` changes, to the fused functional. ``ConvBlockAttention(...,
-flavour=...)`` builds any of them::
+Each flavour is its reference class with the fused ``forward`` (see
+``attnkernels._core.modules.FusedFamily``).
+``ConvBlockAttention(..., flavour=...)`` builds any of them::
 
     ConvBlockAttention(256)                            # timm CbamModule
     ConvBlockAttention(256, flavour="timm_light")      # timm LightCbamModule

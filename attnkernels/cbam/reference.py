@@ -66,17 +66,20 @@ class ChannelAttention(nn.Module):
 class SpatialAttention(nn.Module):
     """The seeds' spatial attention (conv1: 2 -> 1, k 3 or 7, no bias); returns the gate."""
 
+    conv_name = "conv1"  # the seeds spell it two ways; the state_dict keys follow it
+
     def __init__(self, kernel_size=7):
         super().__init__()
         assert kernel_size in (3, 7), "kernel size must be 3 or 7"
         padding = 3 if kernel_size == 7 else 1
-        self.conv1 = nn.Conv2d(2, 1, kernel_size, padding=padding, bias=False)
+        setattr(self, self.conv_name, nn.Conv2d(2, 1, kernel_size, padding=padding, bias=False))
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x):
         avg_out = torch.mean(x, dim=1, keepdim=True)
         max_out, _ = torch.max(x, dim=1, keepdim=True)
-        return self.sigmoid(self.conv1(torch.cat([avg_out, max_out], dim=1)))
+        conv = getattr(self, self.conv_name)
+        return self.sigmoid(conv(torch.cat([avg_out, max_out], dim=1)))
 
 
 class CBAM(nn.Module):
@@ -113,17 +116,7 @@ class ChannelAttentionSeq(nn.Module):
 class SpatialAttentionConv(SpatialAttention):
     """The seeds' spatial attention with the conv named ``conv``."""
 
-    def __init__(self, kernel_size=7):
-        nn.Module.__init__(self)
-        assert kernel_size in (3, 7), "kernel size must be 3 or 7"
-        padding = 3 if kernel_size == 7 else 1
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=padding, bias=False)
-        self.sigmoid = nn.Sigmoid()
-
-    def forward(self, x):
-        avg_out = torch.mean(x, dim=1, keepdim=True)
-        max_out, _ = torch.max(x, dim=1, keepdim=True)
-        return self.sigmoid(self.conv(torch.cat([avg_out, max_out], dim=1)))
+    conv_name = "conv"
 
 
 class CBAMBlock(nn.Module):
@@ -314,35 +307,35 @@ class LightSpatialAttn(nn.Module):
 class CbamModule(nn.Module):
     """timm CbamModule."""
 
-    def __init__(self, channels, rd_ratio=1. / 16, rd_channels=None, rd_divisor=1,
-                 spatial_kernel_size=7, act_layer=nn.ReLU, gate_layer="sigmoid", mlp_bias=False,
-                 device=None, dtype=None):
-        super().__init__()
-        self.channel = ChannelAttn(channels, rd_ratio=rd_ratio, rd_channels=rd_channels,
-                                   rd_divisor=rd_divisor, act_layer=act_layer,
-                                   gate_layer=gate_layer, mlp_bias=mlp_bias)
-        self.spatial = SpatialAttn(spatial_kernel_size, gate_layer=gate_layer)
-        place(self, device, dtype)
-
-    def forward(self, x):
-        return self.spatial(self.channel(x))
-
-
-class LightCbamModule(nn.Module):
-    """timm LightCbamModule (its spatial gate is always a sigmoid)."""
+    channel_attn = ChannelAttn
 
     def __init__(self, channels, rd_ratio=1. / 16, rd_channels=None, rd_divisor=1,
                  spatial_kernel_size=7, act_layer=nn.ReLU, gate_layer="sigmoid", mlp_bias=False,
                  device=None, dtype=None):
         super().__init__()
-        self.channel = LightChannelAttn(channels, rd_ratio=rd_ratio, rd_channels=rd_channels,
-                                        rd_divisor=rd_divisor, act_layer=act_layer,
-                                        gate_layer=gate_layer, mlp_bias=mlp_bias)
-        self.spatial = LightSpatialAttn(spatial_kernel_size)
+        self.channel = self.channel_attn(channels, rd_ratio=rd_ratio, rd_channels=rd_channels,
+                                         rd_divisor=rd_divisor, act_layer=act_layer,
+                                         gate_layer=gate_layer, mlp_bias=mlp_bias)
+        self.spatial = self.spatial_attn(spatial_kernel_size, gate_layer)
         place(self, device, dtype)
+
+    @staticmethod
+    def spatial_attn(kernel_size, gate_layer):
+        return SpatialAttn(kernel_size, gate_layer=gate_layer)
 
     def forward(self, x):
         return self.spatial(self.channel(x))
+
+
+class LightCbamModule(CbamModule):
+    """timm LightCbamModule: CbamModule's arguments with the light parts (its
+    spatial gate is always a sigmoid)."""
+
+    channel_attn = LightChannelAttn
+
+    @staticmethod
+    def spatial_attn(kernel_size, gate_layer):
+        return LightSpatialAttn(kernel_size)
 
 
 # ---------------------------------------------------------------- Ultralytics

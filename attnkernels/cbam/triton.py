@@ -1,6 +1,6 @@
 """CBAM's passes over x in Triton: kernels, launchers, op registration.
 
-The same six passes as the compiled ops (semantics in csrc/ops.cpp), registered
+The same six passes as the compiled ops (semantics in csrc/schemas/cbam_schema.cpp), registered
 as ``attnkernels::cbam_*_triton`` with the same schemas; attnkernels/ops/cbam.py
 runs the gate networks between them. Reductions over H*W per (n, c) and over C
 per (n, h, w) are separate kernels, each in a fixed order (deterministic);
@@ -148,7 +148,8 @@ def _elementwise_kernel(x_ptr, dy_ptr, ca_ptr, sa_ptr, cmax_ptr, ctie_ptr, cgm_p
                         smax_ptr, stie_ptr, sgm_ptr, sgx_ptr, out_ptr, N, C, HW,
                         CHANNELS_LAST: tl.constexpr, GRAD: tl.constexpr, FIRST: tl.constexpr,
                         BLOCK: tl.constexpr):
-    """Forward: out = x * ca * sa. Backward (GRAD): out = dx of csrc/ops.cpp's backward_apply."""
+    """Forward: out = x * ca * sa. Backward (GRAD): out = dx of the backward_apply
+    in csrc/schemas/cbam_schema.cpp."""
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = i < N
     if CHANNELS_LAST:

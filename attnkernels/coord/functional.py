@@ -4,9 +4,8 @@ from typing import List, Optional
 import torch
 
 from .._core import backend as _backend
-from .._core.functional import (batch_norm_mode, check_activation_4d, check_batch_norm,
-                                check_first_layer, check_param, cuda_kernel_reasons,
-                                update_running_stats)
+from .._core.functional import (BatchNormCall, check_activation_4d, check_batch_norm,
+                                check_first_layer, check_param, cuda_kernel_reasons)
 from .._core.layers import ACTIVATIONS, GATES
 from .._core.ops import autograd_records, call_forward, composite_forward_op
 from . import reference
@@ -57,13 +56,11 @@ def coordinate_attention(
             x, w1, b1, wh, bh, ww, bw, act=act, gate_fn=gate, bn=bn, bn_weight=bn_weight,
             bn_bias=bn_bias, running_mean=running_mean, running_var=running_var,
             training=training, momentum=momentum, eps=eps, skip=skip)
-    bn_mode, bn_stats = batch_norm_mode(bn, training, running_mean is not None)
-    tensors = (x, w1, b1, wh, bh, ww, bw, bn_weight, bn_bias,
-               None if bn_stats else running_mean, None if bn_stats else running_var)
-    config = [ACTIVATIONS[act], GATES[gate], bn_mode, int(skip), int(autograd_records(tensors))]
+    norm = BatchNormCall(bn, training, running_mean, running_var, momentum)
+    tensors = (x, w1, b1, wh, bh, ww, bw, bn_weight, bn_bias, *norm.op_running)
+    config = [ACTIVATIONS[act], GATES[gate], norm.mode, int(skip), int(autograd_records(tensors))]
     y, batch_mean, batch_var, *_saved = call_forward(forward_op(name), tensors, config, eps)
-    if bn_stats and training and running_mean is not None:
-        update_running_stats(x, [running_mean, running_var], [batch_mean, batch_var], momentum)
+    norm.after(x, batch_mean, batch_var)
     return y
 
 

@@ -1,9 +1,8 @@
 """Drop-in Coordinate Attention modules.
 
-Each flavour subclasses its reference class, so the constructor arguments,
-submodule names, state_dict keys and shapes are exactly the original's; only
-``forward`` changes, to the fused functional. ``CoordinateAttention(...,
-flavour=...)`` builds any of them::
+Each flavour is its reference class with the fused ``forward`` (see
+``attnkernels._core.modules.FusedFamily``).
+``CoordinateAttention(..., flavour=...)`` builds any of them::
 
     CoordinateAttention(256)                                  # timm CoordAttn
     CoordinateAttention(256, 256, flavour="official")         # houqb CoordAtt(inp, oup, reduction)

@@ -1,6 +1,6 @@
 """Coordinate Attention's passes over x in Triton: kernels, launchers, op registration.
 
-The same four passes as the compiled ops (semantics in csrc/ops.cpp), registered
+The same four passes as the compiled ops (semantics in csrc/schemas/coord_schema.cpp), registered
 as ``attnkernels::coord_*_triton`` with the same schemas; attnkernels/ops/coord.py
 runs the gate network between them. Each strip is reduced by its own kernel in
 a fixed order (deterministic), so the pool and the backward reduction read

@@ -1,9 +1,8 @@
 """Drop-in Efficient Channel Attention modules.
 
-Each flavour subclasses its reference class, so the constructor arguments,
-submodule names, state_dict keys and shapes are exactly the original's; only
-``forward`` changes, to the fused functional. ``EfficientChannelAttention(...,
-flavour=...)`` builds any of them::
+Each flavour is its reference class with the fused ``forward`` (see
+``attnkernels._core.modules.FusedFamily``).
+``EfficientChannelAttention(..., flavour=...)`` builds any of them::
 
     EfficientChannelAttention(256)                            # timm EcaModule
     EfficientChannelAttention(256, flavour="timm_circular")   # timm CecaModule

@@ -10,7 +10,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .._core.ops import call_forward, like_x, only_y_differentiable, stats_dtype, y_backward
+from .._core.ops import (call_forward, like_x, only_y_differentiable, register_forward_backward,
+                        stats_dtype, y_backward)
 from .._core.gate_matmul import matmul, sum_all
 
 
@@ -65,10 +66,7 @@ def make_autograd(backward_op):
 
 def register() -> None:
     """Fake kernels and autograd for the compiled ECA ops (once the extension is loaded)."""
-    torch.library.register_fake("attnkernels::eca_forward")(forward_fake)
-    torch.library.register_fake("attnkernels::eca_backward")(backward_fake)
-    setup_context, backward = make_autograd(torch.ops.attnkernels.eca_backward)
-    torch.library.register_autograd("attnkernels::eca_forward", backward, setup_context=setup_context)
+    register_forward_backward("eca", forward_fake, backward_fake, make_autograd)
 
 
 def eca_forward(x, weight, bias: Optional[torch.Tensor], circular: bool, gate: int) -> torch.Tensor:

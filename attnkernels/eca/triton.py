@@ -13,9 +13,9 @@ import triton
 import triton.language as tl
 
 from . import op as eca_ops
-from .._core.ops import call_forward
+from .._core.ops import call_forward, register_forward_backward
 from .._core import channel_gate_triton as _channel_gate
-from .._core.triton import acc_dtype, gate_forward, gate_grad
+from .._core.triton import acc_dtype, gate_forward, store_gate_and_grad
 
 
 @triton.jit
@@ -64,9 +64,7 @@ def _eca_gate_backward_kernel(s_ptr, dg_ptr, w_ptr, b_ptr, g_ptr, dz_ptr, dmean_
         c = c0 + tl.arange(0, BLOCK_C)
         cm = c < C
         z = _conv(s_ptr + row, w_ptr, b_ptr, c, C, K, PAD, HAS_BIAS, CIRCULAR, ACC, BLOCK_C)
-        dz = tl.load(dg_ptr + row + c, mask=cm, other=0.0) * gate_grad(z, GATE)
-        tl.store(g_ptr + row + c, gate_forward(z, GATE), mask=cm)
-        tl.store(dz_ptr + row + c, dz, mask=cm)
+        store_gate_and_grad(z, dg_ptr, g_ptr, dz_ptr, row + c, cm, GATE)
     tl.debug_barrier()  # dz of every channel is read back below
     for i0 in range(0, C, BLOCK_C):
         i = i0 + tl.arange(0, BLOCK_C)
@@ -141,10 +139,8 @@ def eca_backward_triton(dy: torch.Tensor, x: torch.Tensor, pooled: torch.Tensor,
     return _eca_backward(dy, x, pooled, weight, bias, circular, gate)
 
 
-eca_forward_triton.register_fake(eca_ops.forward_fake)
-eca_backward_triton.register_fake(eca_ops.backward_fake)
-_setup_context, _backward = eca_ops.make_autograd(torch.ops.attnkernels.eca_backward_triton)
-eca_forward_triton.register_autograd(_backward, setup_context=_setup_context)
+register_forward_backward("eca", eca_ops.forward_fake, eca_ops.backward_fake,
+                          eca_ops.make_autograd, backend="triton")
 
 
 def eca_forward(x, weight, bias, circular: bool, gate: int) -> torch.Tensor:

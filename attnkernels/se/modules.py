@@ -1,9 +1,8 @@
 """Drop-in Squeeze-and-Excitation modules.
 
-Each flavour subclasses its reference class, so the constructor arguments,
-submodule names, state_dict keys and shapes are exactly the original's; only
-``forward`` changes, to the fused functional. ``SqueezeExcite(..., flavour=...)``
-builds any of them::
+Each flavour is its reference class with the fused ``forward`` (see
+``attnkernels._core.modules.FusedFamily``).
+``SqueezeExcite(..., flavour=...)`` builds any of them::
 
     SqueezeExcite(256)                                   # timm SEModule
     SqueezeExcite(256, 16, flavour="seed")               # SELayer / se_block / SEAttention

@@ -11,7 +11,8 @@ from typing import Optional
 import torch
 
 from .._core.layers import activation
-from .._core.ops import call_forward, like_x, only_y_differentiable, stats_dtype, y_backward
+from .._core.ops import (call_forward, like_x, only_y_differentiable, register_forward_backward,
+                        stats_dtype, y_backward)
 from .._core.gate_matmul import linear, matmul
 
 ACT_NAMES = {0: "identity", 1: "relu", 2: "silu", 3: "hardswish"}
@@ -77,10 +78,7 @@ def make_autograd(backward_op):
 
 def register() -> None:
     """Fake kernels and autograd for the compiled SE ops (once the extension is loaded)."""
-    torch.library.register_fake("attnkernels::se_forward")(forward_fake)
-    torch.library.register_fake("attnkernels::se_backward")(backward_fake)
-    setup_context, backward = make_autograd(torch.ops.attnkernels.se_backward)
-    torch.library.register_autograd("attnkernels::se_forward", backward, setup_context=setup_context)
+    register_forward_backward("se", forward_fake, backward_fake, make_autograd)
 
 
 def se_forward(x, w1, b1: Optional[torch.Tensor], w2: Optional[torch.Tensor],

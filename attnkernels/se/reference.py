@@ -95,6 +95,14 @@ class SqueezeExcitation(nn.Module):
         return scale * input
 
 
+def timm_pool(x, add_maxpool):
+    """timm's squeeze: the spatial mean, or with add_maxpool 0.5 * mean + 0.5 * max."""
+    x_se = x.mean((2, 3), keepdim=True)
+    if add_maxpool:
+        x_se = 0.5 * x_se + 0.5 * x.amax((2, 3), keepdim=True)
+    return x_se
+
+
 class SEModule(nn.Module):
     """timm.layers.squeeze_excite.SEModule (also exported as timm's SqueezeExcite)."""
 
@@ -113,9 +121,7 @@ class SEModule(nn.Module):
         place(self, device, dtype)
 
     def forward(self, x):
-        x_se = x.mean((2, 3), keepdim=True)
-        if self.add_maxpool:
-            x_se = 0.5 * x_se + 0.5 * x.amax((2, 3), keepdim=True)
+        x_se = timm_pool(x, self.add_maxpool)
         x_se = self.fc1(x_se)
         x_se = self.act(self.bn(x_se))
         x_se = self.fc2(x_se)
@@ -159,9 +165,7 @@ class EffectiveSEModule(nn.Module):
         place(self, device, dtype)
 
     def forward(self, x):
-        x_se = x.mean((2, 3), keepdim=True)
-        if self.add_maxpool:
-            x_se = 0.5 * x_se + 0.5 * x.amax((2, 3), keepdim=True)
+        x_se = timm_pool(x, self.add_maxpool)
         x_se = self.fc(x_se)
         return x * self.gate(x_se)
 

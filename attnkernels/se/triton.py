@@ -12,23 +12,33 @@ import triton
 import triton.language as tl
 
 from . import op as se_ops
-from .._core.ops import call_forward
+from .._core.ops import call_forward, register_forward_backward
 from .._core import channel_gate_triton as _channel_gate
-from .._core.triton import acc_dtype, activation_forward, activation_grad, gate_forward, gate_grad
+from .._core.triton import (acc_dtype, activation_forward, activation_grad, gate_forward,
+                            store_gate_and_grad)
+
+
+@triton.jit
+def _matvec(w_ptr, v_row, out_idx, out_mask, nk, stride_out, stride_k, ACC: tl.constexpr,
+            BLOCK_K: tl.constexpr):
+    """out[i] = sum_k W[i * stride_out + k * stride_k] v[k] for one sample: W v
+    (stride_out = ncols, stride_k = 1) or W^T v (stride_out = 1, stride_k = ncols)."""
+    out = tl.zeros(out_idx.shape, ACC)
+    for k0 in range(0, nk, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        km = k < nk
+        v = tl.load(v_row + k, mask=km, other=0.0)
+        w = tl.load(w_ptr + out_idx[:, None] * stride_out + k[None, :] * stride_k,
+                    mask=out_mask[:, None] & km[None, :], other=0.0)
+        out += tl.sum(w * v[None, :], axis=1)
+    return out
 
 
 @triton.jit
 def _matvec_rows(w_ptr, b_ptr, s_row, rows, rmask, ncols, HAS_B: tl.constexpr, ACC: tl.constexpr,
                  BLOCK_K: tl.constexpr):
     """out[rows] = W[rows, :] s + b[rows] for one sample; W is (*, ncols) row-major."""
-    out = tl.zeros(rows.shape, ACC)
-    for k0 in range(0, ncols, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        km = k < ncols
-        s = tl.load(s_row + k, mask=km, other=0.0)
-        w = tl.load(w_ptr + rows[:, None] * ncols + k[None, :], mask=rmask[:, None] & km[None, :],
-                    other=0.0)
-        out += tl.sum(w * s[None, :], axis=1)
+    out = _matvec(w_ptr, s_row, rows, rmask, ncols, ncols, 1, ACC, BLOCK_K)
     if HAS_B:
         out += tl.load(b_ptr + rows, mask=rmask, other=0.0)
     return out
@@ -38,15 +48,7 @@ def _matvec_rows(w_ptr, b_ptr, s_row, rows, rmask, ncols, HAS_B: tl.constexpr, A
 def _matvec_cols(w_ptr, v_row, cols, cmask, nrows, ncols, ACC: tl.constexpr,
                  BLOCK_K: tl.constexpr):
     """out[cols] = W[:, cols]^T v for one sample; W is (nrows, ncols) row-major."""
-    out = tl.zeros(cols.shape, ACC)
-    for k0 in range(0, nrows, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        km = k < nrows
-        v = tl.load(v_row + k, mask=km, other=0.0)
-        w = tl.load(w_ptr + k[:, None] * ncols + cols[None, :], mask=km[:, None] & cmask[None, :],
-                    other=0.0)
-        out += tl.sum(w * v[:, None], axis=0)
-    return out
+    return _matvec(w_ptr, v_row, cols, cmask, nrows, 1, ncols, ACC, BLOCK_K)
 
 
 @triton.jit
@@ -66,6 +68,24 @@ def _hidden(s_row, w1_ptr, b1_ptr, h_row, a_row, C, R, HAS_B1: tl.constexpr, ACT
 
 
 @triton.jit
+def _last_layer(v_row, w_ptr, b_ptr, K, HAS_B: tl.constexpr, dg_ptr, g_ptr, dz_ptr, row, C,
+                GATE: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
+                BLOCK_K: tl.constexpr, BACKWARD: tl.constexpr):
+    """The gate network's last layer for one sample, BLOCK_C channels at a time:
+    z = W v + b (W: (C, K)), g = gate(z) into g_ptr + row, and with BACKWARD
+    dz = dg * gate'(z) into dz_ptr + row (the forward passes g_ptr for dg_ptr and
+    dz_ptr, unread)."""
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cm = c < C
+        z = _matvec_rows(w_ptr, b_ptr, v_row, c, cm, K, HAS_B, ACC, BLOCK_K)
+        if BACKWARD:
+            store_gate_and_grad(z, dg_ptr, g_ptr, dz_ptr, row + c, cm, GATE)
+        else:
+            tl.store(g_ptr + row + c, gate_forward(z, GATE), mask=cm)
+
+
+@triton.jit
 def _se_gate_kernel(s_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr, a_ptr, C, R,
                     HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, TWO_LAYER: tl.constexpr,
                     ACT: tl.constexpr, GATE: tl.constexpr, ACC: tl.constexpr,
@@ -78,29 +98,31 @@ def _se_gate_kernel(s_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, g_ptr, a_ptr, C, R,
         a_row = a_ptr + b * R
         _hidden(s_row, w1_ptr, b1_ptr, a_row, a_row, C, R, HAS_B1, ACT, ACC, BLOCK_R, BLOCK_C,
                 False)
-        for c0 in range(0, C, BLOCK_C):
-            c = c0 + tl.arange(0, BLOCK_C)
-            cm = c < C
-            z = _matvec_rows(w2_ptr, b2_ptr, a_row, c, cm, R, HAS_B2, ACC, BLOCK_R)
-            tl.store(g_ptr + b * C + c, gate_forward(z, GATE), mask=cm)
+        _last_layer(a_row, w2_ptr, b2_ptr, R, HAS_B2, g_ptr, g_ptr, g_ptr, b * C, C, GATE, ACC,
+                    BLOCK_C, BLOCK_R, False)
     else:
-        for c0 in range(0, C, BLOCK_C):
-            c = c0 + tl.arange(0, BLOCK_C)
-            cm = c < C
-            z = _matvec_rows(w1_ptr, b1_ptr, s_row, c, cm, C, HAS_B1, ACC, BLOCK_R)
-            tl.store(g_ptr + b * C + c, gate_forward(z, GATE), mask=cm)
+        _last_layer(s_row, w1_ptr, b1_ptr, C, HAS_B1, g_ptr, g_ptr, g_ptr, b * C, C, GATE, ACC,
+                    BLOCK_C, BLOCK_R, False)
 
 
 @triton.jit
-def _store_pool_grads(ds, c, cm, row, cnt_ptr, dmean_ptr, dmax_ptr, HW, HAS_MAX: tl.constexpr):
-    # / HW, not * (1 / HW) passed in: a float argument is an fp32 scalar on a GPU
-    if HAS_MAX:
-        tl.store(dmean_ptr + row + c, 0.5 * ds / HW, mask=cm)
-    else:
-        tl.store(dmean_ptr + row + c, ds / HW, mask=cm)
-    if HAS_MAX:
-        cnt = tl.load(cnt_ptr + row + c, mask=cm, other=1.0)
-        tl.store(dmax_ptr + row + c, 0.5 * ds / cnt, mask=cm)
+def _pool_grads(w1_ptr, v_row, K, row, C, cnt_ptr, dmean_ptr, dmax_ptr, HW,
+                HAS_MAX: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
+                BLOCK_K: tl.constexpr):
+    """ds = W1^T v (W1: (K, C)) for one sample, BLOCK_C channels at a time, as
+    the gradients the apply pass spreads over H*W: dmean, and dmax per tied
+    maximum."""
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        cm = c < C
+        ds = _matvec_cols(w1_ptr, v_row, c, cm, K, C, ACC, BLOCK_K)
+        # / HW, not * (1 / HW) passed in: a float argument is an fp32 scalar on a GPU
+        if HAS_MAX:
+            tl.store(dmean_ptr + row + c, 0.5 * ds / HW, mask=cm)
+            cnt = tl.load(cnt_ptr + row + c, mask=cm, other=1.0)
+            tl.store(dmax_ptr + row + c, 0.5 * ds / cnt, mask=cm)
+        else:
+            tl.store(dmean_ptr + row + c, ds / HW, mask=cm)
 
 
 @triton.jit
@@ -120,14 +142,8 @@ def _se_gate_backward_kernel(s_ptr, dg_ptr, cnt_ptr, w1_ptr, b1_ptr, w2_ptr, b2_
         h_row, a_row = h_ptr + b * R, a_ptr + b * R
         _hidden(s_row, w1_ptr, b1_ptr, h_row, a_row, C, R, HAS_B1, ACT, ACC, BLOCK_R, BLOCK_C,
                 True)
-        for c0 in range(0, C, BLOCK_C):
-            c = c0 + tl.arange(0, BLOCK_C)
-            cm = c < C
-            z = _matvec_rows(w2_ptr, b2_ptr, a_row, c, cm, R, HAS_B2, ACC, BLOCK_R)
-            dz = tl.load(dg_ptr + row + c, mask=cm, other=0.0) * gate_grad(z, GATE)
-            dz = tl.where(cm, dz, 0.0)
-            tl.store(g_ptr + row + c, gate_forward(z, GATE), mask=cm)
-            tl.store(dz_ptr + row + c, dz, mask=cm)
+        _last_layer(a_row, w2_ptr, b2_ptr, R, HAS_B2, dg_ptr, g_ptr, dz_ptr, row, C, GATE, ACC,
+                    BLOCK_C, BLOCK_R, True)
         tl.debug_barrier()  # dz of every channel is read back below
         for r0 in range(0, R, BLOCK_R):
             r = r0 + tl.arange(0, BLOCK_R)
@@ -136,25 +152,14 @@ def _se_gate_backward_kernel(s_ptr, dg_ptr, cnt_ptr, w1_ptr, b1_ptr, w2_ptr, b2_
             h = tl.load(h_row + r, mask=rm, other=0.0)
             tl.store(dh_ptr + b * R + r, tl.where(rm, da * activation_grad(h, ACT), 0.0), mask=rm)
         tl.debug_barrier()  # dh of every hidden unit is read back below
-        for c0 in range(0, C, BLOCK_C):
-            c = c0 + tl.arange(0, BLOCK_C)
-            cm = c < C
-            ds = _matvec_cols(w1_ptr, dh_ptr + b * R, c, cm, R, C, ACC, BLOCK_R)  # W1^T dh
-            _store_pool_grads(ds, c, cm, row, cnt_ptr, dmean_ptr, dmax_ptr, HW, HAS_MAX)
+        _pool_grads(w1_ptr, dh_ptr + b * R, R, row, C, cnt_ptr, dmean_ptr, dmax_ptr, HW, HAS_MAX,
+                    ACC, BLOCK_C, BLOCK_R)  # ds = W1^T dh
     else:
-        for c0 in range(0, C, BLOCK_C):
-            c = c0 + tl.arange(0, BLOCK_C)
-            cm = c < C
-            z = _matvec_rows(w1_ptr, b1_ptr, s_row, c, cm, C, HAS_B1, ACC, BLOCK_R)
-            dz = tl.load(dg_ptr + row + c, mask=cm, other=0.0) * gate_grad(z, GATE)
-            tl.store(g_ptr + row + c, gate_forward(z, GATE), mask=cm)
-            tl.store(dz_ptr + row + c, dz, mask=cm)
+        _last_layer(s_row, w1_ptr, b1_ptr, C, HAS_B1, dg_ptr, g_ptr, dz_ptr, row, C, GATE, ACC,
+                    BLOCK_C, BLOCK_R, True)
         tl.debug_barrier()  # dz of every channel is read back below
-        for k0 in range(0, C, BLOCK_C):
-            k = k0 + tl.arange(0, BLOCK_C)
-            km = k < C
-            ds = _matvec_cols(w1_ptr, dz_ptr + row, k, km, C, C, ACC, BLOCK_R)  # W1^T dz
-            _store_pool_grads(ds, k, km, row, cnt_ptr, dmean_ptr, dmax_ptr, HW, HAS_MAX)
+        _pool_grads(w1_ptr, dz_ptr + row, C, row, C, cnt_ptr, dmean_ptr, dmax_ptr, HW, HAS_MAX,
+                    ACC, BLOCK_C, BLOCK_R)  # ds = W1^T dz
 
 
 # ---------------------------------------------------------------- launchers
@@ -242,10 +247,8 @@ def se_backward_triton(dy: torch.Tensor, x: torch.Tensor, pooled: torch.Tensor,
     return _se_backward(dy, x, pooled, xmax, w1, b1, w2, b2, pool, act, gate)
 
 
-se_forward_triton.register_fake(se_ops.forward_fake)
-se_backward_triton.register_fake(se_ops.backward_fake)
-_setup_context, _backward = se_ops.make_autograd(torch.ops.attnkernels.se_backward_triton)
-se_forward_triton.register_autograd(_backward, setup_context=_setup_context)
+register_forward_backward("se", se_ops.forward_fake, se_ops.backward_fake,
+                          se_ops.make_autograd, backend="triton")
 
 
 def se_forward(x, w1, b1, w2, b2, pool: int, act: int, gate: int) -> torch.Tensor:

@@ -1,9 +1,8 @@
 """Drop-in Triplet Attention modules.
 
-Each flavour subclasses its reference class, so the constructor arguments,
-submodule names, state_dict keys and shapes are exactly the original's; only
-``forward`` changes, to the fused functional. ``TripletAttentionModule(...,
-flavour=...)`` builds either::
+Each flavour is its reference class with the fused ``forward`` (see
+``attnkernels._core.modules.FusedFamily``).
+``TripletAttentionModule(..., flavour=...)`` builds either::
 
     TripletAttentionModule()                            # official TripletAttention(no_spatial)
     TripletAttentionModule(256, flavour="legacy")       # MODELS/ TripletAttention(gate_channels, ...)

@@ -1,6 +1,6 @@
 """Triplet Attention's passes over x in Triton: kernels, launchers, op registration.
 
-The same four passes as the compiled ops (semantics in csrc/ops.cpp), registered
+The same four passes as the compiled ops (semantics in csrc/schemas/triplet_schema.cpp), registered
 as ``attnkernels::triplet_*_triton`` with the same schemas;
 attnkernels/ops/triplet.py runs the gate networks between them. Each of the
 three maps (over C, over H, over W) is reduced by its own launch of one kernel,
