@@ -1,6 +1,5 @@
 """The benchmark runner's code paths on tiny shapes (no timing assertions)."""
 import csv
-import os
 
 import pytest
 

@@ -14,14 +14,12 @@ from attnkernels.cbam import functional as cbam_functional
 from attnkernels.cbam import op as cbam_ops
 
 import utils
+from utils import BACKENDS, FORMATS, HAS_CPU, MODULE_DTYPES as DTYPES
 from utils import (assert_empty_like_upstream, assert_float_module_matches_twin,
-                   assert_module_matches_reference, assert_same_runs, fused_backends, matrix_cases,
-                   run_module, runs_per_thread_count)
+                   assert_module_matches_reference, assert_same_runs, matrix_cases, run_module,
+                   runs_per_thread_count)
 
-BACKENDS = fused_backends()
-DTYPES, FORMATS = utils.MODULE_DTYPES, utils.FORMATS
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
-HAS_CPU = utils.HAS_CPU
 
 # name -> C -> fused module (its reference twin is built from the same class's base)
 FLAVOURS = {
@@ -38,6 +36,19 @@ FLAVOURS = {
         mlp_bias=True),
     "timm_light": lambda C: fnn.LightCbamModule(C),
     "ultralytics_k3": lambda C: fnn.UltralyticsCBAM(C, 3),
+}
+
+
+# The shared matrices' flavours (tests/flavours.py: compile, determinism, fuzz,
+# extremes, tiles, emulated CUDA): name -> C -> a fused module, any C >= 1.
+SHARED_FLAVOURS = {
+    "timm": lambda C: fnn.CbamModule(C, rd_channels=max(1, C // 2)),
+    "official": lambda C: fnn.OfficialCBAM(C, reduction_ratio=1),
+    "seed": lambda C: fnn.CBAM(C, ratio=1, kernel_size=3),
+    "light": lambda C: fnn.LightCbamModule(C, rd_channels=max(1, C // 2)),
+    "ultralytics": lambda C: fnn.UltralyticsCBAM(C, 3),
+    "seed_linear": lambda C: fnn.LinearCBAM(C, ratio=1, kernel_size=3),
+    "external": lambda C: fnn.ExternalCBAMBlock(C, reduction=1, kernel_size=5),  # + x
 }
 
 
@@ -98,17 +109,10 @@ def test_ties_route_the_max_gradient_like_pytorch(backend, device, first_max, fm
     x = x.to(memory_format=FORMATS[fmt])
     w1, w2 = torch.randn(3, 6, **kw), torch.randn(6, 3, **kw)
     cw = torch.randn(1, 2, 3, 3, **kw)
-    args = (w1, None, w2, None, cw)
-    dy = torch.randn_like(x)
-    grads = []
-    for b in (backend, "reference"):
-        xx = x.clone().requires_grad_()
-        y = F.convolutional_block_attention(xx, *args, first_max=first_max, backend=b)
-        y.backward(dy)
-        grads.append((y.detach(), xx.grad))
-    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(grads[0][0], grads[1][0], **tol)
-    torch.testing.assert_close(grads[0][1], grads[1][1], **tol)
+    utils.assert_functional_matches_reference(
+        lambda xx, backend: F.convolutional_block_attention(xx, w1, None, w2, None, cw,
+                                                            first_max=first_max, backend=backend),
+        x, backend)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -311,13 +315,8 @@ def test_native_composite_is_bitwise_its_python_twin(device, dtype, hw, config, 
 
 
 def test_pool_types_lp_lse_run_reference_under_auto_and_raise_when_explicit():
-    m = fnn.OfficialCBAM(16, 4, pool_types=["avg", "lse"])
-    x = torch.randn(2, 16, 3, 3)
-    torch.testing.assert_close(m(x), reference_twin(m)(x))
-    if HAS_CPU:
-        m.backend = "cpu"
-        with pytest.raises(RuntimeError, match="pool_types"):
-            m(x)
+    utils.assert_reference_under_auto_and_raises_when_explicit(
+        fnn.OfficialCBAM(16, 4, pool_types=["avg", "lse"]), torch.randn(2, 16, 3, 3), "pool_types")
 
 
 def test_reference_fallback_counts_the_batch_once():

@@ -9,8 +9,9 @@ import torch
 import attnkernels
 from attnkernels import nn as fnn
 
-from utils import (FLAVOURS, assert_matches_oracle, check_flavour_case, fused_backends,
-                   parameter_terms, run_module)
+from flavours import FLAVOURS
+from utils import (assert_matches_oracle, check_flavour_case, fused_backends, parameter_terms,
+                   run_module)
 
 # The tests below hold the graph dynamo captures (aot_eager: the same ops as
 # eager, so the same numbers) on every fused backend, the Triton interpreter

@@ -12,14 +12,12 @@ from attnkernels import reference as ref
 from attnkernels.coord import functional as coord_functional
 
 import utils
+from utils import BACKENDS, FORMATS, HAS_CPU, MODULE_DTYPES as DTYPES
 from utils import (assert_empty_like_upstream, assert_float_module_matches_twin,
-                   assert_module_matches_reference, assert_same_runs, fused_backends, matrix_cases,
+                   assert_module_matches_reference, assert_same_runs, matrix_cases,
                    runs_per_thread_count)
 
-BACKENDS = fused_backends()
-DTYPES, FORMATS = utils.MODULE_DTYPES, utils.FORMATS
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 1, 6), (2, 32, 16, 16)]
-HAS_CPU = utils.HAS_CPU
 
 # name -> shape -> fused module (its reference twin is built from the same class's base)
 FLAVOURS = {
@@ -31,6 +29,14 @@ FLAVOURS = {
         s[1], rd_ratio=0.25, bias=True, act_layer=nn.ReLU, gate_layer="hard_sigmoid",
         has_skip=True),
     "timm_no_norm_silu": lambda s: fnn.CoordAttn(s[1], norm_layer=None, act_layer=nn.SiLU),
+}
+
+
+# The shared matrices' flavours (tests/flavours.py: compile, determinism, fuzz,
+# extremes, tiles, emulated CUDA): name -> C -> a fused module, any C >= 1.
+SHARED_FLAVOURS = {
+    "official": lambda C: fnn.CoordAtt(C, C, reduction=1),
+    "timm": lambda C: fnn.CoordAttn(C, rd_ratio=0.5, rd_divisor=1),
 }
 
 
@@ -161,8 +167,7 @@ def test_the_functional_saves_only_where_autograd_records(backend, device, grad,
     m = fnn.CoordAtt(16, 16).to(device).eval()
     m.backend = backend
     x = torch.randn(2, 16, 5, 4, device=device)
-    flags = utils.save_flags_of_module(coord_functional, m, x, grad, monkeypatch)
-    assert flags == [int(grad), 0]
+    utils.assert_saves_only_where_autograd_records(coord_functional, m, x, grad, monkeypatch)
 
 
 @pytest.mark.parametrize("device", utils.native_devices())
@@ -192,12 +197,8 @@ def test_native_composite_is_bitwise_its_python_twin(device, dtype, hw, config, 
 
 def test_seed_block_on_another_size_runs_reference_under_auto_and_raises_when_explicit():
     m = fnn.CA_Block(16, 1, 8, reduction=4)  # h = 1: upstream pools H whole, any H works
-    x = torch.randn(2, 16, 6, 8)
-    torch.testing.assert_close(m(x), reference_twin(m)(x))
-    if HAS_CPU:
-        m.backend = "cpu"
-        with pytest.raises(RuntimeError, match="not the fixed 1x8"):
-            m(x)
+    utils.assert_reference_under_auto_and_raises_when_explicit(m, torch.randn(2, 16, 6, 8),
+                                                              "not the fixed 1x8")
 
 
 def _args():

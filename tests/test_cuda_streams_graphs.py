@@ -9,10 +9,13 @@ without one (written without a GPU at hand: the first GPU session runs them).
 - A non-default stream is honoured: the input is written on that stream behind
   a long sleep, so a kernel launched on another stream would read it unwritten.
 - The device guard: a module and its input on cuda:1 while cuda:0 is current."""
+import contextlib
+
 import pytest
 import torch
 
-from utils import FLAVOURS, fused_backends, run_module
+from flavours import FLAVOURS
+from utils import fused_backends, run_module
 
 GPU_BACKENDS = [(b, d) for b, d in fused_backends() if d == "cuda"]
 pytestmark = pytest.mark.skipif(not GPU_BACKENDS, reason="needs a CUDA device and a GPU backend")
@@ -26,14 +29,22 @@ def _module(flavour, backend, train):
     return m
 
 
-def _warm_up(fn, times=3):
-    """Calls before a capture, on a side stream (cuBLAS handles, Triton's autotuning)."""
+@contextlib.contextmanager
+def _side_stream():
+    """The block runs on a new stream, after the current stream's work; the
+    current stream's later work waits for it."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
+        yield
+    torch.cuda.current_stream().wait_stream(side)
+
+
+def _warm_up(fn, times=3):
+    """Calls before a capture, on a side stream (cuBLAS handles, Triton's autotuning)."""
+    with _side_stream():
         for _ in range(times):
             fn()
-    torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
 
 
@@ -106,13 +117,10 @@ def test_non_default_stream_is_honoured(backend, device, flavour):
     with torch.no_grad():
         want = m(x)
         torch.cuda.synchronize()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        with _side_stream():
             torch.cuda._sleep(50_000_000)  # tens of ms: x_late is written long after the launch
             x_late = x * 1
             got = m(x_late)
-        torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
     assert torch.equal(got, want)
 

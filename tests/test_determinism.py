@@ -13,8 +13,8 @@ from torch import nn
 
 import attnkernels
 import attnkernels.nn as fnn
-from utils import (FLAVOURS, FORMATS, assert_same_runs, flavours_digest, fused_backends,
-                   run_module)
+from flavours import FLAVOURS
+from utils import FORMATS, assert_same_runs, flavours_digest, fused_backends, run_module
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 # several channel blocks with a partial last one, several spatial tiles

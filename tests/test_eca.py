@@ -10,11 +10,10 @@ from attnkernels import nn as fnn
 from attnkernels import reference as ref
 
 import utils
+from utils import BACKENDS, FORMATS, MODULE_DTYPES as DTYPES
 from utils import (assert_empty_like_upstream, assert_module_matches_reference, assert_same_runs,
-                   fused_backends, matrix_cases, runs_per_thread_count)
+                   matrix_cases, runs_per_thread_count)
 
-BACKENDS = fused_backends()
-DTYPES, FORMATS = utils.MODULE_DTYPES, utils.FORMATS
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
 
 # name -> C -> fused module (its reference twin is built from the same class's base)
@@ -27,6 +26,15 @@ FLAVOURS = {
     "timm_hard_sigmoid": lambda C: fnn.EcaModule(kernel_size=5, gate_layer="hard_sigmoid"),
     "timm_circular": lambda C: fnn.CecaModule(C),
     "timm_circular_bias_k9": lambda C: fnn.CecaModule(kernel_size=9, act_layer=nn.ReLU),
+}
+
+
+# The shared matrices' flavours (tests/flavours.py: compile, determinism, fuzz,
+# extremes, tiles, emulated CUDA): name -> C -> a fused module, any C >= 1.
+SHARED_FLAVOURS = {
+    "timm": lambda C: fnn.EcaModule(C),
+    "official": lambda C: fnn.ECALayer(C, 3),
+    "ceca": lambda C: fnn.CecaModule(C),
 }
 
 
@@ -103,13 +111,8 @@ def test_opcheck(circular, with_bias, fmt):
 
 
 def test_use_mlp_runs_reference_under_auto_and_raises_when_explicit():
-    m = fnn.EcaModule(16, use_mlp=True)
-    x = torch.randn(2, 16, 3, 3)
-    torch.testing.assert_close(m(x), reference_twin(m)(x))
-    if attnkernels.available_backends()["cpu"] is None:
-        m.backend = "cpu"
-        with pytest.raises(RuntimeError, match="use_mlp"):
-            m(x)
+    utils.assert_reference_under_auto_and_raises_when_explicit(
+        fnn.EcaModule(16, use_mlp=True), torch.randn(2, 16, 3, 3), "use_mlp")
 
 
 @pytest.mark.parametrize("mutate,error,match", [

@@ -4,12 +4,10 @@ channel that is -inf everywhere, C = 1 and C = 4096, a reduced width of 1."""
 import pytest
 import torch
 
-import attnkernels
 
-from test_fuzz import FLAVOURS
-from utils import assert_module_matches_reference
+from flavours import FLAVOURS
+from utils import HAS_CPU, assert_module_matches_reference
 
-HAS_CPU = attnkernels.available_backends()["cpu"] is None
 pytestmark = pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
 
 

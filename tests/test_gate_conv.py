@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 import attnkernels
 from attnkernels._core import gate_conv
+from utils import HAS_CPU
 
 
-HAS_CPU = attnkernels.available_backends()["cpu"] is None
 pytestmark = pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
 
 

@@ -3,10 +3,9 @@ float64 product as the oracle, and bitwise the same bits at every thread count."
 import pytest
 import torch
 
-import attnkernels
 from attnkernels._core import gate_matmul
+from utils import HAS_CPU
 
-HAS_CPU = attnkernels.available_backends()["cpu"] is None
 pytestmark = pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
 
 # (a shape, b shape): plain, one block and several (256 rows x 64 columns

@@ -7,11 +7,9 @@ import sys
 import pytest
 import torch
 
-import attnkernels
+from flavours import FLAVOURS
+from utils import HAS_CPU
 
-from test_fuzz import FLAVOURS
-
-HAS_CPU = attnkernels.available_backends()["cpu"] is None
 THP_SYSFS = "/sys/kernel/mm/transparent_hugepage/enabled"
 pytestmark = [
     pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built"),

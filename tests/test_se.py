@@ -8,11 +8,10 @@ import attnkernels
 from attnkernels import nn as fnn
 
 import utils
+from utils import BACKENDS, FORMATS, MODULE_DTYPES as DTYPES
 from utils import (assert_empty_like_upstream, assert_matches_oracle,
-                   assert_module_matches_reference, assert_same_runs, fused_backends, matrix_cases,
-                   run_module, runs_per_thread_count)
-
-BACKENDS = fused_backends()
+                   assert_module_matches_reference, assert_same_runs, matrix_cases, run_module,
+                   runs_per_thread_count)
 
 
 def _bn_eval(C):
@@ -44,8 +43,18 @@ FLAVOURS = {
     "timm_effective_maxpool": lambda C: fnn.EffectiveSEModule(C, add_maxpool=True),
     "senet": lambda C: fnn.LegacySEModule(C, 4),
 }
+
+
+# The shared matrices' flavours (tests/flavours.py: compile, determinism, fuzz,
+# extremes, tiles, emulated CUDA): name -> C -> a fused module, any C >= 1.
+SHARED_FLAVOURS = {
+    "timm": lambda C: fnn.SEModule(C, rd_ratio=0.5, rd_divisor=1),
+    "timm_maxpool": lambda C: fnn.SEModule(C, rd_ratio=0.5, rd_divisor=1, add_maxpool=True),
+    "seed": lambda C: fnn.SELayer(C, reduction=1),
+    "torchvision": lambda C: fnn.SqueezeExcitation(C, max(1, C // 2)),
+    "ultralytics": lambda C: fnn.UltralyticsChannelAttention(C),  # one C -> C layer
+}
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
-DTYPES, FORMATS = utils.MODULE_DTYPES, utils.FORMATS
 
 
 reference_twin = utils.reference_twin

@@ -23,7 +23,8 @@ the native fused backends."""
 import pytest
 import torch
 
-from utils import FLAVOURS, check_flavour_case, fused_backends, record_triton_launches
+from flavours import FLAVOURS
+from utils import check_flavour_case, fused_backends, record_triton_launches
 
 SHAPES = [(1, 1, 1, 1), (2, 33, 1, 1), (1, 300, 2, 3), (3, 40, 17, 19), (2, 5, 40, 37),
           (9, 3, 5, 7)]

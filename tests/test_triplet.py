@@ -14,15 +14,13 @@ from attnkernels import reference as ref
 from attnkernels.triplet import functional as triplet_functional
 
 import utils
+from utils import BACKENDS, FORMATS, HAS_CPU, MODULE_DTYPES as DTYPES
 from utils import (assert_empty_like_upstream, assert_float_module_matches_twin,
-                   assert_module_matches_reference, assert_same_runs, fused_backends, matrix_cases,
-                   run_module, runs_per_thread_count)
+                   assert_module_matches_reference, assert_same_runs, matrix_cases, run_module,
+                   runs_per_thread_count)
 
-BACKENDS = fused_backends()
-DTYPES, FORMATS = utils.MODULE_DTYPES, utils.FORMATS
 # (2, 40, 9, 17): two channel blocks on the CPU, and rows that are not a multiple of 4
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 40, 9, 17)]
-HAS_CPU = utils.HAS_CPU
 
 # name -> C -> fused module (its reference twin is built from the same class's base)
 FLAVOURS = {
@@ -32,6 +30,15 @@ FLAVOURS = {
     "legacy": lambda C: fnn.LegacyTripletAttention(C),
     "legacy_no_spatial_k3": lambda C: fnn.LegacyTripletAttention(C, no_spatial=True,
                                                                  kernel_size=3),
+}
+
+
+# The shared matrices' flavours (tests/flavours.py: compile, determinism, fuzz,
+# extremes, tiles, emulated CUDA): name -> C -> a fused module, any C >= 1.
+SHARED_FLAVOURS = {
+    "official": lambda C: fnn.TripletAttention(),
+    "no_spatial_k3": lambda C: fnn.TripletAttention(no_spatial=True, kernel_size=3),
+    "legacy": lambda C: fnn.LegacyTripletAttention(C),
 }
 
 
@@ -104,16 +111,8 @@ def test_ties_route_the_max_gradient_like_pytorch(backend, device, fmt, dtype):
     x[1, 4, 0, 1:8:3] = 7.0      # three equal maxima in a row, apart
     x = x.to(memory_format=FORMATS[fmt])
     weights = [torch.randn(1, 2, 3, 3, **kw) for _ in range(3)]
-    dy = torch.randn_like(x)
-    grads = []
-    for b in (backend, "reference"):
-        xx = x.clone().requires_grad_()
-        y = F.triplet_attention(xx, weights, backend=b)
-        y.backward(dy)
-        grads.append((y.detach(), xx.grad))
-    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(grads[0][0], grads[1][0], **tol)
-    torch.testing.assert_close(grads[0][1], grads[1][1], **tol)
+    utils.assert_functional_matches_reference(
+        lambda xx, backend: F.triplet_attention(xx, weights, backend=backend), x, backend)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -285,8 +284,7 @@ def test_the_functional_saves_only_where_autograd_records(backend, device, grad,
     m = fnn.TripletAttention().to(device).eval()
     m.backend = backend
     x = torch.randn(2, 6, 5, 5, device=device)
-    flags = utils.save_flags_of_module(triplet_functional, m, x, grad, monkeypatch)
-    assert flags == [int(grad), 0]
+    utils.assert_saves_only_where_autograd_records(triplet_functional, m, x, grad, monkeypatch)
 
 
 @pytest.mark.parametrize("device", utils.native_devices())

@@ -16,7 +16,8 @@ import sys
 import pytest
 import torch
 
-from utils import FLAVOURS, record_triton_launches
+from flavours import FLAVOURS
+from utils import record_triton_launches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1" and not torch.cuda.is_available()

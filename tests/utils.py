@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import attnkernels
-from attnkernels import nn as fnn
 
 HAS_CPU = attnkernels.available_backends()["cpu"] is None
 # the dtypes and memory formats every family's module is checked in
@@ -277,11 +276,27 @@ def assert_save_0_drops_only_backward_tensors(op, tensors, config, eps, backward
         tensors[1].requires_grad_(False)
 
 
-def save_flags_of_module(functional_module, module, x, grad, monkeypatch):
-    """The save entries (config[-1]) that ``module``'s functional passes to
-    the op of its ``functional_module.forward_op``: one forward with grad mode ``grad`` (the
-    module's parameters require grad), then one under no_grad with x requiring
-    grad (no_grad wins)."""
+def assert_functional_matches_reference(functional, x, backend):
+    """y and dx of ``functional(x, backend=backend)`` against backend="reference",
+    to x's dtype's rounding (float64 or float32)."""
+    dy = torch.randn_like(x)
+    runs = []
+    for b in (backend, "reference"):
+        xx = x.clone().requires_grad_()
+        y = functional(xx, backend=b)
+        y.backward(dy)
+        runs.append((y.detach(), xx.grad))
+    tol = dict(rtol=1e-10, atol=1e-12) if x.dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    for got, want in zip(*runs):
+        torch.testing.assert_close(got, want, **tol)
+
+
+def assert_saves_only_where_autograd_records(functional_module, module, x, grad, monkeypatch):
+    """The save entry (config[-1]) that ``module``'s functional passes to the
+    op of its ``functional_module.forward_op`` is 1 exactly where autograd
+    records the op: one forward with grad mode ``grad`` (the module's
+    parameters require grad), then one under no_grad with x requiring grad
+    (no_grad wins)."""
     flags = []
     forward_op = functional_module.forward_op
 
@@ -294,32 +309,20 @@ def save_flags_of_module(functional_module, module, x, grad, monkeypatch):
         module(x)
     with torch.no_grad():
         module(x.detach().requires_grad_())
-    return flags
+    assert flags == [int(grad), 0]
 
 
-# family flavour -> C -> a fused module (any C >= 1 works for each)
-FLAVOURS = {
-    "se_timm": lambda C: fnn.SEModule(C, rd_ratio=0.5, rd_divisor=1),
-    "se_timm_maxpool": lambda C: fnn.SEModule(C, rd_ratio=0.5, rd_divisor=1, add_maxpool=True),
-    "se_seed": lambda C: fnn.SELayer(C, reduction=1),
-    "se_torchvision": lambda C: fnn.SqueezeExcitation(C, max(1, C // 2)),
-    "se_ultralytics": lambda C: fnn.UltralyticsChannelAttention(C),  # one C -> C layer
-    "eca_timm": lambda C: fnn.EcaModule(C),
-    "eca_official": lambda C: fnn.ECALayer(C, 3),
-    "eca_ceca": lambda C: fnn.CecaModule(C),
-    "cbam_timm": lambda C: fnn.CbamModule(C, rd_channels=max(1, C // 2)),
-    "cbam_official": lambda C: fnn.OfficialCBAM(C, reduction_ratio=1),
-    "cbam_seed": lambda C: fnn.CBAM(C, ratio=1, kernel_size=3),
-    "cbam_light": lambda C: fnn.LightCbamModule(C, rd_channels=max(1, C // 2)),
-    "cbam_ultralytics": lambda C: fnn.UltralyticsCBAM(C, 3),
-    "cbam_seed_linear": lambda C: fnn.LinearCBAM(C, ratio=1, kernel_size=3),
-    "cbam_external": lambda C: fnn.ExternalCBAMBlock(C, reduction=1, kernel_size=5),  # + x
-    "coord_official": lambda C: fnn.CoordAtt(C, C, reduction=1),
-    "coord_timm": lambda C: fnn.CoordAttn(C, rd_ratio=0.5, rd_divisor=1),
-    "triplet_official": lambda C: fnn.TripletAttention(),
-    "triplet_no_spatial_k3": lambda C: fnn.TripletAttention(no_spatial=True, kernel_size=3),
-    "triplet_legacy": lambda C: fnn.LegacyTripletAttention(C),
-}
+def assert_reference_under_auto_and_raises_when_explicit(module, x, match):
+    """A configuration with no fused kernel: under backend auto the module
+    gives its reference twin's output; an explicit fused backend raises,
+    saying why (``match``)."""
+    torch.testing.assert_close(module(x), reference_twin(module)(x))
+    if HAS_CPU:
+        module.backend = "cpu"
+        with pytest.raises(RuntimeError, match=match):
+            module(x)
+
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
 
@@ -377,7 +380,7 @@ def _ill_conditioned(eager_nudged_and_oracle):
 
 def check_flavour_case(backend, device, flavour, shape, dt, layout, train, explicit, seed,
                        compiler=None, ties=False) -> bool:
-    """One case of a FLAVOURS module on ``backend`` (chosen explicitly, or by "auto"
+    """One case of a flavours.FLAVOURS module on ``backend`` (chosen explicitly, or by "auto"
     when the case is not explicit and the backend is auto's pick for ``device``):
     the forward, the input gradient, every parameter gradient and BatchNorm's
     running statistics against the float64 oracle and eager. False when upstream
@@ -392,6 +395,8 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
     must route them as upstream does; ``ties="near"``: those values 3e-6 apart
     (near-ties); no nudged budget then (one ulp of input would only break the
     ties the case is made of)."""
+    from flavours import FLAVOURS  # it imports the family test files, which import this one
+
     torch.manual_seed(seed)
     fused = FLAVOURS[flavour](shape[1])
     with torch.no_grad():  # gates away from 0.5, as in the matrix tests
@@ -455,10 +460,12 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
 
 
 def flavours_digest(shape=(3, 40, 9, 7), backend="cpu") -> str:
-    """sha256 of every FLAVOURS module's forward and gradients on ``backend``,
+    """sha256 of every flavours.FLAVOURS module's forward and gradients on ``backend``,
     NCHW and channels_last, in training mode (the same seeds every call): equal
     digests are bitwise-equal results."""
     import hashlib
+
+    from flavours import FLAVOURS
 
     digest = hashlib.sha256()
     for name in sorted(FLAVOURS):
@@ -563,3 +570,7 @@ def record_triton_launches(run) -> list:
     finally:
         InterpretedFunction.run = original
     return launches
+
+
+# (backend, device) of every fused backend this machine has
+BACKENDS = fused_backends()
