@@ -16,7 +16,7 @@ from attnkernels.cbam import op as cbam_ops
 import utils
 from utils import BACKENDS, FORMATS, HAS_CPU, MODULE_DTYPES as DTYPES
 from utils import (assert_empty_like_upstream, assert_float_module_matches_twin,
-                   assert_module_matches_reference, assert_same_runs, matrix_cases, run_module,
+                   assert_flavour_matches_reference, assert_same_runs, matrix_cases, run_module,
                    runs_per_thread_count)
 
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
@@ -65,8 +65,7 @@ def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
     fused = FLAVOURS[flavour](shape[1]).to(device)
     if has_batch_norm(fused) and shape[0] * shape[2] * shape[3] == 1:
         fused.eval()  # one value per channel: BatchNorm cannot train, upstream neither
-    fused.backend = backend
-    assert_module_matches_reference(fused, reference_twin, dtype, FORMATS[fmt], shape, device)
+    assert_flavour_matches_reference(fused, backend, dtype, fmt, shape, device)
 
 
 def _randomise_batch_norm(m: nn.Module) -> None:

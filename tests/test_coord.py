@@ -14,7 +14,7 @@ from attnkernels.coord import functional as coord_functional
 import utils
 from utils import BACKENDS, FORMATS, HAS_CPU, MODULE_DTYPES as DTYPES
 from utils import (assert_empty_like_upstream, assert_float_module_matches_twin,
-                   assert_module_matches_reference, assert_same_runs, matrix_cases,
+                   assert_flavour_matches_reference, assert_same_runs, matrix_cases,
                    runs_per_thread_count)
 
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 1, 6), (2, 32, 16, 16)]
@@ -53,11 +53,9 @@ def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
     fused = FLAVOURS[flavour](shape).to(device)
     if has_batch_norm(fused) and shape[0] * (shape[2] + shape[3]) == 1:
         fused.eval()
-    fused.backend = backend
     two_values = has_batch_norm(fused) and shape[0] * (shape[2] + shape[3]) == 2
     why = "training BatchNorm over two values per channel" if two_values else None
-    assert_module_matches_reference(fused, reference_twin, dtype, FORMATS[fmt], shape, device,
-                                    why_nudged=why)
+    assert_flavour_matches_reference(fused, backend, dtype, fmt, shape, device, why_nudged=why)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

@@ -62,3 +62,22 @@ def test_a_nudged_budget_needs_its_reason():
     eager, oracle = _outputs(torch.float32)["y"]
     with pytest.raises(AssertionError, match="needs its reason"):
         assert_matches_oracle(eager, eager, oracle, "y", eager_nudged=eager)
+
+
+def test_nan_must_land_where_the_oracle_has_it():
+    """An oracle with NaN (upstream's own, as SimAM's 1x1 map): the fused result
+    must be NaN at exactly those places, and is compared elsewhere."""
+    eager, oracle = _outputs(torch.float32)["y"]
+    oracle = oracle.clone()
+    oracle[0, 0] = float("nan")
+    eager = oracle.float()
+    assert_matches_oracle(eager, eager, oracle, "y")
+    finite = eager.clone()
+    finite[0, 0] = 0.0
+    extra = eager.clone()
+    extra[1, 1, 0, 0] = float("nan")
+    off = eager.clone()
+    off[1] *= 1.01
+    for what, fused in {"finite": finite, "extra NaN": extra, "off elsewhere": off}.items():
+        with pytest.raises(AssertionError):
+            assert_matches_oracle(fused, eager, oracle, f"y {what}")

@@ -10,7 +10,7 @@ from attnkernels import nn as fnn
 import utils
 from utils import BACKENDS, FORMATS, MODULE_DTYPES as DTYPES
 from utils import (assert_empty_like_upstream, assert_matches_oracle,
-                   assert_module_matches_reference, assert_same_runs, matrix_cases, run_module,
+                   assert_flavour_matches_reference, assert_same_runs, matrix_cases, run_module,
                    runs_per_thread_count)
 
 
@@ -64,8 +64,7 @@ reference_twin = utils.reference_twin
                          list(matrix_cases(FLAVOURS, DTYPES, FORMATS, SHAPES)))
 def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
     fused = FLAVOURS[flavour](shape[1]).to(device)
-    fused.backend = backend
-    assert_module_matches_reference(fused, reference_twin, dtype, FORMATS[fmt], shape, device)
+    assert_flavour_matches_reference(fused, backend, dtype, fmt, shape, device)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
