@@ -90,12 +90,13 @@ def _try_convert(module: nn.Module):
 
 # Attention modules of kinds with no fused kernel yet, by class name.
 _UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"), (r"^GAM(_?Attention)?$", "GAM"),
-                      (r"^SimAM", "SimAM"), (r"^(NAM(Attention)?|Channel_Att)$", "NAM"),
+                      (r"^(NAM(Attention)?|Channel_Att)$", "NAM"),
                       (r"^EMA(_?(Module|Attention))?$", "EMA"),
                       (r"^(SK|SKConv|SKAttention|SelectiveKernel\w*)$", "Selective Kernel"),
                       (r"^CoT(Attention)?$", "CoT"), (r"^(DANet|DAHead|PAM_?Module|CAM_?Module)$",
                                                      "DANet"),
-                      (r"^BiLevelRoutingAttention|^ShuffleAttention$|^PSA$", "another attention")]
+                      (r"^BiLevelRoutingAttention", "BiFormer routing attention"),
+                      (r"^ShuffleAttention$", "Shuffle Attention"), (r"^PSA$", "PSA")]
 _FUSED_TITLES = ", ".join(f.title for f in FAMILIES)
 
 

@@ -5,9 +5,9 @@ public namespaces (attnkernels.nn, functional, reference), ``convert``, the
 timm integration and the benchmarks iterate ``FAMILIES``. Adding a family
 means its folder, its csrc files, its test file and a line here (see
 docs/architecture.md)."""
-from . import cbam, coord, eca, se, triplet
+from . import cbam, coord, eca, se, simam, triplet
 
-FAMILIES = (se.FAMILY, eca.FAMILY, cbam.FAMILY, coord.FAMILY, triplet.FAMILY)
+FAMILIES = (se.FAMILY, eca.FAMILY, cbam.FAMILY, coord.FAMILY, triplet.FAMILY, simam.FAMILY)
 
 
 def exported(part: str) -> dict:

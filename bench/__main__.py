@@ -1,4 +1,4 @@
-"""Micro-benchmarks: ``python -m bench [--quick | --full] [--modules se eca cbam coord triplet] [--device cpu|cuda] [--dtype ...] [--shapes ...] [--batches 1 8 32] [--out DIR]``.
+"""Micro-benchmarks: ``python -m bench [--quick | --full] [--modules se eca cbam coord triplet simam] [--device cpu|cuda] [--dtype ...] [--shapes ...] [--batches 1 8 32] [--out DIR]``.
 
 For each module family and shape: ``x.clone()`` (the copy baseline, timed
 right before each case), the eager reference module, ``torch.compile`` of it,

@@ -2,7 +2,9 @@
 
 Each raw ``torch.ops.attnkernels`` pass of the CPU kernels (no gate network,
 no autograd), timed against ``x.clone()`` right before it and against
-``x.sum((2, 3))`` (one read of x, ATen's own vectorised reduction). Reads are
+``out.copy_(x)`` (into preallocated memory: the floor the module targets are
+stated against) and ``x.sum((2, 3))`` (one read of x, ATen's own vectorised
+reduction). Reads are
 reported in GB/s of x (and dy) read; a pass that writes a fresh x-sized output
 pays the same page faults as the clone. For kernel work: the module benchmarks
 (``python -m bench``) mix these passes with the gate networks and autograd."""
@@ -38,8 +40,11 @@ def passes(N, C, H, W, dtype, fmt=torch.contiguous_format):
     red = ops.cbam_backward_reduce(dy, x, ca, sa, cmax, smax, True)
     tp = ops.triplet_pool(x)
     tr = ops.triplet_backward_reduce(dy, x, tp[1], tp[3], tp[5])
+    _, smean, sdenom = ops.simam_forward(x, 1e-4)
+    out = torch.empty_like(x)
     return {
         "x.clone": (lambda: x.clone(), 1),
+        "out.copy_(x)": (lambda: out.copy_(x), 1),  # into memory already mapped: no page faults
         "x.sum((2, 3))": (lambda: x.sum((2, 3)), 1),
         "se_forward": (lambda: ops.se_forward(x, w1, b1, w2, b2, 0, 1, 0), 1),
         "se_backward": (lambda: ops.se_backward(dy, x, pooled, xmax, w1, b1, w2, b2, 0, 1, 0), 2),
@@ -63,6 +68,8 @@ def passes(N, C, H, W, dtype, fmt=torch.contiguous_format):
             lambda: ops.triplet_backward_reduce(dy, x, tp[1], tp[3], tp[5]), 2),
         "triplet_backward_apply": (lambda: ops.triplet_backward_apply(
             dy, s_hw, s_cw, s_hc, True, tr[3], s_hw, s_hw, tr[4], s_cw, s_cw, tr[5], s_hc, s_hc), 1),
+        "simam_forward": (lambda: ops.simam_forward(x, 1e-4), 1),
+        "simam_backward": (lambda: ops.simam_backward(dy, x, smean, sdenom), 2),
     }, x
 
 

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow,
 # tests, and the tile-edge shapes, on the "cpu" backend (here: the CUDA kernels,
 # emulated), every dtype.
 PARITY_FILES = ["test_se.py", "test_eca.py", "test_cbam.py", "test_coord.py", "test_triplet.py",
-                "test_op_outputs.py", "test_tiles.py"]
+                "test_simam.py", "test_op_outputs.py", "test_tiles.py"]
 PARITY_SELECTION = os.environ.get("ATTNKERNELS_EMULATED_SELECTION",
                                   "not triton and not cuda and not thread_count")
 

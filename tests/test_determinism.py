@@ -45,6 +45,7 @@ TWO_RUNS = {
     "cbam": (lambda: fnn.CbamModule(40), 40),
     "coord": (lambda: fnn.CoordAttn(40), 40),
     "triplet": (lambda: fnn.TripletAttention(), 40),
+    "simam": (lambda: fnn.SimAMModule(), 40),
 }
 
 

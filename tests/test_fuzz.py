@@ -102,7 +102,7 @@ def test_concurrent_calls_from_python_threads_match_serial():
     import threading
 
     makers = [FLAVOURS[f] for f in ("se_timm", "eca_timm", "cbam_official", "coord_official",
-                                    "triplet_official")]
+                                    "triplet_official", "simam_official")]
     jobs = []
     for i, make in enumerate(makers * 2):
         torch.manual_seed(i)

@@ -23,6 +23,7 @@ def _cases(backend, device):
     if backend == "triton":
         from attnkernels.eca import triton as _eca  # noqa: F401  (registers the *_triton ops)
         from attnkernels.se import triton as _se  # noqa: F401
+        from attnkernels.simam import triton as _simam  # noqa: F401
     return [
         (getattr(ops, "se_forward" + suffix).default, (x, w(3, 6), None, w(6, 3), None, 1, 1, 0)),
         (getattr(ops, "eca_forward" + suffix).default, (x, w(3), None, False, 0)),
@@ -32,6 +33,7 @@ def _cases(backend, device):
                                      None, None, [3, 0, 1, 0, 1], 1e-5)),
         (triplet_forward_op(backend), (x, w(3, 2, 3, 3), None, w(3), w(3), None, None, [1, 1, 1],
                                        1e-5)),
+        (getattr(ops, "simam_forward" + suffix).default, (x, 1e-4)),
     ]
 
 

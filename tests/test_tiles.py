@@ -66,6 +66,9 @@ INTERPRETER_TILE_SHAPES = {
     "cbam_timm": (1, 70, 11, 13),
     "coord_official": (1, 40, 35, 37),
     "triplet_official": (1, 70, 11, 13),
+    # 17x19 = 323 positions past 256- and 32-position blocks, 37 channels
+    # past 4- and 32-channel blocks
+    "simam_official": (1, 37, 17, 19),
 }
 
 
@@ -103,7 +106,8 @@ def test_triton_kernels_match_float64_across_their_tiles(flavour, layout):
 # ---- realistic sizes: a ResNet-50 stage-1 activation (C = 256, 56x56) for each
 # family's main flavour, and the Triton tile shapes above, on the native fused
 # backends (through tests/test_cuda_emulated.py, the CUDA kernels too)
-MAIN_FLAVOURS = ["se_timm", "eca_timm", "cbam_timm", "coord_official", "triplet_official"]
+MAIN_FLAVOURS = ["se_timm", "eca_timm", "cbam_timm", "coord_official", "triplet_official",
+                 "simam_official"]
 REALISTIC_CASES = ([(f, (2, 256, 56, 56)) for f in MAIN_FLAVOURS]
                    + sorted(INTERPRETER_TILE_SHAPES.items()))
 NATIVE = [(b, d) for b, d in fused_backends() if (b, d) != ("triton", "cpu")]

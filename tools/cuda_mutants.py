@@ -39,9 +39,9 @@ MUTATED = ["csrc/common/cuda_utils.cuh"] + sorted(
     f"csrc/cuda/{n}" for n in os.listdir(os.path.join(ROOT, "csrc", "cuda"))
     if n.endswith((".cu", ".cuh")) and n != "device.cuh")
 # which families' tests exercise a source file
-FAMILIES = {"se.cu": ["se"], "eca.cu": ["eca"], "cbam.cu": ["cbam"], "coord.cu": ["coord"],
-            "triplet.cu": ["triplet"], "channel_gate.cuh": ["se", "eca"],
-            "cuda_utils.cuh": ["se", "eca", "cbam", "coord", "triplet"]}
+ALL_FAMILIES = ["se", "eca", "cbam", "coord", "triplet", "simam"]
+FAMILIES = {**{f"{f}.cu": [f] for f in ALL_FAMILIES}, "channel_gate.cuh": ["se", "eca"],
+            "cuda_utils.cuh": ALL_FAMILIES}
 SELECTION = "not triton and not cuda and not thread_count and not opcheck"
 
 # Mutations that cannot change any result, by (file, kind, the source line
@@ -181,7 +181,7 @@ def main(argv=None):
     out = _build(tree, build_dir)
     if out.returncode != 0:
         sys.exit("the unmutated emulated build failed:\n" + out.stderr[-4000:])
-    baseline = _tests(tree, library, ["se", "eca", "cbam", "coord", "triplet"], args.seed, 1800)
+    baseline = _tests(tree, library, ALL_FAMILIES, args.seed, 1800)
     if baseline is None or baseline.returncode != 0:
         sys.exit("the unmutated emulated tests fail:\n" + (baseline.stdout[-4000:] if baseline
                                                            else "timeout"))
