@@ -1,15 +1,11 @@
 """The gate networks' CPU convolutions (attnkernels/_core/gate_conv.py) against PyTorch's, in float64."""
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import attnkernels
 from attnkernels._core import gate_conv
-from utils import HAS_CPU
+from utils import HAS_CPU, assert_same_bits_per_isa
 
 
 pytestmark = pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
@@ -98,17 +94,7 @@ torch.save([ops.gate_conv2d(inp, w), ops.gate_conv2d(grad, w_t),
 def test_baseline_and_avx2_builds_give_the_same_bits(tmp_path):
     """The kernels' AVX2 instantiation (picked where the CPU has it) and the
     baseline one (ATTNKERNELS_CPU_BASELINE=1) sum every output alike."""
-    results = []
-    for baseline in ("0", "1"):
-        out = tmp_path / f"baseline{baseline}.pt"
-        # the attnkernels this test imported, not a source tree in the working directory
-        package_root = os.path.dirname(os.path.dirname(attnkernels.__file__))
-        env = {**os.environ, "ATTNKERNELS_CPU_BASELINE": baseline, "PYTHONPATH": package_root}
-        subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(out)], env=env, cwd=tmp_path,
-                       check=True)
-        results.append(torch.load(out))
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
+    assert_same_bits_per_isa(_ISA_SCRIPT, tmp_path)
 
 
 def test_bad_arguments_are_named():

@@ -14,7 +14,7 @@ from attnkernels import reference as ref
 
 import utils
 from utils import BACKENDS, FORMATS, HAS_CPU, MODULE_DTYPES as DTYPES
-from utils import (assert_empty_like_upstream, assert_matches_oracle,
+from utils import (assert_empty_like_upstream, assert_matches_oracle, assert_same_bits_per_isa,
                    assert_flavour_matches_reference, assert_same_runs, matrix_cases, run_module,
                    runs_per_thread_count)
 
@@ -236,3 +236,24 @@ def test_convert_simam_flavours_same_outputs_and_gradients():
     torch.testing.assert_close(dx_f, dx_r)
     for name in dw_r:
         torch.testing.assert_close(dw_f[name], dw_r[name], msg=name)
+
+
+_ISA_SCRIPT = """
+import sys, torch, attnkernels
+g = torch.Generator().manual_seed(0)
+out = []
+for fmt in (torch.contiguous_format, torch.channels_last):
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(3, 40, 17, 19, generator=g).to(dtype).to(memory_format=fmt)
+        y, mean, denom = torch.ops.attnkernels.simam_forward(x, 1e-4)
+        dy = torch.randn(x.shape, generator=g).to(dtype).to(memory_format=fmt)
+        out += [y, mean, denom, torch.ops.attnkernels.simam_backward(dy, x, mean, denom)]
+torch.save(out, sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="no C++ extension")
+def test_baseline_and_avx2_builds_give_the_same_bits(tmp_path):
+    """The element loops' AVX2 instantiation and the baseline one round alike
+    (the sigmoid's polynomial included: no FMA contraction either way)."""
+    assert_same_bits_per_isa(_ISA_SCRIPT, tmp_path)

@@ -1,5 +1,9 @@
 """Shared test helpers: backends on this machine, the case matrix, reference twins
 and the oracle comparison."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -173,6 +177,24 @@ def assert_module_matches_reference(fused, reference_twin, dtype, memory_format,
             continue
         assert_matches_oracle(dw_f[name], dw_e[name], dw_o[name], name, **budget(name),
                               terms=parameter_terms(shape))
+
+
+def assert_same_bits_per_isa(script: str, tmp_path) -> None:
+    """``script`` (which torch.save()s a list of tensors to sys.argv[1]) gives the
+    same bits with the CPU kernels' AVX2 instantiation (picked where the CPU has
+    it) and the baseline one (ATTNKERNELS_CPU_BASELINE=1)."""
+    results = []
+    for baseline in ("0", "1"):
+        out = tmp_path / f"baseline{baseline}.pt"
+        # the attnkernels this test imported, not a source tree in the working directory
+        package_root = os.path.dirname(os.path.dirname(attnkernels.__file__))
+        env = {**os.environ, "ATTNKERNELS_CPU_BASELINE": baseline, "PYTHONPATH": package_root}
+        subprocess.run([sys.executable, "-c", script, str(out)], env=env, cwd=tmp_path,
+                       check=True)
+        results.append(torch.load(out))
+    assert len(results[0]) == len(results[1])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
 
 
 def assert_flavour_matches_reference(fused, backend, dtype, fmt, shape, device, why_nudged=None):

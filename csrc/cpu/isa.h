@@ -1,14 +1,14 @@
 // Runtime choice of a wider instruction set for the CPU kernels that are
-// compute-bound (the gate convolutions). The extension itself is built for
-// the baseline of its target (SSE2 on x86-64), so it runs on any machine; a
-// kernel body written once as an always-inline template is instantiated a
-// second time inside an ATTNKERNELS_TARGET_AVX2 function and picked when the
-// CPU and the OS support AVX2. Only AVX2 is enabled, not FMA: the compiler
-// cannot contract a * b + c, so both instantiations round every operation
-// alike and give the same bits (each output lane sums its terms in the same
-// order whatever the vector width). ATTNKERNELS_CPU_BASELINE=1 in the
-// environment (read once) keeps the baseline code, to test exactly that.
-// Internal to csrc/cpu/.
+// compute-bound (the gate convolutions, SimAM's per-element sigmoid). The
+// extension itself is built for the baseline of its target (SSE2 on x86-64),
+// so it runs on any machine; a kernel body written once as an always-inline
+// template is instantiated a second time inside an ATTNKERNELS_TARGET_AVX2
+// function and picked when the CPU and the OS support AVX2. Only AVX2 is
+// enabled, not FMA: the compiler cannot contract a * b + c, so both
+// instantiations round every operation alike and give the same bits (each
+// output lane sums its terms in the same order whatever the vector width).
+// ATTNKERNELS_CPU_BASELINE=1 in the environment (read once) keeps the
+// baseline code, to test exactly that. Internal to csrc/cpu/.
 #pragma once
 #include <cstdlib>
 #include <cstring>
@@ -22,6 +22,8 @@
 #endif
 
 #define ATTNKERNELS_INLINE inline __attribute__((always_inline))
+// On a lambda, after its parameter list: inlined wherever it is called.
+#define ATTNKERNELS_INLINE_LAMBDA __attribute__((always_inline))
 
 namespace attnkernels {
 namespace {
@@ -39,6 +41,28 @@ inline bool use_avx2() {
 #else
   return false;
 #endif
+}
+
+#if ATTNKERNELS_HAVE_AVX2_CLONES
+template <typename Body>
+ATTNKERNELS_TARGET_AVX2 void run_avx2(const Body& body) {
+  body();
+}
+#endif
+
+// body() compiled for AVX2 and run so where the CPU has it, else for the
+// baseline. body is a lambda marked ATTNKERNELS_INLINE_LAMBDA whose callees
+// are ATTNKERNELS_INLINE: inlined into the AVX2 function, they are vectorised
+// for it.
+template <typename Body>
+ATTNKERNELS_INLINE void with_widest_isa(const Body& body) {
+#if ATTNKERNELS_HAVE_AVX2_CLONES
+  if (use_avx2()) {
+    run_avx2(body);
+    return;
+  }
+#endif
+  body();
 }
 
 }  // namespace

@@ -10,9 +10,14 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
 
 #include "../common/dispatch.h"
 #include "../common/simam.h"
+#include "isa.h"
 #include "tasks.h"
 
 namespace attnkernels {
@@ -46,7 +51,7 @@ struct Stats {
     mean[nc] = s.mean;
     denom[nc] = simam_denom(s.m2, HW, e_lambda);
   }
-  void plane(int64_t b, int64_t c, int64_t C, const Prefetch& pf) const {
+  ATTNKERNELS_INLINE void plane(int64_t b, int64_t c, int64_t C, const Prefetch& pf) const {
     const scalar_t* p = x + (b * C + c) * HW;
     MeanM2<acc_t> s;
     for (int64_t i0 = 0; i0 < HW; i0 += kPlaneChunk) {
@@ -57,7 +62,7 @@ struct Stats {
     }
     store(b * C + c, s);
   }
-  void block(int64_t b, int64_t c0, int64_t c1, int64_t C) const {
+  ATTNKERNELS_INLINE void block(int64_t b, int64_t c0, int64_t c1, int64_t C) const {
     const int64_t nc = c1 - c0;
     MeanM2<acc_t> s[kBlockC];
     acc_t m[kBlockC], m2[kBlockC];
@@ -80,6 +85,46 @@ struct Stats {
   }
 };
 
+// The gate s = sigmoid(d / denom + 0.5), written so that the compiler
+// vectorises the loops that call it (std::exp is a library call per element
+// that no loop vectorises: it made the passes compute-bound). For float,
+// exp(-z) is Cephes' expf: range reduction by ln 2 in two parts, a degree-6
+// polynomial, 2^n put in the exponent bits; s is within 2.5 ulp of the
+// float64 value for every float z >= -87 (checked exhaustively), and z is
+// clamped to [-87, 87], where exp(-z) stays normal (beyond, s is 1, or below
+// 2e-38). NaN (a 1x1 map) passes through. The selects are bit masks: a float
+// compare may trap on NaN, so the compiler would keep it a branch.
+// Double keeps std::exp (float64 runs are for checking).
+ATTNKERNELS_INLINE float simam_sigmoid(float z) {
+  const int32_t zb = std::bit_cast<int32_t>(z), mag = zb & 0x7FFFFFFF;
+  constexpr int32_t k87 = 0x42AE0000;  // 87.0f
+  const int32_t inside = -static_cast<int32_t>(mag < k87);  // all ones or zero: a select without a branch
+  const float x = -std::bit_cast<float>((zb & inside) | (((zb & INT32_MIN) | k87) & ~inside));
+  const float t = x * 1.44269504088896341f + 12582912.0f;  // round(x / ln 2) in t's low bits
+  const float n = t - 12582912.0f;
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const int32_t two_n = (std::bit_cast<int32_t>(t) - 0x4B400000 + 127) << 23;  // 2^n
+  const float s = 1.0f / (1.0f + p * std::bit_cast<float>(two_n));
+  const int32_t nan = -static_cast<int32_t>(mag > 0x7F800000);
+  return std::bit_cast<float>((zb & nan) | (std::bit_cast<int32_t>(s) & ~nan));  // NaN stays
+}
+
+template <typename T>
+ATTNKERNELS_INLINE T gate(T dev, T den) {
+  if constexpr (std::is_same_v<T, float>) {
+    return simam_sigmoid(dev * dev / den + 0.5f);
+  } else {
+    return simam_gate(dev, den);
+  }
+}
+
 // Backward sums per (n, c): A = sum t (x - mean), B = sum t d, with
 // t = dy * x * s (1 - s).
 template <typename scalar_t>
@@ -90,85 +135,121 @@ struct GradSums {
   const acc_t *mean, *denom;
   acc_t *A, *B;
 
-  static void term(acc_t v, acc_t g, acc_t mu, acc_t den, acc_t& a, acc_t& b) {
-    const acc_t dev = v - mu, s = simam_gate(dev, den), t = g * v * s * (acc_t(1) - s);
+  ATTNKERNELS_INLINE static void term(acc_t v, acc_t g, acc_t mu, acc_t den, acc_t& a,
+                                      acc_t& b) {
+    const acc_t dev = v - mu, s = gate(dev, den), t = g * v * s * (acc_t(1) - s);
     a += t * dev;
     b += t * (dev * dev);
   }
-  void plane(int64_t b, int64_t c, int64_t C, const Prefetch& pf) const {
+  ATTNKERNELS_INLINE void plane(int64_t b, int64_t c, int64_t C, const Prefetch& pf) const {
     const int64_t nc = b * C + c, off = nc * HW;
     const acc_t mu = mean[nc], den = denom[nc];
+    const scalar_t* __restrict__ xp = x + off;
+    const scalar_t* __restrict__ gp = dy + off;
     acc_t sa[kLanes] = {}, sb[kLanes] = {};
     int64_t i = 0;
-    pf.span_ahead(x + off, HW);
-    pf.span_ahead(dy + off, HW);
+    pf.span_ahead(xp, HW);
+    pf.span_ahead(gp, HW);
     for (; i + kLanes <= HW; i += kLanes)
       for (int l = 0; l < kLanes; ++l)
-        term(static_cast<acc_t>(x[off + i + l]), static_cast<acc_t>(dy[off + i + l]), mu, den,
-             sa[l], sb[l]);
+        term(static_cast<acc_t>(xp[i + l]), static_cast<acc_t>(gp[i + l]), mu, den, sa[l], sb[l]);
     acc_t ta = 0, tb = 0;
     for (int l = 0; l < kLanes; ++l) {
       ta += sa[l];
       tb += sb[l];
     }
     for (; i < HW; ++i)
-      term(static_cast<acc_t>(x[off + i]), static_cast<acc_t>(dy[off + i]), mu, den, ta, tb);
+      term(static_cast<acc_t>(xp[i]), static_cast<acc_t>(gp[i]), mu, den, ta, tb);
     A[nc] = ta;
     B[nc] = tb;
   }
-  void block(int64_t b, int64_t c0, int64_t c1, int64_t C) const {
+  ATTNKERNELS_INLINE void block(int64_t b, int64_t c0, int64_t c1, int64_t C) const {
     const int64_t nc = c1 - c0, row = b * C + c0;
-    acc_t sa[kBlockC] = {}, sb[kBlockC] = {};
+    acc_t mu[kBlockC], den[kBlockC], sa[kBlockC] = {}, sb[kBlockC] = {};
+    std::copy(mean + row, mean + row + nc, mu);
+    std::copy(denom + row, denom + row + nc, den);
     const int64_t base = b * C * HW + c0;
-    for (int64_t p = 0; p < HW; ++p)
+    for (int64_t p = 0; p < HW; ++p) {
+      const scalar_t* __restrict__ xp = x + base + p * C;
+      const scalar_t* __restrict__ gp = dy + base + p * C;
       for (int64_t c = 0; c < nc; ++c)
-        term(static_cast<acc_t>(x[base + p * C + c]), static_cast<acc_t>(dy[base + p * C + c]),
-             mean[row + c], denom[row + c], sa[c], sb[c]);
-    for (int64_t c = 0; c < nc; ++c) {
-      A[row + c] = sa[c];
-      B[row + c] = sb[c];
+        term(static_cast<acc_t>(xp[c]), static_cast<acc_t>(gp[c]), mu[c], den[c], sa[c], sb[c]);
     }
+    std::copy(sa, sa + nc, A + row);
+    std::copy(sb, sb + nc, B + row);
   }
 };
 
-// y = x * s; with kGrad (in = dy, out = dx): dx = dy * s + (x - mean)(k1 t - k2) - k3.
-// Per-(n, c) values are (N, C): a row of a channels_last position reads them in order.
+// The per-(n, c) values the apply pass reads: mean, denom and, for the
+// backward, dx = dy * s + (x - mean)(k1 t - k2) - k3 (one array each, so a
+// channels_last row reads each in order).
+template <typename acc_t>
+struct PlaneValues {
+  const acc_t *mean, *denom, *k1, *k2, *k3;
+};
+
+// One element: y = x * s; with kGrad, dx.
+template <bool kGrad, typename acc_t>
+ATTNKERNELS_INLINE acc_t apply_value(acc_t v, acc_t g, acc_t mu, acc_t den, acc_t k1, acc_t k2, acc_t k3) {
+  const acc_t dev = v - mu, s = gate(dev, den);
+  if constexpr (!kGrad) {
+    return v * s;
+  } else {
+    const acc_t t = g * v * s * (acc_t(1) - s);
+    return g * s + dev * (k1 * t - k2) - k3;
+  }
+}
+
+// The apply pass: NCHW by planes (H*W contiguous, one set of values), channels_last
+// by positions (C contiguous, the values read along with them).
 template <bool kGrad, typename scalar_t>
-struct ApplyRows {
+void apply(const Geometry& g, const scalar_t* x, const scalar_t* dy, scalar_t* out,
+           const PlaneValues<at::opmath_type<scalar_t>>& pv) {
   using acc_t = at::opmath_type<scalar_t>;
-  const Geometry& g;
-  const scalar_t *x, *dy;
-  scalar_t* out;
-  const acc_t *mean, *denom;
-  const SimAMGradCoefs<acc_t>* coefs;  // kGrad: (N, C)
-
-  acc_t value(int64_t i, int64_t nc) const {
-    const acc_t v = static_cast<acc_t>(x[i]), dev = v - mean[nc];
-    const acc_t s = simam_gate(dev, denom[nc]);
-    if (!kGrad) return v * s;
-    const acc_t gy = static_cast<acc_t>(dy[i]), t = gy * v * s * (acc_t(1) - s);
-    const SimAMGradCoefs<acc_t>& k = coefs[nc];
-    return gy * s + dev * (k.k1 * t - k.k2) - k.k3;
+  const int64_t HW = g.H * g.W, C = g.C;
+  // n elements from x (and dy) at i0 to out, each with its values at v0 + j * v_step
+  const auto span = [&](int64_t i0, int64_t n, int64_t v0, int64_t v_step)
+                        ATTNKERNELS_INLINE_LAMBDA {
+    const scalar_t* __restrict__ xp = x + i0;
+    const scalar_t* __restrict__ gp = kGrad ? dy + i0 : nullptr;
+    scalar_t* __restrict__ op = out + i0;
+    g.pf.span_ahead(xp, n);
+    if (kGrad) g.pf.span_ahead(gp, n);
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t v = v0 + j * v_step;
+      const acc_t gj = kGrad ? static_cast<acc_t>(gp[j]) : acc_t(0);
+      op[j] = static_cast<scalar_t>(apply_value<kGrad, acc_t>(
+          static_cast<acc_t>(xp[j]), gj, pv.mean[v], pv.denom[v], kGrad ? pv.k1[v] : acc_t(0),
+          kGrad ? pv.k2[v] : acc_t(0), kGrad ? pv.k3[v] : acc_t(0)));
+    }
+  };
+  if (!g.cl) {  // a plane: H*W contiguous elements, one set of values
+    at::parallel_for(0, g.B * C, 1, [&](int64_t t0, int64_t t1) {
+      with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA {
+        for (int64_t nc = t0; nc < t1; ++nc) span(nc * HW, HW, nc, 0);
+      });
+    });
+    return;
   }
-  void row_nchw(int64_t b, int64_t c, int64_t h) const {
-    const int64_t nc = b * g.C + c, off = (nc * g.H + h) * g.W;
-    g.pf.span_ahead(x + off, g.W);
-    if (kGrad) g.pf.span_ahead(dy + off, g.W);
-    for (int64_t w = 0; w < g.W; ++w) out[off + w] = static_cast<scalar_t>(value(off + w, nc));
-  }
-  void row_nhwc(int64_t b, int64_t h, int64_t w) const {
-    const int64_t off = b * g.sample() + (h * g.W + w) * g.C;
-    g.pf.span_ahead(x + off, g.C);
-    if (kGrad) g.pf.span_ahead(dy + off, g.C);
-    for (int64_t c = 0; c < g.C; ++c) out[off + c] = static_cast<scalar_t>(value(off + c, b * g.C + c));
-  }
-};
+  // a position: C contiguous elements, the values of its sample's channels in order
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, C));
+  at::parallel_for(0, g.B * HW, grain, [&](int64_t t0, int64_t t1) {
+    with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA {
+      for (int64_t t = t0; t < t1; ++t) span(t * C, C, (t / HW) * C, 1);
+    });
+  });
+}
 
 template <typename Pass>
 void reduce(const Geometry& g, const Pass& pass) {
   for_tasks(
-      g, [&](int64_t b, int64_t c) { pass.plane(b, c, g.C, g.pf); },
-      [&](int64_t b, int64_t c0, int64_t c1) { pass.block(b, c0, c1, g.C); });
+      g,
+      [&](int64_t b, int64_t c) {
+        with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA { pass.plane(b, c, g.C, g.pf); });
+      },
+      [&](int64_t b, int64_t c0, int64_t c1) {
+        with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA { pass.block(b, c0, c1, g.C); });
+      });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> simam_forward_cpu(const at::Tensor& x,
@@ -182,8 +263,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> simam_forward_cpu(const at::Tenso
     acc_t* mean = out.mean.data_ptr<acc_t>();
     acc_t* denom = out.denom.data_ptr<acc_t>();
     reduce(g, Stats<scalar_t>{xp, g.H * g.W, e_lambda, mean, denom});
-    for_elements(g, ApplyRows<false, scalar_t>{g, xp, nullptr, out.y.data_ptr<scalar_t>(), mean,
-                                               denom, nullptr});
+    apply<false>(g, xp, static_cast<const scalar_t*>(nullptr), out.y.data_ptr<scalar_t>(),
+                 PlaneValues<acc_t>{mean, denom, nullptr, nullptr, nullptr});
   });
   return {out.y, out.mean, out.denom};
 }
@@ -201,13 +282,17 @@ at::Tensor simam_backward_cpu(const at::Tensor& dy, const at::Tensor& x, const a
     const scalar_t* dyp = dy.data_ptr<scalar_t>();
     const acc_t* mp = mean.data_ptr<acc_t>();
     const acc_t* dp = denom.data_ptr<acc_t>();
-    std::vector<acc_t> A(g.B * g.C), B(g.B * g.C);
+    const int64_t n = g.B * g.C;
+    std::vector<acc_t> A(n), B(n), k1(n), k2(n), k3(n);
     reduce(g, GradSums<scalar_t>{xp, dyp, HW, mp, dp, A.data(), B.data()});
-    std::vector<SimAMGradCoefs<acc_t>> coefs;
-    coefs.reserve(g.B * g.C);
-    for (int64_t nc = 0; nc < g.B * g.C; ++nc) coefs.emplace_back(A[nc], B[nc], dp[nc], HW);
-    for_elements(g, ApplyRows<true, scalar_t>{g, xp, dyp, dx.data_ptr<scalar_t>(), mp, dp,
-                                              coefs.data()});
+    for (int64_t nc = 0; nc < n; ++nc) {
+      const SimAMGradCoefs<acc_t> k(A[nc], B[nc], dp[nc], HW);
+      k1[nc] = k.k1;
+      k2[nc] = k.k2;
+      k3[nc] = k.k3;
+    }
+    apply<true>(g, xp, dyp, dx.data_ptr<scalar_t>(),
+                PlaneValues<acc_t>{mp, dp, k1.data(), k2.data(), k3.data()});
   });
   return dx;
 }
