@@ -8,15 +8,15 @@ import onnxruntime
 import pytest
 import torch
 
-
+from attnkernels.families import FAMILIES
 from utils import WHOLE_NETWORK, assert_matches_oracle, converted_zoo, nudged
 
 # ONNX operators the attention modules may decompose into (plus the zoo's own
 # Conv, BatchNormalization, Relu and Gemm): no pooling of any kind.
 STANDARD_OPS = {"Add", "BatchNormalization", "Concat", "Conv", "Gather", "Gemm", "HardSigmoid",
-                "HardSwish", "MatMul", "Mul", "Pad", "ReduceMax", "ReduceMean", "Relu",
-                "Reshape", "Sigmoid", "Split", "Squeeze", "Transpose", "Unsqueeze", "Sub", "Div",
-                "Cast", "Constant", "Slice", "Expand", "Shape", "Identity"}
+                "HardSwish", "MatMul", "Mul", "Pad", "ReduceMax", "ReduceMean", "ReduceSum",
+                "Relu", "Pow", "Reshape", "Sigmoid", "Split", "Squeeze", "Transpose", "Unsqueeze",
+                "Sub", "Div", "Cast", "Constant", "Slice", "Expand", "Shape", "Identity"}
 
 
 def _zoo():
@@ -66,8 +66,7 @@ def test_torch_export_keeps_fused_ops_with_a_dynamic_batch():
                                   dynamic_shapes={"x": {0: torch.export.Dim("batch", max=64)}})
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     fused = {t for t in targets if t.startswith("attnkernels.")}
-    assert fused == {f"attnkernels.{f}_forward.default"
-                     for f in ("se", "eca", "cbam", "coord", "triplet")}, targets
+    assert fused == {f"attnkernels.{f.name}_forward.default" for f in FAMILIES}, targets
     exported = program.module()
     for batch in (2, 3):
         xb = torch.randn(batch, 3, 24, 20)
