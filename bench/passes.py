@@ -13,11 +13,10 @@ import argparse
 import torch
 
 import attnkernels  # noqa: F401  (registers the ops)
+from attnkernels.families import FAMILIES
 
 from .__main__ import device_name
 from .timing import measure
-
-ops = torch.ops.attnkernels
 
 
 def passes(N, C, H, W, dtype, fmt=torch.contiguous_format):
@@ -27,50 +26,15 @@ def passes(N, C, H, W, dtype, fmt=torch.contiguous_format):
     r = lambda *s: torch.rand(*s, generator=g, dtype=acc)  # noqa: E731
     x = torch.randn(N, C, H, W, generator=g).to(dtype).to(memory_format=fmt)
     dy = torch.randn(N, C, H, W, generator=g).to(dtype).to(memory_format=fmt)
-    R = max(1, C // 16)
-    w1, b1, w2, b2 = r(R, C) - 0.5, r(R), r(C, R) - 0.5, r(C)
-    ew = r(5)
-    ca, sa = r(N, C), r(N, H, W)
-    ah, aw = r(N, C, H), r(N, C, W)
-    s_hw, s_cw, s_hc = r(N, H, W), r(N, C, W), r(N, C, H)
-    _, pooled, xmax = ops.se_forward(x, w1, b1, w2, b2, 0, 1, 0)
-    _, epooled = ops.eca_forward(x, ew, None, False, 0)
-    _, cmax = ops.cbam_channel_pool(x)
-    _, smax = ops.cbam_spatial_pool(x, ca)
-    red = ops.cbam_backward_reduce(dy, x, ca, sa, cmax, smax, True)
-    tp = ops.triplet_pool(x)
-    tr = ops.triplet_backward_reduce(dy, x, tp[1], tp[3], tp[5])
-    _, smean, sdenom = ops.simam_forward(x, 1e-4)
     out = torch.empty_like(x)
-    return {
+    table = {
         "x.clone": (lambda: x.clone(), 1),
         "out.copy_(x)": (lambda: out.copy_(x), 1),  # into memory already mapped: no page faults
         "x.sum((2, 3))": (lambda: x.sum((2, 3)), 1),
-        "se_forward": (lambda: ops.se_forward(x, w1, b1, w2, b2, 0, 1, 0), 1),
-        "se_backward": (lambda: ops.se_backward(dy, x, pooled, xmax, w1, b1, w2, b2, 0, 1, 0), 2),
-        "eca_forward": (lambda: ops.eca_forward(x, ew, None, False, 0), 1),
-        "eca_backward": (lambda: ops.eca_backward(dy, x, epooled, ew, None, False, 0), 2),
-        "cbam_channel_pool": (lambda: ops.cbam_channel_pool(x), 1),
-        "cbam_spatial_pool": (lambda: ops.cbam_spatial_pool(x, ca), 1),
-        "cbam_apply": (lambda: ops.cbam_apply(x, ca, sa), 1),
-        "cbam_backward_reduce": (lambda: ops.cbam_backward_reduce(dy, x, ca, sa, cmax, smax, True), 2),
-        "cbam_spatial_pool_backward": (
-            lambda: ops.cbam_spatial_pool_backward(x, ca, smax, red[3], sa, sa, True), 1),
-        "cbam_backward_apply": (lambda: ops.cbam_backward_apply(
-            dy, x, ca, sa, cmax, red[2], ca, ca, smax, red[3], sa, sa, True), 2),
-        "coord_pool": (lambda: ops.coord_pool(x), 1),
-        "coord_apply": (lambda: ops.coord_apply(x, ah, aw, False), 1),
-        "coord_backward_reduce": (lambda: ops.coord_backward_reduce(dy, x, ah, aw), 2),
-        "coord_backward_apply": (lambda: ops.coord_backward_apply(dy, ah, aw, ah, aw, False), 1),
-        "triplet_pool": (lambda: ops.triplet_pool(x), 1),
-        "triplet_apply": (lambda: ops.triplet_apply(x, s_hw, s_cw, s_hc, True), 1),
-        "triplet_backward_reduce": (
-            lambda: ops.triplet_backward_reduce(dy, x, tp[1], tp[3], tp[5]), 2),
-        "triplet_backward_apply": (lambda: ops.triplet_backward_apply(
-            dy, s_hw, s_cw, s_hc, True, tr[3], s_hw, s_hw, tr[4], s_cw, s_cw, tr[5], s_hc, s_hc), 1),
-        "simam_forward": (lambda: ops.simam_forward(x, 1e-4), 1),
-        "simam_backward": (lambda: ops.simam_backward(dy, x, smean, sdenom), 2),
-    }, x
+    }
+    for family in FAMILIES:  # each family's raw passes (its bench.raw_passes)
+        table.update(family.bench.raw_passes(x, dy, r))
+    return table, x
 
 
 def main(argv=None):

@@ -21,7 +21,8 @@ class Family:
                 optionally, ``left_alone_reason(module)`` for modules of the
                 family that no drop-in class replaces
     bench       the benchmark cases: ``make_module``, ``FLAVOURS``, ``SHAPES``,
-                ``GPU_SHAPES`` (``python -m bench``)
+                ``GPU_SHAPES`` (``python -m bench``), ``raw_passes(x, dy, rand)``
+                (``python -m bench.passes``)
     lookalike   a regular expression over lower-case class names that say
                 this family, for the report of modules left alone
     """

@@ -19,3 +19,23 @@ FLAVOURS = {
     "light": lambda c: fnn.LightCbamModule(c),  # 0.5 mean + 0.5 max pools
     "ultralytics": lambda c: fnn.UltralyticsCBAM(c),  # one 1x1 conv on the mean
 }
+
+
+def raw_passes(x, dy, rand):
+    """``python -m bench.passes``: this family's CPU passes, name -> (fn, x-sized tensors read)."""
+    ops = torch.ops.attnkernels
+    N, C, H, W = x.shape
+    ca, sa = rand(N, C), rand(N, H, W)
+    _, cmax = ops.cbam_channel_pool(x)
+    _, smax = ops.cbam_spatial_pool(x, ca)
+    red = ops.cbam_backward_reduce(dy, x, ca, sa, cmax, smax, True)
+    return {
+        "cbam_channel_pool": (lambda: ops.cbam_channel_pool(x), 1),
+        "cbam_spatial_pool": (lambda: ops.cbam_spatial_pool(x, ca), 1),
+        "cbam_apply": (lambda: ops.cbam_apply(x, ca, sa), 1),
+        "cbam_backward_reduce": (lambda: ops.cbam_backward_reduce(dy, x, ca, sa, cmax, smax, True), 2),
+        "cbam_spatial_pool_backward": (
+            lambda: ops.cbam_spatial_pool_backward(x, ca, smax, red[3], sa, sa, True), 1),
+        "cbam_backward_apply": (lambda: ops.cbam_backward_apply(
+            dy, x, ca, sa, cmax, red[2], ca, ca, smax, red[3], sa, sa, True), 2),
+    }

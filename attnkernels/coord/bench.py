@@ -16,3 +16,16 @@ FLAVOURS = {
     "official": make_module,
     "timm": lambda c: fnn.CoordAttn(c),  # hardswish, BatchNorm, rd from se_factor
 }
+
+
+def raw_passes(x, dy, rand):
+    """``python -m bench.passes``: this family's CPU passes, name -> (fn, x-sized tensors read)."""
+    ops = torch.ops.attnkernels
+    N, C, H, W = x.shape
+    ah, aw = rand(N, C, H), rand(N, C, W)
+    return {
+        "coord_pool": (lambda: ops.coord_pool(x), 1),
+        "coord_apply": (lambda: ops.coord_apply(x, ah, aw, False), 1),
+        "coord_backward_reduce": (lambda: ops.coord_backward_reduce(dy, x, ah, aw), 2),
+        "coord_backward_apply": (lambda: ops.coord_backward_apply(dy, ah, aw, ah, aw, False), 1),
+    }

@@ -16,3 +16,14 @@ FLAVOURS = {
     "circular": lambda c: fnn.CecaModule(c),  # timm CecaModule: circular padding
     "official": lambda c: fnn.ECALayer(c, 3),  # eca_layer(channel, k_size=3)
 }
+
+
+def raw_passes(x, dy, rand):
+    """``python -m bench.passes``: this family's CPU passes, name -> (fn, x-sized tensors read)."""
+    ops = torch.ops.attnkernels
+    w = rand(5)
+    _, pooled = ops.eca_forward(x, w, None, False, 0)
+    return {
+        "eca_forward": (lambda: ops.eca_forward(x, w, None, False, 0), 1),
+        "eca_backward": (lambda: ops.eca_backward(dy, x, pooled, w, None, False, 0), 2),
+    }

@@ -18,3 +18,16 @@ FLAVOURS = {
                                                          scale_activation=torch.nn.Hardsigmoid),
     "effective": lambda c: fnn.EffectiveSEModule(c),  # one C->C layer, hard_sigmoid
 }
+
+
+def raw_passes(x, dy, rand):
+    """``python -m bench.passes``: this family's CPU passes, name -> (fn, x-sized tensors read)."""
+    ops = torch.ops.attnkernels
+    C = x.shape[1]
+    R = max(1, C // 16)
+    w1, b1, w2, b2 = rand(R, C) - 0.5, rand(R), rand(C, R) - 0.5, rand(C)
+    _, pooled, xmax = ops.se_forward(x, w1, b1, w2, b2, 0, 1, 0)
+    return {
+        "se_forward": (lambda: ops.se_forward(x, w1, b1, w2, b2, 0, 1, 0), 1),
+        "se_backward": (lambda: ops.se_backward(dy, x, pooled, xmax, w1, b1, w2, b2, 0, 1, 0), 2),
+    }

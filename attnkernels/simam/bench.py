@@ -14,3 +14,13 @@ def make_module(channels: int) -> torch.nn.Module:
 FLAVOURS = {
     "official": make_module,
 }
+
+
+def raw_passes(x, dy, rand):
+    """``python -m bench.passes``: this family's CPU passes, name -> (fn, x-sized tensors read)."""
+    ops = torch.ops.attnkernels
+    _, mean, denom = ops.simam_forward(x, 1e-4)
+    return {
+        "simam_forward": (lambda: ops.simam_forward(x, 1e-4), 1),
+        "simam_backward": (lambda: ops.simam_backward(dy, x, mean, denom), 2),
+    }
