@@ -8,10 +8,8 @@ import attnkernels
 from attnkernels import nn as fnn
 
 import utils
-from utils import BACKENDS, FORMATS, MODULE_DTYPES as DTYPES
-from utils import (assert_empty_like_upstream, assert_matches_oracle,
-                   assert_flavour_matches_reference, assert_same_runs, matrix_cases, run_module,
-                   runs_per_thread_count)
+from utils import BACKENDS, FORMATS, assert_empty_like_upstream, assert_matches_oracle
+from utils import assert_same_runs, run_module, runs_per_thread_count
 
 
 def _bn_eval(C):
@@ -60,11 +58,7 @@ SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
 reference_twin = utils.reference_twin
 
 
-@pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape",
-                         list(matrix_cases(FLAVOURS, DTYPES, FORMATS, SHAPES)))
-def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
-    fused = FLAVOURS[flavour](shape[1]).to(device)
-    assert_flavour_matches_reference(fused, backend, dtype, fmt, shape, device)
+test_matches_reference = utils.flavour_matrix_test(FLAVOURS, SHAPES)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

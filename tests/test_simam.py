@@ -13,10 +13,8 @@ from attnkernels import nn as fnn
 from attnkernels import reference as ref
 
 import utils
-from utils import BACKENDS, FORMATS, HAS_CPU, MODULE_DTYPES as DTYPES
-from utils import (assert_empty_like_upstream, assert_matches_oracle, assert_same_bits_per_isa,
-                   assert_flavour_matches_reference, assert_same_runs, matrix_cases, run_module,
-                   runs_per_thread_count)
+from utils import BACKENDS, FORMATS, HAS_CPU, assert_empty_like_upstream, assert_matches_oracle
+from utils import assert_same_bits_per_isa, assert_same_runs, run_module, runs_per_thread_count
 
 # (3, 8, 5, 1): a column; (1, 5, 2, 1): H*W - 1 = 1; (2, 32, 16, 16) and
 # (2, 6, 23, 29) (667 positions) pass the CPU's 512-position chunk of a plane.
@@ -36,11 +34,7 @@ SHARED_FLAVOURS = {
 reference_twin = utils.reference_twin
 
 
-@pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape",
-                         list(matrix_cases(FLAVOURS, DTYPES, FORMATS, SHAPES)))
-def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
-    fused = FLAVOURS[flavour](shape[1]).to(device)
-    assert_flavour_matches_reference(fused, backend, dtype, fmt, shape, device)
+test_matches_reference = utils.flavour_matrix_test(FLAVOURS, SHAPES)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

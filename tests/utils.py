@@ -205,6 +205,18 @@ def assert_flavour_matches_reference(fused, backend, dtype, fmt, shape, device, 
                                     why_nudged=why_nudged)
 
 
+def flavour_matrix_test(flavours, shapes, dtypes=MODULE_DTYPES):
+    """A family's test_matches_reference: every flavour (name -> C -> fused
+    module) x dtype x format x shape x backend against its float64 reference."""
+    @pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape",
+                             list(matrix_cases(flavours, dtypes, FORMATS, shapes)))
+    def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
+        fused = flavours[flavour](shape[1]).to(device)
+        assert_flavour_matches_reference(fused, backend, dtype, fmt, shape, device)
+
+    return test_matches_reference
+
+
 def matrix_cases(flavours, dtypes, formats, shapes):
     """pytest params (backend, device, flavour, dtype, fmt, shape) over every
     backend this machine runs; the Triton interpreter gets a subset (it is slow
