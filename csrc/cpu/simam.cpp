@@ -3,8 +3,10 @@
 // Forward: a statistics pass (per (n, c): mean and the sum of squared
 // deviations, exact per chunk of positions, two reads of the chunk while it is
 // in cache, chunks merged in order) and an apply pass. Backward: a reduction
-// pass (A and B per (n, c)) and an apply pass. Each statistic is formed by
-// one task in a fixed order: results do not depend on the thread count.
+// pass (A and B per (n, c)) and an apply pass. NCHW runs both passes plane by
+// plane, the apply while the plane is still in cache: x (and dy) are read once
+// from memory. Each statistic is formed by one task in a fixed order: results
+// do not depend on the thread count.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
@@ -200,56 +202,64 @@ ATTNKERNELS_INLINE acc_t apply_value(acc_t v, acc_t g, acc_t mu, acc_t den, acc_
   }
 }
 
-// The apply pass: NCHW by planes (H*W contiguous, one set of values), channels_last
-// by positions (C contiguous, the values read along with them).
+// The apply pass over n elements of x (and dy) from i0, into out; element j
+// takes the per-(n, c) values at v0 + j * v_step.
 template <bool kGrad, typename scalar_t>
-void apply(const Geometry& g, const scalar_t* x, const scalar_t* dy, scalar_t* out,
-           const PlaneValues<at::opmath_type<scalar_t>>& pv) {
+ATTNKERNELS_INLINE void apply_span(const scalar_t* x, const scalar_t* dy, scalar_t* out,
+                                   const PlaneValues<at::opmath_type<scalar_t>>& pv,
+                                   const Prefetch& pf, int64_t i0, int64_t n, int64_t v0,
+                                   int64_t v_step) {
   using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* __restrict__ xp = x + i0;
+  const scalar_t* __restrict__ gp = kGrad ? dy + i0 : nullptr;
+  scalar_t* __restrict__ op = out + i0;
+  pf.span_ahead(xp, n);
+  if (kGrad) pf.span_ahead(gp, n);
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t v = v0 + j * v_step;
+    const acc_t gj = kGrad ? static_cast<acc_t>(gp[j]) : acc_t(0);
+    op[j] = static_cast<scalar_t>(apply_value<kGrad, acc_t>(
+        static_cast<acc_t>(xp[j]), gj, pv.mean[v], pv.denom[v], kGrad ? pv.k1[v] : acc_t(0),
+        kGrad ? pv.k2[v] : acc_t(0), kGrad ? pv.k3[v] : acc_t(0)));
+  }
+}
+
+// The reduction (pass: Stats or GradSums), finish(nc) (the per-(n, c) values
+// the apply reads, from the reduction's), and the apply. NCHW: plane by plane,
+// the apply right after the plane's reduction, while the plane is in cache
+// (x and dy read once from memory). channels_last: the reduction over
+// (sample, channel block) tasks, then the apply by positions (C contiguous
+// elements, their values in channel order).
+template <bool kGrad, typename Pass, typename Finish, typename scalar_t>
+void reduce_and_apply(const Geometry& g, const Pass& pass, const Finish& finish,
+                      const scalar_t* x, const scalar_t* dy, scalar_t* out,
+                      const PlaneValues<at::opmath_type<scalar_t>>& pv) {
   const int64_t HW = g.H * g.W, C = g.C;
-  // n elements from x (and dy) at i0 to out, each with its values at v0 + j * v_step
-  const auto span = [&](int64_t i0, int64_t n, int64_t v0, int64_t v_step)
-                        ATTNKERNELS_INLINE_LAMBDA {
-    const scalar_t* __restrict__ xp = x + i0;
-    const scalar_t* __restrict__ gp = kGrad ? dy + i0 : nullptr;
-    scalar_t* __restrict__ op = out + i0;
-    g.pf.span_ahead(xp, n);
-    if (kGrad) g.pf.span_ahead(gp, n);
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t v = v0 + j * v_step;
-      const acc_t gj = kGrad ? static_cast<acc_t>(gp[j]) : acc_t(0);
-      op[j] = static_cast<scalar_t>(apply_value<kGrad, acc_t>(
-          static_cast<acc_t>(xp[j]), gj, pv.mean[v], pv.denom[v], kGrad ? pv.k1[v] : acc_t(0),
-          kGrad ? pv.k2[v] : acc_t(0), kGrad ? pv.k3[v] : acc_t(0)));
-    }
-  };
-  if (!g.cl) {  // a plane: H*W contiguous elements, one set of values
+  if (!g.cl) {
     at::parallel_for(0, g.B * C, 1, [&](int64_t t0, int64_t t1) {
       with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA {
-        for (int64_t nc = t0; nc < t1; ++nc) span(nc * HW, HW, nc, 0);
+        for (int64_t nc = t0; nc < t1; ++nc) {
+          pass.plane(nc / C, nc % C, C, g.pf);
+          finish(nc);
+          apply_span<kGrad>(x, dy, out, pv, g.pf, nc * HW, HW, nc, 0);
+        }
       });
     });
     return;
   }
-  // a position: C contiguous elements, the values of its sample's channels in order
+  for_tasks(
+      g, [](int64_t, int64_t) {},
+      [&](int64_t b, int64_t c0, int64_t c1) {
+        with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA { pass.block(b, c0, c1, C); });
+      });
+  for (int64_t nc = 0; nc < g.B * C; ++nc) finish(nc);
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, C));
   at::parallel_for(0, g.B * HW, grain, [&](int64_t t0, int64_t t1) {
     with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA {
-      for (int64_t t = t0; t < t1; ++t) span(t * C, C, (t / HW) * C, 1);
+      for (int64_t t = t0; t < t1; ++t)
+        apply_span<kGrad>(x, dy, out, pv, g.pf, t * C, C, (t / HW) * C, 1);
     });
   });
-}
-
-template <typename Pass>
-void reduce(const Geometry& g, const Pass& pass) {
-  for_tasks(
-      g,
-      [&](int64_t b, int64_t c) {
-        with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA { pass.plane(b, c, g.C, g.pf); });
-      },
-      [&](int64_t b, int64_t c0, int64_t c1) {
-        with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA { pass.block(b, c0, c1, g.C); });
-      });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> simam_forward_cpu(const at::Tensor& x,
@@ -262,9 +272,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> simam_forward_cpu(const at::Tenso
     const scalar_t* xp = x.data_ptr<scalar_t>();
     acc_t* mean = out.mean.data_ptr<acc_t>();
     acc_t* denom = out.denom.data_ptr<acc_t>();
-    reduce(g, Stats<scalar_t>{xp, g.H * g.W, e_lambda, mean, denom});
-    apply<false>(g, xp, static_cast<const scalar_t*>(nullptr), out.y.data_ptr<scalar_t>(),
-                 PlaneValues<acc_t>{mean, denom, nullptr, nullptr, nullptr});
+    reduce_and_apply<false>(g, Stats<scalar_t>{xp, g.H * g.W, e_lambda, mean, denom},
+                            [](int64_t) {}, xp, static_cast<const scalar_t*>(nullptr),
+                            out.y.data_ptr<scalar_t>(),
+                            PlaneValues<acc_t>{mean, denom, nullptr, nullptr, nullptr});
   });
   return {out.y, out.mean, out.denom};
 }
@@ -284,15 +295,15 @@ at::Tensor simam_backward_cpu(const at::Tensor& dy, const at::Tensor& x, const a
     const acc_t* dp = denom.data_ptr<acc_t>();
     const int64_t n = g.B * g.C;
     std::vector<acc_t> A(n), B(n), k1(n), k2(n), k3(n);
-    reduce(g, GradSums<scalar_t>{xp, dyp, HW, mp, dp, A.data(), B.data()});
-    for (int64_t nc = 0; nc < n; ++nc) {
+    const auto coefs = [&](int64_t nc) {
       const SimAMGradCoefs<acc_t> k(A[nc], B[nc], dp[nc], HW);
       k1[nc] = k.k1;
       k2[nc] = k.k2;
       k3[nc] = k.k3;
-    }
-    apply<true>(g, xp, dyp, dx.data_ptr<scalar_t>(),
-                PlaneValues<acc_t>{mp, dp, k1.data(), k2.data(), k3.data()});
+    };
+    reduce_and_apply<true>(g, GradSums<scalar_t>{xp, dyp, HW, mp, dp, A.data(), B.data()}, coefs,
+                           xp, dyp, dx.data_ptr<scalar_t>(),
+                           PlaneValues<acc_t>{mp, dp, k1.data(), k2.data(), k3.data()});
   });
   return dx;
 }
