@@ -165,9 +165,15 @@ struct GradSums {
     A[nc] = ta;
     B[nc] = tb;
   }
+  // Channels [c0, c1) of sample b, any width (a whole sample: kWholeSamples).
+  static constexpr bool kWholeSamples = true;
   ATTNKERNELS_INLINE void block(int64_t b, int64_t c0, int64_t c1, int64_t C) const {
     const int64_t nc = c1 - c0, row = b * C + c0;
-    acc_t mu[kBlockC], den[kBlockC], sa[kBlockC] = {}, sb[kBlockC] = {};
+    std::vector<acc_t> buf(4 * nc);
+    acc_t* __restrict__ mu = buf.data();
+    acc_t* __restrict__ den = mu + nc;
+    acc_t* __restrict__ sa = den + nc;
+    acc_t* __restrict__ sb = sa + nc;
     std::copy(mean + row, mean + row + nc, mu);
     std::copy(denom + row, denom + row + nc, den);
     const int64_t base = b * C * HW + c0;
@@ -247,11 +253,21 @@ void reduce_and_apply(const Geometry& g, const Pass& pass, const Finish& finish,
     });
     return;
   }
-  for_tasks(
-      g, [](int64_t, int64_t) {},
-      [&](int64_t b, int64_t c0, int64_t c1) {
-        with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA { pass.block(b, c0, c1, C); });
+  if (requires { Pass::kWholeSamples; } && g.B >= at::get_num_threads()) {
+    // a task per sample: each position's row read whole, in order (the sums
+    // are formed as by the channel blocks, in position order: the same bits)
+    at::parallel_for(0, g.B, 1, [&](int64_t b0, int64_t b1) {
+      with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA {
+        for (int64_t b = b0; b < b1; ++b) pass.block(b, 0, C, C);
       });
+    });
+  } else {
+    for_tasks(
+        g, [](int64_t, int64_t) {},
+        [&](int64_t b, int64_t c0, int64_t c1) {
+          with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA { pass.block(b, c0, c1, C); });
+        });
+  }
   for (int64_t nc = 0; nc < g.B * C; ++nc) finish(nc);
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, C));
   at::parallel_for(0, g.B * HW, grain, [&](int64_t t0, int64_t t1) {
