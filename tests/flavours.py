@@ -1,11 +1,24 @@
-"""Every family's flavours for the matrices that run all families alike
-(compile, determinism, fuzz, extremes, tiles, huge pages, CUDA streams and
-graphs, emulated CUDA): ``"<family>_<name>" -> C -> a fused module``, gathered
-from each family's test file (``SHARED_FLAVOURS`` in tests/test_<family>.py),
-so a new family adds its flavours there and nowhere else."""
+"""What the tests that run all families alike (compile, determinism, fuzz,
+extremes, tiles, huge pages, CUDA streams and graphs, op outputs, emulated
+CUDA) take from each family, gathered from its test file
+(tests/test_<family>.py), so a new family adds them there and nowhere else:
+
+  FLAVOURS            "<family>_<name>" -> C -> a fused module (SHARED_FLAVOURS)
+  MAIN_FLAVOURS       each family's main flavour (MAIN_FLAVOUR)
+  TRITON_TILE_SHAPES  "<family>_<name>" -> a shape whose Triton launches cross
+                      every tile (TRITON_TILE_SHAPES)
+  TWO_RUNS            family -> (a module maker, its C) (TWO_RUNS)
+  FORWARD_OP_CASES    family -> forward_op_case(backend, x, w): (op, args)"""
 import importlib
 
 from attnkernels.families import FAMILIES
 
-FLAVOURS = {f"{family.name}_{name}": make for family in FAMILIES
-            for name, make in importlib.import_module(f"test_{family.name}").SHARED_FLAVOURS.items()}
+_FILES = {f.name: importlib.import_module(f"test_{f.name}") for f in FAMILIES}
+
+FLAVOURS = {f"{family}_{name}": make for family, t in _FILES.items()
+            for name, make in t.SHARED_FLAVOURS.items()}
+MAIN_FLAVOURS = [f"{family}_{t.MAIN_FLAVOUR}" for family, t in _FILES.items()]
+TRITON_TILE_SHAPES = {f"{family}_{name}": shape for family, t in _FILES.items()
+                      for name, shape in t.TRITON_TILE_SHAPES.items()}
+TWO_RUNS = {family: t.TWO_RUNS for family, t in _FILES.items()}
+FORWARD_OP_CASES = {family: t.forward_op_case for family, t in _FILES.items()}

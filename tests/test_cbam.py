@@ -51,6 +51,22 @@ SHARED_FLAVOURS = {
     "external": lambda C: fnn.ExternalCBAMBlock(C, reduction=1, kernel_size=5),  # + x
 }
 
+# The shared tests' other entries (tests/flavours.py): the main flavour (a
+# SHARED_FLAVOURS key: realistic sizes in test_tiles), shapes whose Triton
+# launches cross every tile, the two-runs determinism module and its C, and
+# the forward op with arguments (test_op_outputs; x is (2, 6, 3, 5), w(*shape)
+# a parameter).
+MAIN_FLAVOUR = "timm"
+TRITON_TILE_SHAPES = {"timm": (1, 70, 11, 13)}
+TWO_RUNS = (lambda: fnn.CbamModule(40), 40)  # two CPU channel blocks
+
+
+def forward_op_case(backend, x, w):
+    from attnkernels.cbam.functional import forward_op
+
+    return forward_op(backend), (x, w(3, 6), None, w(6, 3), None, w(1, 2, 3, 3), None, w(1),
+                                 w(1), None, None, [0, 1, 0, 0, 0, 1, 1], 1e-5)
+
 
 reference_twin = utils.reference_twin
 

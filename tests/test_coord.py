@@ -39,6 +39,22 @@ SHARED_FLAVOURS = {
     "timm": lambda C: fnn.CoordAttn(C, rd_ratio=0.5, rd_divisor=1),
 }
 
+# The shared tests' other entries (tests/flavours.py): the main flavour (a
+# SHARED_FLAVOURS key: realistic sizes in test_tiles), shapes whose Triton
+# launches cross every tile, the two-runs determinism module and its C, and
+# the forward op with arguments (test_op_outputs; x is (2, 6, 3, 5), w(*shape)
+# a parameter).
+MAIN_FLAVOUR = "official"
+TRITON_TILE_SHAPES = {"official": (1, 40, 35, 37)}
+TWO_RUNS = (lambda: fnn.CoordAttn(40), 40)  # two CPU channel blocks
+
+
+def forward_op_case(backend, x, w):
+    from attnkernels.coord.functional import forward_op
+
+    return forward_op(backend), (x, w(3, 6), None, w(6, 3), None, w(6, 3), None, w(3), w(3),
+                                 None, None, [3, 0, 1, 0, 1], 1e-5)
+
 
 reference_twin = utils.reference_twin
 

@@ -18,6 +18,8 @@ import sys
 
 import pytest
 
+from attnkernels.families import FAMILIES
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
 # On by default (the README's test command runs it: about 1 minute to build, 2
@@ -31,8 +33,8 @@ pytestmark = [pytest.mark.slow,
 # The families' parity, gradcheck, tie, NaN, zero-size, determinism and op-output
 # tests, and the tile-edge shapes, on the "cpu" backend (here: the CUDA kernels,
 # emulated), every dtype.
-PARITY_FILES = ["test_se.py", "test_eca.py", "test_cbam.py", "test_coord.py", "test_triplet.py",
-                "test_simam.py", "test_op_outputs.py", "test_tiles.py"]
+PARITY_FILES = ([f"test_{f.name}.py" for f in FAMILIES]
+                + ["test_op_outputs.py", "test_tiles.py"])
 PARITY_SELECTION = os.environ.get("ATTNKERNELS_EMULATED_SELECTION",
                                   "not triton and not cuda and not thread_count")
 

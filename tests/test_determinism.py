@@ -9,11 +9,9 @@ import sys
 import pytest
 import torch
 
-from torch import nn
 
 import attnkernels
-import attnkernels.nn as fnn
-from flavours import FLAVOURS
+from flavours import FLAVOURS, TWO_RUNS
 from utils import FORMATS, assert_same_runs, flavours_digest, fused_backends, run_module
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -37,16 +35,8 @@ def test_deterministic_algorithms(backend, device, flavour):
         torch.use_deterministic_algorithms(before)
 
 
-# a module of each family and its channel count (CBAM, Coordinate and Triplet
-# Attention over two CPU channel blocks), both memory formats: two runs alike
-TWO_RUNS = {
-    "se": (lambda: fnn.SEModule(24, add_maxpool=True), 24),
-    "eca": (lambda: fnn.CecaModule(24, act_layer=nn.ReLU), 24),
-    "cbam": (lambda: fnn.CbamModule(40), 40),
-    "coord": (lambda: fnn.CoordAttn(40), 40),
-    "triplet": (lambda: fnn.TripletAttention(), 40),
-    "simam": (lambda: fnn.SimAMModule(), 40),
-}
+# a module of each family and its channel count (TWO_RUNS of its test file),
+# both memory formats: two runs alike
 
 
 @pytest.mark.parametrize("backend,device", fused_backends())

@@ -37,6 +37,22 @@ SHARED_FLAVOURS = {
     "ceca": lambda C: fnn.CecaModule(C),
 }
 
+# The shared tests' other entries (tests/flavours.py): the main flavour (a
+# SHARED_FLAVOURS key: realistic sizes in test_tiles), shapes whose Triton
+# launches cross every tile, the two-runs determinism module and its C, and
+# the forward op with arguments (test_op_outputs; x is (2, 6, 3, 5), w(*shape)
+# a parameter).
+MAIN_FLAVOUR = "timm"
+TRITON_TILE_SHAPES = {"timm": (1, 1101, 11, 13)}  # C past the 1024-wide gate blocks
+TWO_RUNS = (lambda: fnn.CecaModule(24, act_layer=nn.ReLU), 24)
+
+
+def forward_op_case(backend, x, w):
+    if backend == "triton":
+        from attnkernels.eca import triton as _  # noqa: F401  (registers the *_triton ops)
+    op = getattr(torch.ops.attnkernels, "eca_forward" + ("_triton" if backend == "triton" else ""))
+    return op.default, (x, w(3), None, False, 0)
+
 
 reference_twin = utils.reference_twin
 

@@ -23,7 +23,7 @@ import torch
 
 
 
-from flavours import FLAVOURS
+from flavours import FLAVOURS, MAIN_FLAVOURS
 from utils import DTYPES, HAS_CPU, check_flavour_case, fused_backends, run_module
 
 # examples per flavour (16 flavours)
@@ -101,8 +101,7 @@ def test_concurrent_calls_from_python_threads_match_serial():
     input) give what they give one at a time."""
     import threading
 
-    makers = [FLAVOURS[f] for f in ("se_timm", "eca_timm", "cbam_official", "coord_official",
-                                    "triplet_official", "simam_official")]
+    makers = [FLAVOURS[f] for f in MAIN_FLAVOURS]
     jobs = []
     for i, make in enumerate(makers * 2):
         torch.manual_seed(i)

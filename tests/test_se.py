@@ -52,6 +52,25 @@ SHARED_FLAVOURS = {
     "torchvision": lambda C: fnn.SqueezeExcitation(C, max(1, C // 2)),
     "ultralytics": lambda C: fnn.UltralyticsChannelAttention(C),  # one C -> C layer
 }
+
+# The shared tests' other entries (tests/flavours.py): the main flavour (a
+# SHARED_FLAVOURS key: realistic sizes in test_tiles), shapes whose Triton
+# launches cross every tile, the two-runs determinism module and its C, and
+# the forward op with arguments (test_op_outputs; x is (2, 6, 3, 5), w(*shape)
+# a parameter).
+MAIN_FLAVOUR = "timm"
+# C = 1101 past the gate kernels' 1024-wide blocks (R = C with reduction 1)
+# and odd; 11x13 = 143 positions past 128-position blocks
+TRITON_TILE_SHAPES = {"seed": (1, 1101, 11, 13),
+                      "ultralytics": (1, 1101, 11, 13)}  # one-layer gate: one C x C matrix
+TWO_RUNS = (lambda: fnn.SEModule(24, add_maxpool=True), 24)
+
+
+def forward_op_case(backend, x, w):
+    if backend == "triton":
+        from attnkernels.se import triton as _  # noqa: F401  (registers the *_triton ops)
+    op = getattr(torch.ops.attnkernels, "se_forward" + ("_triton" if backend == "triton" else ""))
+    return op.default, (x, w(3, 6), None, w(6, 3), None, 1, 1, 0)
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
 
 

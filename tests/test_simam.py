@@ -31,6 +31,25 @@ SHARED_FLAVOURS = {
     "official": lambda C: fnn.SimAMModule(C),
 }
 
+# The shared tests' other entries (tests/flavours.py): the main flavour (a
+# SHARED_FLAVOURS key: realistic sizes in test_tiles), shapes whose Triton
+# launches cross every tile, the two-runs determinism module and its C, and
+# the forward op with arguments (test_op_outputs; x is (2, 6, 3, 5), w(*shape)
+# a parameter).
+MAIN_FLAVOUR = "official"
+# 17x19 = 323 positions past 256- and 32-position blocks, 37 channels past 4-
+# and 32-channel blocks
+TRITON_TILE_SHAPES = {"official": (1, 37, 17, 19)}
+TWO_RUNS = (lambda: fnn.SimAMModule(), 40)
+
+
+def forward_op_case(backend, x, w):
+    if backend == "triton":
+        from attnkernels.simam import triton as _  # noqa: F401  (registers the *_triton ops)
+    op = getattr(torch.ops.attnkernels,
+                 "simam_forward" + ("_triton" if backend == "triton" else ""))
+    return op.default, (x, 1e-4)
+
 reference_twin = utils.reference_twin
 
 

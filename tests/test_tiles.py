@@ -23,7 +23,7 @@ the native fused backends."""
 import pytest
 import torch
 
-from flavours import FLAVOURS
+from flavours import FLAVOURS, MAIN_FLAVOURS, TRITON_TILE_SHAPES
 from utils import check_flavour_case, fused_backends, record_triton_launches
 
 SHAPES = [(1, 1, 1, 1), (2, 33, 1, 1), (1, 300, 2, 3), (3, 40, 17, 19), (2, 5, 40, 37),
@@ -56,20 +56,8 @@ def test_tile_edges_match_the_float64_reference(backend, device, shape, dtype, f
 # end in a partial one: a change of tiling that leaves a shape inside one tile
 # fails here, naming the kernel, until the shape is moved past it.
 TILED_ARGUMENT = {"BLOCK": "N", "BLOCK_P": "HW"}
-# flavour -> a shape that crosses its family's tiles in both layouts: C = 1101
-# past the gate kernels' 1024-wide blocks (SE's R = C with reduction 1, ECA's C)
-# and odd (4-channel blocks); 11x13 = 143 positions past 128-position blocks
-INTERPRETER_TILE_SHAPES = {
-    "se_seed": (1, 1101, 11, 13),
-    "se_ultralytics": (1, 1101, 11, 13),  # the one-layer gate (R = C, one C x C matrix)
-    "eca_timm": (1, 1101, 11, 13),
-    "cbam_timm": (1, 70, 11, 13),
-    "coord_official": (1, 40, 35, 37),
-    "triplet_official": (1, 70, 11, 13),
-    # 17x19 = 323 positions past 256- and 32-position blocks, 37 channels
-    # past 4- and 32-channel blocks
-    "simam_official": (1, 37, 17, 19),
-}
+# TRITON_TILE_SHAPES (tests/flavours.py): each family's shapes that cross its
+# tiles in both layouts, from its test file.
 
 
 def _tiles_not_crossed(launches) -> list:
@@ -92,9 +80,9 @@ def _tiles_not_crossed(launches) -> list:
 @pytest.mark.skipif(("triton", "cpu") not in fused_backends(),
                     reason="reads the launches in the Triton interpreter")
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("flavour", sorted(INTERPRETER_TILE_SHAPES))
+@pytest.mark.parametrize("flavour", sorted(TRITON_TILE_SHAPES))
 def test_triton_kernels_match_float64_across_their_tiles(flavour, layout):
-    shape = INTERPRETER_TILE_SHAPES[flavour]
+    shape = TRITON_TILE_SHAPES[flavour]
     launches = record_triton_launches(lambda: check_flavour_case(
         "triton", "cpu", flavour, shape, torch.float32, layout, True, explicit=True, seed=3))
     assert launches
@@ -106,10 +94,8 @@ def test_triton_kernels_match_float64_across_their_tiles(flavour, layout):
 # ---- realistic sizes: a ResNet-50 stage-1 activation (C = 256, 56x56) for each
 # family's main flavour, and the Triton tile shapes above, on the native fused
 # backends (through tests/test_cuda_emulated.py, the CUDA kernels too)
-MAIN_FLAVOURS = ["se_timm", "eca_timm", "cbam_timm", "coord_official", "triplet_official",
-                 "simam_official"]
 REALISTIC_CASES = ([(f, (2, 256, 56, 56)) for f in MAIN_FLAVOURS]
-                   + sorted(INTERPRETER_TILE_SHAPES.items()))
+                   + sorted(TRITON_TILE_SHAPES.items()))
 NATIVE = [(b, d) for b, d in fused_backends() if (b, d) != ("triton", "cpu")]
 
 

@@ -38,10 +38,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MUTATED = ["csrc/common/cuda_utils.cuh"] + sorted(
     f"csrc/cuda/{n}" for n in os.listdir(os.path.join(ROOT, "csrc", "cuda"))
     if n.endswith((".cu", ".cuh")) and n != "device.cuh")
-# which families' tests exercise a source file
-ALL_FAMILIES = ["se", "eca", "cbam", "coord", "triplet", "simam"]
-FAMILIES = {**{f"{f}.cu": [f] for f in ALL_FAMILIES}, "channel_gate.cuh": ["se", "eca"],
-            "cuda_utils.cuh": ALL_FAMILIES}
+# which families' tests exercise a source file: a family's kernels are csrc/cuda/<family>.cu
+ALL_FAMILIES = sorted(n[:-len(".cu")] for n in os.listdir(os.path.join(ROOT, "csrc", "cuda"))
+                      if n.endswith(".cu"))
+FAMILIES = {f"{f}.cu": [f] for f in ALL_FAMILIES}
+FAMILIES["cuda_utils.cuh"] = ALL_FAMILIES
+FAMILIES["channel_gate.cuh"] = [  # the families whose kernels include it
+    f for f in ALL_FAMILIES
+    if "channel_gate.cuh" in open(os.path.join(ROOT, "csrc", "cuda", f"{f}.cu")).read()]
 SELECTION = "not triton and not cuda and not thread_count and not opcheck"
 
 # Mutations that cannot change any result, by (file, kind, the source line
