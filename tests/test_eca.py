@@ -11,7 +11,7 @@ from attnkernels import reference as ref
 
 import utils
 from utils import BACKENDS, FORMATS, MODULE_DTYPES as DTYPES
-from utils import (assert_empty_like_upstream, assert_flavour_matches_reference, assert_same_runs,
+from utils import (assert_flavour_matches_reference, assert_same_runs,
                    matrix_cases, runs_per_thread_count)
 
 SHAPES = [(2, 24, 7, 9), (1, 13, 1, 1), (3, 8, 5, 1), (2, 32, 16, 16)]
@@ -101,12 +101,7 @@ def test_cpu_independent_of_thread_count(fmt, batch):
     assert_same_runs(runs_per_thread_count(m, x, dy))
 
 
-@pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize("shape", [(0, 8, 4, 4), (2, 8, 0, 3)])
-def test_zero_size(backend, device, shape):
-    m = fnn.EcaModule(8).to(device)
-    m.backend = backend
-    assert_empty_like_upstream(m, shape, device)
+test_zero_size = utils.zero_size_test(fnn.EcaModule)
 
 
 @pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None, reason="no C++ extension")

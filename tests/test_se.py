@@ -8,7 +8,7 @@ import attnkernels
 from attnkernels import nn as fnn
 
 import utils
-from utils import BACKENDS, FORMATS, assert_empty_like_upstream, assert_matches_oracle
+from utils import BACKENDS, FORMATS, assert_matches_oracle
 from utils import assert_same_runs, run_module, runs_per_thread_count
 
 
@@ -154,14 +154,10 @@ def test_max_propagates_nan(backend, device):
     torch.testing.assert_close(y_f[0], y_r[0])
 
 
-@pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize("shape", [(0, 8, 4, 4), pytest.param((2, 8, 0, 3), marks=pytest.mark.xfail(
-    strict=True, reason="known difference: on an empty plane upstream's mean over nothing is NaN "
-    "and so are all its gate gradients; the fused backward returns zero bias gradients"))])
-def test_zero_size(backend, device, shape):
-    m = fnn.SEModule(8).to(device)
-    m.backend = backend
-    assert_empty_like_upstream(m, shape, device)
+test_zero_size = utils.zero_size_test(fnn.SEModule, [(0, 8, 4, 4), pytest.param(
+    (2, 8, 0, 3), marks=pytest.mark.xfail(
+        strict=True, reason="known difference: on an empty plane upstream's mean over nothing is "
+        "NaN and so are all its gate gradients; the fused backward returns zero bias gradients"))])
 
 
 @pytest.mark.skipif(not attnkernels.available_backends()["cpu"] is None, reason="no C++ extension")

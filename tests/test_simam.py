@@ -13,7 +13,7 @@ from attnkernels import nn as fnn
 from attnkernels import reference as ref
 
 import utils
-from utils import BACKENDS, FORMATS, HAS_CPU, assert_empty_like_upstream, assert_matches_oracle
+from utils import BACKENDS, FORMATS, HAS_CPU, assert_matches_oracle
 from utils import assert_same_bits_per_isa, assert_same_runs, run_module, runs_per_thread_count
 
 # (3, 8, 5, 1): a column; (1, 5, 2, 1): H*W - 1 = 1; (2, 32, 16, 16) and
@@ -110,12 +110,7 @@ def test_one_by_one_map_is_nan_like_upstream(backend, device):
     assert x_r.grad.isnan().all() and x.grad.isnan().all()
 
 
-@pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize("shape", [(0, 8, 4, 4), (2, 8, 0, 3)])
-def test_zero_size(backend, device, shape):
-    m = fnn.SimAMModule(8).to(device)
-    m.backend = backend
-    assert_empty_like_upstream(m, shape, device)
+test_zero_size = utils.zero_size_test(fnn.SimAMModule)
 
 
 @pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")

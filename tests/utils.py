@@ -217,6 +217,19 @@ def flavour_matrix_test(flavours, shapes, dtypes=MODULE_DTYPES):
     return test_matches_reference
 
 
+def zero_size_test(make, shapes=((0, 8, 4, 4), (2, 8, 0, 3))):
+    """A family's test_zero_size: ``make(8)`` on every backend meets an empty
+    batch and an empty plane as its upstream class does (assert_empty_like_upstream)."""
+    @pytest.mark.parametrize("backend,device", BACKENDS)
+    @pytest.mark.parametrize("shape", shapes)
+    def test_zero_size(backend, device, shape):
+        m = make(8).to(device)
+        m.backend = backend
+        assert_empty_like_upstream(m, shape, device)
+
+    return test_zero_size
+
+
 def matrix_cases(flavours, dtypes, formats, shapes):
     """pytest params (backend, device, flavour, dtype, fmt, shape) over every
     backend this machine runs; the Triton interpreter gets a subset (it is slow

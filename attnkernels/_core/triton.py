@@ -105,6 +105,15 @@ def element_chw(e, C, H, W, CHANNELS_LAST: tl.constexpr):
     return e // (C * H * W), c, h, w
 
 
+@triton.jit
+def element_block(N, C, H, W, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's BLOCK flat elements of a dense (N, C, H, W) tensor of N
+    elements in all: (e, e < N, n, c, h, w)."""
+    e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    n, c, h, w = element_chw(e, C, H, W, CHANNELS_LAST)
+    return e, e < N, n, c, h, w
+
+
 def layout(x: torch.Tensor):
     """(channel stride, position stride) of a NCHW- or channels_last-dense x."""
     C, HW = x.shape[1], x.shape[2] * x.shape[3]

@@ -14,7 +14,7 @@ import triton.language as tl
 
 from . import op as coord_ops
 from .._core.ops import register_composite
-from .._core.triton import acc_dtype, channels_last, element_chw, strides_chw
+from .._core.triton import acc_dtype, channels_last, element_block, strides_chw
 
 
 @triton.jit
@@ -49,9 +49,7 @@ def _elementwise_kernel(in_ptr, ah_ptr, aw_ptr, gh_ptr, gw_ptr, out_ptr, N, C, H
                         CHANNELS_LAST: tl.constexpr, GRAD: tl.constexpr, SKIP: tl.constexpr,
                         BLOCK: tl.constexpr):
     """Forward: out = x * aw * ah (+ x). Backward (GRAD): out = dy * aw * ah + gh + gw (+ dy)."""
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < N
-    n, c, h, w = element_chw(i, C, H, W, CHANNELS_LAST)
+    i, mask, n, c, h, w = element_block(N, C, H, W, CHANNELS_LAST, BLOCK)
     nc = n * C + c
     a_h = tl.load(ah_ptr + nc * H + h, mask=mask, other=0.0)
     a_w = tl.load(aw_ptr + nc * W + w, mask=mask, other=0.0)

@@ -14,7 +14,7 @@ import triton.language as tl
 
 from . import op as simam_ops
 from .._core.ops import call_forward, register_forward_backward
-from .._core.triton import acc_dtype, channels_last, element_chw, layout, sigmoid
+from .._core.triton import acc_dtype, channels_last, element_block, layout, sigmoid
 
 
 @triton.jit
@@ -95,9 +95,7 @@ def _apply_kernel(x_ptr, dy_ptr, mean_ptr, denom_ptr, coefs_ptr, out_ptr, N, C, 
                   GRAD: tl.constexpr, CHANNELS_LAST: tl.constexpr, ACC: tl.constexpr,
                   BLOCK: tl.constexpr):
     """Forward: y = x s. Backward (GRAD): dx = dy s + (x - mean)(k1 t - k2) - k3."""
-    e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    em = e < N
-    n, c, _, _ = element_chw(e, C, H, W, CHANNELS_LAST)
+    e, em, n, c, _, _ = element_block(N, C, H, W, CHANNELS_LAST, BLOCK)
     nc = n * C + c
     v = tl.load(x_ptr + e, mask=em, other=0.0).to(ACC)
     dev = v - tl.load(mean_ptr + nc, mask=em, other=0.0)

@@ -15,7 +15,7 @@ import triton.language as tl
 
 from . import op as triplet_ops
 from .._core.ops import register_composite
-from .._core.triton import acc_dtype, channels_last, element_chw, strides_chw
+from .._core.triton import acc_dtype, channels_last, element_block, strides_chw
 
 _BIG = 2 ** 30  # "no index yet" while taking the first maximal element
 
@@ -75,9 +75,7 @@ def _elementwise_kernel(in_ptr, shw_ptr, scw_ptr, shc_ptr, ct_ptr, cgm_ptr, cgx_
     without SPATIAL, product by product as upstream (csrc/common/triplet.h
     branch_mean). Backward (GRAD, in = dy): plus, per map, gmean + gmax where
     this element is the tie."""
-    e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = e < N
-    b, c, h, w = element_chw(e, C, H, W, CHANNELS_LAST)
+    e, mask, b, c, h, w = element_block(N, C, H, W, CHANNELS_LAST, BLOCK)
     pix = (b * H + h) * W + w
     cw = (b * C + c) * W + w
     ch = (b * C + c) * H + h
