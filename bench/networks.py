@@ -106,12 +106,14 @@ class AttentionZoo(nn.Module):
                      timm.models.senet.SEModule(c, 4), timm.layers.EcaModule(c),
                      timm.layers.CecaModule(c), timm.layers.cbam.CbamModule(c),
                      ref.OfficialCBAM(c, 4), timm.layers.coord_attn.CoordAttn(c),
-                     ref.CoordAtt(c, c), ref.TripletAttention(), ref.SimAMModule(c)]
+                     ref.CoordAtt(c, c), ref.TripletAttention(), ref.SimAMModule(c),
+                     ref.Channel_Att(c)]
         layers = [nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
         for a in attention:
             layers += [nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), a]
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(c, classes)
+        self.attention_modules = len(attention)  # what convert() must swap
 
     def forward(self, x):
         return self.head(self.features(x).mean((2, 3)))

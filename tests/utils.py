@@ -278,7 +278,7 @@ def assert_float_module_matches_twin(fused, twin, shape, device):
 def converted_zoo(batch: int = 2):
     """(original, converted, x): bench.networks.AttentionZoo (every family) with
     its BatchNorm statistics from x, and a converted copy, whose report must
-    say all 12 attention modules were converted and none left alone."""
+    say all its attention modules (``attention_modules``) were converted and none left alone."""
     import copy
 
     from bench.networks import AttentionZoo, make_attention_matter
@@ -287,7 +287,7 @@ def converted_zoo(batch: int = 2):
     x = torch.randn(batch, 3, 24, 20)
     model = make_attention_matter(AttentionZoo(), x)
     converted, report = attnkernels.convert(copy.deepcopy(model))
-    assert len(report.converted) == 12 and not report.left_alone, str(report)
+    assert len(report.converted) == model.attention_modules and not report.left_alone, str(report)
     return model, converted, x
 
 

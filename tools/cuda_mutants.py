@@ -43,9 +43,11 @@ ALL_FAMILIES = sorted(n[:-len(".cu")] for n in os.listdir(os.path.join(ROOT, "cs
                       if n.endswith(".cu"))
 FAMILIES = {f"{f}.cu": [f] for f in ALL_FAMILIES}
 FAMILIES["cuda_utils.cuh"] = ALL_FAMILIES
-FAMILIES["channel_gate.cuh"] = [  # the families whose kernels include it
-    f for f in ALL_FAMILIES
-    if "channel_gate.cuh" in open(os.path.join(ROOT, "csrc", "cuda", f"{f}.cu")).read()]
+for _header in os.listdir(os.path.join(ROOT, "csrc", "cuda")):
+    if _header.endswith(".cuh") and _header != "device.cuh":
+        FAMILIES[_header] = [  # the families whose kernels include it
+            f for f in ALL_FAMILIES
+            if f'"{_header}"' in open(os.path.join(ROOT, "csrc", "cuda", f"{f}.cu")).read()]
 SELECTION = "not triton and not cuda and not thread_count and not opcheck"
 
 # Mutations that cannot change any result, by (file, kind, the source line

@@ -1,4 +1,5 @@
-"""Scalar activations and gates for Triton kernels (codes in modes.py)."""
+"""Scalar activations and gates for Triton kernels (codes in modes.py), and
+the per-(n, c) tile loads and statistics the plane reductions share."""
 import torch
 import triton
 import triton.language as tl
@@ -120,3 +121,37 @@ def layout(x: torch.Tensor):
     if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return 1, C
     return HW, 1
+
+
+@triton.jit
+def load_tile(ptr, base, c, cmask, p0, HW, stride_c, stride_p, ACC: tl.constexpr,
+              BLOCK_P: tl.constexpr):
+    """Values (BLOCK_C, BLOCK_P) of channels c at positions p0.. of the sample
+    at base, in ACC; their mask and offsets."""
+    p = p0 + tl.arange(0, BLOCK_P)
+    m = cmask[:, None] & (p < HW)[None, :]
+    offs = base + c[:, None].to(tl.int64) * stride_c + p[None, :].to(tl.int64) * stride_p
+    return tl.load(ptr + offs, mask=m, other=0.0).to(ACC), m, offs
+
+
+@triton.jit
+def plane_mean_m2(x_ptr, base, c, cmask, HW, stride_c, stride_p, ACC: tl.constexpr,
+                  BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Per channel c of the sample at base: the mean and the sum of squared
+    deviations over the HW positions, exact per chunk of BLOCK_P positions,
+    the chunks merged in order (Chan et al.)."""
+    count = tl.zeros([BLOCK_C], ACC)
+    mean = tl.zeros([BLOCK_C], ACC)
+    m2 = tl.zeros([BLOCK_C], ACC)
+    for p0 in range(0, HW, BLOCK_P):
+        v, m, _ = load_tile(x_ptr, base, c, cmask, p0, HW, stride_c, stride_p, ACC, BLOCK_P)
+        n = tl.sum(m.to(ACC), axis=1)
+        chunk_mean = tl.sum(v, axis=1) / tl.maximum(n, 1.0)  # (masked channels: no 0 / 0)
+        dev = tl.where(m, v - chunk_mean[:, None], 0.0)
+        chunk_m2 = tl.sum(dev * dev, axis=1)
+        total = count + n
+        delta = chunk_mean - mean
+        mean += delta * (n / tl.maximum(total, 1.0))
+        m2 += chunk_m2 + delta * delta * (count * n / tl.maximum(total, 1.0))
+        count = total
+    return mean, m2

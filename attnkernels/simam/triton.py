@@ -14,7 +14,8 @@ import triton.language as tl
 
 from . import op as simam_ops
 from .._core.ops import call_forward, register_forward_backward
-from .._core.triton import acc_dtype, channels_last, element_block, layout, sigmoid
+from .._core.triton import (acc_dtype, channels_last, element_block, layout, load_tile,
+                            plane_mean_m2, sigmoid)
 
 
 @triton.jit
@@ -24,36 +25,13 @@ def _gate(dev, denom):
 
 
 @triton.jit
-def _tile(ptr, base, c, cmask, p0, HW, stride_c, stride_p, ACC: tl.constexpr,
-          BLOCK_P: tl.constexpr):
-    """Values (BLOCK_C, BLOCK_P) of channels c at positions p0.., and their mask."""
-    p = p0 + tl.arange(0, BLOCK_P)
-    m = cmask[:, None] & (p < HW)[None, :]
-    offs = base + c[:, None].to(tl.int64) * stride_c + p[None, :].to(tl.int64) * stride_p
-    return tl.load(ptr + offs, mask=m, other=0.0).to(ACC), m, offs
-
-
-@triton.jit
 def _stats_kernel(x_ptr, lam_ptr, mean_ptr, denom_ptr, C, HW, stride_c, stride_p,
                   ACC: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = c < C
-    base = b * C * HW
-    count = tl.zeros([BLOCK_C], ACC)
-    mean = tl.zeros([BLOCK_C], ACC)
-    m2 = tl.zeros([BLOCK_C], ACC)
-    for p0 in range(0, HW, BLOCK_P):
-        v, m, _ = _tile(x_ptr, base, c, cmask, p0, HW, stride_c, stride_p, ACC, BLOCK_P)
-        n = tl.sum(m.to(ACC), axis=1)
-        chunk_mean = tl.sum(v, axis=1) / n
-        dev = tl.where(m, v - chunk_mean[:, None], 0.0)
-        chunk_m2 = tl.sum(dev * dev, axis=1)
-        total = count + n
-        delta = chunk_mean - mean
-        mean += delta * (n / total)
-        m2 += chunk_m2 + delta * delta * (count * n / total)
-        count = total
+    mean, m2 = plane_mean_m2(x_ptr, b * C * HW, c, cmask, HW, stride_c, stride_p, ACC, BLOCK_C,
+                             BLOCK_P)
     lam = tl.load(lam_ptr)
     tl.store(mean_ptr + b * C + c, mean, mask=cmask)
     tl.store(denom_ptr + b * C + c, 4.0 * (m2 / (HW - 1) + lam), mask=cmask)
@@ -74,7 +52,7 @@ def _grad_sums_kernel(x_ptr, dy_ptr, mean_ptr, denom_ptr, coefs_ptr, C, HW, stri
     sa = tl.zeros([BLOCK_C, BLOCK_P], ACC)
     sb = tl.zeros([BLOCK_C, BLOCK_P], ACC)
     for p0 in range(0, HW, BLOCK_P):
-        v, m, offs = _tile(x_ptr, base, c, cmask, p0, HW, stride_c, stride_p, ACC, BLOCK_P)
+        v, m, offs = load_tile(x_ptr, base, c, cmask, p0, HW, stride_c, stride_p, ACC, BLOCK_P)
         g = tl.load(dy_ptr + offs, mask=m, other=0.0).to(ACC)
         dev = v - mu[:, None]
         s = _gate(dev, den[:, None])

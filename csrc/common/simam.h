@@ -8,6 +8,7 @@
 
 #include "checks.h"
 #include "gate_math.h"
+#include "mean_m2.h"
 #include "outputs.h"
 
 namespace attnkernels {
@@ -18,21 +19,6 @@ template <typename T>
 AK_HD T simam_gate(T dev, T denom) {
   return sigmoid(dev * dev / denom + T(0.5));
 }
-
-// Running (count, mean, sum of squared deviations) of a set of values; merge
-// combines two sets exactly (Chan et al.), so a reduction can take exact
-// statistics per chunk (two passes over a chunk in cache) and merge them.
-template <typename T>
-struct MeanM2 {
-  T count = 0, mean = 0, m2 = 0;
-  AK_HD void merge(T n, T chunk_mean, T chunk_m2) {
-    if (n == T(0)) return;
-    const T total = count + n, delta = chunk_mean - mean;
-    mean += delta * (n / total);
-    m2 += chunk_m2 + delta * delta * (count * n / total);
-    count = total;
-  }
-};
 
 // denom = 4 (S / (H*W - 1) + e_lambda), as upstream orders it.
 template <typename T>

@@ -19,109 +19,30 @@
 
 #include "../common/dispatch.h"
 #include "../common/simam.h"
+#include "fast_sigmoid.h"
 #include "isa.h"
+#include "plane_stats.h"
 #include "tasks.h"
 
 namespace attnkernels {
 namespace {
 
-constexpr int64_t kPlaneChunk = 512;  // NCHW: positions per chunk of one plane
-constexpr int64_t kPixelChunk = 64;   // channels_last: positions per chunk of a channel block
-
-// The per-(n, c) reduction of one pass over x (and dy): for each chunk of
-// positions, f.chunk(values) gives what the chunk adds; f.finish(b, c)
-// stores. Forward: Stats; backward: GradSums.
-template <typename scalar_t>
-struct Stats {
-  using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t* x;
+// SimAM's statistics: mean and denom per (n, c).
+template <typename acc_t>
+struct SimAMStore {
   int64_t HW;
   double e_lambda;
   acc_t *mean, *denom;
-
-  // Exact statistics of n values v(i), then merged into s.
-  template <typename V>
-  static void add_chunk(MeanM2<acc_t>& s, int64_t n, const V& v) {
-    const acc_t m = lane_sum<acc_t>(n, v) / static_cast<acc_t>(n);
-    const acc_t m2 = lane_sum<acc_t>(n, [&](int64_t i) {
-      const acc_t d = v(i) - m;
-      return d * d;
-    });
-    s.merge(static_cast<acc_t>(n), m, m2);
-  }
-  void store(int64_t nc, const MeanM2<acc_t>& s) const {
+  void operator()(int64_t nc, const MeanM2<acc_t>& s) const {
     mean[nc] = s.mean;
     denom[nc] = simam_denom(s.m2, HW, e_lambda);
   }
-  ATTNKERNELS_INLINE void plane(int64_t b, int64_t c, int64_t C, const Prefetch& pf) const {
-    const scalar_t* p = x + (b * C + c) * HW;
-    MeanM2<acc_t> s;
-    for (int64_t i0 = 0; i0 < HW; i0 += kPlaneChunk) {
-      const int64_t n = std::min(kPlaneChunk, HW - i0);
-      const scalar_t* q = p + i0;
-      pf.span_ahead(q, n);
-      add_chunk(s, n, [&](int64_t i) { return static_cast<acc_t>(q[i]); });
-    }
-    store(b * C + c, s);
-  }
-  ATTNKERNELS_INLINE void block(int64_t b, int64_t c0, int64_t c1, int64_t C) const {
-    const int64_t nc = c1 - c0;
-    MeanM2<acc_t> s[kBlockC];
-    acc_t m[kBlockC], m2[kBlockC];
-    const scalar_t* base = x + b * C * HW + c0;
-    for (int64_t p0 = 0; p0 < HW; p0 += kPixelChunk) {
-      const int64_t n = std::min(kPixelChunk, HW - p0);
-      std::fill(m, m + nc, acc_t(0));
-      std::fill(m2, m2 + nc, acc_t(0));
-      for (int64_t p = p0; p < p0 + n; ++p)
-        for (int64_t c = 0; c < nc; ++c) m[c] += static_cast<acc_t>(base[p * C + c]);
-      for (int64_t c = 0; c < nc; ++c) m[c] /= static_cast<acc_t>(n);
-      for (int64_t p = p0; p < p0 + n; ++p)
-        for (int64_t c = 0; c < nc; ++c) {
-          const acc_t d = static_cast<acc_t>(base[p * C + c]) - m[c];
-          m2[c] += d * d;
-        }
-      for (int64_t c = 0; c < nc; ++c) s[c].merge(static_cast<acc_t>(n), m[c], m2[c]);
-    }
-    for (int64_t c = 0; c < nc; ++c) store(b * C + c0 + c, s[c]);
-  }
 };
-
-// The gate s = sigmoid(d / denom + 0.5), written so that the compiler
-// vectorises the loops that call it (std::exp is a library call per element
-// that no loop vectorises: it made the passes compute-bound). For float,
-// exp(-z) is Cephes' expf: range reduction by ln 2 in two parts, a degree-6
-// polynomial, 2^n put in the exponent bits; s is within 2.5 ulp of the
-// float64 value for every float z >= -87 (checked exhaustively), and z is
-// clamped to [-87, 87], where exp(-z) stays normal (beyond, s is 1, or below
-// 2e-38). NaN (a 1x1 map) passes through. The selects are bit masks: a float
-// compare may trap on NaN, so the compiler would keep it a branch.
-// Double keeps std::exp (float64 runs are for checking).
-ATTNKERNELS_INLINE float simam_sigmoid(float z) {
-  const int32_t zb = std::bit_cast<int32_t>(z), mag = zb & 0x7FFFFFFF;
-  constexpr int32_t k87 = 0x42AE0000;  // 87.0f
-  const int32_t inside = -static_cast<int32_t>(mag < k87);  // all ones or zero: a select without a branch
-  const float x = -std::bit_cast<float>((zb & inside) | (((zb & INT32_MIN) | k87) & ~inside));
-  const float t = x * 1.44269504088896341f + 12582912.0f;  // round(x / ln 2) in t's low bits
-  const float n = t - 12582912.0f;
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  const int32_t two_n = (std::bit_cast<int32_t>(t) - 0x4B400000 + 127) << 23;  // 2^n
-  const float s = 1.0f / (1.0f + p * std::bit_cast<float>(two_n));
-  const int32_t nan = -static_cast<int32_t>(mag > 0x7F800000);
-  return std::bit_cast<float>((zb & nan) | (std::bit_cast<int32_t>(s) & ~nan));  // NaN stays
-}
 
 template <typename T>
 ATTNKERNELS_INLINE T gate(T dev, T den) {
   if constexpr (std::is_same_v<T, float>) {
-    return simam_sigmoid(dev * dev / den + 0.5f);
+    return fast_sigmoid(dev * dev / den + 0.5f);
   } else {
     return simam_gate(dev, den);
   }
@@ -230,7 +151,7 @@ ATTNKERNELS_INLINE void apply_span(const scalar_t* x, const scalar_t* dy, scalar
   }
 }
 
-// The reduction (pass: Stats or GradSums), finish(nc) (the per-(n, c) values
+// The reduction (pass: PlaneStats or GradSums), finish(nc) (the per-(n, c) values
 // the apply reads, from the reduction's), and the apply. NCHW: plane by plane,
 // the apply right after the plane's reduction, while the plane is in cache
 // (x and dy read once from memory). channels_last: the reduction over
@@ -288,7 +209,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> simam_forward_cpu(const at::Tenso
     const scalar_t* xp = x.data_ptr<scalar_t>();
     acc_t* mean = out.mean.data_ptr<acc_t>();
     acc_t* denom = out.denom.data_ptr<acc_t>();
-    reduce_and_apply<false>(g, Stats<scalar_t>{xp, g.H * g.W, e_lambda, mean, denom},
+    reduce_and_apply<false>(g,
+                            PlaneStats<scalar_t, SimAMStore<acc_t>>{
+                                xp, g.H * g.W, SimAMStore<acc_t>{g.H * g.W, e_lambda, mean, denom}},
                             [](int64_t) {}, xp, static_cast<const scalar_t*>(nullptr),
                             out.y.data_ptr<scalar_t>(),
                             PlaneValues<acc_t>{mean, denom, nullptr, nullptr, nullptr});

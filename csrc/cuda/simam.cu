@@ -4,7 +4,7 @@
 // squared deviations, merged across the block in a fixed tree) -> apply: two
 // launches. Backward: sums A and B and the per-(n, c) coefficients (one read
 // of dy and x) -> apply: two launches. A block covers one (n, c) plane (NCHW)
-// or kSimAMTileC channels of one sample (channels_last: lane = channel, the
+// or kPlaneTileC channels of one sample (channels_last: lane = channel, the
 // reads coalesced). No atomics; deterministic.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -13,71 +13,24 @@
 #include "../common/cuda_utils.cuh"
 #include "../common/dispatch.h"
 #include "../common/simam.h"
+#include "plane_stats.cuh"
 
 namespace attnkernels {
 namespace {
 
-constexpr int kSimAMThreads = 256;
 constexpr int kSimAMApplyThreads = 256;
-constexpr int kSimAMTileC = 32;
 
-// The block's geometry: kCL (channels_last): kSimAMTileC channels, one per lane,
-// kSimAMThreads / kSimAMTileC rows of positions; NCHW: one channel, every thread a row.
-template <bool kCL>
-struct PlaneBlock {
-  static constexpr int kLanesC = kCL ? kSimAMTileC : 1;
-  static constexpr int kRows = kSimAMThreads / kLanesC;
-  int64_t b, c, row, offset, step;  // element p of the thread's channel: offset + p * step
-  bool valid;
-  __device__ PlaneBlock(int64_t C, int64_t HW) {
-    b = blockIdx.y;
-    c = static_cast<int64_t>(blockIdx.x) * kLanesC + threadIdx.x % kLanesC;
-    row = threadIdx.x / kLanesC;
-    valid = c < C;
-    offset = kCL ? b * C * HW + c : (b * C + c) * HW;
-    step = kCL ? C : 1;
+// SimAM's statistics: mean and denom per (n, c).
+template <typename acc_t>
+struct SimAMStore {
+  int64_t HW;
+  double e_lambda;
+  acc_t *mean, *denom;
+  __device__ void operator()(int64_t nc, const MeanM2<acc_t>& s) const {
+    mean[nc] = s.mean;
+    denom[nc] = simam_denom(s.m2, HW, e_lambda);
   }
 };
-
-// Statistics: mean and denom per (n, c).
-template <bool kCL, typename scalar_t, typename acc_t>
-__global__ void simam_stats_kernel(const scalar_t* __restrict__ x, int64_t C, int64_t HW,
-                                   double e_lambda, acc_t* __restrict__ mean,
-                                   acc_t* __restrict__ denom) {
-  using Block = PlaneBlock<kCL>;
-  AK_SHARED(acc_t, s_count, [kSimAMThreads]);
-  AK_SHARED(acc_t, s_mean, [kSimAMThreads]);
-  AK_SHARED(acc_t, s_m2, [kSimAMThreads]);
-  const Block pb(C, HW);
-  MeanM2<acc_t> s;
-  if (pb.valid) {
-    for (int64_t p = pb.row; p < HW; p += Block::kRows) {  // Welford, one value at a time
-      const acc_t v = static_cast<acc_t>(x[pb.offset + p * pb.step]);
-      s.count += acc_t(1);
-      const acc_t delta = v - s.mean;
-      s.mean += delta / s.count;
-      s.m2 += delta * (v - s.mean);
-    }
-  }
-  s_count[threadIdx.x] = s.count;
-  s_mean[threadIdx.x] = s.mean;
-  s_m2[threadIdx.x] = s.m2;
-  // Merge the rows pairwise, row r with row r + half: a fixed tree.
-  for (int half = Block::kRows / 2; half > 0; half /= 2) {
-    __syncthreads();
-    if (pb.row < half) {
-      const int other = threadIdx.x + half * Block::kLanesC;
-      s.merge(s_count[other], s_mean[other], s_m2[other]);
-      s_count[threadIdx.x] = s.count;
-      s_mean[threadIdx.x] = s.mean;
-      s_m2[threadIdx.x] = s.m2;
-    }
-  }
-  if (pb.row == 0 && pb.valid) {
-    mean[pb.b * C + pb.c] = s.mean;
-    denom[pb.b * C + pb.c] = simam_denom(s.m2, HW, e_lambda);
-  }
-}
 
 // Backward sums A = sum t (x - mean), B = sum t d per (n, c), then the
 // coefficients of the apply: coefs (N, C, 3) = (k1, k2, k3).
@@ -88,8 +41,8 @@ __global__ void simam_grad_sums_kernel(const scalar_t* __restrict__ x,
                                        const acc_t* __restrict__ denom, int64_t C, int64_t HW,
                                        acc_t* __restrict__ coefs) {
   using Block = PlaneBlock<kCL>;
-  AK_SHARED(acc_t, s_a, [kSimAMThreads]);
-  AK_SHARED(acc_t, s_b, [kSimAMThreads]);
+  AK_SHARED(acc_t, s_a, [kPlaneThreads]);
+  AK_SHARED(acc_t, s_b, [kPlaneThreads]);
   const Block pb(C, HW);
   acc_t a = 0, b = 0, mu = 0, den = 1;
   if (pb.valid) {
@@ -146,11 +99,6 @@ __global__ void simam_apply_kernel(const scalar_t* __restrict__ x, const scalar_
   }
 }
 
-template <bool kCL>
-dim3 plane_grid(int64_t B, int64_t C) {
-  return dim3(ceil_div(C, PlaneBlock<kCL>::kLanesC), static_cast<unsigned int>(B));
-}
-
 template <bool kGrad, typename scalar_t, typename acc_t>
 void launch_apply(const at::Tensor& x, const scalar_t* dy, const acc_t* mean, const acc_t* denom,
                   const acc_t* coefs, at::Tensor& out, cudaStream_t stream) {
@@ -170,21 +118,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> simam_forward_cuda(const at::Tens
   AK_DEVICE_GUARD(x);
   SimAMForwardOutputs out = simam_forward_outputs(x);
   if (x.numel() == 0) return {out.y, out.mean, out.denom};
-  const int64_t B = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
-  const bool cl = is_channels_last(x);
+  const int64_t HW = x.size(2) * x.size(3);
   const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(x, "simam_forward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* xp = x.data_ptr<scalar_t>();
     acc_t* mean = out.mean.data_ptr<acc_t>();
     acc_t* denom = out.denom.data_ptr<acc_t>();
-    if (cl)
-      AK_LAUNCH(plane_grid<true>(B, C), kSimAMThreads, 0, stream, simam_stats_kernel<true, scalar_t, acc_t>)(
-          xp, C, HW, e_lambda, mean, denom);
-    else
-      AK_LAUNCH(plane_grid<false>(B, C), kSimAMThreads, 0, stream, simam_stats_kernel<false, scalar_t, acc_t>)(
-          xp, C, HW, e_lambda, mean, denom);
-    AK_LAUNCH_CHECK();
+    launch_plane_stats<scalar_t, acc_t>(x, SimAMStore<acc_t>{HW, e_lambda, mean, denom}, stream);
     launch_apply<false, scalar_t, acc_t>(x, nullptr, mean, denom, nullptr, out.y, stream);
   });
   return {out.y, out.mean, out.denom};
@@ -208,10 +148,10 @@ at::Tensor simam_backward_cuda(const at::Tensor& dy, const at::Tensor& x, const 
     const acc_t* dp = denom.data_ptr<acc_t>();
     acc_t* kp = coefs.data_ptr<acc_t>();
     if (cl)
-      AK_LAUNCH(plane_grid<true>(B, C), kSimAMThreads, 0, stream, simam_grad_sums_kernel<true, scalar_t, acc_t>)(
+      AK_LAUNCH(plane_grid<true>(B, C), kPlaneThreads, 0, stream, simam_grad_sums_kernel<true, scalar_t, acc_t>)(
           xp, dyp, mp, dp, C, HW, kp);
     else
-      AK_LAUNCH(plane_grid<false>(B, C), kSimAMThreads, 0, stream, simam_grad_sums_kernel<false, scalar_t, acc_t>)(
+      AK_LAUNCH(plane_grid<false>(B, C), kPlaneThreads, 0, stream, simam_grad_sums_kernel<false, scalar_t, acc_t>)(
           xp, dyp, mp, dp, C, HW, kp);
     AK_LAUNCH_CHECK();
     launch_apply<true, scalar_t, acc_t>(x, dyp, mp, dp, kp, dx, stream);
