@@ -91,7 +91,6 @@ def _try_convert(module: nn.Module):
 # Attention modules of kinds with no fused kernel yet, by class name.
 _UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"), (r"^GAM(_?Attention)?$", "GAM"),
                       (r"^EMA(_?(Module|Attention))?$", "EMA"),
-                      (r"^(SK|SKConv|SKAttention|SelectiveKernel\w*)$", "Selective Kernel"),
                       (r"^CoT(Attention)?$", "CoT"), (r"^(DANet|DAHead|PAM_?Module|CAM_?Module)$",
                                                      "DANet"),
                       (r"^BiLevelRoutingAttention", "BiFormer routing attention"),

@@ -8,7 +8,17 @@ CUDA) take from each family, gathered from its test file
   TRITON_TILE_SHAPES  "<family>_<name>" -> a shape whose Triton launches cross
                       every tile (TRITON_TILE_SHAPES)
   TWO_RUNS            family -> (a module maker, its C) (TWO_RUNS)
-  FORWARD_OP_CASES    family -> forward_op_case(backend, x, w): (op, args)"""
+  FORWARD_OP_CASES    family -> forward_op_case(backend, x, w): (op, args), or
+                      None where the forward op returns y alone
+  LIBRARY_LAYERS      family -> why, for the families whose modules run library
+                      layers (convolutions, BatchNorm) around the fused passes
+                      (LIBRARY_LAYERS, optional): x meets those first (a
+                      non-dense x is theirs to take), under torch.compile the
+                      upstream twin is compiled too, and training-mode cases
+                      over a few values per channel take the nudged budget
+  BATCH_NORM_VALUES   family -> (module, shape) -> the fewest values one of the
+                      module's BatchNorms normalises per channel in training,
+                      where that is not N * H * W (BATCH_NORM_VALUES, optional)"""
 import importlib
 
 from attnkernels.families import FAMILIES
@@ -22,3 +32,7 @@ TRITON_TILE_SHAPES = {f"{family}_{name}": shape for family, t in _FILES.items()
                       for name, shape in t.TRITON_TILE_SHAPES.items()}
 TWO_RUNS = {family: t.TWO_RUNS for family, t in _FILES.items()}
 FORWARD_OP_CASES = {family: t.forward_op_case for family, t in _FILES.items()}
+LIBRARY_LAYERS = {family: t.LIBRARY_LAYERS for family, t in _FILES.items()
+                  if hasattr(t, "LIBRARY_LAYERS")}
+BATCH_NORM_VALUES = {family: t.BATCH_NORM_VALUES for family, t in _FILES.items()
+                     if hasattr(t, "BATCH_NORM_VALUES")}

@@ -180,8 +180,7 @@ def test_gradcheck(backend, device, spatial_input, channel_pool, first_max, bn, 
             spatial_input=spatial_input, bn=bn, bn_weight=bw, bn_bias=bb, training=True,
             first_max=first_max, backend=backend)
 
-    assert torch.autograd.gradcheck(f, (x, w1, b1, w2, b2, cw, cb, bw, bb), eps=1e-6, atol=1e-6,
-                                    rtol=1e-4)
+    assert utils.gradcheck(f, (x, w1, b1, w2, b2, cw, cb, bw, bb), backend, device)
 
 
 @pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")

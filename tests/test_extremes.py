@@ -5,7 +5,7 @@ import pytest
 import torch
 
 
-from flavours import FLAVOURS
+from flavours import FLAVOURS, LIBRARY_LAYERS
 from utils import HAS_CPU, assert_module_matches_reference
 
 pytestmark = pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
@@ -63,8 +63,10 @@ def test_a_channel_of_minus_inf(flavour):
 def test_one_and_4096_channels(flavour, shape):
     fused, _ = _pair(flavour, shape[1])
     fused.train()
+    # library BatchNorms inside the module normalise 2 to 12 values per channel here
+    why = LIBRARY_LAYERS.get(flavour.split("_")[0])
     assert_module_matches_reference(fused, lambda f: f.reference_module(), torch.float32,
-                                    torch.contiguous_format, shape, "cpu")
+                                    torch.contiguous_format, shape, "cpu", why_nudged=why)
 
 
 def test_reduced_width_one():

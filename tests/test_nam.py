@@ -91,10 +91,10 @@ def test_gradcheck(backend, device, fmt, training):
     bias = torch.randn(3, dtype=torch.float64, device=device, requires_grad=True)
     running = None if training else torch.randn(3, dtype=torch.float64, device=device)
     running_var = None if training else torch.rand(3, dtype=torch.float64, device=device) + 0.5
-    assert torch.autograd.gradcheck(
+    assert utils.gradcheck(
         lambda x, b: F.nam_channel_attention(x, weight, b, running, running_var, training,
                                              backend=backend),
-        (x, bias), eps=1e-6, atol=1e-6, rtol=1e-4)
+        (x, bias), backend, device)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

@@ -62,8 +62,8 @@ test_matches_reference = utils.flavour_matrix_test(FLAVOURS, SHAPES)
 def test_gradcheck(backend, device, fmt, e_lambda):
     x = torch.randn(2, 3, 3, 4, dtype=torch.float64, device=device)
     x = x.to(memory_format=FORMATS[fmt]).requires_grad_()
-    assert torch.autograd.gradcheck(lambda x: F.simam_attention(x, e_lambda, backend=backend), (x,),
-                                    eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert utils.gradcheck(lambda x: F.simam_attention(x, e_lambda, backend=backend), (x,),
+                           backend, device)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

@@ -73,8 +73,9 @@ def y_backward(backward):
 def autograd_records(tensors) -> bool:
     """Whether autograd records an op on these arguments (torch.library's
     condition for running the op's autograd): grad mode on and some tensor
-    requiring grad."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    requiring grad (a list argument's tensors included)."""
+    flat = (u for t in tensors for u in (t if isinstance(t, (list, tuple)) else (t,)))
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in flat)
 
 
 def call_forward(op, tensors, *rest):

@@ -99,19 +99,6 @@ struct GradSums {
   }
 };
 
-// The per-(n, c) reduction pass: planes (NCHW) or (sample, channel block) tasks.
-template <typename Pass>
-void reduce(const Geometry& g, const Pass& pass) {
-  for_tasks(
-      g,
-      [&](int64_t b, int64_t c) {
-        with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA { pass.plane(b, c, g.C, g.pf); });
-      },
-      [&](int64_t b, int64_t c0, int64_t c1) {
-        with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA { pass.block(b, c0, c1, g.C); });
-      });
-}
-
 // n elements of x (and dy) from i0 into out, element j of channel c0 + j * c_step:
 // y = x s, or with kGrad dx = dy s + a g - k2 (x - mean) - k3.
 template <bool kGrad, typename scalar_t>
@@ -199,7 +186,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> nam_forward_cpu(
     acc_t* invstd = out.invstd.data_ptr<acc_t>();
     if (batch) {
       std::vector<acc_t> m(g.B * C), m2(g.B * C);
-      reduce(g, PlaneStats<scalar_t, MeanM2Store<acc_t>>{xp, HW, {m.data(), m2.data()}});
+      run_plane_pass(g, PlaneStats<scalar_t, MeanM2Store<acc_t>>{xp, HW, {m.data(), m2.data()}});
       acc_t* var = out.var.data_ptr<acc_t>();
       for (int64_t c = 0; c < C; ++c) {
         const NAMBatchStats<acc_t> s(m.data(), m2.data(), g.B, C, c, HW, eps);
@@ -235,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nam_backward_cpu(
       const Folded<acc_t> f(mean.data_ptr<acc_t>(), is, gm, beta.data_ptr<acc_t>(), C);
       ChannelValues<acc_t> cv{f.mean.data(), f.a.data(), f.b.data(), nullptr, nullptr};
       std::vector<acc_t> s1(g.B * C), s2(g.B * C), k2(C), k3(C);
-      reduce(g, GradSums<scalar_t>{xp, dyp, HW, cv, s1.data(), s2.data()});
+      run_plane_pass(g, GradSums<scalar_t>{xp, dyp, HW, cv, s1.data(), s2.data()});
       acc_t* dg = dgamma.data_ptr<acc_t>();
       acc_t* db = dbeta.data_ptr<acc_t>();
       for (int64_t c = 0; c < C; ++c) {

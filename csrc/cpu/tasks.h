@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "channel_gate.h"
+#include "isa.h"
 
 namespace attnkernels {
 namespace {
@@ -146,6 +147,21 @@ void for_tasks(const Geometry& g, const Plane& plane, const Block& block) {
       }
     });
   }
+}
+
+// pass.plane(b, c, C, pf) or pass.block(b, c0, c1, C) over for_tasks' tasks,
+// each at the widest instruction set (isa.h): the per-(n, c) reductions of
+// NAM and Selective Kernel.
+template <typename Pass>
+void run_plane_pass(const Geometry& g, const Pass& pass) {
+  for_tasks(
+      g,
+      [&](int64_t b, int64_t c) {
+        with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA { pass.plane(b, c, g.C, g.pf); });
+      },
+      [&](int64_t b, int64_t c0, int64_t c1) {
+        with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA { pass.block(b, c0, c1, g.C); });
+      });
 }
 
 // A strip (N, C, len) as (N, len, C), contiguous: channels_last reads it per position.
