@@ -27,6 +27,7 @@ NETWORKS = {
     "coord_resnet50": lambda: timm.create_model("resnet50", block_args=dict(attn_layer="coord")),
     "triplet_resnet50": lambda: timm.create_model("resnet50",
                                                   block_args=dict(attn_layer=triplet_layer)),
+    "skresnet18": lambda: timm.create_model("skresnet18"),
     "tv_efficientnet_b0": lambda: torchvision.models.efficientnet_b0(),
     "tv_mobilenet_v3_large": lambda: torchvision.models.mobilenet_v3_large(),
 }
@@ -36,7 +37,8 @@ ATTENTION_CLASSES = (
     timm.layers.SEModule, timm.layers.EffectiveSEModule, timm.layers.EcaModule,
     timm.layers.CecaModule, timm.layers.cbam.CbamModule, timm.layers.cbam.LightCbamModule,
     timm.layers.coord_attn.CoordAttn, timm.models._efficientnet_blocks.SqueezeExcite,
-    timm.models.senet.SEModule, torchvision.ops.SqueezeExcitation, ref.TripletAttention)
+    timm.models.senet.SEModule, torchvision.ops.SqueezeExcitation, ref.TripletAttention,
+    timm.layers.SelectiveKernel)
 
 
 def attention_paths(model: nn.Module):
