@@ -113,39 +113,46 @@ struct SelectGrad {
   }
 };
 
-// y = sum_k a_k branch_k, a row at a time (for_elements).
+// y = sum_k a_k branch_k, a row at a time (for_elements), in chunks of kChunk
+// elements: a branch at a time into an acc_t buffer (the loops vectorise).
 template <typename scalar_t>
 struct SelectApply {
   using acc_t = at::opmath_type<scalar_t>;
+  static constexpr int64_t kChunk = 256;
   BranchPtrs<scalar_t> f;
   const acc_t* a;
   scalar_t* y;
   int64_t K, C, H, W;
 
-  ATTNKERNELS_INLINE void row_nchw(int64_t b, int64_t c, int64_t h) const {
-    const int64_t off = ((b * C + c) * H + h) * W;
-    acc_t ak[kSKMaxBranches];
-    for (int64_t k = 0; k < K; ++k) ak[k] = a[(b * K + k) * C + c];
+  // n elements from off; branch k's weight: ak[k * astep], or with kPerChannel
+  // (channels_last rows) ak[k * astep + j] for element j.
+  template <bool kPerChannel>
+  ATTNKERNELS_INLINE void span(int64_t off, int64_t n, const acc_t* ak, int64_t astep) const {
     with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA {
-      scalar_t* __restrict__ yp = y + off;
-      for (int64_t w = 0; w < W; ++w) {
-        acc_t v = ak[0] * static_cast<acc_t>(f.p[0][off + w]);
-        for (int64_t k = 1; k < K; ++k) v += ak[k] * static_cast<acc_t>(f.p[k][off + w]);
-        yp[w] = static_cast<scalar_t>(v);
+      acc_t buf[kChunk];
+      for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+        const int64_t m = std::min(kChunk, n - j0);
+        for (int64_t k = 0; k < K; ++k) {
+          const scalar_t* __restrict__ fk = f.p[k] + off + j0;
+          const acc_t* __restrict__ wk = ak + k * astep + (kPerChannel ? j0 : 0);
+          if (k == 0) {
+            for (int64_t j = 0; j < m; ++j)
+              buf[j] = wk[kPerChannel ? j : 0] * static_cast<acc_t>(fk[j]);
+          } else {
+            for (int64_t j = 0; j < m; ++j)
+              buf[j] += wk[kPerChannel ? j : 0] * static_cast<acc_t>(fk[j]);
+          }
+        }
+        scalar_t* __restrict__ yp = y + off + j0;
+        for (int64_t j = 0; j < m; ++j) yp[j] = static_cast<scalar_t>(buf[j]);
       }
     });
   }
+  ATTNKERNELS_INLINE void row_nchw(int64_t b, int64_t c, int64_t h) const {
+    span<false>(((b * C + c) * H + h) * W, W, a + b * K * C + c, C);
+  }
   ATTNKERNELS_INLINE void row_nhwc(int64_t b, int64_t h, int64_t w) const {
-    const int64_t off = ((b * H + h) * W + w) * C;
-    const acc_t* ab = a + b * K * C;
-    with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA {
-      scalar_t* __restrict__ yp = y + off;
-      for (int64_t c = 0; c < C; ++c) {
-        acc_t v = ab[c] * static_cast<acc_t>(f.p[0][off + c]);
-        for (int64_t k = 1; k < K; ++k) v += ab[k * C + c] * static_cast<acc_t>(f.p[k][off + c]);
-        yp[c] = static_cast<scalar_t>(v);
-      }
-    });
+    span<true>(((b * H + h) * W + w) * C, C, a + b * K * C, C);
   }
 };
 
