@@ -109,7 +109,7 @@ class AttentionZoo(nn.Module):
                      timm.layers.CecaModule(c), timm.layers.cbam.CbamModule(c),
                      ref.OfficialCBAM(c, 4), timm.layers.coord_attn.CoordAttn(c),
                      ref.CoordAtt(c, c), ref.TripletAttention(), ref.SimAMModule(c),
-                     ref.Channel_Att(c), ref.SKAttention(c, kernels=[1, 3], group=c, L=8)]
+                     ref.Channel_Att(c)]
         layers = [nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
         for a in attention:
             layers += [nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), a]

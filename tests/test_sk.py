@@ -309,6 +309,19 @@ def test_timm_builds_fused_skresnet():
     torch.testing.assert_close(fused(x), original(x))
 
 
+@pytest.mark.skipif(not HAS_CPU, reason="no C++ extension")
+def test_torch_export_keeps_the_fused_ops_with_a_dynamic_batch():
+    m = SHARED_FLAVOURS["seed"](8).eval()
+    x = torch.randn(2, 8, 9, 7)
+    program = torch.export.export(m, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert {"attnkernels.sk_pool.default", "attnkernels.sk_forward.default"} <= targets
+    for batch in (2, 3):
+        xb = torch.randn(batch, 8, 9, 7)
+        with torch.no_grad():
+            assert torch.equal(program.module()(xb), m(xb))
+
+
 class SKCopy(nn.Module):
     """Seed 002's SKAttention pasted into a project under another name."""
 
