@@ -98,7 +98,9 @@ def exact_hardsigmoids(model: nn.Module) -> nn.Module:
 
 class AttentionZoo(nn.Module):
     """A small CNN with one module of every family and main flavour, each after
-    a conv-BN-ReLU: the network for the compile, autocast, DDP and export tests."""
+    a conv-BN-ReLU: the network for the compile, autocast, DDP and export tests.
+    Selective Kernel, whose module holds its own convolutions and BatchNorms
+    (a network of its own), is tested alone (tests/test_sk.py)."""
 
     def __init__(self, channels: int = 32, classes: int = 10):
         super().__init__()
