@@ -257,14 +257,7 @@ def test_convert_nam_flavours_same_outputs_gradients_and_statistics(training):
     assert fused.blocks[0].bn2 is bn  # adopted, not rebuilt
     x = torch.randn(2, 3, 9, 7, dtype=torch.float64)
     dy = torch.randn(2, 8, 9, 7, dtype=torch.float64)
-    y_r, dx_r, dw_r = run_module(net, x, dy)
-    y_f, dx_f, dw_f = run_module(fused, x, dy)
-    torch.testing.assert_close(y_f, y_r)
-    torch.testing.assert_close(dx_f, dx_r)
-    for name in dw_r:
-        torch.testing.assert_close(dw_f[name], dw_r[name], msg=name)
-    for (name, a), b in zip(net.named_buffers(), fused.buffers()):
-        torch.testing.assert_close(b, a, msg=name)
+    utils.assert_converted_runs_like(net, fused, x, dy)
 
 
 _ISA_SCRIPT = """

@@ -125,6 +125,19 @@ def gradcheck(f, inputs, backend: str, device: str) -> bool:
     return torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=fast)
 
 
+def assert_converted_runs_like(net, fused, x, dy) -> None:
+    """A converted network (``fused``) against the original ``net`` (float64):
+    the same output, input and parameter gradients and buffers afterwards."""
+    y_r, dx_r, dw_r = run_module(net, x, dy)
+    y_f, dx_f, dw_f = run_module(fused, x, dy)
+    torch.testing.assert_close(y_f, y_r)
+    torch.testing.assert_close(dx_f, dx_r)
+    for name in dw_r:
+        torch.testing.assert_close(dw_f[name], dw_r[name], msg=name)
+    for (name, a), b in zip(net.named_buffers(), fused.buffers()):
+        torch.testing.assert_close(b, a, msg=name)
+
+
 def assert_same_runs(runs):
     """Every (y, dx, grads) of ``runs`` bitwise equal to the first."""
     y0, dx0, dw0 = runs[0]
