@@ -43,7 +43,7 @@ class Mutant:
 
     @property
     def id(self) -> str:
-        return f"{os.path.basename(self.path)}:{self.line}:{self.kind}"
+        return f"{os.path.relpath(self.path, 'attnkernels')}:{self.line}:{self.kind}"
 
 
 def mutants():
