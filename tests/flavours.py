@@ -14,8 +14,9 @@ CUDA) take from each family, gathered from its test file
                       layers (convolutions, BatchNorm) around the fused passes
                       (LIBRARY_LAYERS, optional): x meets those first (a
                       non-dense x is theirs to take), under torch.compile the
-                      upstream twin is compiled too, and training-mode cases
-                      over a few values per channel take the nudged budget
+                      upstream twin is compiled too, training-mode cases
+                      over a few values per channel take the nudged budget,
+                      and half-precision module cases are the test file's
   BATCH_NORM_VALUES   family -> (module, shape) -> the fewest values one of the
                       module's BatchNorms normalises per channel in training,
                       where that is not N * H * W (BATCH_NORM_VALUES, optional)"""

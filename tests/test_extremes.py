@@ -6,7 +6,7 @@ import torch
 
 
 from flavours import FLAVOURS, LIBRARY_LAYERS
-from utils import HAS_CPU, assert_module_matches_reference
+from utils import HAS_CPU, assert_module_matches_reference, family_of
 
 pytestmark = pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
 
@@ -64,7 +64,7 @@ def test_one_and_4096_channels(flavour, shape):
     fused, _ = _pair(flavour, shape[1])
     fused.train()
     # library BatchNorms inside the module normalise 2 to 12 values per channel here
-    why = LIBRARY_LAYERS.get(flavour.split("_")[0])
+    why = LIBRARY_LAYERS.get(family_of(flavour))
     assert_module_matches_reference(fused, lambda f: f.reference_module(), torch.float32,
                                     torch.contiguous_format, shape, "cpu", why_nudged=why)
 
