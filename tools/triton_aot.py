@@ -1,6 +1,6 @@
 """Compiles Triton kernels ahead of time for CUDA targets, with no GPU and no driver.
 
-    python tools/triton_aot.py SPECS.json [--targets 80 90] [--out REPORT.json]
+    python tools/triton_aot.py SPECS.json [--targets 80 90] [--out REPORT.json] [--jobs N]
 
 SPECS.json lists kernel specialisations as tests/test_triton_aot.py records
 them from real launches: {"module", "kernel", "signature": {arg: type},
@@ -64,39 +64,54 @@ def compile_spec(spec: dict, capability: int) -> dict:
     return {**resource_usage(kernel.asm["ptx"], capability), "shared": kernel.metadata.shared}
 
 
+def _compile_row(job) -> dict:
+    """One (spec, target)'s report row: its resources, or the error that stopped it."""
+    spec, cc = job
+    row = {**spec, "target": f"sm_{cc}"}
+    try:
+        row.update(compile_spec(spec, cc))
+        row["error"] = None
+    except Exception as e:  # noqa: BLE001  (every lowering error is a finding)
+        row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"
+    return row
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs")
     parser.add_argument("--targets", nargs="*", type=int, default=[80, 90])
     parser.add_argument("--out", default=None)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="compiler processes (LLVM and ptxas use one core each)")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         parser.error("unset TRITON_INTERPRET: the interpreter's kernels cannot be compiled")
     with open(args.specs) as f:
         specs = json.load(f)
-    rows, failures = [], 0
-    for spec in specs:
+    jobs = [(spec, cc) for spec in specs for cc in args.targets]
+    if args.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs) as pool:
+            rows = list(pool.map(_compile_row, jobs))
+    else:
+        rows = [_compile_row(job) for job in jobs]
+    failures = 0
+    for row in rows:  # a row is its spec plus the target and the results
+        spec = row
         consts = ",".join(f"{k}={v}" for k, v in sorted(spec["constexprs"].items()))
         types = ",".join(t if isinstance(t, str) else "(" + ",".join(t) + ")"
                          for t in spec["signature"].values() if t != "constexpr")
-        for cc in args.targets:
-            row = {**spec, "target": f"sm_{cc}"}
-            try:
-                row.update(compile_spec(spec, cc))
-                row["error"] = None
-            except Exception as e:  # noqa: BLE001  (every lowering error is a finding)
-                row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"
-            # float64 division is a ptxas subroutine whose call frame spills a few
-            # bytes on its slow path; float64 runs are for checking, not speed.
-            allowed = 16 if "*fp64" in json.dumps(spec["signature"]) else 0
-            spilled = row["error"] is None and max(row["spill_stores"], row["spill_loads"]) > allowed
-            failures += bool(row["error"] or spilled)
-            status = (row["error"] if row["error"] else
-                      f"{row['registers']} registers, {row['spill_stores']}/{row['spill_loads']} B "
-                      f"spilled/reloaded, {row['stack']} B stack, {row['shared']} B shared"
-                      + ("  SPILLS" if spilled else ""))
-            print(f"sm_{cc} {spec['kernel']}({types}; {consts}): {status}", flush=True)
-            rows.append(row)
+        # float64 division is a ptxas subroutine whose call frame spills a few
+        # bytes on its slow path; float64 runs are for checking, not speed.
+        allowed = 16 if "*fp64" in json.dumps(spec["signature"]) else 0
+        spilled = row["error"] is None and max(row["spill_stores"], row["spill_loads"]) > allowed
+        failures += bool(row["error"] or spilled)
+        status = (row["error"] if row["error"] else
+                  f"{row['registers']} registers, {row['spill_stores']}/{row['spill_loads']} B "
+                  f"spilled/reloaded, {row['stack']} B stack, {row['shared']} B shared"
+                  + ("  SPILLS" if spilled else ""))
+        print(f"{row['target']} {spec['kernel']}({types}; {consts}): {status}", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)

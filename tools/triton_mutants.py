@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,6 +110,8 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     parser.add_argument("--only", nargs="*", default=None, help="ids containing one of these")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per mutant")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="test runs at once (the interpreter uses about one core)")
     args = parser.parse_args(argv)
     todo = mutants()
     if args.only:
@@ -119,17 +122,19 @@ def main(argv=None) -> int:
         for m in todo:
             print(f"{m.id}\n  - {m.before.strip()}\n  + {m.after.strip()}")
         return 0
-    # the unmutated copy first: a failure there is not a catch
-    control = caught(Mutant(SOURCES[0], 1, "none", *([_first_line(SOURCES[0])] * 2)), args.timeout)
-    if control != "SURVIVED":
-        print(f"the unmutated copy does not pass its tests ({control})")
-        return 2
-    survived = []
-    for m in todo:
-        verdict = caught(m, args.timeout)
-        print(f"{verdict:9s} {m.id}  {m.after.strip()}", flush=True)
-        if verdict != "caught":
-            survived.append(m)
+    # the unmutated copy runs too: a failure there is not a catch
+    control = Mutant(SOURCES[0], 1, "none", *([_first_line(SOURCES[0])] * 2))
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:  # each run is its own process
+        verdicts = pool.map(lambda m: caught(m, args.timeout), [control] + todo)
+        control_verdict = next(verdicts)
+        if control_verdict != "SURVIVED":
+            print(f"the unmutated copy does not pass its tests ({control_verdict})")
+            return 2
+        survived = []
+        for m, verdict in zip(todo, verdicts):
+            print(f"{verdict:9s} {m.id}  {m.after.strip()}", flush=True)
+            if verdict != "caught":
+                survived.append(m)
     print(f"triton mutants: {len(todo) - len(survived)}/{len(todo)} caught")
     return 1 if survived else 0
 
