@@ -90,7 +90,6 @@ def _try_convert(module: nn.Module):
 
 # Attention modules of kinds with no fused kernel yet, by class name.
 _UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"), (r"^GAM(_?Attention)?$", "GAM"),
-                      (r"^EMA(_?(Module|Attention))?$", "EMA"),
                       (r"^CoT(Attention)?$", "CoT"), (r"^(DANet|DAHead|PAM_?Module|CAM_?Module)$",
                                                      "DANet"),
                       (r"^BiLevelRoutingAttention", "BiFormer routing attention"),

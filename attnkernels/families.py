@@ -5,10 +5,10 @@ public namespaces (attnkernels.nn, functional, reference), ``convert``, the
 timm integration and the benchmarks iterate ``FAMILIES``. Adding a family
 means its folder, its csrc files, its test file and a line here (see
 docs/architecture.md)."""
-from . import cbam, coord, eca, nam, se, simam, sk, triplet
+from . import cbam, coord, ema, eca, nam, se, simam, sk, triplet
 
 FAMILIES = (se.FAMILY, eca.FAMILY, cbam.FAMILY, coord.FAMILY, triplet.FAMILY, simam.FAMILY,
-            nam.FAMILY, sk.FAMILY)
+            nam.FAMILY, sk.FAMILY, ema.FAMILY)
 
 
 def exported(part: str) -> dict:

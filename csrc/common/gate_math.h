@@ -2,6 +2,7 @@
 // derivatives, shared by the CPU and CUDA kernels (codes in modes.h).
 #pragma once
 #include <cmath>
+#include <cstdint>
 
 #include "modes.h"
 
@@ -76,6 +77,30 @@ AK_HD T max_nan(T m, T v) {
 template <typename T>
 AK_HD bool is_max(T v, T m) {
   return v == m || (v != v && m != m);
+}
+
+// a[k * astep] = softmax over the K values l[k * step], the max
+// (NaN-propagating) subtracted first, as torch.softmax.
+template <typename T>
+AK_HD void softmax_over(const T* l, int64_t K, int64_t step, T* a, int64_t astep) {
+  T m = l[0];
+  for (int64_t k = 1; k < K; ++k) m = max_nan(m, l[k * step]);
+  T sum = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    a[k * astep] = std::exp(l[k * step] - m);
+    sum += a[k * astep];
+  }
+  for (int64_t k = 0; k < K; ++k) a[k * astep] /= sum;
+}
+
+// dlogits_k = a_k (g_k - sum_j a_j g_j): g_k at g[k * step], a_k and dl_k at
+// [k * astep].
+template <typename T>
+AK_HD void softmax_over_backward(const T* a, const T* g, int64_t K, int64_t step, T* dl,
+                                  int64_t astep) {
+  T dot = 0;
+  for (int64_t k = 0; k < K; ++k) dot += a[k * astep] * g[k * step];
+  for (int64_t k = 0; k < K; ++k) dl[k * astep] = a[k * astep] * (g[k * step] - dot);
 }
 
 }  // namespace attnkernels

@@ -51,30 +51,6 @@ inline at::Tensor sk_logits_acc(at::TensorList branches, const at::Tensor& logit
   return logits.to(accumulate_type(x)).contiguous();
 }
 
-// a[k * astep] = softmax over the K values l[k * step], the max
-// (NaN-propagating) subtracted first, as torch.softmax.
-template <typename T>
-AK_HD void sk_softmax(const T* l, int64_t K, int64_t step, T* a, int64_t astep) {
-  T m = l[0];
-  for (int64_t k = 1; k < K; ++k) m = max_nan(m, l[k * step]);
-  T sum = 0;
-  for (int64_t k = 0; k < K; ++k) {
-    a[k * astep] = std::exp(l[k * step] - m);
-    sum += a[k * astep];
-  }
-  for (int64_t k = 0; k < K; ++k) a[k * astep] /= sum;
-}
-
-// dlogits_k = a_k (g_k - sum_j a_j g_j): g_k at g[k * step], a_k and dl_k at
-// [k * astep].
-template <typename T>
-AK_HD void sk_softmax_backward(const T* a, const T* g, int64_t K, int64_t step, T* dl,
-                               int64_t astep) {
-  T dot = 0;
-  for (int64_t k = 0; k < K; ++k) dot += a[k * astep] * g[k * step];
-  for (int64_t k = 0; k < K; ++k) dl[k * astep] = a[k * astep] * (g[k * step] - dot);
-}
-
 // The branches' data pointers, by value (a CUDA kernel argument).
 template <typename scalar_t>
 struct BranchPtrs {

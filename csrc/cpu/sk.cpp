@@ -34,7 +34,8 @@ std::vector<acc_t> softmax_table(const at::Tensor& logits) {
   const acc_t* l = logits.data_ptr<acc_t>();
   std::vector<acc_t> a(B * K * C);
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < C; ++c) sk_softmax(l + b * K * C + c, K, C, a.data() + b * K * C + c, C);
+    for (int64_t c = 0; c < C; ++c)
+      softmax_over(l + b * K * C + c, K, C, a.data() + b * K * C + c, C);
   return a;
 }
 
@@ -213,7 +214,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> sk_backward_cpu(
           const int64_t o = b * K * g.C + c;
           double ak[kSKMaxBranches], dk[kSKMaxBranches];
           for (int64_t k = 0; k < K; ++k) ak[k] = a[o + k * g.C];
-          sk_softmax_backward(ak, gk.data() + o, K, g.C, dk, 1);
+          softmax_over_backward(ak, gk.data() + o, K, g.C, dk, 1);
           for (int64_t k = 0; k < K; ++k) d[o + k * g.C] = static_cast<acc_t>(dk[k]);
         }
     });

@@ -29,7 +29,7 @@ constexpr int kSKApplyThreads = 256;
 // guarding the work: the per-branch values stay in registers and the
 // branches' pointers are read at fixed offsets (no local-memory copies).
 
-// a[k] = softmax over k < K of l[k * C] (a[k] = 0 beyond): sk_softmax's order.
+// a[k] = softmax over k < K of l[k * C] (a[k] = 0 beyond): softmax_over's order.
 template <typename acc_t>
 __device__ __forceinline__ void softmax_regs(const acc_t* __restrict__ l, int K, int64_t C,
                                              acc_t (&a)[kSKMaxBranches]) {

@@ -1,0 +1,361 @@
+// EMA on the CPU (semantics in csrc/schemas/ema_schema.cpp).
+//
+// One task per group (b, G): a group's x_g and x2_g are g * H * W values
+// (8 x 56 x 56 floats: 100 KB), so after the first read of each the task's
+// later sweeps find them in cache. Forward: the strip means, the 1x1 conv and
+// gates, the statistics of z (two sweeps: mean, then the centred sum of
+// squares), the mean of x2, then per pixel the weight and y = x * s: x and
+// x2 read from memory once each, y written once. Backward: dw = s (1 - s)
+// sum_c dy x per pixel, the per-channel sums of dw * x2 and dw * xhat, the
+// strip sums of dz * x * gate, then dx and dx2 written once each. The
+// parameter gradients are per-group partials summed in group order, so no
+// result depends on the thread count. Sums accumulate in double.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+#include "../common/dispatch.h"
+#include "../common/ema.h"
+#include "../common/gate_math.h"
+#include "../common/outputs.h"
+
+namespace attnkernels {
+namespace {
+
+// Where element (k, i, j) of a group lies: a group's base offset plus strides.
+struct Strides {
+  int64_t c, h, w;
+  explicit Strides(const at::Tensor& t) : c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
+  int64_t at(int64_t k, int64_t i, int64_t j) const { return k * c + i * h + j * w; }
+};
+
+struct Shape {
+  int64_t B, G, g, H, W;
+  Shape(const at::Tensor& x, int64_t groups)
+      : B(x.size(0)), G(groups), g(x.size(1) / groups), H(x.size(2)), W(x.size(3)) {}
+  int64_t HW() const { return H * W; }
+  int64_t T() const { return H + W; }
+};
+
+template <typename scalar_t>
+struct Forward {
+  using acc_t = at::opmath_type<scalar_t>;
+  Shape s;
+  const scalar_t* x;
+  const scalar_t* x2;
+  scalar_t* y;
+  Strides sx, sx2;
+  int64_t x_bstride, x_cstride, x2_nstride;
+  const acc_t *w1, *b1, *gw, *gb;
+  double eps;
+  acc_t *strips, *gates, *stats, *smap;
+
+  void group(int64_t n, std::vector<double>& buf) const {
+    const int64_t g = s.g, H = s.H, W = s.W, T = s.T(), HW = s.HW();
+    const scalar_t* xg = x + (n / s.G) * x_bstride + (n % s.G) * g * x_cstride;
+    const scalar_t* x2g = x2 + n * x2_nstride;
+    scalar_t* yg = y + (n / s.G) * x_bstride + (n % s.G) * g * x_cstride;
+    acc_t* st = strips + n * g * T;
+    acc_t* ga = gates + n * g * T;
+    acc_t* mu = stats + n * 4 * g;
+    acc_t *rstd = mu + g, *x11 = mu + 2 * g, *x21 = mu + 3 * g;
+    acc_t* sp = smap + n * HW;
+    buf.assign(W + HW, 0.0);
+    double* colsum = buf.data();
+    double* wsum = buf.data() + W;
+    // strip means: over W per row (into st[k, i]), over H per column (st[k, H + j])
+    for (int64_t k = 0; k < g; ++k) {
+      std::fill(colsum, colsum + W, 0.0);
+      for (int64_t i = 0; i < H; ++i) {
+        double r = 0;
+        for (int64_t j = 0; j < W; ++j) {
+          const double v = static_cast<double>(xg[sx.at(k, i, j)]);
+          r += v;
+          colsum[j] += v;
+        }
+        st[k * T + i] = static_cast<acc_t>(r / static_cast<double>(W));
+      }
+      for (int64_t j = 0; j < W; ++j)
+        st[k * T + H + j] = static_cast<acc_t>(colsum[j] / static_cast<double>(H));
+    }
+    // the 1x1 conv over the strips and the gates
+    for (int64_t k = 0; k < g; ++k)
+      for (int64_t t = 0; t < T; ++t) {
+        double a = b1 ? static_cast<double>(b1[k]) : 0.0;
+        for (int64_t m = 0; m < g; ++m)
+          a += static_cast<double>(w1[k * g + m]) * static_cast<double>(st[m * T + t]);
+        ga[k * T + t] = sigmoid(static_cast<acc_t>(a));
+      }
+    // per channel: mean and centred variance of z = x * gh * gw; mean of x2
+    std::vector<acc_t> m2(g);
+    for (int64_t k = 0; k < g; ++k) {
+      const acc_t* gh = ga + k * T;
+      const acc_t* gwv = gh + H;
+      double sum = 0, sum2 = 0;
+      for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < W; ++j) {
+          sum += static_cast<double>(static_cast<acc_t>(xg[sx.at(k, i, j)]) * gh[i] * gwv[j]);
+          sum2 += static_cast<double>(x2g[sx2.at(k, i, j)]);
+        }
+      const double mean = sum / static_cast<double>(HW);
+      double ss = 0;
+      for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < W; ++j) {
+          const double d =
+              static_cast<double>(static_cast<acc_t>(xg[sx.at(k, i, j)]) * gh[i] * gwv[j]) - mean;
+          ss += d * d;
+        }
+      mu[k] = static_cast<acc_t>(mean);
+      rstd[k] = static_cast<acc_t>(1.0 / std::sqrt(ss / static_cast<double>(HW) + eps));
+      m2[k] = static_cast<acc_t>(sum2 / static_cast<double>(HW));
+    }
+    softmax_over(gb, g, 1, x11, 1);  // the mean of x1 over H*W is gn_b exactly
+    softmax_over(m2.data(), g, 1, x21, 1);
+    // per pixel: w = sum_k x11 x2 + x21 x1, s = sigmoid(w), y = x * s
+    for (int64_t k = 0; k < g; ++k) {
+      const acc_t* gh = ga + k * T;
+      const acc_t* gwv = gh + H;
+      const acc_t a1 = x11[k], a2 = x21[k] * gw[k] * rstd[k], b2 = x21[k] * gb[k], m = mu[k];
+      for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < W; ++j) {
+          const acc_t z = static_cast<acc_t>(xg[sx.at(k, i, j)]) * gh[i] * gwv[j];
+          wsum[i * W + j] += static_cast<double>(a1 * static_cast<acc_t>(x2g[sx2.at(k, i, j)]) +
+                                                 a2 * (z - m) + b2);
+        }
+    }
+    for (int64_t p = 0; p < HW; ++p) sp[p] = sigmoid(static_cast<acc_t>(wsum[p]));
+    for (int64_t k = 0; k < g; ++k)
+      for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < W; ++j) {
+          const int64_t o = sx.at(k, i, j);
+          yg[o] = static_cast<scalar_t>(static_cast<acc_t>(xg[o]) * sp[i * W + j]);
+        }
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ema_forward_cpu(
+    const at::Tensor& x, const at::Tensor& x2, const at::Tensor& w1,
+    const c10::optional<at::Tensor>& b1, const c10::optional<at::Tensor>& gn_w,
+    const c10::optional<at::Tensor>& gn_b, int64_t groups, double eps) {
+  check_ema_inputs(x, x2, groups);
+  const Shape s(x, groups);
+  const at::Tensor w = ema_matrix(x, w1, s.g);
+  const at::Tensor bias = b1.has_value() ? ema_vector(x, b1, "b1", s.g, 0) : at::Tensor();
+  const at::Tensor gw = ema_vector(x, gn_w, "gn_w", s.g, 1);
+  const at::Tensor gb = ema_vector(x, gn_b, "gn_b", s.g, 0);
+  const auto acc = x.options().dtype(accumulate_type(x));
+  const int64_t N = s.B * s.G;
+  at::Tensor y = empty_output_like(x);
+  at::Tensor strips = at::empty({N, s.g, s.T()}, acc);
+  at::Tensor gates = at::empty({N, s.g, s.T()}, acc);
+  at::Tensor stats = at::empty({N, 4, s.g}, acc);
+  at::Tensor smap = at::empty({N, s.H, s.W}, acc);
+  if (x.numel() == 0) return {y, strips, gates, stats, smap};
+  AK_DISPATCH(x, "ema_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const Forward<scalar_t> f{s, x.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(),
+                              y.data_ptr<scalar_t>(), Strides(x), Strides(x2), x.stride(0),
+                              x.stride(1), x2.stride(0), w.data_ptr<acc_t>(),
+                              data_or_null<acc_t>(bias), gw.data_ptr<acc_t>(),
+                              gb.data_ptr<acc_t>(), eps, strips.data_ptr<acc_t>(),
+                              gates.data_ptr<acc_t>(), stats.data_ptr<acc_t>(),
+                              smap.data_ptr<acc_t>()};
+    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+      std::vector<double> buf;
+      for (int64_t n = n0; n < n1; ++n) f.group(n, buf);
+    });
+  });
+  return {y, strips, gates, stats, smap};
+}
+
+template <typename scalar_t>
+struct Backward {
+  using acc_t = at::opmath_type<scalar_t>;
+  Shape s;
+  const scalar_t *dy, *x, *x2;
+  scalar_t *dx, *dx2;
+  Strides sx, sx2;
+  int64_t x_bstride, x_cstride, x2_nstride;
+  const acc_t *w1, *gw, *gb, *strips, *gates, *stats, *smap;
+  // per group: dw1 (g * g), db1, dgn_w, dgn_b (g each)
+  double* partials;
+
+  int64_t partial_size() const { return s.g * s.g + 3 * s.g; }
+
+  void group(int64_t n, std::vector<double>& buf) const {
+    const int64_t g = s.g, H = s.H, W = s.W, T = s.T(), HW = s.HW();
+    const int64_t xoff = (n / s.G) * x_bstride + (n % s.G) * g * x_cstride;
+    const scalar_t *xg = x + xoff, *dyg = dy + xoff, *x2g = x2 + n * x2_nstride;
+    scalar_t *dxg = dx + xoff, *dx2g = dx2 + n * x2_nstride;
+    const acc_t* st = strips + n * g * T;
+    const acc_t* ga = gates + n * g * T;
+    const acc_t *mu = stats + n * 4 * g, *rstd = mu + g, *x11 = mu + 2 * g, *x21 = mu + 3 * g;
+    const acc_t* sp = smap + n * HW;
+    double* part = partials + n * partial_size();
+    double *pw1 = part, *pb1 = part + g * g, *pgw = pb1 + g, *pgb = pgw + g;
+    buf.assign(HW + 4 * g + g * T, 0.0);
+    double* dw = buf.data();
+    double *S1 = dw + HW, *Sxh = S1 + g, *dm1 = Sxh + g, *dm2 = dm1 + g;
+    double* da = dm2 + g;  // (g, T): the gates' pre-activation gradients
+    // dw[p] = s (1 - s) sum_k dy x
+    for (int64_t k = 0; k < g; ++k)
+      for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < W; ++j) {
+          const int64_t o = sx.at(k, i, j);
+          dw[i * W + j] += static_cast<double>(dyg[o]) * static_cast<double>(xg[o]);
+        }
+    double D = 0;
+    for (int64_t p = 0; p < HW; ++p) {
+      const double sv = static_cast<double>(sp[p]);
+      dw[p] *= sv * (1.0 - sv);
+      D += dw[p];
+    }
+    // per channel: S1 = sum dw x2, Sxh = sum dw xhat
+    for (int64_t k = 0; k < g; ++k) {
+      const acc_t* gh = ga + k * T;
+      const acc_t* gwv = gh + H;
+      const double m = mu[k], r = rstd[k];
+      double a = 0, b = 0;
+      for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < W; ++j) {
+          const double z = static_cast<double>(static_cast<acc_t>(xg[sx.at(k, i, j)]) * gh[i] * gwv[j]);
+          a += dw[i * W + j] * static_cast<double>(x2g[sx2.at(k, i, j)]);
+          b += dw[i * W + j] * (z - m) * r;
+        }
+      S1[k] = a;
+      Sxh[k] = b;
+    }
+    // the softmaxes' backward: x11 = softmax(mean x1 = gn_b), x21 = softmax(mean x2)
+    std::vector<double> a11(g), a21(g), g21(g);
+    for (int64_t k = 0; k < g; ++k) {
+      a11[k] = x11[k];
+      a21[k] = x21[k];
+      g21[k] = static_cast<double>(gw[k]) * Sxh[k] + static_cast<double>(gb[k]) * D;
+    }
+    softmax_over_backward(a11.data(), S1, g, 1, dm1, 1);
+    softmax_over_backward(a21.data(), g21.data(), g, 1, dm2, 1);
+    for (int64_t k = 0; k < g; ++k) {
+      pgw[k] = a21[k] * Sxh[k];
+      pgb[k] = a21[k] * D + dm1[k];
+    }
+    // dz = rstd gn_w x21 (dw - D / HW - xhat Sxh / HW); strip sums of dz * x * gate
+    for (int64_t k = 0; k < g; ++k) {
+      const acc_t* gh = ga + k * T;
+      const acc_t* gwv = gh + H;
+      const double m = mu[k], r = rstd[k];
+      const double cz = r * static_cast<double>(gw[k]) * a21[k], inv = 1.0 / static_cast<double>(HW);
+      const double c2 = dm2[k] * inv;
+      double* dah = da + k * T;
+      double* daw = dah + H;
+      for (int64_t i = 0; i < H; ++i)
+        for (int64_t j = 0; j < W; ++j) {
+          const int64_t o = sx.at(k, i, j);
+          const double xv = static_cast<double>(xg[o]);
+          const double xhat = (static_cast<double>(static_cast<acc_t>(xg[o]) * gh[i] * gwv[j]) - m) * r;
+          const double dz = cz * (dw[i * W + j] - D * inv - xhat * Sxh[k] * inv);
+          dah[i] += dz * xv * static_cast<double>(gwv[j]);
+          daw[j] += dz * xv * static_cast<double>(gh[i]);
+          dx2g[sx2.at(k, i, j)] = static_cast<scalar_t>(a11[k] * dw[i * W + j] + c2);
+        }
+      for (int64_t t = 0; t < T; ++t) {
+        const double gt = static_cast<double>(gh[t]);
+        dah[t] *= gt * (1.0 - gt);
+      }
+    }
+    // the 1x1 conv's backward: dw1, db1 (partials) and the strips' gradient
+    std::vector<double> dst(g * T, 0.0);
+    for (int64_t k = 0; k < g; ++k)
+      for (int64_t t = 0; t < T; ++t) {
+        const double d = da[k * T + t];
+        pb1[k] += d;
+        for (int64_t m = 0; m < g; ++m) {
+          pw1[k * g + m] += d * static_cast<double>(st[m * T + t]);
+          dst[m * T + t] += static_cast<double>(w1[k * g + m]) * d;
+        }
+      }
+    // dx = dy s + dz gh gw + dstrip_h / W + dstrip_w / H
+    for (int64_t k = 0; k < g; ++k) {
+      const acc_t* gh = ga + k * T;
+      const acc_t* gwv = gh + H;
+      const double m = mu[k], r = rstd[k];
+      const double cz = r * static_cast<double>(gw[k]) * a21[k], inv = 1.0 / static_cast<double>(HW);
+      for (int64_t i = 0; i < H; ++i) {
+        const double ph = dst[k * T + i] / static_cast<double>(W);
+        for (int64_t j = 0; j < W; ++j) {
+          const int64_t o = sx.at(k, i, j);
+          const double ghw = static_cast<double>(gh[i]) * static_cast<double>(gwv[j]);
+          const double xhat = (static_cast<double>(static_cast<acc_t>(xg[o]) * gh[i] * gwv[j]) - m) * r;
+          const double dz = cz * (dw[i * W + j] - D * inv - xhat * Sxh[k] * inv);
+          dxg[o] = static_cast<scalar_t>(static_cast<double>(dyg[o]) * static_cast<double>(sp[i * W + j]) +
+                                         dz * ghw + ph + dst[k * T + H + j] / static_cast<double>(H));
+        }
+      }
+    }
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+ema_backward_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& x2,
+                 const at::Tensor& w1, const c10::optional<at::Tensor>& gn_w,
+                 const c10::optional<at::Tensor>& gn_b, const at::Tensor& strips,
+                 const at::Tensor& gates, const at::Tensor& stats, const at::Tensor& smap,
+                 int64_t groups) {
+  check_ema_inputs(x, x2, groups);
+  check_grad_like_x(dy, x, "dy");
+  const Shape s(x, groups);
+  const int64_t N = s.B * s.G;
+  check_ema_saved(x, strips, "strips", {N, s.g, s.T()});
+  check_ema_saved(x, gates, "gates", {N, s.g, s.T()});
+  check_ema_saved(x, stats, "stats", {N, 4, s.g});
+  check_ema_saved(x, smap, "s", {N, s.H, s.W});
+  const at::Tensor w = ema_matrix(x, w1, s.g);
+  const at::Tensor gw = ema_vector(x, gn_w, "gn_w", s.g, 1);
+  const at::Tensor gb = ema_vector(x, gn_b, "gn_b", s.g, 0);
+  const auto acc = x.options().dtype(accumulate_type(x));
+  at::Tensor dx = empty_output_like(x);
+  at::Tensor dx2 = at::empty_like(x2);
+  at::Tensor dw1 = at::zeros({s.g, s.g}, acc), db1 = at::zeros({s.g}, acc);
+  at::Tensor dgw = at::zeros({s.g}, acc), dgb = at::zeros({s.g}, acc);
+  if (x.numel() == 0) return {dx, dx2, dw1.view(w1.sizes()), db1, dgw, dgb};
+  AK_DISPATCH(x, "ema_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    Backward<scalar_t> f{s, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+                         x2.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(),
+                         dx2.data_ptr<scalar_t>(), Strides(x), Strides(x2), x.stride(0),
+                         x.stride(1), x2.stride(0), w.data_ptr<acc_t>(), gw.data_ptr<acc_t>(),
+                         gb.data_ptr<acc_t>(), strips.data_ptr<acc_t>(), gates.data_ptr<acc_t>(),
+                         stats.data_ptr<acc_t>(), smap.data_ptr<acc_t>(), nullptr};
+    std::vector<double> partials(N * f.partial_size(), 0.0);
+    f.partials = partials.data();
+    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+      std::vector<double> buf;
+      for (int64_t n = n0; n < n1; ++n) f.group(n, buf);
+    });
+    // the groups' partials, summed in group order
+    const int64_t g = s.g, P = f.partial_size();
+    std::vector<double> total(P, 0.0);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t q = 0; q < P; ++q) total[q] += partials[n * P + q];
+    acc_t* o[4] = {dw1.data_ptr<acc_t>(), db1.data_ptr<acc_t>(), dgw.data_ptr<acc_t>(),
+                   dgb.data_ptr<acc_t>()};
+    for (int64_t q = 0; q < g * g; ++q) o[0][q] = static_cast<acc_t>(total[q]);
+    for (int64_t k = 0; k < g; ++k)
+      for (int v = 1; v < 4; ++v) o[v][k] = static_cast<acc_t>(total[g * g + (v - 1) * g + k]);
+  });
+  return {dx, dx2, dw1.view(w1.sizes()), db1, dgw, dgb};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(attnkernels, CPU, m) { AK_EMA_OPS(AK_IMPL, _cpu) }
+
+}  // namespace attnkernels
