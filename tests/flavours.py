@@ -22,10 +22,7 @@ CUDA) take from each family, gathered from its test file
                       where that is not N * H * W (BATCH_NORM_VALUES, optional)
   THREAD_DEPENDENT_LAYERS  family -> why, for the families whose modules run
                       library layers whose bits depend on the thread count
-                      (as LIBRARY_LAYERS' do; THREAD_DEPENDENT_LAYERS, optional)
-  MISSING_BACKENDS    family -> {backend: why} for the fused backends it has
-                      no kernels of yet (MISSING_BACKENDS, optional): the
-                      shared tests skip those cases, saying why"""
+                      (as LIBRARY_LAYERS' do; THREAD_DEPENDENT_LAYERS, optional)"""
 import importlib
 
 from attnkernels.families import FAMILIES
@@ -45,5 +42,3 @@ BATCH_NORM_VALUES = {family: t.BATCH_NORM_VALUES for family, t in _FILES.items()
                      if hasattr(t, "BATCH_NORM_VALUES")}
 THREAD_DEPENDENT_LAYERS = {family: t.THREAD_DEPENDENT_LAYERS for family, t in _FILES.items()
                            if hasattr(t, "THREAD_DEPENDENT_LAYERS")}
-MISSING_BACKENDS = {family: t.MISSING_BACKENDS for family, t in _FILES.items()
-                    if hasattr(t, "MISSING_BACKENDS")}

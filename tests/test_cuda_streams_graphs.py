@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from flavours import FLAVOURS
-from utils import fused_backends, run_module, skip_missing_backend
+from utils import fused_backends, run_module
 
 GPU_BACKENDS = [(b, d) for b, d in fused_backends() if d == "cuda"]
 pytestmark = pytest.mark.skipif(not GPU_BACKENDS, reason="needs a CUDA device and a GPU backend")
@@ -23,7 +23,6 @@ CASES = sorted(FLAVOURS)
 
 
 def _module(flavour, backend, train):
-    skip_missing_backend(flavour, backend)
     torch.manual_seed(0)
     m = FLAVOURS[flavour](16).cuda().train(train)
     m.backend = backend
@@ -130,7 +129,6 @@ def test_non_default_stream_is_honoured(backend, device, flavour):
 @pytest.mark.parametrize("backend,device", GPU_BACKENDS)
 @pytest.mark.parametrize("flavour", CASES)
 def test_device_guard_runs_on_the_inputs_device(backend, device, flavour):
-    skip_missing_backend(flavour, backend)
     torch.manual_seed(0)
     m = FLAVOURS[flavour](16)
     m.backend = backend

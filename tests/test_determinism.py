@@ -12,8 +12,7 @@ import torch
 
 import attnkernels
 from flavours import FLAVOURS, TWO_RUNS
-from utils import (FORMATS, assert_same_runs, flavours_digest, fused_backends, run_module,
-                   skip_missing_backend)
+from utils import FORMATS, assert_same_runs, flavours_digest, fused_backends, run_module
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 # several channel blocks with a partial last one, several spatial tiles
@@ -23,7 +22,6 @@ MULTI_TILE = (3, 300, 17, 19)
 @pytest.mark.parametrize("backend,device", fused_backends())
 @pytest.mark.parametrize("flavour", sorted(FLAVOURS))
 def test_deterministic_algorithms(backend, device, flavour):
-    skip_missing_backend(flavour, backend)
     torch.manual_seed(0)
     m = FLAVOURS[flavour](8).to(device)
     m.backend = backend
@@ -45,7 +43,6 @@ def test_deterministic_algorithms(backend, device, flavour):
 @pytest.mark.parametrize("fmt", list(FORMATS))
 @pytest.mark.parametrize("family", list(TWO_RUNS))
 def test_two_runs_are_bitwise_equal(family, backend, device, fmt):
-    skip_missing_backend(family, backend)
     make, channels = TWO_RUNS[family]
     m = make().to(device)
     m.backend = backend

@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 
-from flavours import FLAVOURS, MISSING_BACKENDS
+from flavours import FLAVOURS
 from utils import record_triton_launches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,8 +34,6 @@ def record_launches(run) -> list:
 
 def _every_family_forward_and_backward():
     for name, make in sorted(FLAVOURS.items()):
-        if "triton" in MISSING_BACKENDS.get(name.split("_")[0], {}):
-            continue
         for dtype in (torch.float32, torch.float16, torch.float64):
             for fmt in (torch.contiguous_format, torch.channels_last):
                 for train in (True, False):

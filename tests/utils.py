@@ -22,22 +22,9 @@ EPS = {torch.float64: 1e-12, torch.float32: 4e-6, torch.float16: 1e-3, torch.bfl
 # No budget above this fraction of max(the tensor's scale, 1), whatever eager's error.
 CAP = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}
 
-# The "cpu" backend runs the CUDA kernels, emulated: tools/build_emulated.py's
-# library, loaded through ATTNKERNELS_EXTENSION (tests/test_cuda_emulated.py).
-EMULATED = "emulated" in os.path.basename(os.environ.get("ATTNKERNELS_EXTENSION", ""))
-
-
-def _missing(backend: str, missing) -> bool:
-    """Whether ``backend`` is one a family has no kernels of (``missing``);
-    emulated, the "cpu" backend is the CUDA kernels."""
-    return backend in missing or (EMULATED and backend == "cpu" and "cuda" in missing)
-
-
-def fused_backends(missing=()):
-    """(backend, device) pairs this machine can run, less the backends named
-    in ``missing`` (a family's MISSING_BACKENDS: no kernels of it yet)."""
-    avail = {k: v if not _missing(k, missing) else "missing" for k, v in
-             attnkernels.available_backends().items()}
+def fused_backends():
+    """(backend, device) pairs this machine can run."""
+    avail = attnkernels.available_backends()
     out = []
     if avail["cpu"] is None:
         out.append(("cpu", "cpu"))
@@ -241,12 +228,11 @@ def assert_flavour_matches_reference(fused, backend, dtype, fmt, shape, device, 
                                     why_nudged=why_nudged)
 
 
-def flavour_matrix_test(flavours, shapes, dtypes=MODULE_DTYPES, missing=()):
+def flavour_matrix_test(flavours, shapes, dtypes=MODULE_DTYPES):
     """A family's test_matches_reference: every flavour (name -> C -> fused
-    module) x dtype x format x shape x backend (less ``missing``) against its
-    float64 reference."""
+    module) x dtype x format x shape x backend against its float64 reference."""
     @pytest.mark.parametrize("backend,device,flavour,dtype,fmt,shape",
-                             list(matrix_cases(flavours, dtypes, FORMATS, shapes, missing)))
+                             list(matrix_cases(flavours, dtypes, FORMATS, shapes)))
     def test_matches_reference(backend, device, flavour, dtype, fmt, shape):
         fused = flavours[flavour](shape[1]).to(device)
         assert_flavour_matches_reference(fused, backend, dtype, fmt, shape, device)
@@ -254,11 +240,10 @@ def flavour_matrix_test(flavours, shapes, dtypes=MODULE_DTYPES, missing=()):
     return test_matches_reference
 
 
-def zero_size_test(make, shapes=((0, 8, 4, 4), (2, 8, 0, 3)), missing=()):
-    """A family's test_zero_size: ``make(8)`` on every backend (less ``missing``)
-    meets an empty batch and an empty plane as its upstream class does
-    (assert_empty_like_upstream)."""
-    @pytest.mark.parametrize("backend,device", fused_backends(missing))
+def zero_size_test(make, shapes=((0, 8, 4, 4), (2, 8, 0, 3))):
+    """A family's test_zero_size: ``make(8)`` on every backend meets an empty
+    batch and an empty plane as its upstream class does (assert_empty_like_upstream)."""
+    @pytest.mark.parametrize("backend,device", BACKENDS)
     @pytest.mark.parametrize("shape", shapes)
     def test_zero_size(backend, device, shape):
         m = make(8).to(device)
@@ -268,11 +253,11 @@ def zero_size_test(make, shapes=((0, 8, 4, 4), (2, 8, 0, 3)), missing=()):
     return test_zero_size
 
 
-def matrix_cases(flavours, dtypes, formats, shapes, missing=()):
+def matrix_cases(flavours, dtypes, formats, shapes):
     """pytest params (backend, device, flavour, dtype, fmt, shape) over every
-    backend this machine runs (less ``missing``); the Triton interpreter gets a
-    subset (it is slow and has no bf16 arithmetic)."""
-    for backend, device in fused_backends(missing):
+    backend this machine runs; the Triton interpreter gets a subset (it is slow
+    and has no bf16 arithmetic)."""
+    for backend, device in fused_backends():
         for flavour in flavours:
             for dtype in dtypes:
                 for fmt in formats:
@@ -451,16 +436,6 @@ def family_of(flavour: str) -> str:
     return flavour.split("_")[0]
 
 
-def skip_missing_backend(flavour: str, backend: str) -> None:
-    """pytest.skip when the family of ``flavour`` (a flavours.FLAVOURS name or a
-    family) has no kernels of ``backend`` yet (MISSING_BACKENDS of its test file)."""
-    from flavours import MISSING_BACKENDS  # flavours imports the family test files
-
-    missing = MISSING_BACKENDS.get(family_of(flavour), {})
-    if _missing(backend, missing):
-        pytest.skip(missing.get(backend) or missing["cuda"])
-
-
 def _batch_norm_over_few_values(module, shape, train, family=None) -> bool:
     """A training BatchNorm that normalises at most four values per channel: a
     spatial gate's (CBAM, Triplet: N * H * W of them) or Coordinate Attention's
@@ -516,7 +491,6 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
     # flavours imports the family test files, which import this one
     from flavours import FLAVOURS, LIBRARY_LAYERS
 
-    skip_missing_backend(flavour, backend)
     if dt in (torch.float16, torch.bfloat16) and family_of(flavour) in LIBRARY_LAYERS:
         # the module's library layers round its gradients in half precision
         # where sums cancel (seen: 10 bf16 ulps on a conv bias, eager luckily
@@ -596,18 +570,17 @@ def flavours_digest(shape=(3, 40, 9, 7), backend="cpu", any_thread_count=False) 
     """sha256 of every flavours.FLAVOURS module's forward and gradients on ``backend``,
     NCHW and channels_last, in training mode (the same seeds every call): equal
     digests are bitwise-equal results. any_thread_count: without the families
-    whose modules run library layers (flavours.LIBRARY_LAYERS: PyTorch's
+    whose modules run library layers (flavours.LIBRARY_LAYERS and
+    THREAD_DEPENDENT_LAYERS: PyTorch's
     convolutions promise no bits across thread counts; such a family's test
     file checks its own ops at several)."""
     import hashlib
 
-    from flavours import FLAVOURS, LIBRARY_LAYERS, MISSING_BACKENDS, THREAD_DEPENDENT_LAYERS
+    from flavours import FLAVOURS, LIBRARY_LAYERS, THREAD_DEPENDENT_LAYERS
 
     digest = hashlib.sha256()
     for name in sorted(FLAVOURS):
         if any_thread_count and family_of(name) in {**LIBRARY_LAYERS, **THREAD_DEPENDENT_LAYERS}:
-            continue
-        if _missing(backend, MISSING_BACKENDS.get(family_of(name), {})):
             continue
         for fmt in (torch.contiguous_format, torch.channels_last):
             torch.manual_seed(0)

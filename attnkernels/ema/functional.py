@@ -12,8 +12,7 @@ from . import reference
 
 __all__ = ["efficient_multiscale_attention"]
 
-_BACKEND_REASONS = {"triton": ["EMA has no Triton kernels yet"],
-                    **cuda_kernel_reasons("ema_forward", "EMA")}
+_BACKEND_REASONS = cuda_kernel_reasons("ema_forward", "EMA")
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -65,6 +64,11 @@ def efficient_multiscale_attention(x: torch.Tensor, x2: torch.Tensor,
     if name == "reference":
         return reference.efficient_multiscale_attention(x, x2, conv1x1_weight, conv1x1_bias,
                                                         gn_weight, gn_bias, groups, eps)
-    return call_forward(torch.ops.attnkernels.ema_forward,
-                        (x, x2, conv1x1_weight, conv1x1_bias, gn_weight, gn_bias),
-                        groups, float(eps))[0]
+    if name == "triton":
+        from . import triton as _  # noqa: F401  (registers the *_triton ops)
+
+        op = torch.ops.attnkernels.ema_forward_triton
+    else:
+        op = torch.ops.attnkernels.ema_forward
+    return call_forward(op, (x, x2, conv1x1_weight, conv1x1_bias, gn_weight, gn_bias), groups,
+                        float(eps))[0]

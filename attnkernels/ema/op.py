@@ -52,6 +52,8 @@ def make_autograd(backward_op):
     return setup_context, backward
 
 
-def register() -> None:
-    """Fake kernels and autograd for the compiled EMA ops (once the extension is loaded)."""
-    register_forward_backward("ema", forward_fake, backward_fake, make_autograd)
+def register(suffix: str = "") -> None:
+    """Fake kernels and autograd for the compiled EMA ops (once the extension is
+    loaded) or, with suffix="_triton", their Triton twins."""
+    register_forward_backward("ema", forward_fake, backward_fake, make_autograd,
+                              backend="triton" if suffix else "native")
