@@ -375,3 +375,26 @@ def test_torch_export_keeps_the_fused_op():
     ep = torch.export.export(m, (x,))
     assert "attnkernels.ema_forward" in str(ep.graph)
     torch.testing.assert_close(ep.module()(x), m(x))
+
+
+_ISA_SCRIPT = """
+import sys, torch, attnkernels
+g = torch.Generator().manual_seed(0)
+out = []
+for fmt in (torch.contiguous_format, torch.channels_last):
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 24, 17, 19, generator=g).to(dtype).to(memory_format=fmt)
+        x2 = torch.randn(8, 6, 17, 19, generator=g).to(dtype).to(memory_format=fmt)
+        w1, v = torch.randn(6, 6, 1, 1, generator=g), torch.randn(6, generator=g)
+        res = torch.ops.attnkernels.ema_forward(x, x2, w1, v, v + 2, v, 4, 1e-5)
+        dy = torch.randn(x.shape, generator=g).to(dtype).to(memory_format=fmt)
+        out += [*res, *torch.ops.attnkernels.ema_backward(dy, x, x2, w1, v + 2, v, *res[1:], 4)]
+torch.save(out, sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="no C++ extension")
+def test_baseline_and_avx2_builds_give_the_same_bits(tmp_path):
+    """The group loops' AVX2 instantiation and the baseline one round alike
+    (the lanes' order and the sigmoid's polynomial: no FMA contraction either way)."""
+    utils.assert_same_bits_per_isa(_ISA_SCRIPT, tmp_path)

@@ -9,7 +9,9 @@
 // sum_c dy x per pixel, the per-channel sums of dw * x2 and dw * xhat, the
 // strip sums of dz * x * gate, then dx and dx2 written once each. The
 // parameter gradients are per-group partials summed in group order, so no
-// result depends on the thread count. Sums accumulate in double.
+// result depends on the thread count. Sums accumulate in double, in lanes
+// (tasks.h lane_sum: the loops vectorise; AVX2 where the CPU has it, the same
+// bits as the baseline build); the map's sigmoid is fast_sigmoid's.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -27,15 +29,19 @@
 #include "../common/ema.h"
 #include "../common/gate_math.h"
 #include "../common/outputs.h"
+#include "fast_sigmoid.h"
+#include "isa.h"
+#include "tasks.h"
 
 namespace attnkernels {
 namespace {
 
-// Where element (k, i, j) of a group lies: a group's base offset plus strides.
-struct Strides {
-  int64_t c, h, w;
-  explicit Strides(const at::Tensor& t) : c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
-  int64_t at(int64_t k, int64_t i, int64_t j) const { return k * c + i * h + j * w; }
+// Where a group's elements lie in a dense (NCHW or channels_last) tensor: a
+// channel's stride and a position's (row i, column j at (i * W + j) * p).
+struct Place {
+  int64_t c, p;
+  explicit Place(const at::Tensor& t)
+      : c(t.stride(1)), p(t.size(3) > 1 ? t.stride(3) : t.stride(2)) {}
 };
 
 struct Shape {
@@ -46,6 +52,37 @@ struct Shape {
   int64_t T() const { return H + W; }
 };
 
+// One group's strip means: st[k, i] over W, st[k, H + j] over H.
+template <typename scalar_t, typename acc_t>
+ATTNKERNELS_INLINE void strip_means(const scalar_t* xg, int64_t xc, int64_t xp, int64_t g,
+                                    int64_t H, int64_t W, acc_t* st, double* colsum) {
+  const int64_t T = H + W;
+  for (int64_t k = 0; k < g; ++k) {
+    const scalar_t* xk = xg + k * xc;
+    std::fill(colsum, colsum + W, 0.0);
+    for (int64_t i = 0; i < H; ++i) {
+      const scalar_t* row = xk + i * W * xp;
+      const double r = lane_sum<double>(W, [&](int64_t j) ATTNKERNELS_INLINE_LAMBDA {
+        const double v = static_cast<double>(row[j * xp]);
+        colsum[j] += v;
+        return v;
+      });
+      st[k * T + i] = static_cast<acc_t>(r / static_cast<double>(W));
+    }
+    for (int64_t j = 0; j < W; ++j)
+      st[k * T + H + j] = static_cast<acc_t>(colsum[j] / static_cast<double>(H));
+  }
+}
+
+// sum over the plane of term(i, j), rows in order, each in lanes (double).
+template <typename Term>
+ATTNKERNELS_INLINE double plane_sum(int64_t H, int64_t W, const Term& term) {
+  double t = 0;
+  for (int64_t i = 0; i < H; ++i)
+    t += lane_sum<double>(W, [&](int64_t j) ATTNKERNELS_INLINE_LAMBDA { return term(i, j); });
+  return t;
+}
+
 template <typename scalar_t>
 struct Forward {
   using acc_t = at::opmath_type<scalar_t>;
@@ -53,40 +90,29 @@ struct Forward {
   const scalar_t* x;
   const scalar_t* x2;
   scalar_t* y;
-  Strides sx, sx2;
-  int64_t x_bstride, x_cstride, x2_nstride;
+  Place px, px2;
+  int64_t x_bstride, x2_nstride;
   const acc_t *w1, *b1, *gw, *gb;
   double eps;
   acc_t *strips, *gates, *stats, *smap;
 
-  void group(int64_t n, std::vector<double>& buf) const {
+  // kUnit: x and x2 NCHW (a position's stride 1, known to the compiler)
+  template <bool kUnit>
+  ATTNKERNELS_INLINE void group(int64_t n, double* buf) const {
     const int64_t g = s.g, H = s.H, W = s.W, T = s.T(), HW = s.HW();
-    const scalar_t* xg = x + (n / s.G) * x_bstride + (n % s.G) * g * x_cstride;
+    const int64_t xp = kUnit ? 1 : px.p, x2p = kUnit ? 1 : px2.p;
+    const int64_t xoff = (n / s.G) * x_bstride + (n % s.G) * g * px.c;
+    const scalar_t* xg = x + xoff;
     const scalar_t* x2g = x2 + n * x2_nstride;
-    scalar_t* yg = y + (n / s.G) * x_bstride + (n % s.G) * g * x_cstride;
+    scalar_t* yg = y + xoff;
     acc_t* st = strips + n * g * T;
     acc_t* ga = gates + n * g * T;
     acc_t* mu = stats + n * 4 * g;
     acc_t *rstd = mu + g, *x11 = mu + 2 * g, *x21 = mu + 3 * g;
     acc_t* sp = smap + n * HW;
-    buf.assign(W + HW, 0.0);
-    double* colsum = buf.data();
-    double* wsum = buf.data() + W;
-    // strip means: over W per row (into st[k, i]), over H per column (st[k, H + j])
-    for (int64_t k = 0; k < g; ++k) {
-      std::fill(colsum, colsum + W, 0.0);
-      for (int64_t i = 0; i < H; ++i) {
-        double r = 0;
-        for (int64_t j = 0; j < W; ++j) {
-          const double v = static_cast<double>(xg[sx.at(k, i, j)]);
-          r += v;
-          colsum[j] += v;
-        }
-        st[k * T + i] = static_cast<acc_t>(r / static_cast<double>(W));
-      }
-      for (int64_t j = 0; j < W; ++j)
-        st[k * T + H + j] = static_cast<acc_t>(colsum[j] / static_cast<double>(H));
-    }
+    double* wsum = buf;         // HW
+    double* colsum = buf + HW;  // W
+    strip_means(xg, px.c, xp, g, H, W, st, colsum);
     // the 1x1 conv over the strips and the gates
     for (int64_t k = 0; k < g; ++k)
       for (int64_t t = 0; t < T; ++t) {
@@ -96,49 +122,55 @@ struct Forward {
         ga[k * T + t] = sigmoid(static_cast<acc_t>(a));
       }
     // per channel: mean and centred variance of z = x * gh * gw; mean of x2
-    std::vector<acc_t> m2(g);
     for (int64_t k = 0; k < g; ++k) {
+      const scalar_t* xk = xg + k * px.c;
+      const scalar_t* x2k = x2g + k * px2.c;
       const acc_t* gh = ga + k * T;
       const acc_t* gwv = gh + H;
-      double sum = 0, sum2 = 0;
-      for (int64_t i = 0; i < H; ++i)
-        for (int64_t j = 0; j < W; ++j) {
-          sum += static_cast<double>(static_cast<acc_t>(xg[sx.at(k, i, j)]) * gh[i] * gwv[j]);
-          sum2 += static_cast<double>(x2g[sx2.at(k, i, j)]);
-        }
-      const double mean = sum / static_cast<double>(HW);
-      double ss = 0;
-      for (int64_t i = 0; i < H; ++i)
-        for (int64_t j = 0; j < W; ++j) {
-          const double d =
-              static_cast<double>(static_cast<acc_t>(xg[sx.at(k, i, j)]) * gh[i] * gwv[j]) - mean;
-          ss += d * d;
-        }
+      const auto z = [&](int64_t i, int64_t j) ATTNKERNELS_INLINE_LAMBDA {
+        return static_cast<acc_t>(xk[(i * W + j) * xp]) * gh[i] * gwv[j];
+      };
+      const double mean = plane_sum(H, W, [&](int64_t i, int64_t j) ATTNKERNELS_INLINE_LAMBDA {
+        return static_cast<double>(z(i, j));
+      }) / static_cast<double>(HW);
+      const double ss = plane_sum(H, W, [&](int64_t i, int64_t j) ATTNKERNELS_INLINE_LAMBDA {
+        const double d = static_cast<double>(z(i, j)) - mean;
+        return d * d;
+      });
+      const double sum2 = plane_sum(H, W, [&](int64_t i, int64_t j) ATTNKERNELS_INLINE_LAMBDA {
+        return static_cast<double>(x2k[(i * W + j) * x2p]);
+      });
       mu[k] = static_cast<acc_t>(mean);
       rstd[k] = static_cast<acc_t>(1.0 / std::sqrt(ss / static_cast<double>(HW) + eps));
-      m2[k] = static_cast<acc_t>(sum2 / static_cast<double>(HW));
+      x21[k] = static_cast<acc_t>(sum2 / static_cast<double>(HW));  // until its softmax
     }
     softmax_over(gb, g, 1, x11, 1);  // the mean of x1 over H*W is gn_b exactly
-    softmax_over(m2.data(), g, 1, x21, 1);
+    softmax_over(x21, g, 1, x21, 1);
     // per pixel: w = sum_k x11 x2 + x21 x1, s = sigmoid(w), y = x * s
+    std::fill(wsum, wsum + HW, 0.0);
     for (int64_t k = 0; k < g; ++k) {
+      const scalar_t* xk = xg + k * px.c;
+      const scalar_t* x2k = x2g + k * px2.c;
       const acc_t* gh = ga + k * T;
       const acc_t* gwv = gh + H;
       const acc_t a1 = x11[k], a2 = x21[k] * gw[k] * rstd[k], b2 = x21[k] * gb[k], m = mu[k];
-      for (int64_t i = 0; i < H; ++i)
+      for (int64_t i = 0; i < H; ++i) {
+        double* wr = wsum + i * W;
+        const acc_t ghi = gh[i];
         for (int64_t j = 0; j < W; ++j) {
-          const acc_t z = static_cast<acc_t>(xg[sx.at(k, i, j)]) * gh[i] * gwv[j];
-          wsum[i * W + j] += static_cast<double>(a1 * static_cast<acc_t>(x2g[sx2.at(k, i, j)]) +
-                                                 a2 * (z - m) + b2);
+          const int64_t p = i * W + j;
+          const acc_t z = static_cast<acc_t>(xk[p * xp]) * ghi * gwv[j];
+          wr[j] += static_cast<double>(a1 * static_cast<acc_t>(x2k[p * x2p]) + a2 * (z - m) + b2);
         }
+      }
     }
-    for (int64_t p = 0; p < HW; ++p) sp[p] = sigmoid(static_cast<acc_t>(wsum[p]));
-    for (int64_t k = 0; k < g; ++k)
-      for (int64_t i = 0; i < H; ++i)
-        for (int64_t j = 0; j < W; ++j) {
-          const int64_t o = sx.at(k, i, j);
-          yg[o] = static_cast<scalar_t>(static_cast<acc_t>(xg[o]) * sp[i * W + j]);
-        }
+    for (int64_t p = 0; p < HW; ++p) sp[p] = fast_sigmoid(static_cast<acc_t>(wsum[p]));
+    for (int64_t k = 0; k < g; ++k) {
+      const scalar_t* xk = xg + k * px.c;
+      scalar_t* yk = yg + k * px.c;
+      for (int64_t p = 0; p < HW; ++p)
+        yk[p * xp] = static_cast<scalar_t>(static_cast<acc_t>(xk[p * xp]) * sp[p]);
+    }
   }
 };
 
@@ -163,15 +195,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ema_forwa
   AK_DISPATCH(x, "ema_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const Forward<scalar_t> f{s, x.data_ptr<scalar_t>(), x2.data_ptr<scalar_t>(),
-                              y.data_ptr<scalar_t>(), Strides(x), Strides(x2), x.stride(0),
-                              x.stride(1), x2.stride(0), w.data_ptr<acc_t>(),
+                              y.data_ptr<scalar_t>(), Place(x), Place(x2), x.stride(0),
+                              x2.stride(0), w.data_ptr<acc_t>(),
                               data_or_null<acc_t>(bias), gw.data_ptr<acc_t>(),
                               gb.data_ptr<acc_t>(), eps, strips.data_ptr<acc_t>(),
                               gates.data_ptr<acc_t>(), stats.data_ptr<acc_t>(),
                               smap.data_ptr<acc_t>()};
     at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-      std::vector<double> buf;
-      for (int64_t n = n0; n < n1; ++n) f.group(n, buf);
+      std::vector<double> buf(s.HW() + s.W);
+      with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA {
+        if (f.px.p == 1 && f.px2.p == 1)
+          for (int64_t n = n0; n < n1; ++n) f.template group<true>(n, buf.data());
+        else
+          for (int64_t n = n0; n < n1; ++n) f.template group<false>(n, buf.data());
+      });
     });
   });
   return {y, strips, gates, stats, smap};
@@ -183,17 +220,20 @@ struct Backward {
   Shape s;
   const scalar_t *dy, *x, *x2;
   scalar_t *dx, *dx2;
-  Strides sx, sx2;
-  int64_t x_bstride, x_cstride, x2_nstride;
+  Place px, px2;
+  int64_t x_bstride, x2_nstride;
   const acc_t *w1, *gw, *gb, *strips, *gates, *stats, *smap;
   // per group: dw1 (g * g), db1, dgn_w, dgn_b (g each)
   double* partials;
 
   int64_t partial_size() const { return s.g * s.g + 3 * s.g; }
+  int64_t scratch_size() const { return s.HW() + 6 * s.g + 2 * s.g * s.T(); }
 
-  void group(int64_t n, std::vector<double>& buf) const {
+  template <bool kUnit>
+  ATTNKERNELS_INLINE void group(int64_t n, double* buf) const {
     const int64_t g = s.g, H = s.H, W = s.W, T = s.T(), HW = s.HW();
-    const int64_t xoff = (n / s.G) * x_bstride + (n % s.G) * g * x_cstride;
+    const int64_t xp = kUnit ? 1 : px.p, x2p = kUnit ? 1 : px2.p;
+    const int64_t xoff = (n / s.G) * x_bstride + (n % s.G) * g * px.c;
     const scalar_t *xg = x + xoff, *dyg = dy + xoff, *x2g = x2 + n * x2_nstride;
     scalar_t *dxg = dx + xoff, *dx2g = dx2 + n * x2_nstride;
     const acc_t* st = strips + n * g * T;
@@ -202,77 +242,80 @@ struct Backward {
     const acc_t* sp = smap + n * HW;
     double* part = partials + n * partial_size();
     double *pw1 = part, *pb1 = part + g * g, *pgw = pb1 + g, *pgb = pgw + g;
-    buf.assign(HW + 4 * g + g * T, 0.0);
-    double* dw = buf.data();
-    double *S1 = dw + HW, *Sxh = S1 + g, *dm1 = Sxh + g, *dm2 = dm1 + g;
-    double* da = dm2 + g;  // (g, T): the gates' pre-activation gradients
+    std::fill(buf, buf + scratch_size(), 0.0);
+    double* dw = buf;  // HW
+    double *S1 = dw + HW, *Sxh = S1 + g, *dm1 = Sxh + g, *dm2 = dm1 + g, *a11 = dm2 + g;
+    double* a21 = a11 + g;
+    double* da = a21 + g;  // (g, T): the gates' pre-activation gradients
+    double* dst = da + g * T;  // (g, T): the strips' gradients
     // dw[p] = s (1 - s) sum_k dy x
-    for (int64_t k = 0; k < g; ++k)
-      for (int64_t i = 0; i < H; ++i)
-        for (int64_t j = 0; j < W; ++j) {
-          const int64_t o = sx.at(k, i, j);
-          dw[i * W + j] += static_cast<double>(dyg[o]) * static_cast<double>(xg[o]);
-        }
-    double D = 0;
+    for (int64_t k = 0; k < g; ++k) {
+      const scalar_t *xk = xg + k * px.c, *dyk = dyg + k * px.c;
+      for (int64_t p = 0; p < HW; ++p)
+        dw[p] += static_cast<double>(dyk[p * xp]) * static_cast<double>(xk[p * xp]);
+    }
     for (int64_t p = 0; p < HW; ++p) {
       const double sv = static_cast<double>(sp[p]);
       dw[p] *= sv * (1.0 - sv);
-      D += dw[p];
     }
+    const double D = lane_sum<double>(HW, [&](int64_t p) ATTNKERNELS_INLINE_LAMBDA { return dw[p]; });
+    const double inv = 1.0 / static_cast<double>(HW);
     // per channel: S1 = sum dw x2, Sxh = sum dw xhat
     for (int64_t k = 0; k < g; ++k) {
+      const scalar_t *xk = xg + k * px.c, *x2k = x2g + k * px2.c;
       const acc_t* gh = ga + k * T;
       const acc_t* gwv = gh + H;
       const double m = mu[k], r = rstd[k];
-      double a = 0, b = 0;
-      for (int64_t i = 0; i < H; ++i)
-        for (int64_t j = 0; j < W; ++j) {
-          const double z = static_cast<double>(static_cast<acc_t>(xg[sx.at(k, i, j)]) * gh[i] * gwv[j]);
-          a += dw[i * W + j] * static_cast<double>(x2g[sx2.at(k, i, j)]);
-          b += dw[i * W + j] * (z - m) * r;
-        }
-      S1[k] = a;
-      Sxh[k] = b;
+      S1[k] = plane_sum(H, W, [&](int64_t i, int64_t j) ATTNKERNELS_INLINE_LAMBDA {
+        return dw[i * W + j] * static_cast<double>(x2k[(i * W + j) * x2p]);
+      });
+      Sxh[k] = plane_sum(H, W, [&](int64_t i, int64_t j) ATTNKERNELS_INLINE_LAMBDA {
+        const acc_t z = static_cast<acc_t>(xk[(i * W + j) * xp]) * gh[i] * gwv[j];
+        return dw[i * W + j] * (static_cast<double>(z) - m) * r;
+      });
     }
-    // the softmaxes' backward: x11 = softmax(mean x1 = gn_b), x21 = softmax(mean x2)
-    std::vector<double> a11(g), a21(g), g21(g);
+    // the softmaxes' backward: x11 = softmax(mean x1 = gn_b), x21 = softmax(mean x2);
+    // dx21 = sum dw x1 = gn_w Sxh + gn_b D (in dm2 until then)
     for (int64_t k = 0; k < g; ++k) {
       a11[k] = x11[k];
       a21[k] = x21[k];
-      g21[k] = static_cast<double>(gw[k]) * Sxh[k] + static_cast<double>(gb[k]) * D;
+      dm2[k] = static_cast<double>(gw[k]) * Sxh[k] + static_cast<double>(gb[k]) * D;
     }
-    softmax_over_backward(a11.data(), S1, g, 1, dm1, 1);
-    softmax_over_backward(a21.data(), g21.data(), g, 1, dm2, 1);
+    softmax_over_backward(a11, S1, g, 1, dm1, 1);
+    softmax_over_backward(a21, dm2, g, 1, dm2, 1);
     for (int64_t k = 0; k < g; ++k) {
       pgw[k] = a21[k] * Sxh[k];
       pgb[k] = a21[k] * D + dm1[k];
     }
-    // dz = rstd gn_w x21 (dw - D / HW - xhat Sxh / HW); strip sums of dz * x * gate
+    // dz = rstd gn_w x21 (dw - D / HW - xhat Sxh / HW); the strip sums of dz * x * gate; dx2
     for (int64_t k = 0; k < g; ++k) {
+      const scalar_t* xk = xg + k * px.c;
+      scalar_t* dx2k = dx2g + k * px2.c;
       const acc_t* gh = ga + k * T;
       const acc_t* gwv = gh + H;
-      const double m = mu[k], r = rstd[k];
-      const double cz = r * static_cast<double>(gw[k]) * a21[k], inv = 1.0 / static_cast<double>(HW);
-      const double c2 = dm2[k] * inv;
+      const double m = mu[k], r = rstd[k], cz = r * static_cast<double>(gw[k]) * a21[k];
+      const double c0 = D * inv, c1 = Sxh[k] * inv, c2 = dm2[k] * inv, a1 = a11[k];
       double* dah = da + k * T;
       double* daw = dah + H;
-      for (int64_t i = 0; i < H; ++i)
-        for (int64_t j = 0; j < W; ++j) {
-          const int64_t o = sx.at(k, i, j);
-          const double xv = static_cast<double>(xg[o]);
-          const double xhat = (static_cast<double>(static_cast<acc_t>(xg[o]) * gh[i] * gwv[j]) - m) * r;
-          const double dz = cz * (dw[i * W + j] - D * inv - xhat * Sxh[k] * inv);
-          dah[i] += dz * xv * static_cast<double>(gwv[j]);
-          daw[j] += dz * xv * static_cast<double>(gh[i]);
-          dx2g[sx2.at(k, i, j)] = static_cast<scalar_t>(a11[k] * dw[i * W + j] + c2);
-        }
+      for (int64_t i = 0; i < H; ++i) {
+        const double ghi = static_cast<double>(gh[i]);
+        dah[i] = lane_sum<double>(W, [&](int64_t j) ATTNKERNELS_INLINE_LAMBDA {
+          const int64_t p = i * W + j;
+          const acc_t xa = static_cast<acc_t>(xk[p * xp]);
+          const double xv = static_cast<double>(xa);
+          const double xhat = (static_cast<double>(xa * gh[i] * gwv[j]) - m) * r;
+          const double dzx = cz * (dw[p] - c0 - xhat * c1) * xv;
+          daw[j] += dzx * ghi;
+          dx2k[p * x2p] = static_cast<scalar_t>(a1 * dw[p] + c2);
+          return dzx * static_cast<double>(gwv[j]);
+        });
+      }
       for (int64_t t = 0; t < T; ++t) {
         const double gt = static_cast<double>(gh[t]);
         dah[t] *= gt * (1.0 - gt);
       }
     }
     // the 1x1 conv's backward: dw1, db1 (partials) and the strips' gradient
-    std::vector<double> dst(g * T, 0.0);
     for (int64_t k = 0; k < g; ++k)
       for (int64_t t = 0; t < T; ++t) {
         const double d = da[k * T + t];
@@ -284,19 +327,23 @@ struct Backward {
       }
     // dx = dy s + dz gh gw + dstrip_h / W + dstrip_w / H
     for (int64_t k = 0; k < g; ++k) {
+      const scalar_t *xk = xg + k * px.c, *dyk = dyg + k * px.c;
+      scalar_t* dxk = dxg + k * px.c;
       const acc_t* gh = ga + k * T;
       const acc_t* gwv = gh + H;
-      const double m = mu[k], r = rstd[k];
-      const double cz = r * static_cast<double>(gw[k]) * a21[k], inv = 1.0 / static_cast<double>(HW);
+      const double m = mu[k], r = rstd[k], cz = r * static_cast<double>(gw[k]) * a21[k];
+      const double c0 = D * inv, c1 = Sxh[k] * inv;
+      const double* dsw = dst + k * T + H;
       for (int64_t i = 0; i < H; ++i) {
-        const double ph = dst[k * T + i] / static_cast<double>(W);
+        const double ph = dst[k * T + i] / static_cast<double>(W), ghi = gh[i];
         for (int64_t j = 0; j < W; ++j) {
-          const int64_t o = sx.at(k, i, j);
-          const double ghw = static_cast<double>(gh[i]) * static_cast<double>(gwv[j]);
-          const double xhat = (static_cast<double>(static_cast<acc_t>(xg[o]) * gh[i] * gwv[j]) - m) * r;
-          const double dz = cz * (dw[i * W + j] - D * inv - xhat * Sxh[k] * inv);
-          dxg[o] = static_cast<scalar_t>(static_cast<double>(dyg[o]) * static_cast<double>(sp[i * W + j]) +
-                                         dz * ghw + ph + dst[k * T + H + j] / static_cast<double>(H));
+          const int64_t p = i * W + j;
+          const acc_t xa = static_cast<acc_t>(xk[p * xp]);
+          const double xhat = (static_cast<double>(xa * gh[i] * gwv[j]) - m) * r;
+          const double dz = cz * (dw[p] - c0 - xhat * c1);
+          dxk[p * xp] = static_cast<scalar_t>(
+              static_cast<double>(dyk[p * xp]) * static_cast<double>(sp[p]) +
+              dz * ghi * static_cast<double>(gwv[j]) + ph + dsw[j] / static_cast<double>(H));
         }
       }
     }
@@ -330,15 +377,20 @@ ema_backward_cpu(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& x2
     using acc_t = at::opmath_type<scalar_t>;
     Backward<scalar_t> f{s, dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
                          x2.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(),
-                         dx2.data_ptr<scalar_t>(), Strides(x), Strides(x2), x.stride(0),
-                         x.stride(1), x2.stride(0), w.data_ptr<acc_t>(), gw.data_ptr<acc_t>(),
+                         dx2.data_ptr<scalar_t>(), Place(x), Place(x2), x.stride(0),
+                         x2.stride(0), w.data_ptr<acc_t>(), gw.data_ptr<acc_t>(),
                          gb.data_ptr<acc_t>(), strips.data_ptr<acc_t>(), gates.data_ptr<acc_t>(),
                          stats.data_ptr<acc_t>(), smap.data_ptr<acc_t>(), nullptr};
     std::vector<double> partials(N * f.partial_size(), 0.0);
     f.partials = partials.data();
     at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-      std::vector<double> buf;
-      for (int64_t n = n0; n < n1; ++n) f.group(n, buf);
+      std::vector<double> buf(f.scratch_size());
+      with_widest_isa([&]() ATTNKERNELS_INLINE_LAMBDA {
+        if (f.px.p == 1 && f.px2.p == 1)
+          for (int64_t n = n0; n < n1; ++n) f.template group<true>(n, buf.data());
+        else
+          for (int64_t n = n0; n < n1; ++n) f.template group<false>(n, buf.data());
+      });
     });
     // the groups' partials, summed in group order
     const int64_t g = s.g, P = f.partial_size();

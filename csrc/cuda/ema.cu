@@ -119,7 +119,8 @@ __global__ void ema_forward_kernel(EmaGeom s, const scalar_t* __restrict__ x,
       ss = warp_sum(ss);
       if (lane == 0) rstd[k] = acc_t(1) / std::sqrt(ss / static_cast<acc_t>(HW) + eps);
     }
-    __syncthreads();
+    // no barrier: the softmaxes read x21's means (stored before the last one),
+    // and rstd is read only after the next
     if (threadIdx.x == 0) {
       softmax_over(prm.gb, g, 1, x11, 1);  // the mean of x1 over H*W is gn_b exactly
       softmax_over(x21, g, 1, x21, 1);
@@ -143,7 +144,7 @@ __global__ void ema_forward_kernel(EmaGeom s, const scalar_t* __restrict__ x,
       const int64_t o = s.x_at(n, k, i, j);
       y[o] = static_cast<scalar_t>(static_cast<acc_t>(x[o]) * sp[p]);
     }
-    __syncthreads();  // the next group reuses nothing, but keeps the phases apart
+    // the next group's phases touch none of this group's memory: no barrier
   }
 }
 
@@ -276,7 +277,6 @@ __global__ void ema_backward_kernel(EmaGeom s, const scalar_t* __restrict__ dy,
                                     dst[k * T + i] / static_cast<acc_t>(W) +
                                     dst[k * T + H + j] / static_cast<acc_t>(H));
     }
-    __syncthreads();
   }
 }
 
