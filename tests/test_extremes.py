@@ -6,7 +6,7 @@ import torch
 
 
 from flavours import FLAVOURS, LIBRARY_LAYERS
-from utils import HAS_CPU, assert_module_matches_reference, family_of
+from utils import HAS_CPU, batch_norm_over_few_values, assert_module_matches_reference, family_of
 
 pytestmark = pytest.mark.skipif(not HAS_CPU, reason="the C++ CPU extension is not built")
 
@@ -62,7 +62,10 @@ def test_a_channel_of_minus_inf(flavour):
 @pytest.mark.parametrize("shape", [(2, 1, 5, 7), (2, 4096, 2, 3)])
 def test_one_and_4096_channels(flavour, shape):
     fused, _ = _pair(flavour, shape[1])
-    fused.train()
+    # training mode, unless a BatchNorm would normalise a handful of values per
+    # channel (timm SelectiveKernel's gate BatchNorm: N = 2 here), where no
+    # budget tells a bug from rounding (as check_flavour_case): then eval
+    fused.train(not batch_norm_over_few_values(fused, shape, True, family_of(flavour)))
     # library BatchNorms inside the module normalise 2 to 12 values per channel here
     why = LIBRARY_LAYERS.get(family_of(flavour))
     assert_module_matches_reference(fused, lambda f: f.reference_module(), torch.float32,

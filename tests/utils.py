@@ -436,7 +436,7 @@ def family_of(flavour: str) -> str:
     return flavour.split("_")[0]
 
 
-def _batch_norm_over_few_values(module, shape, train, family=None) -> bool:
+def batch_norm_over_few_values(module, shape, train, family=None) -> bool:
     """A training BatchNorm that normalises at most four values per channel: a
     spatial gate's (CBAM, Triplet: N * H * W of them) or Coordinate Attention's
     strips of a 1x1 image (N), both at most N * H * W, or what the family's
@@ -478,7 +478,7 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
     the forward, the input gradient, every parameter gradient and BatchNorm's
     running statistics against the float64 oracle and eager. False when upstream
     itself refuses the case (BatchNorm over one value), or when a training
-    BatchNorm sees a few values (_batch_norm_over_few_values; tests/test_coord.py
+    BatchNorm sees a few values (batch_norm_over_few_values; tests/test_coord.py
     names such a shape); or a
     half-precision case that the pure-PyTorch fallback serves (non-dense input).
     ``compiler``: the fused module runs under torch.compile(fullgraph=True) with
@@ -503,7 +503,7 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
         for p in fused.parameters():
             p.mul_(3.0)
     fused = fused.to(device=device, dtype=dt).train(train)
-    if _batch_norm_over_few_values(fused, shape, train, family_of(flavour)):
+    if batch_norm_over_few_values(fused, shape, train, family_of(flavour)):
         return False
     oracle = fused.reference_module().double()
     eager = fused.reference_module()
