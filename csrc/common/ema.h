@@ -2,8 +2,11 @@
 // (semantics in csrc/schemas/ema_schema.cpp).
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
+
+#include <vector>
 
 #include "checks.h"
 
@@ -46,13 +49,51 @@ inline at::Tensor ema_matrix(const at::Tensor& x, const at::Tensor& w1, int64_t 
   return w1.reshape({g, g}).to(accumulate_type(x)).contiguous();
 }
 
-// A saved tensor of ema_forward: contiguous, the accumulate dtype, this shape.
-inline void check_ema_saved(const at::Tensor& x, const at::Tensor& t, const char* name,
-                            at::IntArrayRef shape) {
-  check_same_device(x, t, name);
-  TORCH_CHECK(t.scalar_type() == accumulate_type(x) && t.sizes() == shape && t.is_contiguous(),
-              name, " must be a contiguous ", shape, " ", accumulate_type(x), " tensor, got ",
-              t.sizes(), " ", t.scalar_type());
+// The small parameters in the accumulate dtype, contiguous: w1 as (g, g), b1
+// (undefined when absent), gn_w (ones when absent), gn_b (zeros).
+struct EmaSmallParams {
+  at::Tensor w1, b1, gn_w, gn_b;
+};
+
+inline EmaSmallParams ema_small_params(const at::Tensor& x, const at::Tensor& w1,
+                                       const c10::optional<at::Tensor>& b1,
+                                       const c10::optional<at::Tensor>& gn_w,
+                                       const c10::optional<at::Tensor>& gn_b, int64_t g) {
+  return {ema_matrix(x, w1, g), b1.has_value() ? ema_vector(x, b1, "b1", g, 0) : at::Tensor(),
+          ema_vector(x, gn_w, "gn_w", g, 1), ema_vector(x, gn_b, "gn_b", g, 0)};
+}
+
+// The shapes of what ema_forward saves besides y: strips and gates (N, g, H + W),
+// stats (N, 4, g), s (N, H, W), N = B * groups; all in the accumulate dtype.
+inline std::vector<std::vector<int64_t>> ema_saved_shapes(const at::Tensor& x, int64_t groups) {
+  const int64_t N = x.size(0) * groups, g = x.size(1) / groups, H = x.size(2), W = x.size(3);
+  return {{N, g, H + W}, {N, g, H + W}, {N, 4, g}, {N, H, W}};
+}
+
+// ema_forward's saved outputs (strips, gates, stats, s), allocated.
+inline std::vector<at::Tensor> ema_empty_saved(const at::Tensor& x, int64_t groups) {
+  std::vector<at::Tensor> out;
+  for (const auto& shape : ema_saved_shapes(x, groups))
+    out.push_back(at::empty(shape, x.options().dtype(accumulate_type(x))));
+  return out;
+}
+
+// What ema_backward reads: x, x2 and groups as ema_forward's, dy like x, the
+// saved tensors contiguous in the accumulate dtype and of their shapes.
+inline void check_ema_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& x2,
+                               int64_t groups, at::TensorList saved) {
+  check_ema_inputs(x, x2, groups);
+  check_grad_like_x(dy, x, "dy");
+  const char* names[] = {"strips", "gates", "stats", "s"};
+  const auto shapes = ema_saved_shapes(x, groups);
+  for (size_t i = 0; i < 4; ++i) {
+    const at::Tensor& t = saved[i];
+    check_same_device(x, t, names[i]);
+    TORCH_CHECK(t.scalar_type() == accumulate_type(x) && t.sizes() == shapes[i] &&
+                    t.is_contiguous(),
+                names[i], " must be a contiguous ", at::IntArrayRef(shapes[i]), " ",
+                accumulate_type(x), " tensor, got ", t.sizes(), " ", t.scalar_type());
+  }
 }
 
 }  // namespace attnkernels

@@ -301,16 +301,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> ema_forwa
   check_ema_inputs(x, x2, groups);
   AK_DEVICE_GUARD(x);
   const EmaGeom s = ema_geom(x, x2, groups);
-  const at::Tensor w = ema_matrix(x, w1, s.g);
-  const at::Tensor bias = b1.has_value() ? ema_vector(x, b1, "b1", s.g, 0) : at::Tensor();
-  const at::Tensor gw = ema_vector(x, gn_w, "gn_w", s.g, 1);
-  const at::Tensor gb = ema_vector(x, gn_b, "gn_b", s.g, 0);
-  const auto acc = x.options().dtype(accumulate_type(x));
+  const EmaSmallParams prms = ema_small_params(x, w1, b1, gn_w, gn_b, s.g);
+  const at::Tensor &w = prms.w1, &bias = prms.b1, &gw = prms.gn_w, &gb = prms.gn_b;
   at::Tensor y = empty_output_like(x);
-  at::Tensor strips = at::empty({s.N, s.g, s.T()}, acc);
-  at::Tensor gates = at::empty({s.N, s.g, s.T()}, acc);
-  at::Tensor stats = at::empty({s.N, 4, s.g}, acc);
-  at::Tensor smap = at::empty({s.N, s.H, s.W}, acc);
+  const std::vector<at::Tensor> saved = ema_empty_saved(x, groups);
+  const at::Tensor &strips = saved[0], &gates = saved[1], &stats = saved[2], &smap = saved[3];
   if (x.numel() == 0) return {y, strips, gates, stats, smap};
   const cudaStream_t stream = AK_CURRENT_STREAM();
   AK_DISPATCH(x, "ema_forward_cuda", [&] {
@@ -332,17 +327,11 @@ ema_backward_cuda(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& x
                   const c10::optional<at::Tensor>& gn_b, const at::Tensor& strips,
                   const at::Tensor& gates, const at::Tensor& stats, const at::Tensor& smap,
                   int64_t groups) {
-  check_ema_inputs(x, x2, groups);
-  check_grad_like_x(dy, x, "dy");
+  check_ema_backward(dy, x, x2, groups, {strips, gates, stats, smap});
   AK_DEVICE_GUARD(x);
   const EmaGeom s = ema_geom(x, x2, groups);
-  check_ema_saved(x, strips, "strips", {s.N, s.g, s.T()});
-  check_ema_saved(x, gates, "gates", {s.N, s.g, s.T()});
-  check_ema_saved(x, stats, "stats", {s.N, 4, s.g});
-  check_ema_saved(x, smap, "s", {s.N, s.H, s.W});
-  const at::Tensor w = ema_matrix(x, w1, s.g);
-  const at::Tensor gw = ema_vector(x, gn_w, "gn_w", s.g, 1);
-  const at::Tensor gb = ema_vector(x, gn_b, "gn_b", s.g, 0);
+  const EmaSmallParams prms = ema_small_params(x, w1, c10::nullopt, gn_w, gn_b, s.g);
+  const at::Tensor &w = prms.w1, &gw = prms.gn_w, &gb = prms.gn_b;
   const auto acc = x.options().dtype(accumulate_type(x));
   at::Tensor dx = empty_output_like(x);
   at::Tensor dx2 = at::empty_like(x2);
