@@ -48,13 +48,53 @@ def _adopt(cls, original: nn.Module) -> nn.Module:
     return new
 
 
+# nn.Module's own bookkeeping in an instance's __dict__: not carried over as attributes
+_MODULE_STATE = frozenset(vars(nn.Module()))
+_HOOK_TABLES = tuple(k for k in sorted(_MODULE_STATE) if "hooks" in k) + ("_is_full_backward_hook",)
+_CALL_HOOK_TABLES = tuple(k for k in _HOOK_TABLES if k.endswith("hooks") and "state_dict" not in k)
+
+
+def _carry_instance_state(original: nn.Module, new: nn.Module) -> None:
+    """What frameworks attach to a module instance goes along to its fused
+    replacement: plain attributes (ultralytics' ``f``, ``i``, ``type`` and ``np``,
+    which its models' forward reads) and the module's own hooks (the same
+    tables, so a handle held elsewhere still removes its hook)."""
+    # an instance attribute may shadow what the classes both share (ultralytics'
+    # ``type`` shadows nn.Module.type), never what the fused classes define
+    fused_names = set().union(*(vars(c) for c in type(new).__mro__
+                                if c not in type(original).__mro__))
+    for key, value in vars(original).items():
+        if key not in _MODULE_STATE and key not in fused_names and key not in new._modules:
+            new.__dict__.setdefault(key, value)
+    for table in _HOOK_TABLES:
+        setattr(new, table, getattr(original, table))
+
+
+def _hooked_submodule(module: nn.Module) -> Optional[str]:
+    """The first submodule of ``module`` with forward or backward hooks: the
+    fused kernels compute submodules without calling them, so those would not run."""
+    for name, sub in module.named_modules():
+        if name and any(getattr(sub, table) for table in _CALL_HOOK_TABLES):
+            return name
+    return None
+
+
+def _without_hooks(module: nn.Module) -> nn.Module:
+    """``module`` (a probe's copy) with its own call hooks dropped: the user's
+    hooks must not see probe inputs."""
+    for table in _CALL_HOOK_TABLES:
+        setattr(module, table, type(getattr(module, table))())
+    module._is_full_backward_hook = None
+    return module
+
+
 def _probe_mismatch(original: nn.Module, candidate: nn.Module) -> Optional[str]:
     """Compare outputs on a probe input in float64 on deep copies (eval mode, so
     BatchNorm statistics are left untouched); None when they agree."""
     channels = candidate.probe_channels()
     if channels is None:
         return "cannot infer the channel count"
-    a = copy.deepcopy(original).double().eval().cpu()
+    a = _without_hooks(copy.deepcopy(original)).double().eval().cpu()
     b = copy.deepcopy(candidate).double().eval().cpu()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, channels, *b.probe_size(), generator=g, dtype=torch.float64)
@@ -77,6 +117,10 @@ def _try_convert(module: nn.Module):
         cls = matcher(module)
         if cls is None:
             continue
+        hooked = _hooked_submodule(module)
+        if hooked:
+            return None, (f"matches {cls.__name__} but its submodule '{hooked}' has forward or "
+                          f"backward hooks, which the fused kernels would not run")
         candidate = _adopt(cls, module)
         spec = candidate.gate_spec()
         if isinstance(spec, str):
@@ -84,6 +128,7 @@ def _try_convert(module: nn.Module):
         why = _probe_mismatch(module, candidate)
         if why:
             return None, f"matches {cls.__name__} structurally but {why}"
+        _carry_instance_state(module, candidate)
         return candidate, None
     return None, None
 

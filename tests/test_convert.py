@@ -462,3 +462,51 @@ def test_bare_cbam_gates_are_reported_with_the_reason():
     assert "a CBAM channel gate on its own" in left["ca"] and "x * gate" in left["ca"]
     assert "a CBAM spatial gate on its own" in left["sa"]
     assert "a CBAM channel gate on its own" in left["ca2"]
+
+
+class TaggedLayers(nn.Module):
+    """Runs its layers by the tags on each, as ultralytics' models do (``f``: the
+    index of the layer its input comes from, -1 the previous one; ``i``: its own)."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = nn.Sequential(nn.Conv2d(3, 16, 1), ref.SEModule(16), nn.Conv2d(16, 16, 1))
+        for i, m in enumerate(self.model):
+            m.i, m.f, m.type, m.np = i, -1 if i != 2 else 1, type(m).__name__, 0
+
+    def forward(self, x):
+        outputs = []
+        for m in self.model:
+            x = m(x if m.f == -1 else outputs[m.f])
+            outputs.append(x)
+        return x
+
+
+def test_convert_carries_instance_attributes_and_hooks():
+    net = TaggedLayers()
+    original = copy.deepcopy(net)
+    se = net.model[1]
+    calls = []
+    pre = se.register_forward_pre_hook(lambda m, args: calls.append("pre"))
+    se.register_forward_hook(lambda m, args, out: calls.append("forward"))
+    se.register_full_backward_hook(lambda m, grad_in, grad_out: calls.append("backward"))
+    net, report = attnkernels.convert(net)
+    fused = net.model[1]
+    assert isinstance(fused, fnn.SEModule), str(report)
+    assert (fused.i, fused.f, fused.type, fused.np) == (1, -1, "SEModule", 0)
+    assert calls == []  # the probe never runs the user's hooks
+    x = torch.randn(2, 3, 5, 4)
+    _assert_same_outputs_and_gradients(original, net)
+    assert calls == ["pre", "forward", "backward"]
+    pre.remove()  # a handle taken before the conversion still removes its hook
+    calls.clear()
+    net(x)
+    assert calls == ["forward"]
+
+
+def test_hooks_on_submodules_leave_the_module_alone():
+    se = ref.SEModule(16)
+    se.fc1.register_forward_hook(lambda m, args, out: None)
+    _, report = attnkernels.convert(nn.Sequential(se))
+    assert report.converted == [] and len(report.left_alone) == 1, str(report)
+    assert "submodule 'fc1' has forward or backward hooks" in report.left_alone[0][2]
