@@ -66,6 +66,11 @@ def machine_reason(name: str) -> Optional[str]:
     return _MACHINE_REASONS[name]
 
 
+def is_dense(x: torch.Tensor) -> bool:
+    """NCHW-contiguous or channels_last: the layouts the fused kernels read."""
+    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+
+
 def input_reasons(name: str, x: torch.Tensor, family_reasons: List[str] = (),
                   backend_reasons: Optional[Dict[str, List[str]]] = None) -> List[str]:
     """Every reason backend ``name`` cannot serve input ``x`` (empty: it can).
@@ -90,7 +95,7 @@ def input_reasons(name: str, x: torch.Tensor, family_reasons: List[str] = (),
             reasons.append("the Triton interpreter has no bfloat16 arithmetic")
     if x.dtype not in _FUSED_DTYPES:
         reasons.append(f"dtype {x.dtype} is not one of float32, float16, bfloat16, float64")
-    if x.dim() == 4 and not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+    if x.dim() == 4 and not is_dense(x):
         reasons.append("x is neither NCHW-contiguous nor channels_last (call .contiguous())")
     reasons.extend(family_reasons)
     reasons.extend((backend_reasons or {}).get(name, ()))

@@ -15,10 +15,6 @@ __all__ = ["efficient_multiscale_attention"]
 _BACKEND_REASONS = cuda_kernel_reasons("ema_forward", "EMA")
 
 
-def _dense(t: torch.Tensor) -> bool:
-    return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
-
-
 def efficient_multiscale_attention(x: torch.Tensor, x2: torch.Tensor,
                                    conv1x1_weight: torch.Tensor,
                                    conv1x1_bias: Optional[torch.Tensor] = None,
@@ -58,7 +54,7 @@ def efficient_multiscale_attention(x: torch.Tensor, x2: torch.Tensor,
     reasons = list(family_reasons)
     if x2.dtype != x.dtype or x2.device != x.device:
         reasons.append(f"x2 is {x2.dtype} on {x2.device}, x {x.dtype} on {x.device}")
-    if not _dense(x2):
+    if not _backend.is_dense(x2):
         reasons.append("x2 is neither NCHW-contiguous nor channels_last")
     name = _backend.select(x, backend, reasons, _BACKEND_REASONS)
     if name == "reference":
