@@ -29,6 +29,14 @@ if not torch.cuda.is_available():
 os.environ.setdefault("ATTNKERNELS_FUZZ_SEED", str(random.SystemRandom().randrange(2 ** 32)))
 
 
+# Under pytest-xdist (the README's `-n auto`), each worker's torch gets its share
+# of the cores, at least 2 so the CPU kernels still split their work across
+# threads (2 workers x 2 threads on CI's 2 cores, as before); OMP_NUM_THREADS wins.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(min(torch.get_num_threads(), max(2, (os.cpu_count() or 2) // _workers)))
+
+
 def _fuzz_seed_line() -> str:
     seed = os.environ["ATTNKERNELS_FUZZ_SEED"]
     return f"fuzz seed: {seed} (ATTNKERNELS_FUZZ_SEED={seed} replays this run's fuzz cases)"

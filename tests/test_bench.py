@@ -174,10 +174,20 @@ def test_batch_sweep_runs_each_shape_at_each_batch(tmp_path, monkeypatch):
                                                             ("tiny-b3", "3x16x5x5")]
 
 
-def test_model_benchmark_every_provider_and_mode(tmp_path, capsys):
-    from bench import models as bench_models
+def test_model_benchmark_every_provider_and_mode(tmp_path, capsys, monkeypatch):
+    """The harness, on a network small enough that its four torch.compile builds
+    take seconds (legacy_seresnet18 took minutes); the real networks convert in
+    test_networks.py and compile in test_network_modes.py."""
+    import timm
+    from torch import nn
 
-    bench_models.main(["--models", "legacy_seresnet18", "--device", "cpu", "--batch", "2",
+    from bench import models as bench_models
+    from bench import networks as bench_networks
+
+    monkeypatch.setitem(bench_networks.NETWORKS, "tiny_seresnet", lambda: nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), timm.layers.SEModule(16),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 1000)))
+    bench_models.main(["--models", "tiny_seresnet", "--device", "cpu", "--batch", "2",
                        "--size", "32", "--budget", "0.01", "--out", str(tmp_path)])
     (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".csv"]
     with open(path) as f:
@@ -186,7 +196,7 @@ def test_model_benchmark_every_provider_and_mode(tmp_path, capsys):
         (m, p) for m in ("inference", "train") for p in bench_models.PROVIDERS}
     assert all(float(r["images_per_s"]) > 0 and r["device"] and r["date"] for r in rows)
     table = capsys.readouterr().out.split("| model |")[1]
-    assert "legacy_seresnet18 | train" in table
+    assert "tiny_seresnet | train" in table
 
 
 def test_without_attention_strips_every_attention_module():

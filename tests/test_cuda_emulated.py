@@ -10,6 +10,7 @@ was launched, and two scheduler seeds give bitwise-equal outputs and gradients.
 What the emulator cannot show (timing, coalescing, real warp scheduling) stays
 with tools/gpu_proof.sh on a GPU. tools/check_cuda_emulated.sh runs this with
 the mutation check (tools/cuda_mutants.py) and the resource check."""
+import importlib.util
 import os
 import re
 import shutil
@@ -72,8 +73,9 @@ def _pytest(library, args, seed, launched=None, timeout=2400):
     env = {**os.environ, "ATTNKERNELS_EXTENSION": library, "ATTNKERNELS_SIMT_SEED": str(seed)}
     if launched:
         env["ATTNKERNELS_SIMT_LAUNCHED"] = str(launched)
+    workers = ["-n", "auto"] if importlib.util.find_spec("xdist") else []
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-                           *args], cwd=TESTS, env=env, capture_output=True, text=True,
+                           *workers, *args], cwd=TESTS, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 

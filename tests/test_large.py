@@ -8,7 +8,10 @@ product differently from a many-row one, though identical rows of one product
 come out identical. The forward needs about 10 GB free, the backward about
 19 GB (x, y, dy and dx are 4.3 GB each in fp16), in host memory for the CPU
 and in GPU memory for the GPU; each case is skipped where memory does not allow."""
+import fcntl
 import math
+import os
+import tempfile
 
 import pytest
 import torch
@@ -27,6 +30,15 @@ def _available_gb() -> float:
         return int(info["MemAvailable"].split()[0]) / 2**20
     except (OSError, KeyError, ValueError):
         return 0.0
+
+
+@pytest.fixture(autouse=True)
+def _one_large_case_at_a_time():
+    """pytest-xdist's workers (and concurrent pytest runs) take these cases one
+    at a time: each checks that its memory is free, and two at once would need twice it."""
+    with open(os.path.join(tempfile.gettempdir(), "attnkernels-test-large.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _skip_unless_free(device: str, gb: float) -> None:

@@ -11,8 +11,8 @@
 #
 # Environment: TORCH_VERSION (2.11.0), TRITON_VERSION (3.6.0), PYTHON (default:
 # python3.12 from PATH or pyenv, else python3), CUDA_HOME (default: found by
-# setup.py), ATTNKERNELS_CUDA (default 1 when nvcc is found). About 6 minutes
-# on 2 cores (3 GB of wheels, a 2.5-minute build, the tests).
+# setup.py), ATTNKERNELS_CUDA (default 1 when nvcc is found). About 12 minutes
+# on 2 cores (3 GB of wheels, a 7-minute build, the tests on both cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -30,7 +30,7 @@ venv_py=$scratch/venv/bin/python
 "$venv_py" -m pip install -q --upgrade pip
 # numpy < 2.4: triton 3.6's interpreter (the Triton tests on the CPU) needs it
 "$venv_py" -m pip install -q "torch==${TORCH_VERSION:-2.11.0}" "triton==${TRITON_VERSION:-3.6.0}" \
-  "numpy<2.4" pytest hypothesis "setuptools>=64" wheel ninja
+  "numpy<2.4" pytest pytest-xdist hypothesis "setuptools>=64" wheel ninja
 echo "gpu image compat: $("$venv_py" -c 'import sys, torch, triton; print(
     "python", sys.version.split()[0], "| torch", torch.__version__, "| triton", triton.__version__)')"
 
@@ -49,7 +49,7 @@ echo "gpu image compat: built in $(( $(date +%s) - start ))s (ATTNKERNELS_CUDA=$
 # The ops' registration, fakes, autograd and opcheck, compile and export paths,
 # and one family's parity matrix, against this torch (the built copy imported).
 cd "$root/tests"
-PYTHONPATH=$build "$venv_py" -m pytest -q -p no:cacheprovider -x -m "not slow" -k "not triton" \
+PYTHONPATH=$build "$venv_py" -m pytest -n auto -q -p no:cacheprovider -x -m "not slow" -k "not triton" \
   test_op_outputs.py test_backend.py test_determinism.py test_compile.py test_cbam.py
 
 if [ "${KEEP_BUILD:-0}" = 1 ]; then

@@ -6,9 +6,13 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "../cuda/simt.h"
 
@@ -18,11 +22,17 @@ struct WriteLaunchedAtExit {
   ~WriteLaunchedAtExit() {
     const char* path = std::getenv("ATTNKERNELS_SIMT_LAUNCHED");
     if (!path) return;
-    if (FILE* f = std::fopen(path, "a")) {
-      for (const std::string& name : attnkernels::simt::launched())
-        std::fprintf(f, "%s\n", name.c_str());
-      std::fclose(f);
+    // one append of the whole list: pytest-xdist's workers exit together
+    std::string lines;
+    for (const std::string& name : attnkernels::simt::launched()) lines += name + "\n";
+    const int fd = ::open(path, O_WRONLY | O_APPEND | O_CREAT, 0644);
+    if (fd < 0) return;
+    for (size_t done = 0; done < lines.size();) {
+      const ssize_t n = ::write(fd, lines.data() + done, lines.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
     }
+    ::close(fd);
   }
 } write_launched_at_exit;
 
