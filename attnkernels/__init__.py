@@ -1,7 +1,8 @@
 """attnkernels: fused kernels for CNN plug-in attention modules.
 
 Public API: ``attnkernels.nn`` (drop-in modules), ``attnkernels.functional``,
-``attnkernels.convert(model)``, ``attnkernels.available_backends()`` and
+``attnkernels.convert(model)`` and ``attnkernels.revert(model)``,
+``attnkernels.available_backends()`` and
 ``attnkernels.use_backend(name)``. ``attnkernels.reference`` holds the
 pure-PyTorch originals. Each family's code is in its folder
 (``attnkernels/se``, ``eca``, ...; listed in ``attnkernels.families``), the
@@ -20,8 +21,8 @@ if _extension.load():
     _gate_matmul.register()
 
 from . import functional, nn, reference  # noqa: E402
-from .convert import ConversionReport, convert  # noqa: E402
+from .convert import ConversionReport, convert, revert  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["nn", "functional", "reference", "convert", "ConversionReport",
+__all__ = ["nn", "functional", "reference", "convert", "revert", "ConversionReport",
            "available_backends", "use_backend"]

@@ -20,12 +20,15 @@ from .families import FAMILIES
 
 @dataclasses.dataclass
 class ConversionReport:
+    """What ``convert`` (or ``revert``: ``verb="reverted"``) swapped, as
+    (path, old class, new class), and what it left alone, as (path, class, why)."""
     converted: List[Tuple[str, str, str]] = dataclasses.field(default_factory=list)
     left_alone: List[Tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    verb: str = "converted"
 
     def __str__(self) -> str:
-        lines = [f"converted {len(self.converted)} module(s), left {len(self.left_alone)} alone"]
-        lines += [f"  converted  {n or '<root>'}: {a} -> {b}" for n, a, b in self.converted]
+        lines = [f"{self.verb} {len(self.converted)} module(s), left {len(self.left_alone)} alone"]
+        lines += [f"  {self.verb:10s} {n or '<root>'}: {a} -> {b}" for n, a, b in self.converted]
         lines += [f"  left alone {n or '<root>'}: {a}: {why}" for n, a, why in self.left_alone]
         return "\n".join(lines)
 
@@ -44,7 +47,7 @@ def _adopt(cls, original: nn.Module) -> nn.Module:
     for attr in cls.ADOPTED_ATTRS:
         if hasattr(original, attr) and attr not in original._modules:
             setattr(new, attr, getattr(original, attr))
-    new.train(original.training)
+    new.training = original.training  # its own flag only: each child keeps its mode
     return new
 
 
@@ -52,6 +55,11 @@ def _adopt(cls, original: nn.Module) -> nn.Module:
 _MODULE_STATE = frozenset(vars(nn.Module()))
 _HOOK_TABLES = tuple(k for k in sorted(_MODULE_STATE) if "hooks" in k) + ("_is_full_backward_hook",)
 _CALL_HOOK_TABLES = tuple(k for k in _HOOK_TABLES if k.endswith("hooks") and "state_dict" not in k)
+
+
+# where a converted module keeps the instance it replaced (a plain attribute: no
+# state_dict keys, no parameters of its own; its children are the fused module's)
+_ORIGINAL = "_attnkernels_original"
 
 
 def _carry_instance_state(original: nn.Module, new: nn.Module) -> None:
@@ -129,6 +137,7 @@ def _try_convert(module: nn.Module):
         if why:
             return None, f"matches {cls.__name__} structurally but {why}"
         _carry_instance_state(module, candidate)
+        candidate.__dict__[_ORIGINAL] = module  # for revert; not a registered submodule
         return candidate, None
     return None, None
 
@@ -197,3 +206,47 @@ def _convert_children(parent: nn.Module, prefix: str, report: ConversionReport,
             report.left_alone.insert(at, (path, type(child).__name__, why))
         touched = touched or inner or bool(why)
     return touched
+
+
+def revert(model: nn.Module) -> Tuple[nn.Module, ConversionReport]:
+    """Undo ``convert`` (in place): every module it replaced gets its original
+    instance back, of the original class, holding the fused module's current
+    submodules (the same parameter objects, trained or moved since), training
+    flag, hooks and carried attributes. For checkpoints that must load without
+    attnkernels and exporters that expect the upstream classes. Fused modules
+    that ``convert`` did not make (built as drop-ins, or by the timm
+    integration) have no original to restore: reported as left alone."""
+    report = ConversionReport(verb="reverted")
+    holder = nn.Module()
+    holder.add_module("root", model)
+    for path, parent, name, fused in list(_fused_modules(holder, "")):
+        path = path[len("root."):] if path.startswith("root.") else ""
+        original = fused.__dict__.get(_ORIGINAL)
+        if original is None:
+            report.left_alone.append((path, type(fused).__name__,
+                                      "built fused, not by convert: no original to restore"))
+            continue
+        for key in list(original._modules):
+            if key not in fused._modules:
+                del original._modules[key]
+        for key, child in fused.named_children():
+            original.add_module(key, child)
+        for key, value in vars(fused).items():
+            if key in vars(original) and key not in _MODULE_STATE and key != _ORIGINAL:
+                original.__dict__[key] = value
+        for table in _HOOK_TABLES:
+            setattr(original, table, getattr(fused, table))
+        original.training = fused.training
+        setattr(parent, name, original)
+        report.converted.append((path, type(fused).__name__, type(original).__name__))
+    return holder.root, report
+
+
+def _fused_modules(parent: nn.Module, prefix: str):
+    """(path, parent, name, module) of every fused module below ``parent``, outermost first."""
+    for name, child in parent.named_children():
+        path = f"{prefix}.{name}" if prefix else name
+        if isinstance(child, _FUSED):
+            yield path, parent, name, child
+        else:
+            yield from _fused_modules(child, path)

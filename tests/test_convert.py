@@ -1,6 +1,8 @@
 """attnkernels.convert: structure-recognised swaps, weights preserved, same outputs and gradients."""
 import copy
+import pickle
 
+import pytest
 import torch
 from torch import nn
 
@@ -510,3 +512,33 @@ def test_hooks_on_submodules_leave_the_module_alone():
     _, report = attnkernels.convert(nn.Sequential(se))
     assert report.converted == [] and len(report.left_alone) == 1, str(report)
     assert "submodule 'fc1' has forward or backward hooks" in report.left_alone[0][2]
+
+
+def test_revert_restores_the_original_instances_with_the_trained_parameters():
+    timm = pytest.importorskip("timm")
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), timm.layers.SEModule(16),
+                        nn.Sequential(timm.layers.cbam.CbamModule(16), timm.layers.EcaModule(16)))
+    net[1].f = -1  # a framework's tag
+    net[2][0].channel.fc1.eval()  # a child's own mode survives both ways
+    originals = [net[1], net[2][0], net[2][1]]
+    x = torch.randn(2, 3, 6, 5)
+    net, report = attnkernels.convert(net)
+    assert len(report.converted) == 3, str(report)
+    assert not net[2][0].channel.fc1.training
+    net(x).square().sum().backward()  # train the converted model one step
+    with torch.no_grad():
+        for p in net.parameters():
+            p -= 0.1 * p.grad
+    net.eval()
+    y = net(x)
+    net, report = attnkernels.revert(net)
+    assert [m for m in (net[1], net[2][0], net[2][1])] == originals, str(report)
+    assert report.verb == "reverted" and len(report.converted) == 3 and not report.left_alone
+    assert not any(m.training for m in originals) and net[1].f == -1
+    torch.testing.assert_close(net(x), y)  # the upstream forward, on the trained parameters
+    assert b"attnkernels" not in pickle.dumps(net)  # loads without attnkernels
+    y0 = net(x)
+    round_trip, _ = attnkernels.revert(attnkernels.convert(net)[0])
+    assert torch.equal(round_trip(x), y0)
+    _, report = attnkernels.revert(nn.Sequential(fnn.SEModule(16)))
+    assert report.converted == [] and "built fused, not by convert" in report.left_alone[0][2]
