@@ -226,11 +226,8 @@ def revert(model: nn.Module) -> Tuple[nn.Module, ConversionReport]:
             report.left_alone.append((path, type(fused).__name__,
                                       "built fused, not by convert: no original to restore"))
             continue
-        for key in list(original._modules):
-            if key not in fused._modules:
-                del original._modules[key]
-        for key, child in fused.named_children():
-            original.add_module(key, child)
+        original._modules.clear()  # the fused module's children now, in their order
+        original._modules.update(fused._modules)
         for key, value in vars(fused).items():
             if key in vars(original) and key not in _MODULE_STATE and key != _ORIGINAL:
                 original.__dict__[key] = value
