@@ -6,7 +6,15 @@ import sys
 import tempfile
 
 import pytest
-import torch
+
+# OpenMP threads sleep at once when idle instead of spinning: the tests run in
+# several processes (pytest-xdist) with two threads each, and spinning threads
+# of one process took the cores from the others (the CPU parity files took
+# 146 s with spinning, 84 s without, -n 2 on 2 cores). Read when torch loads
+# libgomp, so before the import; inherited by the workers and subprocesses.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 # The benchmark package (bench/, with the real networks) lives in the checkout.
 # Appended, not prepended: attnkernels must still come from the installed package.

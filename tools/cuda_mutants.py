@@ -20,7 +20,8 @@ that does not compile is reported apart (a mutation that is not C++). A mutant
 that survives is a missing test, or an equivalent mutation listed in
 EQUIVALENT below with the reason.
 
---quick runs one mutant of each kind (CI); the full list runs on demand
+--quick runs one mutant of each kind (CI), in a .cu file where the kind has
+one; the full list runs on demand
 (about a minute a mutant on 2 cores). The unmutated tests run first unless
 --baseline-ran says they passed at --seed already (tools/check_cuda_emulated.sh:
 its parity run, seed 1, minutes before). Prints one line a mutant, then
@@ -125,12 +126,18 @@ def mutants(root: str = ROOT):
 
 
 def quick(all_mutants):
-    """One mutant of each kind, the middle one of its list (a fixed choice)."""
+    """One mutant of each kind, the middle one of its list (a fixed choice),
+    taken from a kernel file (.cu) where the kind has one: a mutated header is
+    rebuilt into every translation unit that includes it (90 s against 30 s)."""
     by_kind = {}
     for m in all_mutants:
         if m.key not in EQUIVALENT:
             by_kind.setdefault(m.kind, []).append(m)
-    return [ms[len(ms) // 2] for _, ms in sorted(by_kind.items())]
+    chosen = []
+    for _, ms in sorted(by_kind.items()):
+        ms = [m for m in ms if m.path.endswith(".cu")] or ms
+        chosen.append(ms[len(ms) // 2])
+    return chosen
 
 
 def _build(tree: str, build_dir: str):
