@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .families import FAMILIES
+from .families import FAMILIES, ROUTED
 
 
 @dataclasses.dataclass
@@ -34,8 +34,8 @@ class ConversionReport:
 
 
 # every family's structure matchers, in the order they are tried
-MATCHERS: List[Callable] = [m for f in FAMILIES for m in f.convert.MATCHERS]
-_FUSED = tuple(f.root for f in FAMILIES)
+MATCHERS: List[Callable] = [m for f in FAMILIES + ROUTED for m in f.convert.MATCHERS]
+_FUSED = tuple(f.root for f in FAMILIES + ROUTED)
 
 
 def _adopt(cls, original: nn.Module) -> nn.Module:
@@ -125,7 +125,7 @@ def _try_convert(module: nn.Module):
         cls = matcher(module)
         if cls is None:
             continue
-        hooked = _hooked_submodule(module)
+        hooked = None if getattr(cls, "CALLS_SUBMODULES", False) else _hooked_submodule(module)
         if hooked:
             return None, (f"matches {cls.__name__} but its submodule '{hooked}' has forward or "
                           f"backward hooks, which the fused kernels would not run")
@@ -147,15 +147,16 @@ _UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"), (r"^GAM(_?Attention)?$", "GAM")
                       (r"^CoT(Attention)?$", "CoT"), (r"^(DANet|DAHead|PAM_?Module|CAM_?Module)$",
                                                      "DANet"),
                       (r"^BiLevelRoutingAttention", "BiFormer routing attention"),
-                      (r"^ShuffleAttention$", "Shuffle Attention"), (r"^PSA$", "PSA")]
-_FUSED_TITLES = ", ".join(f.title for f in FAMILIES)
+                      (r"^ShuffleAttention$", "Shuffle Attention"), (r"^PSA$", "PSA"),
+                      (r"^SpatialAttention$", "CBAM spatial gate alone (no channel gate)")]
+_FUSED_TITLES = ", ".join(f.title for f in FAMILIES + ROUTED)
 
 
 def _lookalike_reason(module: nn.Module) -> Optional[str]:
     """Why a module whose class name says attention, or that a family knows
     but cannot replace, and that nothing inside was converted, is left alone
     (None: neither)."""
-    for family in FAMILIES:
+    for family in FAMILIES + ROUTED:
         reason = getattr(family.convert, "left_alone_reason", None)
         why = reason(module) if reason else None
         if why:
@@ -165,7 +166,7 @@ def _lookalike_reason(module: nn.Module) -> Optional[str]:
         if re.search(pattern, name, re.IGNORECASE):
             return (f"a {kind} module: no fused kernel for this kind yet (fused: "
                     f"{_FUSED_TITLES})")
-    for family in FAMILIES:
+    for family in FAMILIES + ROUTED:
         if family.looks_like(name):
             return f"looks like {family.title} but its structure matches no known flavour"
     return None

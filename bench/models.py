@@ -1,12 +1,15 @@
 """Model-level benchmark: ``python -m bench.models [--models ...] [--batch 8] [--size 224]``.
 
-Each real network (timm and torchvision, random weights) as built upstream
+Each real network (timm and torchvision, random weights; on request the
+ultralytics YOLO models of bench.networks.YOLO_NETWORKS) as built upstream
 ("original") and after ``attnkernels.convert`` ("converted"), each in eager
 mode and under ``torch.compile``, timed in interleaved rounds; and two floors:
 the original without its attention modules (no attention kernel beats it) and
 with each replaced by a copy (no kernel that writes its output and its input
 gradient beats it). Inference (eval, no autograd) and a training step (forward,
-cross-entropy, backward, SGD step), in images per second, with peak memory.
+cross-entropy, backward, SGD step; a YOLO model's loss is the sum of its
+outputs' means, the same work for every provider), in images per second,
+with peak memory.
 Writes bench/results/models-<device>-<dtype>-<layout>-<date>.csv/.json."""
 import argparse
 import copy
@@ -19,7 +22,7 @@ import attnkernels
 
 from .__main__ import (CopyFloor, Progress, _peak, default_out, describe, device_fused,
                        unavailable, write_results)
-from .networks import NETWORKS, attention_paths, make_attention_matter
+from .networks import NETWORKS, YOLO_NETWORKS, attention_paths, make_attention_matter, yolo
 from .timing import measure_interleaved
 
 # without-attention: the original with every attention module replaced by
@@ -35,9 +38,15 @@ QUICK_MODELS = ["cbam_resnet50", "coord_resnet50", "triplet_resnet50"]
 def replace_attention(model: torch.nn.Module, make) -> torch.nn.Module:
     """A copy of ``model`` with every attention module replaced by ``make()``."""
     stripped = copy.deepcopy(model)
+    bookkeeping = set(vars(torch.nn.Module()))
     for path in attention_paths(stripped):
         parent, _, name = path.rpartition(".")
-        setattr(stripped.get_submodule(parent) if parent else stripped, name, make())
+        holder = stripped.get_submodule(parent) if parent else stripped
+        new = make()
+        # what a framework attached to the layer goes along (ultralytics' f, i: its forward reads them)
+        new.__dict__.update({k: v for k, v in vars(getattr(holder, name)).items()
+                             if k not in bookkeeping and k not in vars(new)})
+        setattr(holder, name, new)
     return stripped
 
 
@@ -54,7 +63,8 @@ def build(name: str, device, dtype, fmt, batch: int, size: int):
     from a batch of x so that every attention module matters."""
     torch.manual_seed(0)
     x = torch.randn(batch, 3, size, size, device=device, dtype=dtype).to(memory_format=fmt)
-    original = NETWORKS[name]().to(device=device, dtype=dtype, memory_format=fmt)
+    made = NETWORKS[name]() if name in NETWORKS else yolo(name)
+    original = made.to(device=device, dtype=dtype, memory_format=fmt)
     make_attention_matter(original, x)
     converted, report = attnkernels.convert(copy.deepcopy(original))
     if report.left_alone:
@@ -75,15 +85,29 @@ def step_fn(model, forward, x, target, mode):
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
 
     def fn():
-        F.cross_entropy(forward(x), target).backward()
+        out = forward(x)
+        loss = (F.cross_entropy(out, target) if isinstance(out, torch.Tensor)
+                else sum(t.float().mean() for t in _tensors(out)))
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)  # here, not first: see __main__.run_case
     return fn
 
 
+def _tensors(out) -> list:
+    """The tensors of a detection model's (nested) output."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    values = out.values() if isinstance(out, dict) else out
+    return [t for v in values for t in _tensors(v)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.models", description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", choices=list(NETWORKS), default=list(NETWORKS))
+    parser.add_argument("--models", nargs="*", choices=list(NETWORKS) + list(YOLO_NETWORKS),
+                        default=list(NETWORKS),
+                        help="default: the timm and torchvision networks; the YOLO ones "
+                             "(ultralytics, AGPL-3.0) when named")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--batch", type=int, default=8)

@@ -1,6 +1,8 @@
 """Real networks for the model benchmark and the integration tests: timm and
 torchvision models built with random weights (nothing is downloaded), a small
 network with every family, and a helper that makes every attention module matter."""
+import os
+
 import timm
 import torch
 import torch.nn.functional as F
@@ -41,10 +43,34 @@ ATTENTION_CLASSES = (
     timm.layers.SelectiveKernel)
 
 
+# ultralytics' detection models, built from their YAML (offline): the
+# attention-carrying families (YOLOv10 PSA, YOLO11 C2PSA, YOLO12 A2C2f) and a
+# YOLOv8n with a CBAM layer, as users write one (bench/data/yolov8n-cbam.yaml).
+# ultralytics is AGPL-3.0: imported here only when one is built.
+YOLO_NETWORKS = {"yolov8n_cbam": os.path.join(os.path.dirname(__file__), "data",
+                                              "yolov8n-cbam.yaml"),
+                 "yolov10n": "yolov10n.yaml", "yolo11n": "yolo11n.yaml",
+                 "yolo12n": "yolo12n.yaml", "yolo12s": "yolo12s.yaml"}
+# their attention classes (ChannelAttention and SpatialAttention: inside CBAM)
+ULTRALYTICS_ATTENTION = ("CBAM", "Attention", "AAttn")
+
+
+def yolo(name: str) -> nn.Module:
+    """An ultralytics DetectionModel of ``YOLO_NETWORKS`` (random weights)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # its import would probe the network
+    import ultralytics.nn.tasks as tasks
+    from ultralytics.nn.modules import CBAM
+
+    tasks.CBAM = CBAM  # a YAML names its layers from this namespace, which has no CBAM
+    return tasks.DetectionModel(YOLO_NETWORKS[name], verbose=False)
+
+
 def attention_paths(model: nn.Module):
     """Where ``model`` holds an upstream (unfused) attention module."""
     return {name for name, m in model.named_modules()
-            if isinstance(m, ATTENTION_CLASSES) and not isinstance(m, FusedFamily)}
+            if (isinstance(m, ATTENTION_CLASSES) and not isinstance(m, FusedFamily))
+            or (type(m).__module__.startswith("ultralytics.")
+                and type(m).__name__ in ULTRALYTICS_ATTENTION)}
 
 
 def make_attention_matter(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Module:

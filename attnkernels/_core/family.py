@@ -6,7 +6,36 @@ from types import ModuleType
 
 
 @dataclasses.dataclass(frozen=True)
-class Family:
+class Routed:
+    """A family whose core goes to a kernel torch has (no kernels of ours):
+    its folder's reference, functional, drop-in modules and convert matchers
+    (each as in ``Family``). ``convert``, ``revert``, the report and the
+    public namespaces take it; the kernel test matrices and benchmarks do not."""
+    name: str
+    title: str
+    root: type
+    modules: ModuleType
+    functional: ModuleType
+    reference: ModuleType
+    convert: ModuleType
+    lookalike: str
+
+    PARTS = ("reference", "functional", "modules", "convert")
+
+    def looks_like(self, class_name: str) -> bool:
+        return re.search(self.lookalike, class_name.lower()) is not None
+
+    @classmethod
+    def declare(cls, package: str, title: str, root: str, lookalike: str):
+        """The family of the folder ``package`` (its ``__name__``): its parts are
+        the folder's modules of those names; root names the drop-in root class."""
+        part = {name: importlib.import_module(f"{package}.{name}") for name in cls.PARTS}
+        return cls(name=package.rsplit(".", 1)[-1], title=title,
+                   root=getattr(part["modules"], root), lookalike=lookalike, **part)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family(Routed):
     """One attention family: its folder's modules, each with its part to play.
 
     modules     the drop-in classes (its ``__all__`` is exported by attnkernels.nn);
@@ -26,25 +55,7 @@ class Family:
     lookalike   a regular expression over lower-case class names that say
                 this family, for the report of modules left alone
     """
-    name: str
-    title: str
-    root: type
-    modules: ModuleType
-    functional: ModuleType
-    reference: ModuleType
     op: ModuleType
-    convert: ModuleType
     bench: ModuleType
-    lookalike: str
 
-    def looks_like(self, class_name: str) -> bool:
-        return re.search(self.lookalike, class_name.lower()) is not None
-
-    @classmethod
-    def declare(cls, package: str, title: str, root: str, lookalike: str) -> "Family":
-        """The family of the folder ``package`` (its ``__name__``): its parts are
-        the folder's modules of those names; root names the drop-in root class."""
-        part = {name: importlib.import_module(f"{package}.{name}")
-                for name in ("reference", "op", "functional", "modules", "convert", "bench")}
-        return cls(name=package.rsplit(".", 1)[-1], title=title,
-                   root=getattr(part["modules"], root), lookalike=lookalike, **part)
+    PARTS = Routed.PARTS + ("op", "bench")
