@@ -147,8 +147,7 @@ _UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"), (r"^GAM(_?Attention)?$", "GAM")
                       (r"^CoT(Attention)?$", "CoT"), (r"^(DANet|DAHead|PAM_?Module|CAM_?Module)$",
                                                      "DANet"),
                       (r"^BiLevelRoutingAttention", "BiFormer routing attention"),
-                      (r"^ShuffleAttention$", "Shuffle Attention"), (r"^PSA$", "PSA"),
-                      (r"^SpatialAttention$", "CBAM spatial gate alone (no channel gate)")]
+                      (r"^ShuffleAttention$", "Shuffle Attention"), (r"^PSA$", "PSA")]
 _FUSED_TITLES = ", ".join(f.title for f in FAMILIES + ROUTED)
 
 

@@ -36,6 +36,7 @@ FLAVOURS = {
         mlp_bias=True),
     "timm_light": lambda C: fnn.LightCbamModule(C),
     "ultralytics_k3": lambda C: fnn.UltralyticsCBAM(C, 3),
+    "ultralytics_spatial": lambda C: fnn.UltralyticsSpatialAttention(7),
 }
 
 
@@ -47,6 +48,7 @@ SHARED_FLAVOURS = {
     "seed": lambda C: fnn.CBAM(C, ratio=1, kernel_size=3),
     "light": lambda C: fnn.LightCbamModule(C, rd_channels=max(1, C // 2)),
     "ultralytics": lambda C: fnn.UltralyticsCBAM(C, 3),
+    "ultralytics_spatial": lambda C: fnn.UltralyticsSpatialAttention(3),
     "seed_linear": lambda C: fnn.LinearCBAM(C, ratio=1, kernel_size=3),
     "external": lambda C: fnn.ExternalCBAMBlock(C, reduction=1, kernel_size=5),  # + x
 }

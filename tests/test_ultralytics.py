@@ -170,13 +170,16 @@ def test_onnx_export_of_the_converted_model_runs_as_the_original(name, tmp_path)
         assert_matches_oracle(torch.from_numpy(g), w, o, "onnxruntime", n, WHOLE_NETWORK)
 
 
-def test_spatial_attention_alone_is_reported():
-    """ultralytics' SpatialAttention without a channel gate has no kernel yet:
-    left alone, and the report says so (its ChannelAttention alone converts)."""
+def test_spatial_attention_alone_converts():
+    """ultralytics' SpatialAttention without a channel gate converts (CBAM's
+    kernels without the channel gate), as its ChannelAttention alone does."""
     from ultralytics.nn.modules import ChannelAttention, SpatialAttention
 
-    model, report = attnkernels.convert(torch.nn.Sequential(SpatialAttention(7),
-                                                            ChannelAttention(16)))
-    assert [c[0] for c in report.converted] == ["1"]
-    ((path, cls, why),) = report.left_alone
-    assert (path, cls) == ("0", "SpatialAttention") and "no channel gate" in why
+    torch.manual_seed(0)
+    original = torch.nn.Sequential(SpatialAttention(7), ChannelAttention(16))
+    model, report = attnkernels.convert(copy.deepcopy(original))
+    assert [c[1:] for c in report.converted] == [
+        ("SpatialAttention", "UltralyticsSpatialAttention"),
+        ("ChannelAttention", "UltralyticsChannelAttention")] and not report.left_alone
+    x = torch.randn(2, 16, 9, 11)
+    assert_matches_oracle(model(x), original(x), original.double()(x.double()), "y")

@@ -9,7 +9,8 @@ from torch import nn
 
 from .._core.matching import children_of, has_children, is_conv1x1, parameter_channels
 from .modules import (CBAM, CBAMBlock, CBAMBlockFc, CbamModule, ExternalCBAMBlock, LightCbamModule,
-                      LinearCBAM, OfficialCBAM, UltralyticsCBAM)
+                      LinearCBAM, OfficialCBAM, UltralyticsCBAM,
+                      UltralyticsSpatialAttention)
 
 
 def _match_cbam_seed(m):
@@ -71,6 +72,15 @@ def _match_cbam_ultralytics(m):
     if (has_children(ch["channel_attention"], {"pool", "fc", "act"})
             and has_children(ch["spatial_attention"], {"cv1", "act"})):
         return UltralyticsCBAM
+    return None
+
+
+def _match_spatial_ultralytics(m):
+    # ultralytics' SpatialAttention alone: cv1 a Conv2d(2, 1, k), act
+    ch = children_of(m)
+    if set(ch) == {"cv1", "act"} and isinstance(ch["cv1"], nn.Conv2d) \
+            and ch["cv1"].in_channels == 2 and ch["cv1"].out_channels == 1:
+        return UltralyticsSpatialAttention
     return None
 
 
@@ -137,6 +147,7 @@ def left_alone_reason(module: nn.Module) -> Optional[str]:
 
 # In the order they are tried.
 MATCHERS = (_match_cbam_seed, _match_cbam_official, _match_cbam_timm, _match_cbam_ultralytics,
+            _match_spatial_ultralytics,
             _match_cbam_linear, _match_cbam_external)
 
 

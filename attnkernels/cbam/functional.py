@@ -19,7 +19,7 @@ _BACKEND_REASONS = cuda_kernel_reasons("cbam_apply", "CBAM")
 
 
 def convolutional_block_attention(
-        x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor] = None,
+        x: torch.Tensor, w1: Optional[torch.Tensor], b1: Optional[torch.Tensor] = None,
         w2: Optional[torch.Tensor] = None, b2: Optional[torch.Tensor] = None,
         conv_weight: Optional[torch.Tensor] = None, conv_bias: Optional[torch.Tensor] = None, *,
         act: str = "relu", channel_gate: str = "sigmoid", channel_pool: str = "avg_max",
@@ -34,7 +34,8 @@ def convolutional_block_attention(
     ``MLP(s) = W2 act(W1 s + b1) + b2`` (w1: (R, C), w2: (C, R); w2=None for a
     one-layer MLP, then w1 is (C, C) and act must be "identity"). channel_pool:
     "avg_max" (MLP(mean) + MLP(max)), "mix" (MLP(0.5 mean + 0.5 max)), "avg" or
-    "max", over H*W.
+    "max", over H*W; "none": no channel gate (ca = 1; w1 ... b2 None, a
+    spatial gate required: ultralytics' SpatialAttention alone).
     Spatial gate: ``sa = spatial_gate(BN(conv2d(s, conv_weight, conv_bias)))``,
     same padding, with s the mean and max of u over channels stacked as
     spatial_input "mean_max" or "max_mean" (conv_weight (1, 2, k, k)), or "mix"
@@ -58,8 +59,15 @@ def convolutional_block_attention(
     if spatial_input not in cbam_ops.SPATIAL_INPUTS:
         raise ValueError(f"spatial_input must be one of {sorted(cbam_ops.SPATIAL_INPUTS)}, "
                          f"got {spatial_input!r}")
-    check_mlp(x, w1, b1, w2, b2, act)
+    channel = channel_pool != "none"
     spatial = spatial_input != "none"
+    if channel:
+        check_mlp(x, w1, b1, w2, b2, act)
+    elif any(w is not None for w in (w1, b1, w2, b2)):
+        raise ValueError("channel_pool='none' takes no channel MLP: w1, b1, w2 and b2 must be None")
+    elif not spatial:
+        raise ValueError("channel_pool='none' needs a spatial gate (spatial_input 'none' "
+                         "would leave no gate at all)")
     if spatial:
         in_ch = 1 if spatial_input == "mix" else 2
         if (not isinstance(conv_weight, torch.Tensor) or conv_weight.dim() != 4
@@ -86,6 +94,8 @@ def convolutional_block_attention(
     config = [cbam_ops.CHANNEL_POOLS[channel_pool], ACTIVATIONS[act], GATES[channel_gate],
               cbam_ops.SPATIAL_INPUTS[spatial_input], GATES[spatial_gate], norm.mode,
               int(first_max)]
+    if not channel:  # the op's w1 is a tensor: an empty one, never read
+        w1 = x.new_empty((0, x.shape[1]))
     y, batch_mean, batch_var, *_saved = call_forward(
         forward_op(name), (x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias,
                            *norm.op_running), config, eps)

@@ -11,6 +11,7 @@ Each flavour is its reference class with the fused ``forward`` (see
     ConvBlockAttention(256, flavour="seed_block")      # the seeds' cbam_block (Sequential MLP)
     ConvBlockAttention(256, flavour="seed_block_fc")   # the seeds' cbam_block (fc1/fc2, conv1)
     ConvBlockAttention(256, flavour="ultralytics")     # Ultralytics CBAM(c1, kernel_size)
+    ConvBlockAttention(7, flavour="ultralytics_spatial")  # Ultralytics SpatialAttention(kernel_size)
     ConvBlockAttention(256, flavour="seed_linear")     # seed 001's CBAM (Linear MLP)
     ConvBlockAttention(256, flavour="external")        # External-Attention's CBAMBlock (+ x)
 
@@ -28,7 +29,7 @@ from . import reference as ref
 from .._core.layers import activation_name, gate_name
 from .._core.modules import FusedFamily, is_1x1, matrix_of
 
-__all__ = ["ConvBlockAttention", "CBAM", "CBAMBlock", "CBAMBlockFc", "OfficialCBAM", "CbamModule", "LightCbamModule", "UltralyticsCBAM", "LinearCBAM", "ExternalCBAMBlock"]
+__all__ = ["ConvBlockAttention", "CBAM", "CBAMBlock", "CBAMBlockFc", "OfficialCBAM", "CbamModule", "LightCbamModule", "UltralyticsCBAM", "UltralyticsSpatialAttention", "LinearCBAM", "ExternalCBAMBlock"]
 
 # keyword arguments of F.convolutional_block_attention, or the reason the
 # module's configuration has no fused kernel
@@ -168,6 +169,19 @@ class UltralyticsCBAM(ConvBlockAttention, ref.UltralyticsCBAM, flavour="ultralyt
             return str(e)
         return combine(channel, spatial_parts(sa.cv1, sa.act),
                        channel_pool="avg", spatial_input="mean_max", first_max=True)
+
+
+class UltralyticsSpatialAttention(ConvBlockAttention, ref.UltralyticsSpatialAttention,
+                                  flavour="ultralytics_spatial"):
+    """Ultralytics ``SpatialAttention(kernel_size=7)`` alone: CBAM's spatial gate
+    without a channel gate."""
+
+    def probe_channels(self) -> int:
+        return 6  # no channel-sized parameter: any channel count
+
+    def gate_spec(self) -> Parts:
+        return combine(dict(w1=None), spatial_parts(self.cv1, self.act),
+                       channel_pool="none", spatial_input="mean_max", first_max=True)
 
 
 class LinearCBAM(ConvBlockAttention, ref.LinearCBAM, flavour="seed_linear"):

@@ -35,7 +35,7 @@ from .._core.ops import (BN_BATCH, BN_NONE, BN_RUNNING, activation_backward,  # 
 from .._core.gate_conv import same_conv2d, same_conv2d_backward
 from .._core.gate_matmul import linear, sum_all
 
-CHANNEL_POOLS = {"avg_max": 0, "mix": 1, "avg": 2, "max": 3}
+CHANNEL_POOLS = {"avg_max": 0, "mix": 1, "avg": 2, "max": 3, "none": 4}  # none: no channel gate
 SPATIAL_INPUTS = {"mean_max": 0, "max_mean": 1, "mix": 2, "none": 3}
 _ACT_NAMES = {int(m): name_of(Activation, m) for m in Activation}
 _GATE_NAMES = {int(m): name_of(Gate, m) for m in Gate}
@@ -176,6 +176,18 @@ def has_spatial(config) -> bool:
     return config[Config.SPATIAL_INPUT] != SPATIAL_INPUTS["none"]
 
 
+def has_channel(config) -> bool:
+    return config[Config.CHANNEL_POOL] != CHANNEL_POOLS["none"]
+
+
+def without_channel_gate(x):
+    """(cmean, cmax, h, z, ca) of a CBAM without channel gate (ultralytics'
+    SpatialAttention alone): ca = 1, the rest zeros (the backward's channel
+    terms then vanish) or empty; distinct tensors, as outputs may not alias."""
+    return (_channel(x).zero_(), _channel(x).zero_(), empty_stats(x), _channel(x).zero_(),
+            _channel(x).fill_(1))
+
+
 # ---------------------------------------------------------------- passes per backend
 
 def passes(backend: str):
@@ -259,18 +271,22 @@ def backward(ctx, dy, *_unused):
         # comparisons with cmax and smax would no longer find the maxima.
         dca, dsa, ctie, stie = backward_reduce(dy, x, ca, sa, cmax, smax, first)
         sgmean, sgmax = torch.zeros_like(smean), torch.zeros_like(smax)
-        spatial_grads = [None] * 4
+        spatial_grads, channel_grads = [None] * 4, [None] * 4
         if has_spatial(config):
             dsmean, dsmax, *spatial_grads = spatial_gate_backward(
                 dsa, sa, smean, smax, q, qn, save_mean, save_invstd, conv_w, conv_b, bn_w, bn_b,
                 bn_mean, bn_var, config, eps)
             sgmean = (dsmean / C).contiguous()
             sgmax = (dsmax if first else dsmax / stie.to(dsmax.dtype)).contiguous()
-            dca = dca + spatial_pool_backward(x, ca, smax, stie, sgmean, sgmax, first)
-        dcmean, dcmax, *channel_grads = channel_gate_backward(dca, cmean, cmax, h, z, ca, w1, b1,
-                                                              w2, b2, config)
-        cgmean = (dcmean / HW).contiguous()
-        cgmax = (dcmax if first else dcmax / ctie.to(dcmax.dtype)).contiguous()
+            if has_channel(config):  # dca through the spatial statistics: only a channel gate needs it
+                dca = dca + spatial_pool_backward(x, ca, smax, stie, sgmean, sgmax, first)
+        if has_channel(config):
+            dcmean, dcmax, *channel_grads = channel_gate_backward(dca, cmean, cmax, h, z, ca, w1,
+                                                                  b1, w2, b2, config)
+            cgmean = (dcmean / HW).contiguous()
+            cgmax = (dcmax if first else dcmax / ctie.to(dcmax.dtype)).contiguous()
+        else:  # ca = 1: no channel terms (cmax is zeros, so no element is "routed" a real max)
+            cgmean, cgmax = torch.zeros_like(cmean), torch.zeros_like(cmax)
         dx = backward_apply(dy, x, ca, sa, cmax, ctie, cgmean, cgmax, smax, stie, sgmean, sgmax,
                             first)
     return (dx, *channel_grads, *spatial_grads, None, None, None, None)

@@ -508,6 +508,10 @@ def convolutional_block_attention(x, w1, b1=None, w2=None, b2=None, conv_weight=
         h = F.linear(s, w1, b1)
         return h if w2 is None else F.linear(activation(h, act), w2, b2)
 
+    if channel_pool == "none":  # no channel gate
+        return _spatial_gate(x, conv_weight, conv_bias, spatial_input, spatial_gate, bn,
+                             bn_weight, bn_bias, running_mean, running_var, training, momentum,
+                             eps, first_max)
     cmean = x.mean((2, 3))
     cmax = _max_over(x, (2, 3), first_max)[:, :, 0, 0]
     if channel_pool == "avg_max":
@@ -521,6 +525,15 @@ def convolutional_block_attention(x, w1, b1=None, w2=None, b2=None, conv_weight=
     u = x * gate(z, channel_gate)[:, :, None, None]
     if spatial_input == "none":
         return u
+    return _spatial_gate(u, conv_weight, conv_bias, spatial_input, spatial_gate, bn, bn_weight,
+                         bn_bias, running_mean, running_var, training, momentum, eps, first_max)
+
+
+def _spatial_gate(u, conv_weight, conv_bias, spatial_input, spatial_gate, bn, bn_weight, bn_bias,
+                  running_mean, running_var, training, momentum, eps, first_max):
+    """u * spatial_gate(BN(conv(the mean and max of u over channels)))."""
+    from .._core.layers import gate
+
     smean = u.mean(1, keepdim=True)
     smax = _max_over(u, (1,), first_max)
     if spatial_input == "mean_max":

@@ -306,10 +306,13 @@ def cbam_forward_triton(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Te
     ``cbam_ops.spatial_gate``)."""
     channel_pool, spatial_pool, apply = cbam_ops.passes("triton")[:3]
     with torch.autocast(x.device.type, enabled=False):
-        cmean, cmax = channel_pool(x)
-        ca, h, z = cbam_ops.channel_gate(cmean, cmax, w1, b1, w2, b2, config)
-        if w2 is None:  # h is z, and the backward does not need it
-            h = cbam_ops.empty_stats(x)
+        if cbam_ops.has_channel(config):
+            cmean, cmax = channel_pool(x)
+            ca, h, z = cbam_ops.channel_gate(cmean, cmax, w1, b1, w2, b2, config)
+            if w2 is None:  # h is z, and the backward does not need it
+                h = cbam_ops.empty_stats(x)
+        else:
+            cmean, cmax, h, z, ca = cbam_ops.without_channel_gate(x)
         if not cbam_ops.has_spatial(config):
             smean, smax = cbam_ops.pixel_stats(x).zero_(), cbam_ops.pixel_stats(x).zero_()
             sa = torch.ones_like(smean)

@@ -22,7 +22,7 @@ using Opt = std::optional<Tensor>;
 // config (attnkernels/cbam/op.py Config): [channel_pool, act, channel_gate, spatial_input,
 // spatial_gate, bn, first_max]
 enum Config : int64_t { kChannelPool, kAct, kChannelGate, kSpatialInput, kSpatialGate, kBn, kFirstMax };
-enum : int64_t { kAvgMax = 0, kMix = 1, kAvg = 2 };                    // channel_pool
+enum : int64_t { kAvgMax = 0, kMix = 1, kAvg = 2, kNoChannel = 4 };   // channel_pool
 enum : int64_t { kMeanMax = 0, kMaxMean = 1, kNoSpatial = 3 };       // spatial_input
 
 using Outputs = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
@@ -67,10 +67,19 @@ Outputs cbam_forward(const Tensor& x, const Tensor& w1, const Opt& b1, const Opt
       op<Tensor(const Tensor&, const Tensor&, const Tensor&)>("cbam_apply");
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
 
-  auto [cmean, cmax] = channel_pool.call(x);
-  auto [ca, h, z] = channel_gate(cmean, cmax, w1, b1, w2, b2, config);
-  if (!w2.has_value()) h = empty_stats(x);  // h is z, and the backward does not need it
   const auto pixel = x.options().dtype(stats_dtype(x));
+  Tensor cmean, cmax, ca, h, z;
+  if (config[kChannelPool] == kNoChannel) {
+    // no channel gate (attnkernels/cbam/op.py without_channel_gate): ca = 1, the rest zeros
+    // or empty; distinct tensors, as outputs may not alias
+    const auto channel = [&] { return at::zeros({x.size(0), x.size(1)}, pixel); };
+    cmean = channel(), cmax = channel(), h = empty_stats(x), z = channel();
+    ca = at::ones({x.size(0), x.size(1)}, pixel);
+  } else {
+    std::tie(cmean, cmax) = channel_pool.call(x);
+    std::tie(ca, h, z) = channel_gate(cmean, cmax, w1, b1, w2, b2, config);
+    if (!w2.has_value()) h = empty_stats(x);  // h is z, and the backward does not need it
+  }
   if (config[kSpatialInput] == kNoSpatial) {
     Tensor smean = at::zeros({x.size(0), x.size(2), x.size(3)}, pixel);
     Tensor smax = at::zeros({x.size(0), x.size(2), x.size(3)}, pixel);
