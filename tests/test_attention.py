@@ -12,7 +12,7 @@ import attnkernels
 from attnkernels.attention import functional as AF
 from attnkernels.attention import modules as fnn
 from attnkernels.attention import reference as ref
-from utils import assert_matches_oracle, parameter_terms, run_module
+from utils import assert_matches_oracle, parameter_terms, run_module, unsettle_batch_norms
 
 # (reference class, constructor arguments, input shape): the heads and key
 # widths of YOLO11's C2PSA and YOLO12's A2C2f at small widths; odd maps; areas
@@ -32,14 +32,7 @@ def _made(case: str, seed: int = 0) -> torch.nn.Module:
     away from their initial values (an identity BatchNorm would hide an error)."""
     cls, args, _ = CASES[case]
     torch.manual_seed(seed)
-    m = cls(*args)
-    with torch.no_grad():
-        for bn in (b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)):
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.uniform_(-0.2, 0.2)
-            bn.running_mean.uniform_(-0.2, 0.2)
-            bn.running_var.uniform_(0.5, 1.5)
-    return m
+    return unsettle_batch_norms(cls(*args))
 
 
 def _converted(upstream: torch.nn.Module) -> torch.nn.Module:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import attnkernels
-from utils import WHOLE_NETWORK, assert_matches_oracle, nudged
+from utils import WHOLE_NETWORK, assert_matches_oracle, nudged, unsettle_batch_norms
 
 # offline (its import would probe the network), its settings file in a scratch
 # folder rather than the user's home
@@ -36,14 +36,7 @@ SIZE = 64  # the smallest input every stride (32) and YOLO12's areas (4 at P4) t
 
 def _model(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = yolo(name)
-    with torch.no_grad():  # BatchNorms away from the identity they start as
-        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.uniform_(-0.2, 0.2)
-            bn.running_mean.uniform_(-0.2, 0.2)
-            bn.running_var.uniform_(0.5, 1.5)
-    return model
+    return unsettle_batch_norms(yolo(name))
 
 
 def _converted(model: torch.nn.Module, name: str) -> torch.nn.Module:

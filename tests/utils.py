@@ -103,6 +103,19 @@ def nudged(x: torch.Tensor, seed: int = 1) -> torch.Tensor:
             memory_format=torch.channels_last)) else torch.contiguous_format)
 
 
+def unsettle_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """Every BatchNorm2d of ``model`` with its affine and running statistics
+    moved off the identity they start as (which would hide an error), from
+    torch's global generator."""
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.2, 0.2)
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+    return model
+
+
 def run_module(module, x, dy, forward=None):
     """(y, dx, {parameter name: grad}) of one forward and backward of ``module``
     (run through ``forward``, a torch.compile of it say, when given); the
