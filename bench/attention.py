@@ -1,42 +1,36 @@
 """The attention product's two paths at the shapes YOLO models give it:
-``python -m bench.attention [--models yolo11n yolo12n ...] [--size 640] [--batch 1]``.
+``python -m bench.attention [--size 640] [--batch 1] [--device cuda]``.
 
-Every converted attention module of each model (ultralytics, built from its
-YAML) is timed alone at the input it receives in that model, on both paths of
-``attnkernels.attention`` (``explicit``: the original's matmul / softmax /
-matmul; ``sdpa``: scaled_dot_product_attention), interleaved: inference (eval,
-no autograd) and a training step (forward and backward). This is what
-``attention.functional.pick_path`` is decided by; on a GPU, the GPU-proof
-script runs it. Writes <out>/attention-<device>-<dtype>-nchw-<date>.csv/.json."""
+Each distinct attention module of the YOLO models (ultralytics ``Attention``
+of YOLOv10n / YOLO11n, ``AAttn`` of YOLO12n / YOLO12s; configurations and
+feature-map strides read from the models built from their YAML), as the
+converted module (attnkernels.attention, from its reference class: no
+ultralytics needed, so the GPU proof runs it), timed on both paths
+(``explicit``: the original's matmul / softmax / matmul; ``sdpa``:
+scaled_dot_product_attention), interleaved: inference (eval, no autograd) and
+a training step (forward and backward). ``attention.functional.pick_path`` is
+decided by these numbers. Writes <out>/attention-<device>-<dtype>-nchw-<date>.csv/.json."""
 import argparse
 import copy
 
 import torch
 
-import attnkernels
 from attnkernels.attention.functional import PATHS
-from attnkernels.nn import DotProductAttention
+from attnkernels.attention.modules import UltralyticsAreaAttention, UltralyticsAttention
 
 from .__main__ import Progress, _peak, default_out, describe, write_results
-from .networks import yolo
 from .timing import measure_interleaved
 
-MODELS = ("yolov10n", "yolo11n", "yolo12n", "yolo12s")
-
-
-def attention_inputs(name: str, device, dtype, batch: int, size: int):
-    """(path, converted module, its input) of every attention module of ``name``."""
-    model, _ = attnkernels.convert(yolo(name))
-    model = model.to(device=device, dtype=dtype).eval()
-    seen = []
-    hooks = [m.register_forward_pre_hook(
-        lambda mod, args, path=path: seen.append((path, mod, args[0].detach().clone())))
-        for path, m in model.named_modules() if isinstance(m, DotProductAttention)]
-    with torch.no_grad():
-        model(torch.randn(batch, 3, size, size, device=device, dtype=dtype))
-    for h in hooks:
-        h.remove()
-    return seen
+# name -> (class, constructor arguments, stride of its feature map): every
+# distinct one of yolov10n, yolo11n (C2PSA / PSA at P5), yolo12n and yolo12s
+# (A2C2f at P4 with 4 areas and at P5 with 1)
+CASES = {
+    "yolo11n.psa": (UltralyticsAttention, (128, 2), 32),       # also yolov10n's
+    "yolo12n.p4": (UltralyticsAreaAttention, (64, 2, 4), 16),
+    "yolo12n.p5": (UltralyticsAreaAttention, (128, 4, 1), 32),
+    "yolo12s.p4": (UltralyticsAreaAttention, (128, 4, 4), 16),
+    "yolo12s.p5": (UltralyticsAreaAttention, (256, 8, 1), 32),
+}
 
 
 def step(module, x, mode):
@@ -57,7 +51,7 @@ def step(module, x, mode):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.attention",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--cases", nargs="*", choices=list(CASES), default=list(CASES))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--batch", type=int, default=1)
@@ -72,11 +66,14 @@ def main(argv=None):
     meta = describe(device, dtype, False, "python -m bench.attention", argv)
     print(f"# {meta['device']} | torch {meta['torch']} | {meta['dtype']} "
           f"| batch {args.batch} at {args.size}x{args.size}", flush=True)
-    cases = [(name, *case) for name in args.models
-             for case in attention_inputs(name, device, dtype, args.batch, args.size)]
-    progress = Progress(len(cases) * len(args.modes))
+    progress = Progress(len(args.cases) * len(args.modes))
     rows = []
-    for name, path, module, x in cases:
+    for name in args.cases:
+        cls, ctor, stride = CASES[name]
+        torch.manual_seed(0)
+        module = cls(*ctor).to(device=device, dtype=dtype)
+        side = args.size // stride
+        x = torch.randn(args.batch, ctor[0], side, side, device=device, dtype=dtype)
         for mode in args.modes:
             fns = {}
             for p in PATHS:
@@ -86,12 +83,11 @@ def main(argv=None):
             results = measure_interleaved(fns, device, budget_s=args.budget * len(fns))
             ratio = results["explicit"]["median_ms"] / results["sdpa"]["median_ms"]
             for p, res in results.items():
-                rows.append({"family": "attention", "model": name, "module": path,
-                             "class": type(module).__name__, "shape_name": f"{name}.{path}",
+                rows.append({"family": "attention", "shape_name": name, "class": cls.__name__,
                              "shape": "x".join(map(str, x.shape)), "mode": mode, "provider": p,
                              "sdpa_speedup": ratio, **res, **meta})
-            print(f"{progress.step()}  {name:9s} {path:22s} {'x'.join(map(str, x.shape)):16s} "
-                  f"{mode:9s} explicit {results['explicit']['median_ms']:8.2f} ms"
+            print(f"{progress.step()}  {name:11s} {'x'.join(map(str, x.shape)):14s} {mode:9s} "
+                  f"explicit {results['explicit']['median_ms']:8.2f} ms"
                   f"{_peak(results['explicit'])}  sdpa {results['sdpa']['median_ms']:8.2f} ms"
                   f"{_peak(results['sdpa'])}  sdpa speedup {ratio:.2f}x", flush=True)
     path = write_results(rows, "attention", device, meta, args.out or default_out(meta))
