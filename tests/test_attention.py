@@ -82,11 +82,28 @@ def test_paths_agree_in_float64():
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_path_by_device_and_determinism():
-    q = torch.randn(1, 2, 8, 10)
-    assert AF.pick_path(q, training=True) == "explicit"  # measured slower on the CPU
+def test_path_by_device_mode_and_layout():
+    """pick_path's measured rule: on the CPU, SDPA for training and for
+    inference with the head dimension innermost (YOLO12's area-split AAttn),
+    explicit for inference with the tokens innermost; SDPA on CUDA unless
+    deterministic algorithms are on and autograd runs."""
+    tokens_inner = torch.randn(1, 2, 8, 10)                     # (..., d, N), N innermost
+    heads_inner = torch.randn(1, 2, 10, 8).transpose(-2, -1)    # d innermost
+    assert AF.pick_path(tokens_inner, training=False) == "explicit"
+    assert AF.pick_path(heads_inner, training=False) == "sdpa"
+    assert AF.pick_path(tokens_inner, training=True) == "sdpa"
     meta = torch.empty(1, 2, 8, 10, device="meta")
-    assert AF.pick_path(meta, training=False) == "explicit"
+    assert AF.pick_path(meta, training=True) == "explicit"
+    for case, want in (("attention-64x2", "explicit"), ("aattn-64x2-area4", "sdpa"),
+                       ("aattn-64x2-area1", "explicit")):  # what the modules hand it, in eval
+        m = _converted(_made(case)).eval()
+        picked = []
+        m.attend = lambda q, k, v, m=m: picked.append(AF.pick_path(q, False)) or \
+            type(m).attend(m, q, k, v)
+        with torch.no_grad():
+            m(torch.randn(CASES[case][2]))
+        assert picked == [want], case
+    q = tokens_inner
     if torch.cuda.is_available():
         assert AF.pick_path(q.cuda(), training=True) == "sdpa"
         torch.use_deterministic_algorithms(True)

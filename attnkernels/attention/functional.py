@@ -9,7 +9,7 @@ of two paths that compute the same function:
             transposed views, with the same scale: on a GPU its flash /
             memory-efficient kernels never hold A; on the CPU, its fused kernel.
 
-``path=None`` picks by device (see ``pick_path``)."""
+``path=None`` picks by device, mode and layout (see ``pick_path``)."""
 from typing import Optional
 
 import torch
@@ -21,16 +21,23 @@ PATHS = ("explicit", "sdpa")
 
 
 def pick_path(q: torch.Tensor, training: bool) -> str:
-    """The path for these operands: ``sdpa`` on CUDA; ``explicit`` elsewhere
-    (on this project's 2-core CPU, SDPA's fused kernel was not faster on
-    YOLO12 and YOLO11 shapes: bench/results/attention-cpu-*/); ``explicit``
-    also where deterministic algorithms are demanded and autograd will run
-    (the memory-efficient kernel's backward is not deterministic)."""
-    if q.device.type != "cuda":
-        return "explicit"
-    if training and torch.are_deterministic_algorithms_enabled():
-        return "explicit"
-    return "sdpa"
+    """The path for these operands (q as ``attention_core`` takes it), by
+    device, from measurements (``python -m bench.attention``):
+    - CUDA: ``sdpa`` (flash / memory-efficient kernels, no N x N matrix), but
+      ``explicit`` where deterministic algorithms are demanded and autograd
+      will run (the memory-efficient kernel's backward is not deterministic);
+    - CPU (bench/results/attention-cpu-2026-12-07, 2-core AMD EPYC, batch 8 at
+      640): ``sdpa`` for a training step (1.03-1.74x, a third to a quarter of
+      the peak memory where N is 400 per area) and for inference where the head
+      dimension is q's innermost one (YOLO12's area-split AAttn: 2.1x);
+      ``explicit`` for inference where the tokens are innermost (YOLO11's
+      Attention, AAttn with one area: SDPA 0.73-0.87x, it copies q, k, v first);
+    - elsewhere ``explicit``."""
+    if q.device.type == "cuda":
+        return "explicit" if training and torch.are_deterministic_algorithms_enabled() else "sdpa"
+    if q.device.type == "cpu":
+        return "sdpa" if training or q.stride(-2) == 1 else "explicit"
+    return "explicit"
 
 
 def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
