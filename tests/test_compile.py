@@ -100,9 +100,13 @@ def test_triplet_compile_fullgraph(backend, device, compiler, no_spatial):
 # Every flavour compiled (inductor, fullgraph) against the float64 oracle:
 # forward, input and parameter gradients, BatchNorm's running statistics. The
 # full matrix is C x spatial shape x layout x eval/train per flavour; CI runs a
-# Latin slice of it (each flavour at every C, the other three axes rotating so
-# that each family meets every combination), ATTNKERNELS_COMPILE_MATRIX=full
-# runs all of it (640 cases, about 50 minutes on 2 cores).
+# Latin slice of it: each flavour twice, at two of the Cs and two opposite
+# combinations (eval and train, each layout, each shape), both rotating
+# from flavour to flavour: each flavour meets both modes, layouts and shapes, a
+# family of two flavours every C, one of four every combination (the fused op is
+# opaque to inductor: C matters to the kernels, which the eager matrices hold
+# at many Cs). ATTNKERNELS_COMPILE_MATRIX=full runs all of it (832 cases,
+# about an hour on 2 cores).
 COMPILE_CS = (16, 40, 72, 256)
 COMPILE_COMBOS = [(hw, layout, train) for hw in ((5, 7), (17, 19))
                   for layout in ("nchw", "channels_last") for train in (False, True)]
@@ -112,10 +116,13 @@ def _compile_matrix():
     full = os.environ.get("ATTNKERNELS_COMPILE_MATRIX") == "full"
     cases = []
     for i, flavour in enumerate(sorted(FLAVOURS)):
-        for j, c in enumerate(COMPILE_CS):
-            combos = COMPILE_COMBOS if full else [
-                COMPILE_COMBOS[(i + 3 * j) % len(COMPILE_COMBOS)]]
-            cases += [(flavour, c, *combo) for combo in combos]
+        if full:
+            cases += [(flavour, c, *combo) for c in COMPILE_CS for combo in COMPILE_COMBOS]
+            continue
+        first = 2 * i % len(COMPILE_COMBOS)  # an eval combination; the second is its opposite
+        for k, combo in enumerate((first, len(COMPILE_COMBOS) - 1 - first)):  # in every axis
+            cases.append((flavour, COMPILE_CS[(i + 2 * k) % len(COMPILE_CS)],
+                          *COMPILE_COMBOS[combo]))
     return cases
 
 
