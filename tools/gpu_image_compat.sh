@@ -48,12 +48,13 @@ echo "gpu image compat: built in $(( $(date +%s) - start ))s (ATTNKERNELS_CUDA=$
 
 # The ops' registration, fakes, autograd and opcheck, compile and export paths
 # (every family's fullgraph tests; the compiled float64 matrix for CBAM's
-# flavours alone), and one family's parity matrix, against this torch (the
-# built copy imported).
+# flavours alone), one family's parity matrix and the attention family's
+# scaled_dot_product_attention path, against this torch (the built copy imported).
 cd "$root/tests"
 PYTHONPATH=$build "$venv_py" -m pytest -n auto -q -p no:cacheprovider -x -m "not slow" \
   -k "not triton and (not test_compiled_flavour_matches_float64 or cbam_)" \
-  test_op_outputs.py test_backend.py test_determinism.py test_compile.py test_cbam.py
+  test_op_outputs.py test_backend.py test_determinism.py test_compile.py test_cbam.py \
+  test_attention.py
 
 if [ "${KEEP_BUILD:-0}" = 1 ]; then
   for so in "$build"/attnkernels/_C*.so; do
