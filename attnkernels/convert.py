@@ -33,9 +33,11 @@ class ConversionReport:
         return "\n".join(lines)
 
 
+_EVERY_FAMILY = FAMILIES + ROUTED  # the fused and the routed ones
+
 # every family's structure matchers, in the order they are tried
-MATCHERS: List[Callable] = [m for f in FAMILIES + ROUTED for m in f.convert.MATCHERS]
-_FUSED = tuple(f.root for f in FAMILIES + ROUTED)
+MATCHERS: List[Callable] = [m for f in _EVERY_FAMILY for m in f.convert.MATCHERS]
+_FUSED = tuple(f.root for f in _EVERY_FAMILY)
 
 
 def _adopt(cls, original: nn.Module) -> nn.Module:
@@ -148,14 +150,14 @@ _UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"), (r"^GAM(_?Attention)?$", "GAM")
                                                      "DANet"),
                       (r"^BiLevelRoutingAttention", "BiFormer routing attention"),
                       (r"^ShuffleAttention$", "Shuffle Attention"), (r"^PSA$", "PSA")]
-_FUSED_TITLES = ", ".join(f.title for f in FAMILIES + ROUTED)
+_FUSED_TITLES = ", ".join(f.title for f in _EVERY_FAMILY)
 
 
 def _lookalike_reason(module: nn.Module) -> Optional[str]:
     """Why a module whose class name says attention, or that a family knows
     but cannot replace, and that nothing inside was converted, is left alone
     (None: neither)."""
-    for family in FAMILIES + ROUTED:
+    for family in _EVERY_FAMILY:
         reason = getattr(family.convert, "left_alone_reason", None)
         why = reason(module) if reason else None
         if why:
@@ -165,7 +167,7 @@ def _lookalike_reason(module: nn.Module) -> Optional[str]:
         if re.search(pattern, name, re.IGNORECASE):
             return (f"a {kind} module: no fused kernel for this kind yet (fused: "
                     f"{_FUSED_TITLES})")
-    for family in FAMILIES + ROUTED:
+    for family in _EVERY_FAMILY:
         if family.looks_like(name):
             return f"looks like {family.title} but its structure matches no known flavour"
     return None

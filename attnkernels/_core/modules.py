@@ -87,15 +87,7 @@ class FusedFamily(nn.Module):
         return functional(x, backend=self.backend, **parts)
 
     def reference_module(self) -> nn.Module:
-        """A copy of this module as its upstream (reference) class: same
-        submodules, weights, buffers and mode, the upstream forward."""
-        import copy
-
-        ref_cls = next(c for c in type(self).__mro__
-                       if c.__module__.endswith(".reference"))
-        twin = copy.deepcopy(self)
-        twin.__class__ = ref_cls
-        return twin
+        return reference_module(self)
 
     def reference_forward(self, x: torch.Tensor, reason: str) -> torch.Tensor:
         """No fused kernel for this configuration (``reason``): auto runs the
@@ -104,6 +96,16 @@ class FusedFamily(nn.Module):
 
         _backend.select(x, self.backend, [reason])
         return super().forward(x)
+
+
+def reference_module(module: nn.Module) -> nn.Module:
+    """A copy of a drop-in module as its upstream (reference) class: same
+    submodules, weights, buffers and mode, the upstream forward."""
+    import copy
+
+    twin = copy.deepcopy(module)
+    twin.__class__ = next(c for c in type(module).__mro__ if c.__module__.endswith(".reference"))
+    return twin
 
 
 def batch_norm_parts(bn: nn.BatchNorm2d) -> Dict:

@@ -3,11 +3,11 @@ submodules and state_dict keys) whose attention product goes to
 ``attention_core`` with the module's ``path`` (None: by device; see
 ``functional.pick_path``). The 1x1 and depthwise convolutions stay the
 original submodules, called as they are (hooks on them run)."""
-import copy
 from typing import Optional, Tuple
 
 from torch import nn
 
+from .._core.modules import reference_module
 from . import reference as ref
 from .functional import PATHS, attention_core
 
@@ -52,11 +52,7 @@ class DotProductAttention(nn.Module):
         return (5, 7)
 
     def reference_module(self) -> nn.Module:
-        """A copy of this module as its upstream (reference) class."""
-        twin = copy.deepcopy(self)
-        twin.__class__ = next(c for c in type(self).__mro__
-                              if c.__module__.endswith(".reference"))
-        return twin
+        return reference_module(self)
 
 
 class UltralyticsAttention(DotProductAttention, ref.UltralyticsAttention):
