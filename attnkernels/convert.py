@@ -107,13 +107,18 @@ def _probe_mismatch(original: nn.Module, candidate: nn.Module) -> Optional[str]:
     a = _without_hooks(copy.deepcopy(original)).double().eval().cpu()
     b = copy.deepcopy(candidate).double().eval().cpu()
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, channels, *b.probe_size(), generator=g, dtype=torch.float64)
+    if hasattr(b, "probe_args"):  # a forward that takes other than one (B, C, H, W) map
+        args = b.probe_args(g)
+    else:
+        args = (torch.randn(2, channels, *b.probe_size(), generator=g, dtype=torch.float64),)
     try:
         with torch.no_grad():
-            ya, yb = a(x), b(x)
+            ya, yb = a(*args), b(*args)
     except Exception as e:  # noqa: BLE001 - any failure means: do not convert
         return f"probe run failed: {type(e).__name__}: {e}"
-    if ya.shape != yb.shape or not torch.allclose(ya, yb, rtol=1e-9, atol=1e-12):
+    # equal_nan: a fully masked query gives NaN in some originals, in both then
+    if ya.shape != yb.shape or not torch.allclose(ya, yb, rtol=1e-9, atol=1e-12,
+                                                  equal_nan=True):
         return "its output differs from the fused module's on a probe input"
     return None
 

@@ -194,3 +194,257 @@ def test_export_matches(path):
     x = torch.randn(2, 64, 7, 5)
     exported = torch.export.export(fused, (x,))
     torch.testing.assert_close(exported.module()(x), fused(x), rtol=1e-5, atol=1e-6)
+
+
+# --- token-major attention: External-Attention-pytorch (seed 002), seed 000, DANet ---
+
+def _spread(module: torch.nn.Module) -> torch.nn.Module:
+    """Weights of unit gain (the seeds' N(0, 0.001) Linears make every
+    attention weight 1/N, which would hide a wrong scale or mask)."""
+    for m in module.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+            fan_in = m.weight[0].numel()
+            torch.nn.init.normal_(m.weight, std=fan_in ** -0.5)
+            if m.bias is not None:
+                torch.nn.init.normal_(m.bias, std=0.3)
+    return module
+
+
+def _mask(shape, seed, full_row=False, rate=0.3):
+    """A random boolean mask (True: masked); ``full_row``: one query masked whole."""
+    m = torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < rate
+    m[..., 0] = False  # every query keeps a key, but for ...
+    if full_row:
+        m[..., 1, :] = True  # ... this one
+    return m
+
+
+# name -> (module factory, inputs factory: a tuple of tensors as the forward
+# takes them, the same tensor object where the original is called with one)
+def _self(b, n, d):
+    def make(g):
+        x = torch.randn(b, n, d, generator=g)
+        return (x, x, x)
+    return make
+
+
+def _cross(b, nq, nk, d, mask=None):
+    def make(g):
+        q, kv = torch.randn(b, nq, d, generator=g), torch.randn(b, nk, d, generator=g)
+        return (q, kv, kv) + (() if mask is None else (mask,))
+    return make
+
+
+def _image(shape, channels_last=False):
+    def make(g):
+        x = torch.randn(shape, generator=g)
+        return (x.to(memory_format=torch.channels_last) if channels_last else x,)
+    return make
+
+
+TOKEN_CASES = {
+    "sdpa-self-2heads": (lambda: ref.ScaledDotProductAttention(16, 8, 6, 2), _self(2, 9, 16)),
+    "sdpa-cross-masked": (lambda: ref.ScaledDotProductAttention(24, 8, 8, 3),
+                          _cross(2, 5, 11, 24, _mask((2, 1, 5, 11), 3))),
+    "simplified-4heads-mask2d": (lambda: ref.SimplifiedScaledDotProductAttention(32, 4),
+                                 _cross(3, 10, 10, 32, _mask((10, 10), 4))),
+    # values, keys, query; mask == 0 masks, one query fully masked (-1e20: averages)
+    "mhsa-masked": (lambda: ref.MultiHeadSelfAttention(24, 3),
+                    lambda g: _cross(2, 6, 9, 24)(g)[::-1] + (
+                        (~_mask((2, 1, 6, 9), 5, full_row=True)).long(),)),
+    "mhsa-self": (lambda: ref.MultiHeadSelfAttention(16, 2),
+                  lambda g: _self(2, 7, 16)(g) + (None,)),
+    "danet-seed": (lambda: ref.danet(16, 3, 5, 7, ref.DAModuleSeed), _image((2, 16, 5, 7))),
+    "danet-external-channels-last": (lambda: ref.danet(8, 3, 6, 4), _image((2, 8, 6, 4), True)),
+}
+
+
+def _token_made(case):
+    torch.manual_seed(0)
+    return _spread(TOKEN_CASES[case][0]()).eval()
+
+
+def _token_inputs(case, dtype, seed=1):
+    """The case's inputs in ``dtype`` (the same object where the case passes
+    one tensor several times), float tensors requiring grad."""
+    made = TOKEN_CASES[case][1](torch.Generator().manual_seed(seed))
+    cast = {}
+    for t in made:
+        if t is not None and id(t) not in cast:
+            c = t.to(dtype) if t.is_floating_point() else t
+            cast[id(t)] = c.detach().requires_grad_(c.is_floating_point())
+    return tuple(None if t is None else cast[id(t)] for t in made)
+
+
+def _run(module, inputs, dy_seed=2):
+    """(y, input gradients, {parameter name: grad}) of one forward and backward."""
+    module.zero_grad(set_to_none=True)
+    y = module(*inputs)
+    y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(dy_seed)).to(y.dtype))
+    leaves = [t for t in dict.fromkeys(inputs) if t is not None and t.requires_grad]
+    return y, [t.grad for t in leaves], {n: p.grad for n, p in module.named_parameters()}
+
+
+def _token_converted(upstream):
+    fused, report = attnkernels.convert(copy.deepcopy(upstream))
+    attention = [m for m in fused.modules() if isinstance(m, fnn.DotProductAttention)]
+    assert attention and not report.left_alone, str(report)
+    return fused, attention
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("path", AF.PATHS)
+@pytest.mark.parametrize("case", list(TOKEN_CASES))
+def test_token_major_matches_float64_reference(case, path, dtype):
+    """Output, every input's and parameter's gradient: the converted module
+    on ``path`` against the float64 original, within twice the original's own
+    error in ``dtype`` (dropout off: eval; dropout: test_dropout_*)."""
+    if case == "mhsa-masked" and dtype == torch.float16:
+        pytest.skip("the original's -1e20 fill overflows float16 (test_fully_masked_query_...)")
+    upstream = _token_made(case)
+    fused, attention = _token_converted(upstream)
+    for m in attention:
+        m.path = path
+    outs = {}
+    for name, module, dt in (("oracle", copy.deepcopy(upstream).double(), torch.float64),
+                             ("eager", copy.deepcopy(upstream).to(dtype), dtype),
+                             ("fused", fused.to(dtype), dtype)):
+        outs[name] = _run(module, _token_inputs(case, dt))
+    (y_o, dx_o, dw_o), (y_e, dx_e, dw_e), (y_f, dx_f, dw_f) = (
+        outs["oracle"], outs["eager"], outs["fused"])
+    assert_matches_oracle(y_f, y_e, y_o, "y")
+    for i, (a, b, c) in enumerate(zip(dx_f, dx_e, dx_o)):
+        assert_matches_oracle(a, b, c, f"dx{i}")
+    terms = y_o[..., 0].numel() ** 0.5
+    for name, g_o in dw_o.items():
+        if g_o is None:  # MultiHeadSelfAttention's never-called Linears
+            assert dw_f[name] is None, name
+            continue
+        assert_matches_oracle(dw_f[name], dw_e[name], g_o, name, terms=terms)
+
+
+def test_fully_masked_query_as_the_original():
+    """-inf fill (True masks): a query with every key masked is NaN in the
+    original and on SDPA (whose boolean mask alone gives 0); the -1e20 fill
+    (0 masks): it averages every value, on both paths; a half-precision -1e20
+    fill fails as the original's masked_fill does."""
+    g = torch.Generator().manual_seed(0)
+    up = _spread(ref.ScaledDotProductAttention(8, 4, 4, 2)).eval()
+    fused, _ = _token_converted(up)
+    q, kv = torch.randn(2, 4, 8, generator=g), torch.randn(2, 6, 8, generator=g)
+    masked = _mask((2, 1, 4, 6), 1, full_row=True)
+    y_o = up.double()(q.double(), kv.double(), kv.double(), masked)
+    for path in AF.PATHS:
+        fused.path = path
+        y = fused(q, kv, kv, masked)
+        assert y[:, 1].isnan().all() and not y[:, [0, 2, 3]].isnan().any(), path
+        torch.testing.assert_close(y.double(), y_o, equal_nan=True, rtol=1e-4, atol=1e-5)
+    v = torch.randn(1, 2, 5, 3, generator=g)
+    qk = torch.randn(1, 2, 5, 3, generator=g)
+    every = torch.ones(5, 5, dtype=torch.bool)
+    y = AF.masked_attention(qk, qk, v, 0.5, every, fill=-1e20)
+    torch.testing.assert_close(y, v.mean(-2, keepdim=True).expand_as(v))
+    mhsa = _spread(ref.MultiHeadSelfAttention(8, 2)).half()
+    fused, _ = _token_converted(mhsa)
+    fused.path = "sdpa"
+    x = torch.randn(1, 3, 8).half()
+    mask = torch.ones(1, 1, 3, 3).long()
+    mask[..., 0] = 0
+    for m in (mhsa, fused):
+        with pytest.raises(RuntimeError, match="overflow"):
+            m(x, x, x, mask)
+
+
+def test_attention_weights_take_the_original_product():
+    """Multiplicative attention_weights have no SDPA argument: the call runs
+    the original's forward (the same bits)."""
+    g = torch.Generator().manual_seed(0)
+    up = _spread(ref.ScaledDotProductAttention(8, 4, 4, 2)).eval()
+    fused, _ = _token_converted(up)
+    fused.path = "sdpa"
+    q = torch.randn(2, 4, 8, generator=g)
+    w = torch.rand(2, 2, 4, 4, generator=g)
+    assert torch.equal(fused(q, q, q, None, w), up(q, q, q, None, w))
+
+
+def test_dropout_explicit_path_draws_as_the_original():
+    """Training with dropout, explicit path (the CPU's choice): the original's
+    operations, so the same seed gives the same bits."""
+    up = _spread(ref.ScaledDotProductAttention(16, 8, 8, 2, dropout=0.3)).train()
+    fused, _ = _token_converted(up)
+    assert fused.resolved_path(torch.randn(1, 3, 16)) == "explicit"
+    x = torch.randn(2, 6, 16)
+    torch.manual_seed(5)
+    y_o = up(x, x, x)
+    torch.manual_seed(5)
+    assert torch.equal(fused(x, x, x), y_o)
+
+
+def test_dropout_sdpa_path_is_unbiased():
+    """Training with dropout on SDPA (the CUDA path): each draw differs from
+    the dropout-free output, their mean converges to it (weights scaled by
+    1/(1-p), as nn.Dropout does)."""
+    g = torch.Generator().manual_seed(0)
+    up = _spread(ref.SimplifiedScaledDotProductAttention(8, 2, dropout=0.5))
+    fused, _ = _token_converted(up)
+    fused.path = "sdpa"
+    x = torch.randn(1, 6, 8, generator=g)
+    with torch.no_grad():
+        y0 = fused.eval()(x, x, x)
+        fused.train()
+        draws = torch.stack([fused(x, x, x) for _ in range(400)])
+    assert (draws[0] - y0).abs().max() > 0.05
+    err = (draws.mean(0) - y0).abs().max()
+    sem = (draws.std(0) / 400 ** 0.5).max()
+    assert err < 5 * sem, (err, sem)
+
+
+def test_token_major_path_choice():
+    """By device and mode: on the CPU, SDPA unless dropout acts (training with
+    p > 0); the module's ``path`` overrides."""
+    up = _spread(ref.ScaledDotProductAttention(16, 8, 8, 2))
+    fused, _ = _token_converted(up)
+    x = torch.randn(1, 3, 16)
+    assert fused.eval().resolved_path(x) == "sdpa"
+    assert fused.train().resolved_path(x) == "explicit"
+    fused.dropout.p = 0.0
+    assert fused.train().resolved_path(x) == "sdpa"
+    fused.path = "explicit"
+    assert fused.resolved_path(x) == "explicit"
+    mhsa, _ = _token_converted(_spread(ref.MultiHeadSelfAttention(8, 2)))
+    assert mhsa.train().resolved_path(x[..., :8]) == "sdpa"
+
+
+def test_token_major_convert_and_revert():
+    """convert swaps the classes by structure wherever they sit (DANet's two
+    branches), keeps state_dict keys and parameter objects; revert gives the
+    originals back."""
+    up = _token_made("danet-seed")
+    params = dict(up.named_parameters())
+    fused, report = attnkernels.convert(up)
+    assert sorted(c[0] for c in report.converted) == [
+        "channel_attention_module.pa", "position_attention_module.pa"]
+    assert type(fused.position_attention_module.pa) is fnn.ScaledDotProductAttention
+    assert type(fused.channel_attention_module.pa) is fnn.SimplifiedScaledDotProductAttention
+    assert all(p is params[n] for n, p in fused.named_parameters())
+    back, _ = attnkernels.revert(fused)
+    assert type(back.position_attention_module.pa) is ref.ScaledDotProductAttention
+
+
+def test_token_major_compiled_matches_eager_and_float64():
+    """torch.compile (fullgraph) of a converted DANet on SDPA: output and
+    gradients against eager's and the float64 original's."""
+    case = "danet-seed"
+    upstream = _token_made(case)
+    fused, attention = _token_converted(upstream)
+    for m in attention:
+        m.path = "sdpa"
+    y_o, dx_o, dw_o = _run(copy.deepcopy(upstream).double(), _token_inputs(case, torch.float64))
+    y_e, dx_e, dw_e = _run(copy.deepcopy(fused), _token_inputs(case, torch.float32))
+    torch._dynamo.reset()
+    y_c, dx_c, dw_c = _run(torch.compile(fused, fullgraph=True), _token_inputs(case, torch.float32))
+    assert_matches_oracle(y_c, y_e, y_o, "y")
+    assert_matches_oracle(dx_c[0], dx_e[0], dx_o[0], "dx")
+    for name, g_o in dw_o.items():
+        assert_matches_oracle(dw_c[name.replace("_orig_mod.", "")] if name in dw_c else
+                              dw_c["_orig_mod." + name], dw_e[name], g_o, name, terms=10.0)

@@ -2,7 +2,9 @@
 structure matchers for ``attnkernels.convert`` (the forward is then checked
 on a probe input, as for every family)."""
 from .._core.matching import has_children
-from .modules import UltralyticsAreaAttention, UltralyticsAttention
+from .modules import (MultiHeadSelfAttention, ScaledDotProductAttention,
+                      SimplifiedScaledDotProductAttention, UltralyticsAreaAttention,
+                      UltralyticsAttention)
 
 
 def _ints(m, names) -> bool:
@@ -23,5 +25,25 @@ def _match_ultralytics(m):
     return None
 
 
+def _match_external_attention(m):
+    # External-Attention-pytorch's (Simplified)ScaledDotProductAttention: Linears
+    # fc_q, fc_k, fc_v (or none), fc_o, a dropout; the numbers the forward reads
+    if not _ints(m, ("d_model", "d_k", "d_v", "h")):
+        return None
+    if has_children(m, ("fc_q", "fc_k", "fc_v", "fc_o", "dropout")):
+        return ScaledDotProductAttention
+    if has_children(m, ("fc_o", "dropout")):
+        return SimplifiedScaledDotProductAttention
+    return None
+
+
+def _match_multi_head_self_attention(m):
+    # seed 000: values, keys, queries (never called) and fc_out
+    if has_children(m, ("values", "keys", "queries", "fc_out")) and _ints(
+            m, ("embed_size", "heads", "head_dim")):
+        return MultiHeadSelfAttention
+    return None
+
+
 # In the order they are tried.
-MATCHERS = (_match_ultralytics,)
+MATCHERS = (_match_ultralytics, _match_external_attention, _match_multi_head_self_attention)

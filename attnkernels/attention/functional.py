@@ -9,18 +9,23 @@ of two paths that compute the same function:
             transposed views, with the same scale: on a GPU its flash /
             memory-efficient kernels never hold A; on the CPU, its fused kernel.
 
-``path=None`` picks by device, mode and layout (see ``pick_path``)."""
+``path=None`` picks by device, mode and layout (see ``pick_path``).
+
+``masked_attention`` is the token-major core (q, k, v as (..., tokens, d)) of
+the External-Attention-pytorch and seed classes, with their two mask
+semantics reproduced through SDPA's arguments."""
+import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["attention_core", "pick_path"]
+__all__ = ["attention_core", "masked_attention", "pick_path"]
 
 PATHS = ("explicit", "sdpa")
 
 
-def pick_path(q: torch.Tensor, training: bool) -> str:
+def pick_path(q: torch.Tensor, training: bool, dropout: bool = False) -> str:
     """The path for these operands (q as ``attention_core`` takes it), by
     device, from measurements (``python -m bench.attention``):
     - CUDA: ``sdpa`` (flash / memory-efficient kernels, no N x N matrix), but
@@ -32,10 +37,15 @@ def pick_path(q: torch.Tensor, training: bool) -> str:
       dimension is q's innermost one (YOLO12's area-split AAttn: 2.1x);
       ``explicit`` for inference where the tokens are innermost (YOLO11's
       Attention, AAttn with one area: SDPA 0.73-0.87x, it copies q, k, v first);
+      but ``explicit`` where ``dropout`` acts on the attention weights: SDPA
+      has no CPU kernel with dropout, its fallback keeps more than the
+      original does and draws other random numbers;
     - elsewhere ``explicit``."""
     if q.device.type == "cuda":
         return "explicit" if training and torch.are_deterministic_algorithms_enabled() else "sdpa"
     if q.device.type == "cpu":
+        if dropout:
+            return "explicit"
         return "sdpa" if training or q.stride(-2) == 1 else "explicit"
     return "explicit"
 
@@ -56,3 +66,32 @@ def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: flo
                                              v.transpose(-2, -1), scale=scale)
         return out.transpose(-2, -1)
     raise ValueError(f"path must be one of {PATHS} or None, got {path!r}")
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                     masked: Optional[torch.Tensor] = None, fill: float = -math.inf,
+                     dropout_p: float = 0.0) -> torch.Tensor:
+    """``softmax(s) v`` through SDPA, q (..., nq, d_k), k (..., nk, d_k), v
+    (..., nk, d_v), where s is ``q k^T * scale`` with the entries where
+    ``masked`` (bool, broadcastable to (..., nq, nk)) is True set to ``fill``
+    before the softmax, as the originals' ``masked_fill`` does. A masked
+    entry's weight is then exactly 0 (SDPA's boolean mask) unless a query has
+    every key masked:
+      -inf  softmax of -inf only: NaN, as in the original (SDPA gives 0);
+      finite (-1e20): equal scores, so the mean of the values (and no
+            gradient to q or k), as in the original; a fill the dtype cannot
+            hold fails as the original's masked_fill does.
+    ``dropout_p`` drops attention weights (SDPA's random numbers; -inf fill only)."""
+    if masked is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
+    if masked.dtype != torch.bool:
+        raise TypeError(f"masked must be a bool tensor, got {masked.dtype}")
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=~masked, dropout_p=dropout_p,
+                                         scale=scale)
+    every_key = masked.all(-1, keepdim=True)
+    if fill == -math.inf:
+        return out.masked_fill(every_key, math.nan)
+    if dropout_p:
+        raise ValueError("a finite fill takes no dropout (no original combines them)")
+    torch.zeros((), dtype=q.dtype).masked_fill(torch.tensor(True), fill)  # fails where it overflows
+    return torch.where(every_key, v.mean(-2, keepdim=True), out)

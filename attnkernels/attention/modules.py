@@ -1,17 +1,23 @@
 """Drop-in attention modules: each is its reference class (same constructor,
 submodules and state_dict keys) whose attention product goes to
-``attention_core`` with the module's ``path`` (None: by device; see
-``functional.pick_path``). The 1x1 and depthwise convolutions stay the
-original submodules, called as they are (hooks on them run)."""
+``attention_core`` (or, token-major, ``masked_attention``) with the module's
+``path`` (None: by device; see ``functional.pick_path``). The projections and
+convolutions stay the original submodules, called as they are (hooks on them
+run)."""
+import math
 from typing import Optional, Tuple
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._core.modules import reference_module
 from . import reference as ref
-from .functional import PATHS, attention_core
+from .functional import PATHS, attention_core, masked_attention, pick_path
 
-__all__ = ["DotProductAttention", "UltralyticsAttention", "UltralyticsAreaAttention"]
+__all__ = ["DotProductAttention", "UltralyticsAttention", "UltralyticsAreaAttention",
+           "ScaledDotProductAttention", "SimplifiedScaledDotProductAttention",
+           "MultiHeadSelfAttention"]
 
 
 class DotProductAttention(nn.Module):
@@ -33,9 +39,6 @@ class DotProductAttention(nn.Module):
     def scale_of(self) -> float:
         raise NotImplementedError
 
-    def attend(self, q, k, v):
-        return attention_core(q, k, v, self.scale_of(), self.path)
-
     def gate_spec(self):
         """{} when the counts the forward reads are positive ints (convert's
         check), else the reason."""
@@ -45,9 +48,6 @@ class DotProductAttention(nn.Module):
                 return f"its {name} is {value!r}, not a positive int"
         return {}
 
-    def probe_channels(self) -> Optional[int]:
-        return self.num_heads * self.head_dim
-
     def probe_size(self) -> Tuple[int, int]:
         return (5, 7)
 
@@ -55,7 +55,17 @@ class DotProductAttention(nn.Module):
         return reference_module(self)
 
 
-class UltralyticsAttention(DotProductAttention, ref.UltralyticsAttention):
+class _Ultralytics(DotProductAttention):
+    """Channels-first q, k, v (B, heads, d, N): the product through ``attention_core``."""
+
+    def attend(self, q, k, v):
+        return attention_core(q, k, v, self.scale_of(), self.path)
+
+    def probe_channels(self) -> Optional[int]:
+        return self.num_heads * self.head_dim
+
+
+class UltralyticsAttention(_Ultralytics, ref.UltralyticsAttention):
     """Ultralytics ``Attention(dim, num_heads=8, attn_ratio=0.5)`` (PSA, C2PSA)."""
 
     ADOPTED_ATTRS = ("num_heads", "head_dim", "key_dim", "scale")
@@ -71,7 +81,7 @@ class UltralyticsAttention(DotProductAttention, ref.UltralyticsAttention):
         return why
 
 
-class UltralyticsAreaAttention(DotProductAttention, ref.UltralyticsAreaAttention):
+class UltralyticsAreaAttention(_Ultralytics, ref.UltralyticsAreaAttention):
     """Ultralytics ``AAttn(dim, num_heads, area=1)`` (A2C2f)."""
 
     ADOPTED_ATTRS = WHOLE_NUMBERS = ("area", "num_heads", "head_dim", "all_head_dim")
@@ -88,3 +98,114 @@ class UltralyticsAreaAttention(DotProductAttention, ref.UltralyticsAreaAttention
 
     def probe_size(self) -> Tuple[int, int]:
         return (4, 2 * self.area)  # N = 8 * area tokens: whole bands
+
+
+
+class _TokenMajor(DotProductAttention):
+    """The External-Attention-pytorch and seed classes: inputs (batch, tokens,
+    d_model). On the ``explicit`` path the forward is the original's, whole;
+    on ``sdpa`` the product goes to ``masked_attention``."""
+
+    DROPOUT = True  # the module's ``dropout`` acts on the attention weights
+
+    def resolved_path(self, queries: torch.Tensor) -> str:
+        if self.path is not None:
+            return self.path
+        dropout = self.DROPOUT and self.training and self.dropout.p > 0
+        grad = torch.is_grad_enabled() and (queries.requires_grad or any(
+            p.requires_grad for p in self.parameters()))
+        # q as attention_core takes it: the head dimension innermost
+        return pick_path(queries.transpose(-2, -1), grad, dropout)
+
+    def reference_forward(self, *args):
+        return super(DotProductAttention, self).forward(*args)
+
+    def gate_spec(self):
+        why = super().gate_spec()
+        dropout = getattr(self, "dropout", None)
+        if not why and self.DROPOUT and type(dropout) is not nn.Dropout:
+            return f"its dropout is {type(dropout).__name__}, not nn.Dropout"
+        return why
+
+    def probe_args(self, generator: torch.Generator) -> tuple:
+        """convert's probe (float64): queries and keys of different lengths, a
+        mask with one query fully masked."""
+        b, nq, nk, d = 2, 5, 7, self.probe_channels()
+        q, kv = (torch.randn(b, n, d, generator=generator, dtype=torch.float64) for n in (nq, nk))
+        masked = torch.rand(b, 1, nq, nk, generator=generator) < 0.3
+        masked[0, 0, 1] = True
+        return q, kv, kv, masked
+
+
+class _ExternalAttention(_TokenMajor):
+    """(Simplified)ScaledDotProductAttention's forward on either path."""
+
+    ADOPTED_ATTRS = WHOLE_NUMBERS = ("d_model", "d_k", "d_v", "h")
+
+    def scale_of(self) -> float:
+        return 1 / math.sqrt(self.d_k)
+
+    def probe_channels(self) -> Optional[int]:
+        return self.d_model
+
+    def project_fused(self, queries, keys, values):
+        return self.project(queries, keys, values)
+
+    def forward(self, queries, keys, values, attention_mask=None, attention_weights=None):
+        if self.resolved_path(queries) == "explicit" or attention_weights is not None:
+            # weights multiply the scores: no SDPA argument does that
+            return self.reference_forward(queries, keys, values, attention_mask,
+                                          attention_weights)
+        q, k, v = self.project_fused(queries, keys, values)
+        out = masked_attention(q, k, v, self.scale_of(), attention_mask,
+                               dropout_p=self.dropout.p if self.training else 0.0)
+        return self.merge_heads(out)
+
+
+class ScaledDotProductAttention(_ExternalAttention, ref.ScaledDotProductAttention):
+    """External-Attention-pytorch ``ScaledDotProductAttention(d_model, d_k, d_v, h,
+    dropout=.1)``; self-attention (queries, keys and values one tensor) projects
+    q, k and v with one GEMM."""
+
+    def project_fused(self, queries, keys, values):
+        if not (queries is keys and keys is values):
+            return self.project(queries, keys, values)
+        b_s, n = queries.shape[:2]
+        w = torch.cat([self.fc_q.weight, self.fc_k.weight, self.fc_v.weight])
+        bias = torch.cat([self.fc_q.bias, self.fc_k.bias, self.fc_v.bias])
+        hk, hv = self.h * self.d_k, self.h * self.d_v
+        q, k, v = F.linear(queries, w, bias).split([hk, hk, hv], dim=-1)
+        return (q.view(b_s, n, self.h, self.d_k).transpose(1, 2),
+                k.view(b_s, n, self.h, self.d_k).transpose(1, 2),
+                v.view(b_s, n, self.h, self.d_v).transpose(1, 2))
+
+
+class SimplifiedScaledDotProductAttention(_ExternalAttention,
+                                          ref.SimplifiedScaledDotProductAttention):
+    """External-Attention-pytorch ``SimplifiedScaledDotProductAttention(d_model, h, dropout=.1)``."""
+
+
+class MultiHeadSelfAttention(_TokenMajor, ref.MultiHeadSelfAttention):
+    """Seed 000's ``MultiHeadSelfAttention(embed_size, heads)``: the mask's
+    -1e20 fill reproduced by ``masked_attention``."""
+
+    ADOPTED_ATTRS = WHOLE_NUMBERS = ("embed_size", "heads", "head_dim")
+    DROPOUT = False
+
+    def scale_of(self) -> float:
+        return 1 / self.embed_size ** (1 / 2)
+
+    def probe_channels(self) -> Optional[int]:
+        return self.embed_size
+
+    def forward(self, values, keys, query, mask):
+        if self.resolved_path(query) == "explicit":
+            return self.reference_forward(values, keys, query, mask)
+        q, k, v = (t.transpose(1, 2) for t in self.split_heads(values, keys, query))
+        masked = None if mask is None else mask == 0
+        out = masked_attention(q, k, v, self.scale_of(), masked, fill=-1e20)
+        return self.merge_heads(out.transpose(1, 2))
+
+    def probe_args(self, generator):
+        q, kv, _, masked = super().probe_args(generator)
+        return kv, kv, q, (~masked).to(torch.int64)  # (values, keys, query, mask): 0 masks

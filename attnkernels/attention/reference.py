@@ -15,13 +15,44 @@ the tests and the classes ``convert`` recognises by structure.
     N / area consecutive ones (row bands), each attending within itself;
     scale = head_dim ** -0.5, ``pe`` a depthwise 7x7 Conv.
 The explicit product is ``attention_core(..., path="explicit")``: the
-original's operations, in its order."""
+original's operations, in its order.
+
+Token-major attention (inputs (batch, tokens, d_model)), External-Attention-
+pytorch (seed 002) and seed 000:
+
+  * ``ScaledDotProductAttention(d_model, d_k, d_v, h, dropout=.1)``: Linear
+    projections fc_q, fc_k, fc_v to h heads; ``softmax(q k^T / sqrt(d_k))``,
+    optionally times ``attention_weights`` and with ``attention_mask`` (True:
+    masked) filled with -inf before the softmax (a query with every key
+    masked gives NaN), dropout on the attention, then fc_o;
+  * ``SimplifiedScaledDotProductAttention(d_model, h, dropout=.1)``: the same
+    without the q/k/v projections (d_k = d_v = d_model // h);
+  * ``MultiHeadSelfAttention(embed_size, heads)`` (seed 000): no projections
+    either (its ``values``/``keys``/``queries`` Linears are never called);
+    ``softmax(energy / sqrt(embed_size))`` where ``energy = q k^T`` is filled
+    with -1e20 where ``mask == 0`` (a fully masked query averages every
+    value), then fc_out;
+  * DANet as External-Attention-pytorch writes it: ``PositionAttentionModule``
+    (a 3x3 conv, then ScaledDotProductAttention with one head over the H*W
+    pixels as tokens, output (B, H*W, C)), ``ChannelAttentionModule`` (a 3x3
+    conv, then SimplifiedScaledDotProductAttention over the C channels as
+    tokens of H*W features: its fc_o is Linear(H*W, H*W), so one map size;
+    output (B, C, H*W)) and ``DAModule`` (``p + c``, both as (B, C, H, W));
+    ``DAModuleSeed``, the seed's copy, returns ``(x + 0.5 p) + (x + 0.2 c)``.
+    Both DAModule constructors build their branches with d_model=512, H=W=7
+    whatever they are given, as upstream does: ``danet(...)`` builds one at
+    another size."""
+import math
+
 import torch
 from torch import nn
 
 from .functional import attention_core
 
-__all__ = ["UltralyticsConv", "UltralyticsAttention", "UltralyticsAreaAttention"]
+__all__ = ["UltralyticsConv", "UltralyticsAttention", "UltralyticsAreaAttention",
+           "ScaledDotProductAttention", "SimplifiedScaledDotProductAttention",
+           "MultiHeadSelfAttention", "PositionAttentionModule", "ChannelAttentionModule",
+           "DAModule", "DAModuleSeed", "danet"]
 
 
 class UltralyticsConv(nn.Module):
@@ -98,3 +129,202 @@ class UltralyticsAreaAttention(nn.Module):
         y = y.reshape(B, H, W, D).permute(0, 3, 1, 2).contiguous()
         v = v.reshape(B, H, W, D).permute(0, 3, 1, 2).contiguous()
         return self.proj(y + self.pe(v))
+
+
+def _init_seed_weights(module: nn.Module) -> None:
+    """External-Attention-pytorch's init_weights: Linear weights N(0, 0.001),
+    biases zero (and its conv / BatchNorm rules, for the modules it names)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.001)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+
+
+class _SeedHeads(nn.Module):
+    """What ScaledDotProductAttention and its simplified twin share: the
+    attention product, explicit, in the original's order, and the output."""
+
+    def attend(self, q, k, v, attention_mask=None, attention_weights=None):
+        """(b, h, nq, d_v) from q (b, h, nq, d_k), k (b, h, nk, d_k), v (b, h, nk, d_v)."""
+        att = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.d_k)
+        if attention_weights is not None:
+            att = att * attention_weights
+        if attention_mask is not None:
+            att = att.masked_fill(attention_mask, -math.inf)
+        att = self.dropout(torch.softmax(att, -1))
+        return torch.matmul(att, v)
+
+    def merge_heads(self, out):
+        """fc_o of the heads' outputs (b, h, nq, d_v), concatenated per query."""
+        b_s, _, nq, _ = out.shape
+        return self.fc_o(out.permute(0, 2, 1, 3).contiguous().view(b_s, nq, self.h * self.d_v))
+
+    def forward(self, queries, keys, values, attention_mask=None, attention_weights=None):
+        q, k, v = self.project(queries, keys, values)
+        return self.merge_heads(self.attend(q, k, v, attention_mask, attention_weights))
+
+
+class ScaledDotProductAttention(_SeedHeads):
+    """External-Attention-pytorch ``ScaledDotProductAttention(d_model, d_k, d_v, h, dropout=.1)``."""
+
+    def __init__(self, d_model, d_k, d_v, h, dropout=.1):
+        super().__init__()
+        self.fc_q = nn.Linear(d_model, h * d_k)
+        self.fc_k = nn.Linear(d_model, h * d_k)
+        self.fc_v = nn.Linear(d_model, h * d_v)
+        self.fc_o = nn.Linear(h * d_v, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.d_model, self.d_k, self.d_v, self.h = d_model, d_k, d_v, h
+        self.init_weights()
+
+    def init_weights(self):
+        _init_seed_weights(self)
+
+    def project(self, queries, keys, values):
+        """q, k, v as (b, h, tokens, d)."""
+        b_s, nq, nk = queries.shape[0], queries.shape[1], keys.shape[1]
+        q = self.fc_q(queries).view(b_s, nq, self.h, self.d_k).permute(0, 2, 1, 3)
+        k = self.fc_k(keys).view(b_s, nk, self.h, self.d_k).permute(0, 2, 1, 3)
+        v = self.fc_v(values).view(b_s, nk, self.h, self.d_v).permute(0, 2, 1, 3)
+        return q, k, v
+
+
+class SimplifiedScaledDotProductAttention(_SeedHeads):
+    """External-Attention-pytorch ``SimplifiedScaledDotProductAttention(d_model, h, dropout=.1)``."""
+
+    def __init__(self, d_model, h, dropout=.1):
+        super().__init__()
+        self.d_model, self.d_k, self.d_v, self.h = d_model, d_model // h, d_model // h, h
+        self.fc_o = nn.Linear(h * self.d_v, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.init_weights()
+
+    def init_weights(self):
+        _init_seed_weights(self)
+
+    def project(self, queries, keys, values):
+        """q, k, v as (b, h, tokens, d): views of the inputs."""
+        b_s, nq, nk = queries.shape[0], queries.shape[1], keys.shape[1]
+        q = queries.view(b_s, nq, self.h, self.d_k).permute(0, 2, 1, 3)
+        k = keys.view(b_s, nk, self.h, self.d_k).permute(0, 2, 1, 3)
+        v = values.view(b_s, nk, self.h, self.d_v).permute(0, 2, 1, 3)
+        return q, k, v
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Seed 000's ``MultiHeadSelfAttention(embed_size, heads)``: the inputs
+    split into heads unprojected (the values/keys/queries Linears exist, as
+    state, but the forward never calls them), then fc_out."""
+
+    def __init__(self, embed_size, heads):
+        super().__init__()
+        self.embed_size = embed_size
+        self.heads = heads
+        self.head_dim = embed_size // heads
+        assert self.head_dim * heads == embed_size, "Embedding size needs to be divisible by heads"
+        self.values = nn.Linear(self.head_dim, embed_size, bias=False)
+        self.keys = nn.Linear(self.head_dim, embed_size, bias=False)
+        self.queries = nn.Linear(self.head_dim, embed_size, bias=False)
+        self.fc_out = nn.Linear(embed_size, embed_size)
+
+    def attend(self, q, k, v, mask):
+        """(n, tokens, heads, head_dim) from q, k, v of that layout."""
+        energy = torch.einsum("nqhd,nkhd->nhqk", [q, k])
+        if mask is not None:
+            energy = energy.masked_fill(mask == 0, float("-1e20"))
+        attention = torch.softmax(energy / (self.embed_size ** (1 / 2)), dim=3)
+        return torch.einsum("nhql,nlhd->nqhd", [attention, v])
+
+    def split_heads(self, values, keys, query):
+        """q, k, v as (n, tokens, heads, head_dim)."""
+        n = query.shape[0]
+        return (query.reshape(n, query.shape[1], self.heads, self.head_dim),
+                keys.reshape(n, keys.shape[1], self.heads, self.head_dim),
+                values.reshape(n, values.shape[1], self.heads, self.head_dim))
+
+    def merge_heads(self, out):
+        """fc_out of the heads' outputs (n, tokens, heads, head_dim)."""
+        return self.fc_out(out.reshape(out.shape[0], out.shape[1], self.embed_size))
+
+    def forward(self, values, keys, query, mask):
+        q, k, v = self.split_heads(values, keys, query)
+        return self.merge_heads(self.attend(q, k, v, mask))
+
+
+class PositionAttentionModule(nn.Module):
+    """External-Attention-pytorch DANet ``PositionAttentionModule(d_model=512,
+    kernel_size=3, H=7, W=7)``: (B, C, H, W) -> (B, H*W, C)."""
+
+    def __init__(self, d_model=512, kernel_size=3, H=7, W=7):
+        super().__init__()
+        self.cnn = nn.Conv2d(d_model, d_model, kernel_size=kernel_size,
+                             padding=(kernel_size - 1) // 2)
+        self.pa = ScaledDotProductAttention(d_model, d_k=d_model, d_v=d_model, h=1)
+
+    def forward(self, x):
+        bs, c, h, w = x.shape
+        y = self.cnn(x).view(bs, c, -1).permute(0, 2, 1)
+        return self.pa(y, y, y)
+
+
+class ChannelAttentionModule(nn.Module):
+    """External-Attention-pytorch DANet ``ChannelAttentionModule(d_model=512,
+    kernel_size=3, H=7, W=7)``: (B, C, H, W) -> (B, C, H*W)."""
+
+    def __init__(self, d_model=512, kernel_size=3, H=7, W=7):
+        super().__init__()
+        self.cnn = nn.Conv2d(d_model, d_model, kernel_size=kernel_size,
+                             padding=(kernel_size - 1) // 2)
+        self.pa = SimplifiedScaledDotProductAttention(H * W, h=1)
+
+    def forward(self, x):
+        bs, c, h, w = x.shape
+        y = self.cnn(x).view(bs, c, -1)
+        return self.pa(y, y, y)
+
+
+class DAModule(nn.Module):
+    """External-Attention-pytorch ``DAModule(d_model=512, kernel_size=3, H=7,
+    W=7)``: position + channel attention, ``p + c``. Its branches are built
+    with d_model=512, H=W=7 whatever the arguments (as upstream)."""
+
+    def __init__(self, d_model=512, kernel_size=3, H=7, W=7):
+        super().__init__()
+        self.position_attention_module = PositionAttentionModule(d_model=512, kernel_size=3,
+                                                                 H=7, W=7)
+        self.channel_attention_module = ChannelAttentionModule(d_model=512, kernel_size=3,
+                                                               H=7, W=7)
+
+    def combine(self, x, p_out, c_out):
+        return p_out + c_out
+
+    def forward(self, input):
+        bs, c, h, w = input.shape
+        p_out = self.position_attention_module(input).permute(0, 2, 1).view(bs, c, h, w)
+        c_out = self.channel_attention_module(input).view(bs, c, h, w)
+        return self.combine(input, p_out, c_out)
+
+
+class DAModuleSeed(DAModule):
+    """Seed 002's DAModule: ``(x + 0.5 p) + (x + 0.2 c)``."""
+
+    def combine(self, x, p_out, c_out):
+        return (x + 0.5 * p_out) + (x + 0.2 * c_out)
+
+
+def danet(d_model: int, kernel_size: int = 3, H: int = 7, W: int = 7, cls=DAModule) -> nn.Module:
+    """A DAModule (``cls``) whose branches have these sizes, as users' copies
+    that pass the constructor's arguments on build it."""
+    module = cls.__new__(cls)
+    nn.Module.__init__(module)  # not cls(): its branches would be built at 512 channels first
+    module.position_attention_module = PositionAttentionModule(d_model, kernel_size, H, W)
+    module.channel_attention_module = ChannelAttentionModule(d_model, kernel_size, H, W)
+    return module
