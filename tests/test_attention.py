@@ -448,3 +448,17 @@ def test_token_major_compiled_matches_eager_and_float64():
     for name, g_o in dw_o.items():
         assert_matches_oracle(dw_c[name.replace("_orig_mod.", "")] if name in dw_c else
                               dw_c["_orig_mod." + name], dw_e[name], g_o, name, terms=10.0)
+
+
+def test_token_major_inference_path_by_the_product_layout():
+    """CPU inference: SDPA where the product's q has the head dimension
+    innermost: always after ScaledDotProductAttention's projection (DANet's
+    position branch hands it tokens-innermost pixels), the inputs' own layout
+    for the unprojected classes."""
+    pixels = torch.randn(2, 8, 12).transpose(1, 2)  # (b, tokens, d) with tokens innermost
+    projected, _ = _token_converted(_spread(ref.ScaledDotProductAttention(8, 4, 4, 2)).eval())
+    plain, _ = _token_converted(_spread(ref.SimplifiedScaledDotProductAttention(8, 2)).eval())
+    with torch.no_grad():
+        assert projected.resolved_path(pixels) == "sdpa"
+        assert plain.resolved_path(pixels) == "explicit"
+        assert plain.resolved_path(pixels.contiguous()) == "sdpa"

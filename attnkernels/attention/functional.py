@@ -25,9 +25,11 @@ __all__ = ["attention_core", "masked_attention", "pick_path"]
 PATHS = ("explicit", "sdpa")
 
 
-def pick_path(q: torch.Tensor, training: bool, dropout: bool = False) -> str:
-    """The path for these operands (q as ``attention_core`` takes it), by
-    device, from measurements (``python -m bench.attention``):
+def pick_path(q: torch.Tensor, training: bool, dropout: bool = False,
+              head_dim_innermost: Optional[bool] = None) -> str:
+    """The path for these operands (q as ``attention_core`` takes it, or
+    one on q's device with ``head_dim_innermost`` given), by device, from
+    measurements (``python -m bench.attention``):
     - CUDA: ``sdpa`` (flash / memory-efficient kernels, no N x N matrix), but
       ``explicit`` where deterministic algorithms are demanded and autograd
       will run (the memory-efficient kernel's backward is not deterministic);
@@ -46,7 +48,9 @@ def pick_path(q: torch.Tensor, training: bool, dropout: bool = False) -> str:
     if q.device.type == "cpu":
         if dropout:
             return "explicit"
-        return "sdpa" if training or q.stride(-2) == 1 else "explicit"
+        if head_dim_innermost is None:
+            head_dim_innermost = q.stride(-2) == 1
+        return "sdpa" if training or head_dim_innermost else "explicit"
     return "explicit"
 
 

@@ -114,8 +114,12 @@ class _TokenMajor(DotProductAttention):
         dropout = self.DROPOUT and self.training and self.dropout.p > 0
         grad = torch.is_grad_enabled() and (queries.requires_grad or any(
             p.requires_grad for p in self.parameters()))
-        # q as attention_core takes it: the head dimension innermost
-        return pick_path(queries.transpose(-2, -1), grad, dropout)
+        return pick_path(queries, grad, dropout, self.head_dim_innermost(queries))
+
+    def head_dim_innermost(self, queries: torch.Tensor) -> bool:
+        """Whether q's head dimension will be innermost: the queries' own
+        layout, split into heads (the projected classes override)."""
+        return queries.stride(-1) == 1
 
     def reference_forward(self, *args):
         return super(DotProductAttention, self).forward(*args)
@@ -166,6 +170,9 @@ class ScaledDotProductAttention(_ExternalAttention, ref.ScaledDotProductAttentio
     """External-Attention-pytorch ``ScaledDotProductAttention(d_model, d_k, d_v, h,
     dropout=.1)``; self-attention (queries, keys and values one tensor) projects
     q, k and v with one GEMM."""
+
+    def head_dim_innermost(self, queries):
+        return True  # fc_q's output
 
     def project_fused(self, queries, keys, values):
         if not (queries is keys and keys is values):
