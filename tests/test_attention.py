@@ -368,11 +368,11 @@ def test_attention_weights_take_the_original_product():
 
 
 def test_dropout_explicit_path_draws_as_the_original():
-    """Training with dropout, explicit path (the CPU's choice): the original's
-    operations, so the same seed gives the same bits."""
+    """Training with dropout on the explicit path: the original's operations,
+    so the same seed gives the same bits."""
     up = _spread(ref.ScaledDotProductAttention(16, 8, 8, 2, dropout=0.3)).train()
     fused, _ = _token_converted(up)
-    assert fused.resolved_path(torch.randn(1, 3, 16)) == "explicit"
+    fused.path = "explicit"
     x = torch.randn(2, 6, 16)
     torch.manual_seed(5)
     y_o = up(x, x, x)
@@ -380,14 +380,15 @@ def test_dropout_explicit_path_draws_as_the_original():
     assert torch.equal(fused(x, x, x), y_o)
 
 
-def test_dropout_sdpa_path_is_unbiased():
-    """Training with dropout on SDPA (the CUDA path): each draw differs from
-    the dropout-free output, their mean converges to it (weights scaled by
-    1/(1-p), as nn.Dropout does)."""
+@pytest.mark.parametrize("path", ["sdpa", "blockwise"])
+def test_dropout_is_unbiased(path):
+    """Training with dropout on SDPA (the CUDA path) and blockwise (the
+    CPU's): each draw differs from the dropout-free output, their mean
+    converges to it (weights scaled by 1/(1-p), as nn.Dropout does)."""
     g = torch.Generator().manual_seed(0)
     up = _spread(ref.SimplifiedScaledDotProductAttention(8, 2, dropout=0.5))
     fused, _ = _token_converted(up)
-    fused.path = "sdpa"
+    fused.path = path
     x = torch.randn(1, 6, 8, generator=g)
     with torch.no_grad():
         y0 = fused.eval()(x, x, x)
@@ -401,12 +402,12 @@ def test_dropout_sdpa_path_is_unbiased():
 
 def test_token_major_path_choice():
     """By device and mode: on the CPU, SDPA unless dropout acts (training with
-    p > 0); the module's ``path`` overrides."""
+    p > 0: blockwise); the module's ``path`` overrides."""
     up = _spread(ref.ScaledDotProductAttention(16, 8, 8, 2))
     fused, _ = _token_converted(up)
     x = torch.randn(1, 3, 16)
     assert fused.eval().resolved_path(x) == "sdpa"
-    assert fused.train().resolved_path(x) == "explicit"
+    assert fused.train().resolved_path(x) == "blockwise"
     fused.dropout.p = 0.0
     assert fused.train().resolved_path(x) == "sdpa"
     fused.path = "explicit"
@@ -462,3 +463,33 @@ def test_token_major_inference_path_by_the_product_layout():
         assert projected.resolved_path(pixels) == "sdpa"
         assert plain.resolved_path(pixels) == "explicit"
         assert plain.resolved_path(pixels.contiguous()) == "sdpa"
+
+
+def test_blockwise_gradients_with_dropout():
+    """The blockwise path's backward draws the forward's masks again: its
+    gradients (several query blocks, dropout on, one seed per call) are the
+    numerical ones of the same function (gradcheck, float64); a mask takes
+    the original's product."""
+    from attnkernels.attention.blockwise import BLOCK, blockwise_attention
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, BLOCK + 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 9, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def dropped(a, b, c):
+        torch.manual_seed(3)
+        return blockwise_attention(a, b, c, 0.4, dropout_p=0.3)
+    assert torch.autograd.gradcheck(dropped, (q, k, v))
+    kept = (dropped(q, k, v) != 0).float().mean()
+    assert 0.05 < (dropped(q, k, v) - blockwise_attention(q, k, v, 0.4)).abs().max()
+    assert kept > 0.9  # outputs are sums of kept weights: dropped weights thin them, not zero them
+    up = _spread(ref.ScaledDotProductAttention(8, 4, 4, 2)).train()
+    fused, _ = _token_converted(up)
+    fused.path = "blockwise"
+    x = torch.randn(1, 3, 8)
+    masked = _mask((1, 1, 3, 3), 1)
+    torch.manual_seed(5)
+    y = up(x, x, x, masked)
+    torch.manual_seed(5)
+    assert torch.equal(fused(x, x, x, masked), y)

@@ -1,6 +1,6 @@
 """The attention product of the detection models' attention modules, in their
 layout (tokens last: q, k of shape (..., d_k, N), v of (..., d_v, N)), by one
-of two paths that compute the same function:
+of three paths that compute the same function:
 
   explicit  the originals' operations: ``A = softmax((q * scale)^T k)`` as an
             N x N matrix per head, then ``v A^T``; autograd keeps A (and the
@@ -8,6 +8,10 @@ of two paths that compute the same function:
   sdpa      ``torch.nn.functional.scaled_dot_product_attention`` on the
             transposed views, with the same scale: on a GPU its flash /
             memory-efficient kernels never hold A; on the CPU, its fused kernel.
+  blockwise ``blockwise.blockwise_attention``: by blocks of queries with
+            library GEMMs, the softmax recomputed in backward and the dropout
+            mask drawn again: for the CPU with dropout, which SDPA's CPU
+            kernel does not take.
 
 ``path=None`` picks by device, mode and layout (see ``pick_path``).
 
@@ -20,9 +24,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .blockwise import blockwise_attention
+
 __all__ = ["attention_core", "masked_attention", "pick_path"]
 
-PATHS = ("explicit", "sdpa")
+PATHS = ("explicit", "sdpa", "blockwise")
 
 
 def pick_path(q: torch.Tensor, training: bool, dropout: bool = False,
@@ -39,15 +45,15 @@ def pick_path(q: torch.Tensor, training: bool, dropout: bool = False,
       dimension is q's innermost one (YOLO12's area-split AAttn: 2.1x);
       ``explicit`` for inference where the tokens are innermost (YOLO11's
       Attention, AAttn with one area: SDPA 0.73-0.87x, it copies q, k, v first);
-      but ``explicit`` where ``dropout`` acts on the attention weights: SDPA
-      has no CPU kernel with dropout, its fallback keeps more than the
-      original does and draws other random numbers;
+      but ``blockwise`` where ``dropout`` acts on the attention weights
+      (SDPA has no CPU kernel with dropout: its math fallback keeps more than
+      the original does);
     - elsewhere ``explicit``."""
     if q.device.type == "cuda":
         return "explicit" if training and torch.are_deterministic_algorithms_enabled() else "sdpa"
     if q.device.type == "cpu":
         if dropout:
-            return "explicit"
+            return "blockwise"
         if head_dim_innermost is None:
             head_dim_innermost = q.stride(-2) == 1
         return "sdpa" if training or head_dim_innermost else "explicit"
@@ -68,6 +74,10 @@ def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: flo
     if path == "sdpa":
         out = F.scaled_dot_product_attention(q.transpose(-2, -1), k.transpose(-2, -1),
                                              v.transpose(-2, -1), scale=scale)
+        return out.transpose(-2, -1)
+    if path == "blockwise":
+        out = blockwise_attention(q.transpose(-2, -1), k.transpose(-2, -1), v.transpose(-2, -1),
+                                  scale)
         return out.transpose(-2, -1)
     raise ValueError(f"path must be one of {PATHS} or None, got {path!r}")
 

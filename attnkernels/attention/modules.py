@@ -13,6 +13,7 @@ from torch import nn
 
 from .._core.modules import reference_module
 from . import reference as ref
+from .blockwise import blockwise_attention
 from .functional import PATHS, attention_core, masked_attention, pick_path
 
 __all__ = ["DotProductAttention", "UltralyticsAttention", "UltralyticsAreaAttention",
@@ -156,13 +157,18 @@ class _ExternalAttention(_TokenMajor):
         return self.project(queries, keys, values)
 
     def forward(self, queries, keys, values, attention_mask=None, attention_weights=None):
-        if self.resolved_path(queries) == "explicit" or attention_weights is not None:
-            # weights multiply the scores: no SDPA argument does that
+        path = self.resolved_path(queries)
+        # weights multiply the scores: no SDPA argument does that; blockwise takes no mask
+        if path == "explicit" or attention_weights is not None or (
+                path == "blockwise" and attention_mask is not None):
             return self.reference_forward(queries, keys, values, attention_mask,
                                           attention_weights)
         q, k, v = self.project_fused(queries, keys, values)
-        out = masked_attention(q, k, v, self.scale_of(), attention_mask,
-                               dropout_p=self.dropout.p if self.training else 0.0)
+        dropout_p = self.dropout.p if self.training else 0.0
+        if path == "blockwise":
+            out = blockwise_attention(q, k, v, self.scale_of(), dropout_p)
+        else:
+            out = masked_attention(q, k, v, self.scale_of(), attention_mask, dropout_p=dropout_p)
         return self.merge_heads(out)
 
 
@@ -206,11 +212,15 @@ class MultiHeadSelfAttention(_TokenMajor, ref.MultiHeadSelfAttention):
         return self.embed_size
 
     def forward(self, values, keys, query, mask):
-        if self.resolved_path(query) == "explicit":
+        path = self.resolved_path(query)
+        if path == "explicit" or (path == "blockwise" and mask is not None):
             return self.reference_forward(values, keys, query, mask)
         q, k, v = (t.transpose(1, 2) for t in self.split_heads(values, keys, query))
-        masked = None if mask is None else mask == 0
-        out = masked_attention(q, k, v, self.scale_of(), masked, fill=-1e20)
+        if path == "blockwise":
+            out = blockwise_attention(q, k, v, self.scale_of())
+        else:
+            masked = None if mask is None else mask == 0
+            out = masked_attention(q, k, v, self.scale_of(), masked, fill=-1e20)
         return self.merge_heads(out.transpose(1, 2))
 
     def probe_args(self, generator):
