@@ -21,15 +21,21 @@ from .families import FAMILIES, ROUTED
 @dataclasses.dataclass
 class ConversionReport:
     """What ``convert`` (or ``revert``: ``verb="reverted"``) swapped, as
-    (path, old class, new class), and what it left alone, as (path, class, why)."""
+    (path, old class, new class), what it left alone, as (path, class, why),
+    and the modules whose class name says attention that it did not replace
+    but converted modules inside of (mixtures, selectors, per-level lists), as
+    (path, class, how many inside)."""
     converted: List[Tuple[str, str, str]] = dataclasses.field(default_factory=list)
     left_alone: List[Tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    containers: List[Tuple[str, str, int]] = dataclasses.field(default_factory=list)
     verb: str = "converted"
 
     def __str__(self) -> str:
         lines = [f"{self.verb} {len(self.converted)} module(s), left {len(self.left_alone)} alone"]
         lines += [f"  {self.verb:10s} {n or '<root>'}: {a} -> {b}" for n, a, b in self.converted]
         lines += [f"  left alone {n or '<root>'}: {a}: {why}" for n, a, why in self.left_alone]
+        lines += [f"  container  {n or '<root>'}: {a}: not replaced, {k} converted inside"
+                  for n, a, k in self.containers]
         return "\n".join(lines)
 
 
@@ -175,7 +181,13 @@ def _lookalike_reason(module: nn.Module) -> Optional[str]:
     for family in _EVERY_FAMILY:
         if family.looks_like(name):
             return f"looks like {family.title} but its structure matches no known flavour"
+    if _ATTENTION_NAME.search(name):
+        return "an attention module of no kind attnkernels knows, with none known inside"
     return None
+
+
+# a class name that says attention (Attention, Attn; not Flatten)
+_ATTENTION_NAME = re.compile(r"attention|attn", re.IGNORECASE)
 
 
 def convert(model: nn.Module) -> Tuple[nn.Module, ConversionReport]:
@@ -207,10 +219,15 @@ def _convert_children(parent: nn.Module, prefix: str, report: ConversionReport,
             touched = True
             continue
         at = len(report.left_alone)  # a module's line before its children's
+        converted_before = len(report.converted)
         inner = _convert_children(child, path, report)
         why = why or (None if inner else _lookalike_reason(child))
         if why:
             report.left_alone.insert(at, (path, type(child).__name__, why))
+        elif _ATTENTION_NAME.search(type(child).__name__):
+            held = len(report.converted) - converted_before
+            if held:
+                report.containers.append((path, type(child).__name__, held))
         touched = touched or inner or bool(why)
     return touched
 

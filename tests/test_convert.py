@@ -542,3 +542,89 @@ def test_revert_restores_the_original_instances_with_the_trained_parameters():
     assert torch.equal(round_trip(x), y0)
     _, report = attnkernels.revert(nn.Sequential(fnn.SEModule(16)))
     assert report.converted == [] and "built fused, not by convert" in report.left_alone[0][2]
+
+
+# Seed 001's classes that hold attention modules rather than being one (as the
+# seed writes them, its SENet / ECANet / CBAM inside); not published modules.
+class _Seed001SENet(nn.Module):
+    def __init__(self, channel, ratio=16):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(channel, channel // ratio, bias=False), nn.ReLU(),
+                                nn.Linear(channel // ratio, channel, bias=False), nn.Sigmoid())
+
+    def forward(self, x):
+        b, c, _, _ = x.size()
+        return x * self.fc(self.avg_pool(x).view(b, c)).view(b, c, 1, 1).expand_as(x)
+
+
+class _Seed001ECANet(nn.Module):
+    def __init__(self, channel, gamma=2, b=1):
+        super().__init__()
+        import math
+        k = int(abs((math.log(channel, 2) + b) / gamma))
+        k = k if k % 2 else k + 1
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
+        self.sigmoid = nn.Sigmoid()
+
+    def forward(self, x):
+        b, c, _, _ = x.size()
+        y = self.conv(self.avg_pool(x).view(b, 1, c))
+        return x * self.sigmoid(y.view(b, c, 1, 1)).expand_as(x)
+
+
+class DynamicAttentionSelector(nn.Module):
+    def __init__(self, channel):
+        super().__init__()
+        self.attention_pool = nn.ModuleDict({"se": _Seed001SENet(channel),
+                                             "eca": _Seed001ECANet(channel),
+                                             "none": nn.Identity()})
+        self.selector = nn.Linear(channel, 3)
+        self.attention_types = ["se", "eca", "none"]
+
+    def forward(self, x):
+        gate = torch.softmax(self.selector(x.mean(dim=(2, 3))), dim=1)
+        out = 0
+        for i, kind in enumerate(self.attention_types):
+            out = out + gate[:, i].view(-1, 1, 1, 1) * self.attention_pool[kind](x)
+        return out
+
+
+class FPNAttention(nn.Module):
+    def __init__(self, in_channels_list):
+        super().__init__()
+        self.attention_modules = nn.ModuleList(_Seed001SENet(c) for c in in_channels_list)
+
+    def forward(self, features):
+        return [attn(f) for attn, f in zip(self.attention_modules, features)]
+
+
+class HybridAttention(nn.Module):
+    def __init__(self, channel):
+        super().__init__()
+        self.channel = nn.Sequential(nn.AdaptiveAvgPool2d(1),
+                                     nn.Conv1d(1, 1, kernel_size=3, padding=1, bias=False),
+                                     nn.Sigmoid())
+        self.spatial = nn.Sequential(nn.Conv2d(channel, channel // 16, 3, padding=1), nn.ReLU(),
+                                     nn.Conv2d(channel // 16, 1, 3, padding=1), nn.Sigmoid())
+
+
+def test_seed001_containers_convert_inside_and_are_named_so():
+    """Seed 001's DynamicAttentionSelector and FPNAttention hold known modules:
+    convert swaps those (the output unchanged) and names the holder a
+    container; HybridAttention holds none and is reported left alone."""
+    torch.manual_seed(0)
+    selector = DynamicAttentionSelector(32).eval()
+    x = torch.randn(2, 32, 5, 6)
+    y = selector(x)
+    fused, report = attnkernels.convert(selector)
+    assert [c[1] for c in report.converted] == ["_Seed001SENet", "_Seed001ECANet"]
+    assert report.containers == [("", "DynamicAttentionSelector", 2)] and not report.left_alone
+    assert "container  <root>: DynamicAttentionSelector" in str(report)
+    torch.testing.assert_close(fused(x), y)
+    fpn = nn.Sequential(FPNAttention([16, 32]))
+    _, report = attnkernels.convert(fpn)
+    assert report.containers == [("0", "FPNAttention", 2)] and len(report.converted) == 2
+    _, report = attnkernels.convert(HybridAttention(32))
+    assert not report.containers and report.left_alone[0][1] == "HybridAttention"

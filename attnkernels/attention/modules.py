@@ -195,7 +195,8 @@ class ScaledDotProductAttention(_ExternalAttention, ref.ScaledDotProductAttentio
 
 class SimplifiedScaledDotProductAttention(_ExternalAttention,
                                           ref.SimplifiedScaledDotProductAttention):
-    """External-Attention-pytorch ``SimplifiedScaledDotProductAttention(d_model, h, dropout=.1)``."""
+    """External-Attention-pytorch ``SimplifiedScaledDotProductAttention(d_model, h,
+    dropout=.1)``."""
 
 
 class MultiHeadSelfAttention(_TokenMajor, ref.MultiHeadSelfAttention):

@@ -173,7 +173,8 @@ class _SeedHeads(nn.Module):
 
 
 class ScaledDotProductAttention(_SeedHeads):
-    """External-Attention-pytorch ``ScaledDotProductAttention(d_model, d_k, d_v, h, dropout=.1)``."""
+    """External-Attention-pytorch ``ScaledDotProductAttention(d_model, d_k, d_v, h,
+    dropout=.1)``."""
 
     def __init__(self, d_model, d_k, d_v, h, dropout=.1):
         super().__init__()
@@ -198,7 +199,8 @@ class ScaledDotProductAttention(_SeedHeads):
 
 
 class SimplifiedScaledDotProductAttention(_SeedHeads):
-    """External-Attention-pytorch ``SimplifiedScaledDotProductAttention(d_model, h, dropout=.1)``."""
+    """External-Attention-pytorch ``SimplifiedScaledDotProductAttention(d_model, h,
+    dropout=.1)``."""
 
     def __init__(self, d_model, h, dropout=.1):
         super().__init__()
