@@ -481,6 +481,9 @@ def test_blockwise_gradients_with_dropout():
         torch.manual_seed(3)
         return blockwise_attention(a, b, c, 0.4, dropout_p=0.3)
     assert torch.autograd.gradcheck(dropped, (q, k, v))
+    seed = torch.tensor(11)
+    for args in ((q, k, v, 0.4, 0.3, seed), (q.float(), k.float(), v.float(), 0.4, 0.0, seed)):
+        torch.library.opcheck(torch.ops.attnkernels.blockwise_attention.default, args)
     kept = (dropped(q, k, v) != 0).float().mean()
     assert 0.05 < (dropped(q, k, v) - blockwise_attention(q, k, v, 0.4)).abs().max()
     assert kept > 0.9  # outputs are sums of kept weights: dropped weights thin them, not zero them
