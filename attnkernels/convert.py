@@ -96,11 +96,13 @@ def _hooked_submodule(module: nn.Module) -> Optional[str]:
 
 
 def _without_hooks(module: nn.Module) -> nn.Module:
-    """``module`` (a probe's copy) with its own call hooks dropped: the user's
-    hooks must not see probe inputs."""
-    for table in _CALL_HOOK_TABLES:
-        setattr(module, table, type(getattr(module, table))())
-    module._is_full_backward_hook = None
+    """``module`` (a probe's copy) with its own and its submodules' call hooks
+    dropped: the user's hooks must not see probe inputs (drop-ins that call
+    their submodules would run those)."""
+    for sub in module.modules():
+        for table in _CALL_HOOK_TABLES:
+            setattr(sub, table, type(getattr(sub, table))())
+        sub._is_full_backward_hook = None
     return module
 
 
@@ -111,7 +113,7 @@ def _probe_mismatch(original: nn.Module, candidate: nn.Module) -> Optional[str]:
     if channels is None:
         return "cannot infer the channel count"
     a = _without_hooks(copy.deepcopy(original)).double().eval().cpu()
-    b = copy.deepcopy(candidate).double().eval().cpu()
+    b = _without_hooks(copy.deepcopy(candidate)).double().eval().cpu()
     g = torch.Generator().manual_seed(0)
     if hasattr(b, "probe_args"):  # a forward that takes other than one (B, C, H, W) map
         args = b.probe_args(g)
@@ -157,8 +159,7 @@ def _try_convert(module: nn.Module):
 
 # Attention modules of kinds with no fused kernel yet, by class name.
 _UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"), (r"^GAM(_?Attention)?$", "GAM"),
-                      (r"^CoT(Attention)?$", "CoT"), (r"^(DANet|DAHead|PAM_?Module|CAM_?Module)$",
-                                                     "DANet"),
+                      (r"^(DANet|DAHead|PAM_?Module|CAM_?Module)$", "DANet"),
                       (r"^BiLevelRoutingAttention", "BiFormer routing attention"),
                       (r"^ShuffleAttention$", "Shuffle Attention"), (r"^PSA$", "PSA")]
 _FUSED_TITLES = ", ".join(f.title for f in _EVERY_FAMILY)

@@ -1,0 +1,120 @@
+"""CoT attention (a routed family: library convolutions, the attention
+embedding's averaged last conv, one addcmul): the converted module against
+the float64 original, forward, every gradient and the BatchNorm statistics,
+eval and train, each dtype and layout; convert, revert, hooks, compile."""
+import copy
+
+import pytest
+import torch
+
+import attnkernels
+from attnkernels.cot import functional as CF
+from attnkernels.cot import modules as fnn
+from attnkernels.cot import reference as ref
+from utils import (FORMATS, MODULE_DTYPES, assert_matches_oracle, nudged, parameter_terms,
+                   run_module, unsettle_batch_norms)
+
+WHY_NUDGED = "CoT is a small network: grouped conv, BatchNorms, ReLUs, softmax over the map"
+
+# (dim, kernel_size, input shape): dims divisible by 4 (the grouped conv), odd maps
+CASES = {"dim16-k3": (16, 3, (2, 16, 5, 7)), "dim32-k5": (32, 5, (2, 32, 6, 3)),
+         "dim8-k1": (8, 1, (3, 8, 4, 4))}
+
+
+def _made(case, seed=0):
+    torch.manual_seed(seed)
+    dim, k, _ = CASES[case]
+    return unsettle_batch_norms(ref.CoTAttention(dim, k))
+
+
+def _converted(upstream):
+    fused, report = attnkernels.convert(copy.deepcopy(upstream))
+    assert isinstance(fused, fnn.CoTAttention), str(report)
+    return fused
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("dtype", MODULE_DTYPES, ids=str)
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_float64_reference(case, dtype, train, fmt):
+    """Output, input gradient, every parameter's gradient (the last conv's
+    through the averaged weight) and BatchNorm statistics afterwards, within
+    twice the original's own error in ``dtype``."""
+    upstream = _made(case).train(train)
+    fused = _converted(upstream).to(dtype)
+    eager = copy.deepcopy(upstream).to(dtype)
+    oracle = copy.deepcopy(upstream).double()
+    shape = CASES[case][2]
+    g = torch.Generator().manual_seed(1)
+    x, dy = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    x, dy = (t.to(memory_format=FORMATS[fmt]) for t in (x, dy))
+    y_o, dx_o, dw_o = run_module(oracle, x.double(), dy.double())
+    y_e, dx_e, dw_e = run_module(eager, x.to(dtype), dy.to(dtype))
+    y_f, dx_f, dw_f = run_module(fused, x.to(dtype), dy.to(dtype))
+    # a small network (BatchNorms, ReLUs, a softmax over the map): in bf16 eager's own
+    # error passes CAP; how far one ulp of input moves eager joins the budget
+    y_n, dx_n, dw_n = run_module(copy.deepcopy(upstream).to(dtype), nudged(x.to(dtype)),
+                                 dy.to(dtype))
+    assert_matches_oracle(y_f, y_e, y_o, "y", y_n, WHY_NUDGED)
+    assert_matches_oracle(dx_f, dx_e, dx_o, "dx", dx_n, WHY_NUDGED)
+    for name, g_o in dw_o.items():
+        assert_matches_oracle(dw_f[name], dw_e[name], g_o, name, dw_n[name], WHY_NUDGED,
+                              terms=parameter_terms(shape))
+    for (name, b_f), b_o, b_e in zip(fused.named_buffers(), oracle.buffers(), eager.buffers()):
+        if b_f.is_floating_point():
+            assert_matches_oracle(b_f, b_e, b_o, name)
+        else:
+            assert torch.equal(b_f, b_e), name
+
+
+def test_averaged_conv_is_the_mean_of_the_groups():
+    """The rewrite alone, float64: the mean of each channel's k*k outputs,
+    against the original's reshape-and-mean order (channel c*k*k + j)."""
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 6, 3, 4, generator=g, dtype=torch.float64)
+    w = torch.randn(4 * 9, 6, 1, 1, generator=g, dtype=torch.float64)
+    b = torch.randn(4 * 9, generator=g, dtype=torch.float64)
+    want = torch.nn.functional.conv2d(h, w, b).reshape(2, 4, 9, 3, 4).mean(2)
+    torch.testing.assert_close(CF.averaged_conv1x1(h, w, b, 9), want, rtol=1e-12, atol=1e-12)
+
+
+def test_convert_keeps_parameters_reverts_and_respects_hooks():
+    """Same parameter objects and state_dict keys; revert gives the original
+    back; a hook on the last conv (which the rewrite does not call) leaves
+    the module alone with that reason, hooks elsewhere still run."""
+    upstream = _made("dim16-k3").eval()
+    params = dict(upstream.named_parameters())
+    fused, report = attnkernels.convert(upstream)
+    assert report.converted == [("", "CoTAttention", "CoTAttention")]
+    assert all(p is params[n] for n, p in fused.named_parameters())
+    assert list(fused.state_dict()) == list(_made("dim16-k3").state_dict())
+    back, _ = attnkernels.revert(fused)
+    assert type(back) is ref.CoTAttention
+    hooked = _made("dim16-k3")
+    hooked.attention_embed[-1].register_forward_hook(lambda *_: None)
+    _, report = attnkernels.convert(hooked)
+    assert not report.converted and "hooks" in report.left_alone[0][2]
+    seen = []
+    other = _made("dim16-k3")
+    other.value_embed.register_forward_hook(lambda *_: seen.append(1))
+    fused, _ = attnkernels.convert(other)
+    fused(torch.randn(1, 16, 4, 4))
+    assert isinstance(fused, fnn.CoTAttention) and seen == [1]  # the probe ran without it
+
+
+def test_compiled_matches_eager_and_float64():
+    """torch.compile (fullgraph) of the converted module in training mode."""
+    upstream = _made("dim16-k3").train()
+    shape = CASES["dim16-k3"][2]
+    x, dy = torch.randn(shape), torch.randn(shape)
+    y_o, dx_o, dw_o = run_module(copy.deepcopy(upstream).double(), x.double(), dy.double())
+    fused = _converted(upstream)
+    eager = copy.deepcopy(fused)
+    torch._dynamo.reset()
+    y_c, dx_c, dw_c = run_module(fused, x, dy, torch.compile(fused, fullgraph=True))
+    y_e, dx_e, dw_e = run_module(eager, x, dy)
+    assert_matches_oracle(y_c, y_e, y_o, "y")
+    assert_matches_oracle(dx_c, dx_e, dx_o, "dx")
+    for name, g_o in dw_o.items():
+        assert_matches_oracle(dw_c[name], dw_e[name], g_o, name, terms=parameter_terms(shape))
