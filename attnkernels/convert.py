@@ -158,7 +158,7 @@ def _try_convert(module: nn.Module):
 
 
 # Attention modules of kinds with no fused kernel yet, by class name.
-_UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"), (r"^GAM(_?Attention)?$", "GAM"),
+_UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"),
                       (r"^(DANet|DAHead|PAM_?Module|CAM_?Module)$", "DANet"),
                       (r"^BiLevelRoutingAttention", "BiFormer routing attention"),
                       (r"^ShuffleAttention$", "Shuffle Attention"), (r"^PSA$", "PSA")]

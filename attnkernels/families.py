@@ -5,14 +5,14 @@ public namespaces (attnkernels.nn, functional, reference), ``convert``, the
 timm integration and the benchmarks iterate ``FAMILIES``. Adding a family
 means its folder, its csrc files, its test file and a line here (see
 docs/architecture.md)."""
-from . import attention, cbam, coord, cot, ema, eca, nam, se, simam, sk, triplet
+from . import attention, cbam, coord, cot, ema, eca, gam, nam, se, simam, sk, triplet
 
 FAMILIES = (se.FAMILY, eca.FAMILY, cbam.FAMILY, coord.FAMILY, triplet.FAMILY, simam.FAMILY,
             nam.FAMILY, sk.FAMILY, ema.FAMILY)
 
 # Families whose core goes to a kernel torch has (no kernels of ours): convert,
 # revert and the public namespaces take them, the kernel tests and benchmarks not.
-ROUTED = (attention.FAMILY, cot.FAMILY)
+ROUTED = (attention.FAMILY, cot.FAMILY, gam.FAMILY)
 
 
 def exported(part: str) -> dict:

@@ -16,8 +16,9 @@ decided by these numbers.
 ``--set seeds``: DANet (seed 002's DAModule at C channels on a side x side
 map), External-Attention-pytorch's ScaledDotProductAttention as DANet's
 position branch uses it (one head, d_k = d_v = C, self-attention over the
-side^2 pixels), seed 000's MultiHeadSelfAttention (8 heads) and CoTAttention
-(C, kernel 3; attnkernels.cot): the original
+side^2 pixels), seed 000's MultiHeadSelfAttention (8 heads), CoTAttention
+(C, kernel 3; attnkernels.cot) and seed 000's GAM_Attention (C, C;
+attnkernels.gam): the original
 in eager mode, under torch.compile, and converted (``attnkernels``, path by
 device), interleaved, with the peak memory of each. ``train`` keeps the
 modules' dropout (p = 0.1, as constructed); ``train-nodrop`` sets it to 0.
@@ -32,6 +33,7 @@ import torch
 import attnkernels
 from attnkernels.attention import reference as ref
 from attnkernels.cot import reference as cot_ref
+from attnkernels.gam import reference as gam_ref
 from attnkernels.attention.functional import PATHS
 from attnkernels.attention.modules import UltralyticsAreaAttention, UltralyticsAttention
 
@@ -61,8 +63,10 @@ SEED_CASES = {
                     lambda b, c, side: torch.randn(b, side * side, c)),
     "cot": (lambda c, side: cot_ref.CoTAttention(c, 3),
             lambda b, c, side: torch.randn(b, c, side, side)),
+    "gam": (lambda c, side: gam_ref.GAM_Attention(c, c),
+            lambda b, c, side: torch.randn(b, c, side, side)),
 }
-SEED_ARGS = {"danet": 1, "self-attention": 3, "mhsa-8heads": 3, "cot": 1}  # how many times x is passed
+SEED_ARGS = {"danet": 1, "self-attention": 3, "mhsa-8heads": 3, "cot": 1, "gam": 1}  # how many times x is passed
 SEED_EXTRA = {"mhsa-8heads": (None,)}                               # then these (its mask)
 
 

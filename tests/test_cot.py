@@ -11,10 +11,11 @@ import attnkernels
 from attnkernels.cot import functional as CF
 from attnkernels.cot import modules as fnn
 from attnkernels.cot import reference as ref
-from utils import (FORMATS, MODULE_DTYPES, assert_matches_oracle, nudged, parameter_terms,
+from utils import (FORMATS, MODULE_DTYPES, assert_matches_oracle, parameter_terms,
                    run_module, unsettle_batch_norms)
 
-WHY_NUDGED = "CoT is a small network: grouped conv, BatchNorms, ReLUs, softmax over the map"
+WHY_NUDGED = ("CoT is a small network (grouped conv, BatchNorms, ReLUs, a softmax over the "
+              "map): the original's own error depends on its rounding path")
 
 # (dim, kernel_size, input shape): dims divisible by 4 (the grouped conv), odd maps
 CASES = {"dim16-k3": (16, 3, (2, 16, 5, 7)), "dim32-k5": (32, 5, (2, 32, 6, 3)),
@@ -54,8 +55,12 @@ def test_matches_float64_reference(case, dtype, train, fmt):
     y_f, dx_f, dw_f = run_module(fused, x.to(dtype), dy.to(dtype))
     # a small network (BatchNorms, ReLUs, a softmax over the map): in bf16 eager's own
     # error passes CAP; how far one ulp of input moves eager joins the budget
-    y_n, dx_n, dw_n = run_module(copy.deepcopy(upstream).to(dtype), nudged(x.to(dtype)),
-                                 dy.to(dtype))
+    # the original in the other layout: its own error moves with the rounding path
+    # (GAM c24-r5 bf16 train, a conv weight's gradient: 0.59 in NCHW, 3.08 in channels_last)
+    other = FORMATS["nchw" if fmt == "channels_last" else "channels_last"]
+    y_n, dx_n, dw_n = run_module(copy.deepcopy(upstream).to(dtype),
+                                 x.to(dtype).to(memory_format=other),
+                                 dy.to(dtype).to(memory_format=other))
     assert_matches_oracle(y_f, y_e, y_o, "y", y_n, WHY_NUDGED)
     assert_matches_oracle(dx_f, dx_e, dx_o, "dx", dx_n, WHY_NUDGED)
     for name, g_o in dw_o.items():

@@ -1,0 +1,24 @@
+"""GAM's rewrites, as functions of the module's tensors."""
+import torch
+import torch.nn.functional as F
+
+__all__ = ["pixel_linear", "folded_conv_bn"]
+
+
+def pixel_linear(x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
+    """A Linear over each pixel's channels of x (B, C, H, W), as a 1x1 conv:
+    the output in x's layout (NCHW or channels_last), no permuted copy."""
+    return F.conv2d(x, weight[:, :, None, None], bias)
+
+
+def folded_conv_bn(x: torch.Tensor, conv, bn) -> torch.Tensor:
+    """``bn(conv(x))`` for a BatchNorm2d using its running statistics (eval):
+    one convolution with the normalisation folded into its weight and bias."""
+    inv = torch.rsqrt(bn.running_var + bn.eps)
+    scale = inv if bn.weight is None else bn.weight * inv
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return F.conv2d(x, conv.weight * scale[:, None, None, None], bias, conv.stride, conv.padding,
+                    conv.dilation, conv.groups)

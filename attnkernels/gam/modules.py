@@ -1,0 +1,67 @@
+"""The drop-in GAM module: its reference class (same constructor,
+submodules, state_dict keys) with the forward rewritten (see the family's
+docstring). The ReLUs and the spatial branch's first three layers are
+called as they are; the Linears, and in eval the last conv and BatchNorm,
+are used by their parameters (a hook on them leaves the module alone)."""
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from .._core.modules import reference_module
+from . import reference as ref
+from .functional import folded_conv_bn, pixel_linear
+
+__all__ = ["GlobalAttention", "GAM_Attention"]
+
+
+def _hooked(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                or m._backward_pre_hooks)
+
+
+class GlobalAttention(nn.Module):
+    """Root of the drop-in GAM modules."""
+
+    CALLS_SUBMODULES = True  # convert checks the ones it does not call (gate_spec)
+    ADOPTED_ATTRS: Tuple[str, ...] = ()
+
+    def gate_spec(self):
+        """{} when the forward can be rewritten, else the reason (convert's check)."""
+        lin1, _, lin2 = self.channel_attention
+        conv, bn = self.spatial_attention[3], self.spatial_attention[4]
+        if not (isinstance(lin1, nn.Linear) and isinstance(lin2, nn.Linear)):
+            return "its channel attention is not Linear, act, Linear"
+        if not (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d):
+            return "its spatial attention does not end with Conv2d, BatchNorm2d"
+        hooked = [n for n, m in (("channel_attention.0", lin1), ("channel_attention.2", lin2),
+                                 ("spatial_attention.3", conv), ("spatial_attention.4", bn))
+                  if _hooked(m)]
+        if hooked:
+            return f"its {hooked[0]} has hooks, which the rewrite would not call"
+        return {}
+
+    def probe_channels(self) -> Optional[int]:
+        return self.channel_attention[0].in_features
+
+    def probe_size(self) -> Tuple[int, int]:
+        return (5, 7)
+
+    def reference_module(self) -> nn.Module:
+        return reference_module(self)
+
+
+class GAM_Attention(GlobalAttention, ref.GAM_Attention):
+    """Seed 000's ``GAM_Attention(in_channels, out_channels, rate=4)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lin1, act, lin2 = self.channel_attention
+        x = x * pixel_linear(act(pixel_linear(x, lin1.weight, lin1.bias)), lin2.weight, lin2.bias)
+        first = self.spatial_attention[:3]
+        conv, bn = self.spatial_attention[3], self.spatial_attention[4]
+        hidden = first(x)
+        if bn.training or bn.running_mean is None:  # batch statistics: the module itself
+            logits = bn(conv(hidden))
+        else:
+            logits = folded_conv_bn(hidden, conv, bn)
+        return x * logits.sigmoid()
