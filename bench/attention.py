@@ -98,7 +98,7 @@ def run_seeds(args, device, dtype, meta, progress):
         assert report.converted and not report.left_alone, str(report)
         for mode in args.modes:
             fns = {}
-            for provider in ("eager", "compile", "attnkernels"):
+            for provider in args.providers:
                 m = copy.deepcopy(converted if provider == "attnkernels" else original)
                 m.train(mode != "inference")
                 if mode == "train-nodrop":
@@ -110,7 +110,7 @@ def run_seeds(args, device, dtype, meta, progress):
                     m = torch.compile(m)
                 fns[provider] = step(m, x, mode, SEED_ARGS[name], SEED_EXTRA.get(name, ()))
             results = measure_interleaved(fns, device, budget_s=args.budget * len(fns))
-            base = results["eager"]
+            base = results.get("eager", results[args.providers[0]])
             for p, res in results.items():
                 rows.append({"family": "attention", "shape_name": name, "mode": mode,
                              "shape": "x".join(map(str, x.shape)), "provider": p,
@@ -135,6 +135,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=None, help="default: 1 (yolo), 8 (seeds)")
     parser.add_argument("--size", type=int, default=640, help="yolo: the image size")
     parser.add_argument("--channels", type=int, default=256, help="seeds: C")
+    parser.add_argument("--providers", nargs="*", choices=["eager", "compile", "attnkernels"],
+                        default=["eager", "compile", "attnkernels"],
+                        help="seeds: what runs (eager is the baseline of the ratios)")
     parser.add_argument("--side", type=int, default=32, help="seeds: the map's side")
     parser.add_argument("--modes", nargs="*", choices=["inference", "train", "train-nodrop"],
                         default=None, help="default: inference, train (seeds: and train-nodrop)")

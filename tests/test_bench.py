@@ -242,3 +242,22 @@ def test_cpu_peak_counts_every_call_alike(mode):
     floor = (1 if mode == "backward" else 2) * x.nbytes / 2**20
     peaks = [cpu_peak_mb(fn) for _ in range(3)]
     assert min(peaks) >= floor, (peaks, floor)
+
+
+def test_bench_attention_seeds_runs_every_case(tmp_path):
+    """``python -m bench.attention --set seeds`` on tiny shapes (no compile,
+    to stay quick): every case converts and is timed in both modes, rows
+    for eager and the converted module."""
+    import json
+
+    from bench import attention as bench_attention
+
+    bench_attention.main(["--set", "seeds", "--channels", "16", "--side", "4", "--batch", "2",
+                          "--modes", "inference", "train", "--providers", "eager", "attnkernels",
+                          "--budget", "0.01", "--out", str(tmp_path)])
+    (path,) = tmp_path.glob("attention-seeds-*.json")
+    data = json.loads(path.read_text())
+    rows = data["rows"] if isinstance(data, dict) else data
+    seen = {(r["shape_name"], r["mode"], r["provider"]) for r in rows}
+    assert seen == {(c, m, p) for c in bench_attention.SEED_CASES for m in ("inference", "train")
+                    for p in ("eager", "attnkernels")}
