@@ -1,5 +1,6 @@
 """Shared test helpers: backends on this machine, the case matrix, reference twins
 and the oracle comparison."""
+import copy
 import os
 import subprocess
 import sys
@@ -702,3 +703,57 @@ def record_triton_launches(run) -> list:
 
 # (backend, device) of every fused backend this machine has
 BACKENDS = fused_backends()
+
+
+def assert_converted_matches_float64(upstream, fused, shape, dtype, fmt="nchw",
+                                     why_layout_varies=None) -> None:
+    """A converted module (``fused``, already in ``dtype``) against its
+    original ``upstream``: output, input gradient, every parameter's gradient
+    and the buffers afterwards (BatchNorm statistics), each within twice the
+    original's own error in ``dtype`` of the float64 original, on an input in
+    memory format ``fmt`` (a FORMATS key). ``why_layout_varies``: the reason
+    the original's own error depends on its rounding path (a small network);
+    the original run in the other layout then joins the budget (as
+    ``eager_nudged`` does)."""
+    eager = copy.deepcopy(upstream).to(dtype)
+    oracle = copy.deepcopy(upstream).double()
+    g = torch.Generator().manual_seed(1)
+    x, dy = (torch.randn(shape, generator=g).to(memory_format=FORMATS[fmt]) for _ in range(2))
+    y_o, dx_o, dw_o = run_module(oracle, x.double(), dy.double())
+    y_e, dx_e, dw_e = run_module(eager, x.to(dtype), dy.to(dtype))
+    y_f, dx_f, dw_f = run_module(fused, x.to(dtype), dy.to(dtype))
+    y_n = dx_n = None
+    dw_n = {}
+    if why_layout_varies:
+        other = FORMATS["nchw" if fmt == "channels_last" else "channels_last"]
+        y_n, dx_n, dw_n = run_module(copy.deepcopy(upstream).to(dtype),
+                                     x.to(dtype).to(memory_format=other),
+                                     dy.to(dtype).to(memory_format=other))
+    assert_matches_oracle(y_f, y_e, y_o, "y", y_n, why_layout_varies)
+    assert_matches_oracle(dx_f, dx_e, dx_o, "dx", dx_n, why_layout_varies)
+    for name, g_o in dw_o.items():
+        assert_matches_oracle(dw_f[name], dw_e[name], g_o, name, dw_n.get(name),
+                              why_layout_varies if name in dw_n else None,
+                              terms=parameter_terms(shape))
+    for (name, b_f), b_o, b_e in zip(fused.named_buffers(), oracle.buffers(), eager.buffers()):
+        if b_f.is_floating_point():
+            assert_matches_oracle(b_f, b_e, b_o, name)
+        else:
+            assert torch.equal(b_f, b_e), name
+    assert y_f.is_contiguous(memory_format=FORMATS[fmt])
+
+
+def assert_compiled_matches_eager_and_float64(upstream, fused, shape) -> None:
+    """torch.compile (inductor, fullgraph) of a converted float32 module
+    (``fused``, a copy of ``upstream`` converted): output, input and parameter
+    gradients against the same module in eager mode and the float64 original."""
+    x, dy = torch.randn(shape), torch.randn(shape)
+    y_o, dx_o, dw_o = run_module(copy.deepcopy(upstream).double(), x.double(), dy.double())
+    eager = copy.deepcopy(fused)
+    torch._dynamo.reset()
+    y_c, dx_c, dw_c = run_module(fused, x, dy, torch.compile(fused, fullgraph=True))
+    y_e, dx_e, dw_e = run_module(eager, x, dy)
+    assert_matches_oracle(y_c, y_e, y_o, "y")
+    assert_matches_oracle(dx_c, dx_e, dx_o, "dx")
+    for name, g_o in dw_o.items():
+        assert_matches_oracle(dw_c[name], dw_e[name], g_o, name, terms=parameter_terms(shape))

@@ -98,6 +98,23 @@ class FusedFamily(nn.Module):
         return super().forward(x)
 
 
+class RoutedModule(nn.Module):
+    """Root of a routed family's drop-in classes (their core goes to library
+    kernels): the forward calls the submodules it does not rewrite, so convert
+    may take modules whose submodules carry hooks (``gate_spec`` refuses hooks
+    on those it uses by their parameters instead)."""
+
+    CALLS_SUBMODULES = True
+    ADOPTED_ATTRS: Tuple[str, ...] = ()  # the plain attributes the forward reads
+
+    def probe_size(self) -> Tuple[int, int]:
+        """An (H, W) this module takes (attnkernels.convert's probe input)."""
+        return (5, 7)
+
+    def reference_module(self) -> nn.Module:
+        return reference_module(self)
+
+
 def reference_module(module: nn.Module) -> nn.Module:
     """A copy of a drop-in module as its upstream (reference) class: same
     submodules, weights, buffers and mode, the upstream forward."""

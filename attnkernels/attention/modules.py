@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._core.modules import reference_module
+from .._core.modules import RoutedModule
 from . import reference as ref
 from .blockwise import blockwise_attention
 from .functional import PATHS, attention_core, masked_attention, pick_path
@@ -21,15 +21,11 @@ __all__ = ["DotProductAttention", "UltralyticsAttention", "UltralyticsAreaAttent
            "MultiHeadSelfAttention"]
 
 
-class DotProductAttention(nn.Module):
+class DotProductAttention(RoutedModule):
     """Root of the drop-in attention modules. ``path``: ``"explicit"``,
-    ``"sdpa"`` or None (by device), per module."""
+    ``"sdpa"``, ``"blockwise"`` or None (by device), per module."""
 
     path: Optional[str] = None
-    # the forward calls the submodules (convert may take modules whose
-    # submodules carry hooks: they still run)
-    CALLS_SUBMODULES = True
-    ADOPTED_ATTRS: Tuple[str, ...] = ()  # the plain attributes the forward reads
     WHOLE_NUMBERS: Tuple[str, ...] = ()   # those of them that are counts
 
     def __setattr__(self, name, value):
@@ -49,11 +45,6 @@ class DotProductAttention(nn.Module):
                 return f"its {name} is {value!r}, not a positive int"
         return {}
 
-    def probe_size(self) -> Tuple[int, int]:
-        return (5, 7)
-
-    def reference_module(self) -> nn.Module:
-        return reference_module(self)
 
 
 class _Ultralytics(DotProductAttention):

@@ -6,17 +6,16 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .._core.modules import reference_module
+from .._core.modules import RoutedModule
 from . import reference as ref
 from .functional import averaged_conv1x1, softmax_gate
 
 __all__ = ["ContextualAttention", "CoTAttention"]
 
 
-class ContextualAttention(nn.Module):
+class ContextualAttention(RoutedModule):
     """Root of the drop-in CoT modules."""
 
-    CALLS_SUBMODULES = True  # convert may take modules with hooked submodules
     ADOPTED_ATTRS: Tuple[str, ...] = ("dim", "kernel_size")
 
     def gate_spec(self):
@@ -31,12 +30,6 @@ class ContextualAttention(nn.Module):
 
     def probe_channels(self) -> Optional[int]:
         return self.dim
-
-    def probe_size(self) -> Tuple[int, int]:
-        return (5, 7)
-
-    def reference_module(self) -> nn.Module:
-        return reference_module(self)
 
 
 class CoTAttention(ContextualAttention, ref.CoTAttention):

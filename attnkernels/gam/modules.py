@@ -3,12 +3,12 @@ submodules, state_dict keys) with the forward rewritten (see the family's
 docstring). The ReLUs and the spatial branch's first three layers are
 called as they are; the Linears, and in eval the last conv and BatchNorm,
 are used by their parameters (a hook on them leaves the module alone)."""
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import nn
 
-from .._core.modules import reference_module
+from .._core.modules import RoutedModule
 from . import reference as ref
 from .functional import folded_conv_bn, pixel_linear
 
@@ -20,11 +20,9 @@ def _hooked(m: nn.Module) -> bool:
                 or m._backward_pre_hooks)
 
 
-class GlobalAttention(nn.Module):
+class GlobalAttention(RoutedModule):
     """Root of the drop-in GAM modules."""
 
-    CALLS_SUBMODULES = True  # convert checks the ones it does not call (gate_spec)
-    ADOPTED_ATTRS: Tuple[str, ...] = ()
 
     def gate_spec(self):
         """{} when the forward can be rewritten, else the reason (convert's check)."""
@@ -43,12 +41,6 @@ class GlobalAttention(nn.Module):
 
     def probe_channels(self) -> Optional[int]:
         return self.channel_attention[0].in_features
-
-    def probe_size(self) -> Tuple[int, int]:
-        return (5, 7)
-
-    def reference_module(self) -> nn.Module:
-        return reference_module(self)
 
 
 class GAM_Attention(GlobalAttention, ref.GAM_Attention):
