@@ -52,6 +52,10 @@ def _adopt(cls, original: nn.Module) -> nn.Module:
     nn.Module.__init__(new)
     for name, child in original.named_children():
         new.add_module(name, child)
+    for name, param in original._parameters.items():  # its own (DANet's gamma), the same objects
+        new.register_parameter(name, param)
+    for name, buf in original._buffers.items():
+        new.register_buffer(name, buf, persistent=name not in original._non_persistent_buffers_set)
     for attr in cls.ADOPTED_ATTRS:
         if hasattr(original, attr) and attr not in original._modules:
             setattr(new, attr, getattr(original, attr))
@@ -114,6 +118,8 @@ def _probe_mismatch(original: nn.Module, candidate: nn.Module) -> Optional[str]:
         return "cannot infer the channel count"
     a = _without_hooks(copy.deepcopy(original)).double().eval().cpu()
     b = _without_hooks(copy.deepcopy(candidate)).double().eval().cpu()
+    if hasattr(b, "probe_prepare"):  # parameters whose initial value hides the forward
+        b.probe_prepare(a, b)
     g = torch.Generator().manual_seed(0)
     if hasattr(b, "probe_args"):  # a forward that takes other than one (B, C, H, W) map
         args = b.probe_args(g)
@@ -159,7 +165,7 @@ def _try_convert(module: nn.Module):
 
 # Attention modules of kinds with no fused kernel yet, by class name.
 _UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"),
-                      (r"^(DANet|DAHead|PAM_?Module|CAM_?Module)$", "DANet"),
+                      (r"^(DANet|DAHead)$", "DANet"),
                       (r"^BiLevelRoutingAttention", "BiFormer routing attention"),
                       (r"^ShuffleAttention$", "Shuffle Attention"), (r"^PSA$", "PSA")]
 _FUSED_TITLES = ", ".join(f.title for f in _EVERY_FAMILY)
@@ -253,6 +259,8 @@ def revert(model: nn.Module) -> Tuple[nn.Module, ConversionReport]:
             continue
         original._modules.clear()  # the fused module's children now, in their order
         original._modules.update(fused._modules)
+        original._parameters.update(fused._parameters)  # its own (the same objects unless
+        original._buffers.update(fused._buffers)        # replaced since)
         for key, value in vars(fused).items():
             if key in vars(original) and key not in _MODULE_STATE and key != _ORIGINAL:
                 original.__dict__[key] = value

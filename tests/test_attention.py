@@ -256,7 +256,17 @@ TOKEN_CASES = {
                   lambda g: _self(2, 7, 16)(g) + (None,)),
     "danet-seed": (lambda: ref.danet(16, 3, 5, 7, ref.DAModuleSeed), _image((2, 16, 5, 7))),
     "danet-external-channels-last": (lambda: ref.danet(8, 3, 6, 4), _image((2, 8, 6, 4), True)),
+    # junfu1115/DANet, gamma away from its initial 0 (which hides the attention)
+    "pam-official": (lambda: _gamma(ref.PAM_Module(16)), _image((2, 16, 5, 6))),
+    "pam-official-channels-last": (lambda: _gamma(ref.PAM_Module(16)), _image((2, 16, 3, 7), True)),
+    "cam-official": (lambda: _gamma(ref.CAM_Module(12)), _image((2, 12, 5, 6))),
 }
+
+
+def _gamma(module):
+    with torch.no_grad():
+        module.gamma.fill_(0.8)
+    return module
 
 
 def _token_made(case):
@@ -496,3 +506,38 @@ def test_blockwise_gradients_with_dropout():
     y = up(x, x, x, masked)
     torch.manual_seed(5)
     assert torch.equal(fused(x, x, x, masked), y)
+
+
+def test_danet_official_convert_probe_sees_past_gamma_zero():
+    """A fresh PAM_Module / CAM_Module has gamma = 0 (output = x whatever the
+    attention): convert's probe sets gamma in both copies, so a copy whose
+    attention differs (here CAM's softmax of +E instead of max(E) - E) is
+    still refused; the real one converts."""
+    class SignFlippedCAM(ref.CAM_Module):
+        def forward(self, x):
+            b, c, h, w = x.shape
+            q = x.view(b, c, -1)
+            attention = self.softmax(torch.bmm(q, q.transpose(1, 2)))
+            return self.gamma * torch.bmm(attention, q).view(b, c, h, w) + x
+
+    _, report = attnkernels.convert(SignFlippedCAM(8))
+    assert not report.converted and "differs" in report.left_alone[0][2], str(report)
+    for up in (ref.CAM_Module(8), ref.PAM_Module(16)):
+        fused, report = attnkernels.convert(up)
+        assert isinstance(fused, fnn.DotProductAttention), str(report)
+        assert float(fused.gamma) == 0.0  # the module's own parameter untouched
+
+
+def test_danet_official_gamma_is_shared_and_reverted():
+    """The module's own parameter (gamma, not in a submodule) is adopted as
+    the same object, trained through the fused module, and handed back by revert."""
+    up = _gamma(ref.PAM_Module(16))
+    fused, _ = attnkernels.convert(up)
+    assert fused.gamma is up.gamma and list(fused.state_dict()) == list(up.state_dict())
+    fused.path = "sdpa"
+    fused(torch.randn(1, 16, 3, 4)).sum().backward()
+    assert up.gamma.grad is not None and up.gamma.grad.abs() > 0
+    with torch.no_grad():
+        fused.gamma.fill_(0.25)
+    back, _ = attnkernels.revert(fused)
+    assert type(back) is ref.PAM_Module and float(back.gamma) == 0.25

@@ -370,7 +370,7 @@ class EcaMobileNet(nn.Module):
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
         self.blocks = nn.Sequential(ECABasicBlock(8), ECABasicBlock(8))
         self.odd = ECAOdd()
-        self.gam = GAM_Attention()
+        self.bam = BAMBlock()
 
 
 class ECAOdd(nn.Module):
@@ -381,7 +381,7 @@ class ECAOdd(nn.Module):
         self.proj = nn.Linear(8, 8)
 
 
-class GAM_Attention(nn.Module):
+class BAMBlock(nn.Module):
     """An attention kind with no fused kernel yet."""
 
     def forward(self, x):
@@ -392,9 +392,9 @@ def test_the_report_lists_attention_modules_left_alone_and_no_containers():
     net, report = attnkernels.convert(EcaMobileNet())
     assert {n for n, _, _ in report.converted} == {"blocks.0.eca", "blocks.1.eca"}, str(report)
     left = {name: why for name, _, why in report.left_alone}
-    assert set(left) == {"odd", "gam"}, str(report)  # not the blocks, not the network
+    assert set(left) == {"odd", "bam"}, str(report)  # not the blocks, not the network
     assert "looks like ECA" in left["odd"]
-    assert "a GAM module: no fused kernel for this kind yet" in left["gam"]
+    assert "a BAM module: no fused kernel for this kind yet" in left["bam"]
     root, report = attnkernels.convert(ECAOdd())
     assert [n for n, _, _ in report.left_alone] == [""]  # the root is reported as <root>
 

@@ -2,7 +2,9 @@
 structure matchers for ``attnkernels.convert`` (the forward is then checked
 on a probe input, as for every family)."""
 from .._core.matching import has_children
-from .modules import (MultiHeadSelfAttention, ScaledDotProductAttention,
+from torch import nn
+
+from .modules import (CAM_Module, MultiHeadSelfAttention, PAM_Module, ScaledDotProductAttention,
                       SimplifiedScaledDotProductAttention, UltralyticsAreaAttention,
                       UltralyticsAttention)
 
@@ -45,5 +47,19 @@ def _match_multi_head_self_attention(m):
     return None
 
 
+def _match_danet_official(m):
+    # junfu1115/DANet: a one-element gamma and a softmax, with q/k/v 1x1 convs
+    # (PAM_Module) or nothing else (CAM_Module)
+    gamma = getattr(m, "gamma", None)
+    if not (isinstance(gamma, nn.Parameter) and gamma.numel() == 1):
+        return None
+    if has_children(m, ("query_conv", "key_conv", "value_conv", "softmax")):
+        return PAM_Module
+    if has_children(m, ("softmax",)):
+        return CAM_Module
+    return None
+
+
 # In the order they are tried.
-MATCHERS = (_match_ultralytics, _match_external_attention, _match_multi_head_self_attention)
+MATCHERS = (_match_ultralytics, _match_external_attention, _match_multi_head_self_attention,
+            _match_danet_official)

@@ -18,7 +18,7 @@ from .functional import PATHS, attention_core, masked_attention, pick_path
 
 __all__ = ["DotProductAttention", "UltralyticsAttention", "UltralyticsAreaAttention",
            "ScaledDotProductAttention", "SimplifiedScaledDotProductAttention",
-           "MultiHeadSelfAttention"]
+           "MultiHeadSelfAttention", "PAM_Module", "CAM_Module"]
 
 
 class DotProductAttention(RoutedModule):
@@ -218,3 +218,71 @@ class MultiHeadSelfAttention(_TokenMajor, ref.MultiHeadSelfAttention):
     def probe_args(self, generator):
         q, kv, _, masked = super().probe_args(generator)
         return kv, kv, q, (~masked).to(torch.int64)  # (values, keys, query, mask): 0 masks
+
+
+class _DANetOfficial(DotProductAttention):
+    """junfu1115/DANet's modules: ``gamma * attention(x) + x`` as one addcmul;
+    on the ``explicit`` path the original's forward, whole."""
+
+    def gamma_residual(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(x, self.gamma, out)
+
+    def path_for(self, x: torch.Tensor, head_dim_innermost: bool) -> str:
+        if self.path is not None:
+            return self.path
+        grad = torch.is_grad_enabled() and (x.requires_grad or any(
+            p.requires_grad for p in self.parameters()))
+        return pick_path(x, grad, head_dim_innermost=head_dim_innermost)
+
+    def gate_spec(self):
+        gamma = getattr(self, "gamma", None)
+        if not isinstance(gamma, nn.Parameter) or gamma.numel() != 1:
+            return "its gamma is not a one-element parameter"
+        if not (isinstance(self.softmax, nn.Softmax) and self.softmax.dim in (-1, 2)):
+            return "its softmax is not over the last dimension"
+        return {}
+
+    @staticmethod
+    def probe_prepare(*copies: nn.Module) -> None:
+        """gamma starts at 0, which hides the attention: the probe's copies get
+        another (the same in each)."""
+        for m in copies:
+            with torch.no_grad():
+                m.gamma.fill_(0.7)
+
+
+class PAM_Module(_DANetOfficial, ref.PAM_Module):
+    """junfu1115/DANet ``PAM_Module(in_dim)``: ``softmax(q^T k)`` over the pixels
+    through SDPA (scale 1), q, k, v as (B, H*W, d) views."""
+
+    def probe_channels(self) -> Optional[int]:
+        return self.query_conv.in_channels
+
+    def forward(self, x):
+        path = self.path_for(x, head_dim_innermost=False)  # conv outputs: pixels innermost
+        if path == "explicit":
+            return super(DotProductAttention, self).forward(x)
+        b, c, h, w = x.shape
+        q, k, v = (conv(x).view(b, -1, h * w).transpose(1, 2)
+                   for conv in (self.query_conv, self.key_conv, self.value_conv))
+        core = blockwise_attention if path == "blockwise" else masked_attention
+        out = core(q, k, v, 1.0).transpose(1, 2).reshape(b, c, h, w)
+        return self.gamma_residual(out, x)
+
+
+class CAM_Module(_DANetOfficial, ref.CAM_Module):
+    """junfu1115/DANet ``CAM_Module(in_dim)``: ``softmax(max(E) - E)`` is
+    ``softmax(-E)`` (a softmax ignores a per-row shift), so SDPA with scale -1
+    over the channels as tokens."""
+
+    def probe_channels(self) -> Optional[int]:
+        return 6
+
+    def forward(self, x):
+        path = self.path_for(x, head_dim_innermost=x.is_contiguous())
+        if path == "explicit":
+            return super(DotProductAttention, self).forward(x)
+        b, c, h, w = x.shape
+        tokens = x.reshape(b, c, h * w)
+        core = blockwise_attention if path == "blockwise" else masked_attention
+        return self.gamma_residual(core(tokens, tokens, tokens, -1.0).view(b, c, h, w), x)

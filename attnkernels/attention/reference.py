@@ -41,7 +41,15 @@ pytorch (seed 002) and seed 000:
     ``DAModuleSeed``, the seed's copy, returns ``(x + 0.5 p) + (x + 0.2 c)``.
     Both DAModule constructors build their branches with d_model=512, H=W=7
     whatever they are given, as upstream does: ``danet(...)`` builds one at
-    another size."""
+    another size.
+
+DANet as its authors write it (junfu1115/DANet, ``encoding/nn/da_att.py``):
+
+  * ``PAM_Module(in_dim)``: q, k from 1x1 convs to in_dim // 8, v from a 1x1
+    conv; ``softmax(q^T k)`` over the H*W pixels (no scale) weighs v;
+    ``gamma * out + x`` (gamma a zero-initialised scalar parameter);
+  * ``CAM_Module(in_dim)``: over the channels of x itself, ``softmax(max(E) -
+    E)`` with E = x x^T (C x C) weighs x; ``gamma * out + x``."""
 import math
 
 import torch
@@ -52,7 +60,7 @@ from .functional import attention_core
 __all__ = ["UltralyticsConv", "UltralyticsAttention", "UltralyticsAreaAttention",
            "ScaledDotProductAttention", "SimplifiedScaledDotProductAttention",
            "MultiHeadSelfAttention", "PositionAttentionModule", "ChannelAttentionModule",
-           "DAModule", "DAModuleSeed", "danet"]
+           "DAModule", "DAModuleSeed", "danet", "PAM_Module", "CAM_Module"]
 
 
 class UltralyticsConv(nn.Module):
@@ -330,3 +338,45 @@ def danet(d_model: int, kernel_size: int = 3, H: int = 7, W: int = 7, cls=DAModu
     module.position_attention_module = PositionAttentionModule(d_model, kernel_size, H, W)
     module.channel_attention_module = ChannelAttentionModule(d_model, kernel_size, H, W)
     return module
+
+
+class PAM_Module(nn.Module):
+    """junfu1115/DANet ``PAM_Module(in_dim)``: position attention."""
+
+    def __init__(self, in_dim):
+        super().__init__()
+        self.chanel_in = in_dim
+        self.query_conv = nn.Conv2d(in_channels=in_dim, out_channels=in_dim // 8, kernel_size=1)
+        self.key_conv = nn.Conv2d(in_channels=in_dim, out_channels=in_dim // 8, kernel_size=1)
+        self.value_conv = nn.Conv2d(in_channels=in_dim, out_channels=in_dim, kernel_size=1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+        self.softmax = nn.Softmax(dim=-1)
+
+    def forward(self, x):
+        m_batchsize, C, height, width = x.size()
+        proj_query = self.query_conv(x).view(m_batchsize, -1, width * height).permute(0, 2, 1)
+        proj_key = self.key_conv(x).view(m_batchsize, -1, width * height)
+        attention = self.softmax(torch.bmm(proj_query, proj_key))
+        proj_value = self.value_conv(x).view(m_batchsize, -1, width * height)
+        out = torch.bmm(proj_value, attention.permute(0, 2, 1)).view(m_batchsize, C, height, width)
+        return self.gamma * out + x
+
+
+class CAM_Module(nn.Module):
+    """junfu1115/DANet ``CAM_Module(in_dim)``: channel attention."""
+
+    def __init__(self, in_dim):
+        super().__init__()
+        self.chanel_in = in_dim
+        self.gamma = nn.Parameter(torch.zeros(1))
+        self.softmax = nn.Softmax(dim=-1)
+
+    def forward(self, x):
+        m_batchsize, C, height, width = x.size()
+        proj_query = x.view(m_batchsize, C, -1)
+        proj_key = x.view(m_batchsize, C, -1).permute(0, 2, 1)
+        energy = torch.bmm(proj_query, proj_key)
+        energy_new = torch.max(energy, -1, keepdim=True)[0].expand_as(energy) - energy
+        attention = self.softmax(energy_new)
+        out = torch.bmm(attention, x.view(m_batchsize, C, -1)).view(m_batchsize, C, height, width)
+        return self.gamma * out + x
