@@ -541,3 +541,12 @@ def test_danet_official_gamma_is_shared_and_reverted():
         fused.gamma.fill_(0.25)
     back, _ = attnkernels.revert(fused)
     assert type(back) is ref.PAM_Module and float(back.gamma) == 0.25
+
+
+def test_cam_takes_the_original_product_on_the_cpu():
+    """CAM_Module on the CPU by default: the original's operations (measured
+    faster there than SDPA with the pixels as the head dimension), the same bits."""
+    up = _gamma(ref.CAM_Module(8))
+    fused, _ = attnkernels.convert(copy.deepcopy(up))
+    x = torch.randn(2, 8, 5, 6)
+    assert fused.path is None and torch.equal(fused(x), up(x))

@@ -19,7 +19,7 @@
 #   large    the >2^31-element cases on the GPU (tests/test_large.py)         GPU_PROOF_LARGE_S=45
 #   models   python -m bench.models --quick, bf16; python -m bench.attention   GPU_PROOF_MODELS_S=60
 #            (the YOLO attention shapes on both paths: pick_path's evidence), then
-#            --set seeds (DANet, self-attention, CoT, GAM training steps, with compile)
+#            --set seeds (DANet, self-attention, CoT, GAM, PAM/CAM training steps)
 #   rest     the other tests (CPU backend, API) under this torch               GPU_PROOF_REST_S=0
 # GPU_PROOF_PHASES (default "info build tests bench large models rest") picks
 # phases. --dry-run (no GPU needed; CI runs it) resolves every phase's command,
@@ -201,7 +201,8 @@ if wants models; then
   phase models "${GPU_PROOF_MODELS_S:-60}" "$out/models/models.log" bash -c "
     '$py' -m bench.models --quick --dtype bfloat16 --out '$out/models' &&
     '$py' -m bench.attention --batch 8 --dtype bfloat16 --budget 0.5 --out '$out/models' &&
-    '$py' -m bench.attention --set seeds --cases danet self-attention cot gam --modes train \
+    '$py' -m bench.attention --set seeds --cases danet self-attention cot gam pam-official cam-official \
+      --modes train \
       --dtype bfloat16 --budget 0.5 --out '$out/models'"
 fi
 

@@ -279,7 +279,13 @@ class CAM_Module(_DANetOfficial, ref.CAM_Module):
         return 6
 
     def forward(self, x):
-        path = self.path_for(x, head_dim_innermost=x.is_contiguous())
+        if self.path is None and x.device.type == "cpu":
+            # measured (bench/results/attention-seeds-cpu-2026-12-07, 8x256x32x32): SDPA's
+            # CPU kernel with the pixels as a 1024-wide head dimension over 256 channel
+            # tokens is slower (0.79x a training step) and keeps more than the C x C product
+            path = "explicit"
+        else:
+            path = self.path_for(x, head_dim_innermost=x.is_contiguous())
         if path == "explicit":
             return super(DotProductAttention, self).forward(x)
         b, c, h, w = x.shape
