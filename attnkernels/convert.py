@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import nn
 
+from ._core.matching import CALL_HOOK_TABLES, has_call_hooks
 from .families import FAMILIES, ROUTED
 
 
@@ -66,7 +67,6 @@ def _adopt(cls, original: nn.Module) -> nn.Module:
 # nn.Module's own bookkeeping in an instance's __dict__: not carried over as attributes
 _MODULE_STATE = frozenset(vars(nn.Module()))
 _HOOK_TABLES = tuple(k for k in sorted(_MODULE_STATE) if "hooks" in k) + ("_is_full_backward_hook",)
-_CALL_HOOK_TABLES = tuple(k for k in _HOOK_TABLES if k.endswith("hooks") and "state_dict" not in k)
 
 
 # where a converted module keeps the instance it replaced (a plain attribute: no
@@ -94,7 +94,7 @@ def _hooked_submodule(module: nn.Module) -> Optional[str]:
     """The first submodule of ``module`` with forward or backward hooks: the
     fused kernels compute submodules without calling them, so those would not run."""
     for name, sub in module.named_modules():
-        if name and any(getattr(sub, table) for table in _CALL_HOOK_TABLES):
+        if name and has_call_hooks(sub):
             return name
     return None
 
@@ -104,7 +104,7 @@ def _without_hooks(module: nn.Module) -> nn.Module:
     dropped: the user's hooks must not see probe inputs (drop-ins that call
     their submodules would run those)."""
     for sub in module.modules():
-        for table in _CALL_HOOK_TABLES:
+        for table in CALL_HOOK_TABLES:
             setattr(sub, table, type(getattr(sub, table))())
         sub._is_full_backward_hook = None
     return module
@@ -169,6 +169,8 @@ _UNSUPPORTED_KINDS = [(r"^BAM(Block)?$", "BAM"),
                       (r"^BiLevelRoutingAttention", "BiFormer routing attention"),
                       (r"^ShuffleAttention$", "Shuffle Attention"), (r"^PSA$", "PSA")]
 _FUSED_TITLES = ", ".join(f.title for f in _EVERY_FAMILY)
+# a class name that says attention (Attention, Attn; not Flatten)
+_ATTENTION_NAME = re.compile(r"attention|attn", re.IGNORECASE)
 
 
 def _lookalike_reason(module: nn.Module) -> Optional[str]:
@@ -192,9 +194,6 @@ def _lookalike_reason(module: nn.Module) -> Optional[str]:
         return "an attention module of no kind attnkernels knows, with none known inside"
     return None
 
-
-# a class name that says attention (Attention, Attn; not Flatten)
-_ATTENTION_NAME = re.compile(r"attention|attn", re.IGNORECASE)
 
 
 def convert(model: nn.Module) -> Tuple[nn.Module, ConversionReport]:

@@ -14,6 +14,17 @@ def is_global_avgpool(m) -> bool:
     return isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))
 
 
+# nn.Module's tables of forward / backward hooks (not the state_dict ones)
+CALL_HOOK_TABLES = tuple(k for k in sorted(vars(nn.Module())) if k.endswith("hooks")
+                         and "state_dict" not in k)
+
+
+def has_call_hooks(m: nn.Module) -> bool:
+    """Whether m has forward or backward hooks of its own (a rewrite that uses
+    m's parameters instead of calling it would skip them)."""
+    return any(getattr(m, table) for table in CALL_HOOK_TABLES)
+
+
 def children_of(m):
     return dict(m.named_children())
 

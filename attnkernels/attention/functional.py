@@ -107,5 +107,6 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
         return out.masked_fill(every_key, math.nan)
     if dropout_p:
         raise ValueError("a finite fill takes no dropout (no original combines them)")
-    torch.zeros((), dtype=q.dtype).masked_fill(torch.tensor(True), fill)  # fails where it overflows
+    if q.is_floating_point() and abs(fill) > torch.finfo(q.dtype).max:  # as masked_fill fails
+        raise RuntimeError(f"value cannot be converted to type {q.dtype} without overflow")
     return torch.where(every_key, v.mean(-2, keepdim=True), out)

@@ -36,6 +36,20 @@ class DotProductAttention(RoutedModule):
     def scale_of(self) -> float:
         raise NotImplementedError
 
+    def resolved_path(self, x: torch.Tensor, dropout: bool = False,
+                      head_dim_innermost: Optional[bool] = None) -> str:
+        """The module's ``path``, or ``pick_path``'s for this input (x on the
+        product's device; autograd runs if x or a parameter asks for it)."""
+        if self.path is not None:
+            return self.path
+        grad = torch.is_grad_enabled() and (x.requires_grad or any(
+            p.requires_grad for p in self.parameters()))
+        return pick_path(x, grad, dropout, head_dim_innermost)
+
+    def reference_forward(self, *args):
+        """The original's forward, whole (the explicit path)."""
+        return super(DotProductAttention, self).forward(*args)
+
     def gate_spec(self):
         """{} when the counts the forward reads are positive ints (convert's
         check), else the reason."""
@@ -101,20 +115,13 @@ class _TokenMajor(DotProductAttention):
     DROPOUT = True  # the module's ``dropout`` acts on the attention weights
 
     def resolved_path(self, queries: torch.Tensor) -> str:
-        if self.path is not None:
-            return self.path
         dropout = self.DROPOUT and self.training and self.dropout.p > 0
-        grad = torch.is_grad_enabled() and (queries.requires_grad or any(
-            p.requires_grad for p in self.parameters()))
-        return pick_path(queries, grad, dropout, self.head_dim_innermost(queries))
+        return super().resolved_path(queries, dropout, self.head_dim_innermost(queries))
 
     def head_dim_innermost(self, queries: torch.Tensor) -> bool:
         """Whether q's head dimension will be innermost: the queries' own
         layout, split into heads (the projected classes override)."""
         return queries.stride(-1) == 1
-
-    def reference_forward(self, *args):
-        return super(DotProductAttention, self).forward(*args)
 
     def gate_spec(self):
         why = super().gate_spec()
@@ -227,13 +234,6 @@ class _DANetOfficial(DotProductAttention):
     def gamma_residual(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return torch.addcmul(x, self.gamma, out)
 
-    def path_for(self, x: torch.Tensor, head_dim_innermost: bool) -> str:
-        if self.path is not None:
-            return self.path
-        grad = torch.is_grad_enabled() and (x.requires_grad or any(
-            p.requires_grad for p in self.parameters()))
-        return pick_path(x, grad, head_dim_innermost=head_dim_innermost)
-
     def gate_spec(self):
         gamma = getattr(self, "gamma", None)
         if not isinstance(gamma, nn.Parameter) or gamma.numel() != 1:
@@ -259,9 +259,9 @@ class PAM_Module(_DANetOfficial, ref.PAM_Module):
         return self.query_conv.in_channels
 
     def forward(self, x):
-        path = self.path_for(x, head_dim_innermost=False)  # conv outputs: pixels innermost
+        path = self.resolved_path(x, head_dim_innermost=False)  # conv outputs: pixels innermost
         if path == "explicit":
-            return super(DotProductAttention, self).forward(x)
+            return self.reference_forward(x)
         b, c, h, w = x.shape
         q, k, v = (conv(x).view(b, -1, h * w).transpose(1, 2)
                    for conv in (self.query_conv, self.key_conv, self.value_conv))
@@ -285,9 +285,9 @@ class CAM_Module(_DANetOfficial, ref.CAM_Module):
             # tokens is slower (0.79x a training step) and keeps more than the C x C product
             path = "explicit"
         else:
-            path = self.path_for(x, head_dim_innermost=x.is_contiguous())
+            path = self.resolved_path(x, head_dim_innermost=x.is_contiguous())
         if path == "explicit":
-            return super(DotProductAttention, self).forward(x)
+            return self.reference_forward(x)
         b, c, h, w = x.shape
         tokens = x.reshape(b, c, h * w)
         core = blockwise_attention if path == "blockwise" else masked_attention

@@ -24,9 +24,8 @@ class ContextualAttention(RoutedModule):
         if not isinstance(last, nn.Conv2d) or last.kernel_size != (1, 1) or last.groups != 1 \
                 or last.stride != (1, 1) or last.padding != (0, 0):
             return "its attention_embed does not end with a plain 1x1 Conv2d"
-        if self.attention_embed[-1]._forward_hooks or self.attention_embed[-1]._forward_pre_hooks:
-            return "its attention_embed's last conv has hooks, which the rewrite would not call"
-        return {}
+        return self.uncalled_hooks_reason({f"attention_embed.{len(self.attention_embed) - 1}":
+                                           last}) or {}
 
     def probe_channels(self) -> Optional[int]:
         return self.dim

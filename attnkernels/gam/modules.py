@@ -15,11 +15,6 @@ from .functional import folded_conv_bn, pixel_linear
 __all__ = ["GlobalAttention", "GAM_Attention"]
 
 
-def _hooked(m: nn.Module) -> bool:
-    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-                or m._backward_pre_hooks)
-
-
 class GlobalAttention(RoutedModule):
     """Root of the drop-in GAM modules."""
 
@@ -32,12 +27,9 @@ class GlobalAttention(RoutedModule):
             return "its channel attention is not Linear, act, Linear"
         if not (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d):
             return "its spatial attention does not end with Conv2d, BatchNorm2d"
-        hooked = [n for n, m in (("channel_attention.0", lin1), ("channel_attention.2", lin2),
-                                 ("spatial_attention.3", conv), ("spatial_attention.4", bn))
-                  if _hooked(m)]
-        if hooked:
-            return f"its {hooked[0]} has hooks, which the rewrite would not call"
-        return {}
+        return self.uncalled_hooks_reason({
+            "channel_attention.0": lin1, "channel_attention.2": lin2,
+            "spatial_attention.3": conv, "spatial_attention.4": bn}) or {}
 
     def probe_channels(self) -> Optional[int]:
         return self.channel_attention[0].in_features
