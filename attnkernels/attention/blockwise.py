@@ -46,8 +46,9 @@ def _generator(seed: torch.Tensor, device: torch.device) -> torch.Generator:
 @torch.library.custom_op("attnkernels::blockwise_attention", mutates_args=())
 def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, p: float,
              seed: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(out (B, nq, d_v) in q's dtype, lse (B, nq) float32) from q (B, nq, d_k),
-    k (B, nk, d_k), v (B, nk, d_v)."""
+    """(out (B, nq, d_v) in q's dtype, lse (B, nq) in the working dtype:
+    float64 for float64, else float32) from q (B, nq, d_k), k (B, nk, d_k),
+    v (B, nk, d_v)."""
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
     kt, vw = k.to(work).transpose(1, 2), v.to(work)
     out = torch.empty(q.shape[0], q.shape[1], v.shape[2], dtype=work, device=q.device)
@@ -115,7 +116,7 @@ def _setup(ctx, inputs, output):
 
 def _grad(ctx, dout, _dlse):
     q, k, v, lse, seed = ctx.saved_tensors
-    dq, dk, dv = _backward(dout.contiguous(), q, k, v, lse, ctx.scale, ctx.p, seed)
+    dq, dk, dv = _backward(dout, q, k, v, lse, ctx.scale, ctx.p, seed)  # strided dout is fine
     return dq, dk, dv, None, None, None
 
 
