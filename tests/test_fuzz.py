@@ -65,6 +65,11 @@ REGRESSIONS = [
     # its partial sums (size ~64) 9x more than eager's cascade (the `terms` floor).
     dict(flavour="se_timm", n=2, c=2, h=64, w=64, dtype="float32", layout="channels_last",
          train=False, explicit=False, seed=288),
+    # Eager luckily 10x closer to float64 at x than at its neighbours (one sample of
+    # its error: fcs.2.weight's gradient through a saturated softmax); the budget
+    # samples eager at x moved by one ulp too.
+    dict(flavour="sk_seed", n=1, c=32, h=5, w=13, dtype="float32", layout="sliced",
+         train=False, explicit=False, seed=8618),
 ]
 
 
