@@ -143,23 +143,29 @@ def _try_convert(module: nn.Module):
     if isinstance(module, _FUSED):
         return None, None
     for matcher in MATCHERS:
-        cls = matcher(module)
-        if cls is None:
+        found = matcher(module)
+        if found is None:
             continue
-        hooked = None if getattr(cls, "CALLS_SUBMODULES", False) else _hooked_submodule(module)
-        if hooked:
-            return None, (f"matches {cls.__name__} but its submodule '{hooked}' has forward or "
-                          f"backward hooks, which the fused kernels would not run")
-        candidate = _adopt(cls, module)
-        spec = candidate.gate_spec()
-        if isinstance(spec, str):
-            return None, f"matches {cls.__name__} but {spec}"
-        why = _probe_mismatch(module, candidate)
-        if why:
-            return None, f"matches {cls.__name__} structurally but {why}"
-        _carry_instance_state(module, candidate)
-        candidate.__dict__[_ORIGINAL] = module  # for revert; not a registered submodule
-        return candidate, None
+        # flavours alike in structure (GAM's) are told apart by the probe, in order
+        classes, mismatch = found if isinstance(found, tuple) else (found,), None
+        for cls in classes:
+            hooked = None if getattr(cls, "CALLS_SUBMODULES", False) else _hooked_submodule(module)
+            if hooked:
+                return None, (f"matches {cls.__name__} but its submodule '{hooked}' has forward "
+                              f"or backward hooks, which the fused kernels would not run")
+            candidate = _adopt(cls, module)
+            spec = candidate.gate_spec()
+            if isinstance(spec, str):
+                return None, f"matches {cls.__name__} but {spec}"
+            why = _probe_mismatch(module, candidate)
+            if why:
+                mismatch = mismatch or why
+                continue
+            _carry_instance_state(module, candidate)
+            candidate.__dict__[_ORIGINAL] = module  # for revert; not a registered submodule
+            return candidate, None
+        names = " / ".join(c.__name__ for c in classes)
+        return None, f"matches {names} structurally but {mismatch}"
     return None, None
 
 

@@ -17,8 +17,9 @@ decided by these numbers.
 map), External-Attention-pytorch's ScaledDotProductAttention as DANet's
 position branch uses it (one head, d_k = d_v = C, self-attention over the
 side^2 pixels), seed 000's MultiHeadSelfAttention (8 heads), CoTAttention
-(C, kernel 3; attnkernels.cot) and seed 000's GAM_Attention (C, C;
-attnkernels.gam), and the official DANet's PAM_Module / CAM_Module: the original
+(C, kernel 3; attnkernels.cot), seed 000's GAM_Attention (C, C;
+attnkernels.gam) and the YOLO repositories' (grouped 7x7 convs, the spatial
+attention shuffled), and the official DANet's PAM_Module / CAM_Module: the original
 in eager mode, under torch.compile, and converted (``attnkernels``, path by
 device), interleaved, with the peak memory of each. ``train`` keeps the
 modules' dropout (p = 0.1, as constructed); ``train-nodrop`` sets it to 0.
@@ -65,13 +66,15 @@ SEED_CASES = {
             lambda b, c, side: torch.randn(b, c, side, side)),
     "gam": (lambda c, side: gam_ref.GAM_Attention(c, c),
             lambda b, c, side: torch.randn(b, c, side, side)),
+    "gam-yolo": (lambda c, side: gam_ref.GAM_AttentionYOLO(c, c),
+                 lambda b, c, side: torch.randn(b, c, side, side)),
     "pam-official": (lambda c, side: ref.PAM_Module(c),
                      lambda b, c, side: torch.randn(b, c, side, side)),
     "cam-official": (lambda c, side: ref.CAM_Module(c),
                      lambda b, c, side: torch.randn(b, c, side, side)),
 }
 SEED_ARGS = {"danet": 1, "self-attention": 3, "mhsa-8heads": 3, "cot": 1, "gam": 1,
-             "pam-official": 1, "cam-official": 1}  # how many times x is passed
+             "gam-yolo": 1, "pam-official": 1, "cam-official": 1}  # how many times x is passed
 SEED_EXTRA = {"mhsa-8heads": (None,)}                               # then these (its mask)
 
 

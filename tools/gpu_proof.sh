@@ -201,7 +201,7 @@ if wants models; then
   phase models "${GPU_PROOF_MODELS_S:-60}" "$out/models/models.log" bash -c "
     '$py' -m bench.models --quick --dtype bfloat16 --out '$out/models' &&
     '$py' -m bench.attention --batch 8 --dtype bfloat16 --budget 0.5 --out '$out/models' &&
-    '$py' -m bench.attention --set seeds --cases danet self-attention cot gam pam-official cam-official \
+    '$py' -m bench.attention --set seeds --cases danet self-attention cot gam gam-yolo pam-official cam-official \
       --modes train \
       --dtype bfloat16 --budget 0.5 --out '$out/models'"
 fi

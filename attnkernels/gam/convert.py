@@ -4,7 +4,7 @@ input, as for every family)."""
 from torch import nn
 
 from .._core.matching import has_children
-from .modules import GAM_Attention
+from .modules import GAM_Attention, GAM_AttentionGated, GAM_AttentionYOLO
 
 
 def _match_gam(m):
@@ -17,7 +17,8 @@ def _match_gam(m):
             and len(sa) == 5):
         return None
     if isinstance(ca[0], nn.Linear) and isinstance(ca[2], nn.Linear):
-        return GAM_Attention
+        # alike in structure (the YOLO copy's convs grouped or not): the probe tells
+        return GAM_Attention, GAM_AttentionGated, GAM_AttentionYOLO
     return None
 
 

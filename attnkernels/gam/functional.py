@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-__all__ = ["pixel_linear", "folded_conv_bn"]
+__all__ = ["pixel_linear", "folded_conv_bn", "shuffled_product"]
 
 
 def pixel_linear(x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
@@ -22,3 +22,14 @@ def folded_conv_bn(x: torch.Tensor, conv, bn) -> torch.Tensor:
     bias = shift if conv.bias is None else conv.bias * scale + shift
     return F.conv2d(x, conv.weight * scale[:, None, None, None], bias, conv.stride, conv.padding,
                     conv.dilation, conv.groups)
+
+
+def shuffled_product(x: torch.Tensor, s: torch.Tensor, groups: int) -> torch.Tensor:
+    """``x * channel_shuffle(s, groups)`` (reference.channel_shuffle) with s
+    read through a permuted view: no shuffled copy made, none kept for
+    backward. Channel i * groups + j of the product takes channel
+    j * (C / groups) + i of s."""
+    b, c, h, w = x.shape
+    x5 = x.view(b, c // groups, groups, h, w)
+    s5 = s.view(b, groups, c // groups, h, w).transpose(1, 2)
+    return (x5 * s5).view(b, c, h, w)

@@ -10,14 +10,14 @@ from torch import nn
 
 from .._core.modules import RoutedModule
 from . import reference as ref
-from .functional import folded_conv_bn, pixel_linear
+from .functional import folded_conv_bn, pixel_linear, shuffled_product
 
-__all__ = ["GlobalAttention", "GAM_Attention"]
+__all__ = ["GlobalAttention", "GAM_Attention", "GAM_AttentionGated", "GAM_AttentionYOLO"]
 
 
 class GlobalAttention(RoutedModule):
-    """Root of the drop-in GAM modules."""
-
+    """Root of the drop-in GAM modules: the forward of every flavour (its
+    reference class sets CHANNEL_SIGMOID and SHUFFLE_GROUPS)."""
 
     def gate_spec(self):
         """{} when the forward can be rewritten, else the reason (convert's check)."""
@@ -34,13 +34,10 @@ class GlobalAttention(RoutedModule):
     def probe_channels(self) -> Optional[int]:
         return self.channel_attention[0].in_features
 
-
-class GAM_Attention(GlobalAttention, ref.GAM_Attention):
-    """Seed 000's ``GAM_Attention(in_channels, out_channels, rate=4)``."""
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lin1, act, lin2 = self.channel_attention
-        x = x * pixel_linear(act(pixel_linear(x, lin1.weight, lin1.bias)), lin2.weight, lin2.bias)
+        att = pixel_linear(act(pixel_linear(x, lin1.weight, lin1.bias)), lin2.weight, lin2.bias)
+        x = x * (att.sigmoid() if self.CHANNEL_SIGMOID else att)
         first = self.spatial_attention[:3]
         conv, bn = self.spatial_attention[3], self.spatial_attention[4]
         hidden = first(x)
@@ -48,4 +45,19 @@ class GAM_Attention(GlobalAttention, ref.GAM_Attention):
             logits = bn(conv(hidden))
         else:
             logits = folded_conv_bn(hidden, conv, bn)
+        if self.SHUFFLE_GROUPS:
+            return shuffled_product(x, logits.sigmoid(), self.SHUFFLE_GROUPS)
         return x * logits.sigmoid()
+
+
+class GAM_Attention(GlobalAttention, ref.GAM_Attention):
+    """Seed 000's ``GAM_Attention(in_channels, out_channels, rate=4)``."""
+
+
+class GAM_AttentionGated(GlobalAttention, ref.GAM_AttentionGated):
+    """The widely copied ``GAM_Attention(in_channels, out_channels=None, rate=4)``
+    (a sigmoid on the channel attention)."""
+
+
+class GAM_AttentionYOLO(GlobalAttention, ref.GAM_AttentionYOLO):
+    """The YOLO repositories' ``GAM_Attention(c1, c2, group=True, rate=4)``."""
