@@ -3,7 +3,9 @@
 Each real network (timm and torchvision, random weights; on request the
 ultralytics YOLO models of bench.networks.YOLO_NETWORKS) as built upstream
 ("original") and after ``attnkernels.convert`` ("converted"), each in eager
-mode and under ``torch.compile``, timed in interleaved rounds; and two floors:
+mode and under ``torch.compile`` (``converted-ours-compile``, on request: with
+our ops in every module, where ``auto`` would give some families to inductor),
+timed in interleaved rounds; and two floors:
 the original without its attention modules (no attention kernel beats it) and
 with each replaced by a copy (no kernel that writes its output and its input
 gradient beats it). Inference (eval, no autograd) and a training step (forward,
@@ -30,8 +32,12 @@ from .timing import measure_interleaved
 # copy-attention: each replaced by CopyFloor, which writes a fresh output
 # forward and a fresh input gradient backward, as every out-of-place attention
 # module must: the floor for a kernel that moves no more than that.
+# converted-ours-compile (on request): the converted network compiled with every
+# fused module on the device's first fused backend, our ops even where, under
+# auto, torch.compile gives the family to inductor (_core.backend.select).
 PROVIDERS = ("original", "converted", "without-attention", "copy-attention",
-             "original-compile", "converted-compile")
+             "original-compile", "converted-compile", "converted-ours-compile")
+DEFAULT_PROVIDERS = PROVIDERS[:-1]
 QUICK_MODELS = ["cbam_resnet50", "coord_resnet50", "triplet_resnet50"]
 
 
@@ -56,6 +62,17 @@ def without_attention(model: torch.nn.Module) -> torch.nn.Module:
 
 def copy_attention(model: torch.nn.Module) -> torch.nn.Module:
     return replace_attention(model, CopyFloor)
+
+
+def ours(converted: torch.nn.Module, backend: str) -> torch.nn.Module:
+    """A copy of a converted network with every fused module on ``backend``."""
+    from attnkernels._core.modules import FusedFamily
+
+    pinned = copy.deepcopy(converted)
+    for m in pinned.modules():
+        if isinstance(m, FusedFamily):
+            m.backend = backend
+    return pinned
 
 
 def build(name: str, device, dtype, fmt, batch: int, size: int):
@@ -114,7 +131,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--modes", nargs="*", choices=["inference", "train"],
                         default=["inference", "train"])
-    parser.add_argument("--providers", nargs="*", choices=PROVIDERS, default=list(PROVIDERS))
+    parser.add_argument("--providers", nargs="*", choices=PROVIDERS, default=list(DEFAULT_PROVIDERS))
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--budget", type=float, default=5.0, help="seconds of timing per case")
     parser.add_argument("--quick", action="store_true",
@@ -146,7 +163,8 @@ def main(argv=None):
         for mode in args.modes:
             fns = {}
             for prov in args.providers:
-                model = (converted if prov.startswith("converted") else
+                model = (ours(converted, fused[0]) if prov == "converted-ours-compile" else
+                         converted if prov.startswith("converted") else
                          without_attention(original) if prov == "without-attention" else
                          copy_attention(original) if prov == "copy-attention" else original)
                 forward = torch.compile(model) if prov.endswith("compile") else model

@@ -175,9 +175,10 @@ def test_batch_sweep_runs_each_shape_at_each_batch(tmp_path, monkeypatch):
 
 
 def test_model_benchmark_every_provider_and_mode(tmp_path, capsys, monkeypatch):
-    """The harness, on a network small enough that its four torch.compile builds
-    take seconds (legacy_seresnet18 took minutes); the real networks convert in
-    test_networks.py and compile in test_network_modes.py."""
+    """The harness, every provider (the one on request too), on a network small
+    enough that its five torch.compile builds take seconds (legacy_seresnet18
+    took minutes); the real networks convert in test_networks.py and compile
+    in test_network_modes.py."""
     import timm
     from torch import nn
 
@@ -188,7 +189,8 @@ def test_model_benchmark_every_provider_and_mode(tmp_path, capsys, monkeypatch):
         nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), timm.layers.SEModule(16),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 1000)))
     bench_models.main(["--models", "tiny_seresnet", "--device", "cpu", "--batch", "2",
-                       "--size", "32", "--budget", "0.01", "--out", str(tmp_path)])
+                       "--size", "32", "--budget", "0.01", "--out", str(tmp_path),
+                       "--providers", *bench_models.PROVIDERS])
     (path,) = [p for p in tmp_path.iterdir() if p.suffix == ".csv"]
     with open(path) as f:
         rows = list(csv.DictReader(f))

@@ -9,8 +9,10 @@ import torch
 import attnkernels
 from attnkernels import nn as fnn
 
-from flavours import FLAVOURS
-from utils import (assert_matches_oracle, check_flavour_case, fused_backends, parameter_terms,
+from attnkernels.families import FAMILIES
+from flavours import FLAVOURS, MAIN_FLAVOURS
+from utils import (assert_matches_oracle, check_flavour_case, family_of, fused_backends,
+                   parameter_terms,
                    run_module)
 
 # The tests below hold the graph dynamo captures (aot_eager: the same ops as
@@ -177,6 +179,7 @@ def test_compiled_converted_cbam_under_bfloat16_autocast(flavour, train):
     oracle = copy.deepcopy(upstream).double()
     converted, report = attnkernels.convert(copy.deepcopy(upstream))
     assert type(converted) is type(made), str(report)
+    converted.backend = "cpu"  # our ops: under auto, torch.compile gives CBAM to inductor
     x, dy = torch.randn(2, 24, 9, 11), torch.randn(2, 24, 9, 11)
     y_o, dx_o, dw_o = run_module(oracle, x.double(), dy.double())
     torch._dynamo.reset()
@@ -192,3 +195,52 @@ def test_compiled_converted_cbam_under_bfloat16_autocast(flavour, train):
             assert_matches_oracle(dw_f[name], dw_e[name], g, name, terms=parameter_terms(x.shape))
     for (name, b), b_o in zip(converted.named_buffers(), oracle.buffers()):
         torch.testing.assert_close(b.to(b_o.dtype), b_o, rtol=1e-5, atol=1e-6, msg=name)
+
+
+# Families whose reference decomposition inductor fuses with the layers around
+# them faster than it runs our opaque ops (_core.backend.select's inductor_fuses):
+# under torch.compile, auto gives them to inductor.
+INDUCTOR_FUSES = {f.name for f in FAMILIES if getattr(f.functional, "INDUCTOR_FUSES", False)}
+
+
+def _our_ops_in_graph(module, x):
+    """The attnkernels operators in the graph dynamo captures for module(x)."""
+    ops = set()
+
+    def capture(gm, example_inputs):
+        ops.update(str(n.target) for n in gm.graph.nodes
+                   if n.op == "call_function" and str(n.target).startswith("attnkernels."))
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(module, backend=capture, fullgraph=True)(x)
+    return ops
+
+
+@pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None,
+                    reason="the C++ kernels are not built")
+@pytest.mark.parametrize("flavour", MAIN_FLAVOURS)
+def test_auto_under_compile_gives_inductor_what_it_fuses_better(flavour):
+    """auto, traced by torch.compile: a family that inductor fuses better runs
+    as its reference decomposition (no op of ours in the graph), the others as
+    our ops; an explicit backend always as our ops; eager auto as our ops."""
+    assert INDUCTOR_FUSES == {"se", "eca", "cbam", "coord", "sk"}  # as measured (docs/design.md)
+    fused = FLAVOURS[flavour](16).eval()
+    x = torch.randn(2, 16, 5, 7)
+    assert bool(_our_ops_in_graph(fused, x)) == (family_of(flavour) not in INDUCTOR_FUSES)
+    fused.backend = "cpu"
+    assert _our_ops_in_graph(fused, x)
+
+
+@pytest.mark.skipif(attnkernels.available_backends()["cpu"] is not None,
+                    reason="the C++ kernels are not built")
+@pytest.mark.parametrize("flavour,train", [
+    (f, i % 2 == 0) for i, f in enumerate(sorted(f for f in FLAVOURS
+                                                 if family_of(f) in INDUCTOR_FUSES))])
+def test_auto_under_compile_matches_eager_and_float64(flavour, train):
+    """The path auto takes under torch.compile for those families (inductor on
+    the reference decomposition): forward, every gradient and the BatchNorm
+    statistics against eager and float64, as the fused ops are held (each
+    flavour in one mode, the modes alternating)."""
+    assert check_flavour_case("cpu", "cpu", flavour, (2, 40, 9, 7), torch.float32, "nchw", train,
+                              explicit=False, seed=40, compiler="inductor")

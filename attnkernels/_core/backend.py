@@ -103,14 +103,24 @@ def input_reasons(name: str, x: torch.Tensor, family_reasons: List[str] = (),
 
 
 def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: List[str] = (),
-           backend_reasons: Optional[Dict[str, List[str]]] = None) -> str:
+           backend_reasons: Optional[Dict[str, List[str]]] = None,
+           inductor_fuses: bool = False) -> str:
     """The backend that serves ``x``: the requested one, or the first with no reasons.
 
     While ``torch.onnx.export`` traces, always the reference: its decomposition
     (mean, amax, matmul, conv, BatchNorm, sigmoid: standard ONNX operators, and
-    no adaptive pools) is what the exported graph must hold, whatever the choice."""
+    no adaptive pools) is what the exported graph must hold, whatever the choice.
+
+    inductor_fuses: the family is faster under torch.compile as its reference
+    decomposition, which inductor fuses with the layers around it (the pooling
+    into the BatchNorm before, the multiply into the residual add and
+    activation after), than as our opaque ops (measured on whole networks:
+    docs/design.md, "Under torch.compile"): while torch.compile traces, auto
+    then picks the reference. An explicit backend is kept."""
     name = checked(requested or _state["backend"])
     if torch.onnx.is_in_onnx_export():
+        return "reference"
+    if name == "auto" and inductor_fuses and torch.compiler.is_compiling():
         return "reference"
     if name != "auto":
         reasons = input_reasons(name, x, family_reasons, backend_reasons)

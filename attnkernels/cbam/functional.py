@@ -13,6 +13,10 @@ from . import reference
 
 __all__ = ["convolutional_block_attention"]
 
+# Under torch.compile, auto gives CBAM to inductor as its reference
+# decomposition (see se/functional.py; measured on whole networks, docs/design.md).
+INDUCTOR_FUSES = True
+
 
 # Read once, at import: no dispatcher lookups inside compiled regions.
 _BACKEND_REASONS = cuda_kernel_reasons("cbam_apply", "CBAM")
@@ -81,7 +85,8 @@ def convolutional_block_attention(
         check_batch_norm(x, bn, 1, bn_weight=bn_weight, bn_bias=bn_bias,
                           running_mean=running_mean, running_var=running_var)
 
-    name = _backend.select(x, backend, family_reasons, _BACKEND_REASONS)
+    name = _backend.select(x, backend, family_reasons, _BACKEND_REASONS,
+                           inductor_fuses=INDUCTOR_FUSES)
     kwargs = dict(act=act, channel_gate=channel_gate, channel_pool=channel_pool,
                   spatial_input=spatial_input, spatial_gate=spatial_gate, bn=bn and spatial,
                   bn_weight=bn_weight, bn_bias=bn_bias, running_mean=running_mean,

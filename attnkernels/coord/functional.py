@@ -15,6 +15,10 @@ __all__ = ["coordinate_attention"]
 
 # Read once, at import: no dispatcher lookups inside compiled regions.
 _BACKEND_REASONS = cuda_kernel_reasons("coord_apply", "Coordinate Attention")
+# Under torch.compile, auto gives Coordinate Attention to inductor as its
+# reference decomposition (see se/functional.py; measured on the CoordAtt
+# ResNet-50, docs/design.md).
+INDUCTOR_FUSES = True
 
 
 def coordinate_attention(
@@ -50,7 +54,8 @@ def coordinate_attention(
     check_batch_norm(x, bn, reduced, bn_weight=bn_weight, bn_bias=bn_bias,
                       running_mean=running_mean, running_var=running_var)
 
-    name = _backend.select(x, backend, family_reasons, _BACKEND_REASONS)
+    name = _backend.select(x, backend, family_reasons, _BACKEND_REASONS,
+                           inductor_fuses=INDUCTOR_FUSES)
     if name == "reference":
         return reference.coordinate_attention(
             x, w1, b1, wh, bh, ww, bw, act=act, gate_fn=gate, bn=bn, bn_weight=bn_weight,
@@ -62,8 +67,6 @@ def coordinate_attention(
     y, batch_mean, batch_var, *_saved = call_forward(forward_op(name), tensors, config, eps)
     norm.after(x, batch_mean, batch_var)
     return y
-
-
 
 
 def forward_op(backend: str):

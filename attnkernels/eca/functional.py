@@ -11,6 +11,10 @@ from . import reference
 
 __all__ = ["efficient_channel_attention"]
 
+# Under torch.compile, auto gives ECA to inductor as its reference
+# decomposition (see se/functional.py; measured on whole networks, docs/design.md).
+INDUCTOR_FUSES = True
+
 
 def efficient_channel_attention(x: torch.Tensor, weight: torch.Tensor,
                                 bias: Optional[torch.Tensor] = None, *, circular: bool = False,
@@ -41,7 +45,8 @@ def efficient_channel_attention(x: torch.Tensor, weight: torch.Tensor,
         raise ValueError(f"circular padding of {pad} channels needs at least {pad} channels, "
                          f"x has {x.shape[1]}")
 
-    name = _backend.select(x, backend, family_reasons)
+    name = _backend.select(x, backend, family_reasons,
+                           inductor_fuses=INDUCTOR_FUSES)
     if name == "reference":
         return reference.efficient_channel_attention(x, weight, bias, circular, gate)
     if name == "triton":

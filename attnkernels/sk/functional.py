@@ -13,6 +13,9 @@ __all__ = ["selective_kernel"]
 
 MAX_BRANCHES = 8  # csrc/common/sk.h: kSKMaxBranches
 _BACKEND_REASONS = cuda_kernel_reasons("sk_pool", "Selective Kernel")
+# Under torch.compile, auto gives Selective Kernel to inductor as its reference
+# decomposition (see se/functional.py; measured on skresnet18, docs/design.md).
+INDUCTOR_FUSES = True
 
 
 def _branch_reasons(branches: List[torch.Tensor]) -> List[str]:
@@ -55,7 +58,7 @@ def selective_kernel(branches: Sequence[torch.Tensor],
             raise type(e)(f"branches[{k}]: {e}") from None
     x = branches[0]
     name = _backend.select(x, backend, list(family_reasons) + _branch_reasons(branches),
-                           _BACKEND_REASONS)
+                           _BACKEND_REASONS, inductor_fuses=INDUCTOR_FUSES)
     if name == "reference":
         return reference.selective_kernel(branches, gate)
     if name == "triton":
