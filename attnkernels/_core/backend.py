@@ -116,11 +116,13 @@ def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: Lis
     into the BatchNorm before, the multiply into the residual add and
     activation after), than as our opaque ops (measured on whole networks:
     docs/design.md, "Under torch.compile"): while torch.compile traces, auto
-    then picks the reference. An explicit backend is kept."""
+    then picks the reference (not while torch.export traces: an exported
+    program keeps our ops). An explicit backend is kept."""
     name = checked(requested or _state["backend"])
     if torch.onnx.is_in_onnx_export():
         return "reference"
-    if name == "auto" and inductor_fuses and torch.compiler.is_compiling():
+    if (name == "auto" and inductor_fuses and torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting()):  # torch.export keeps our ops
         return "reference"
     if name != "auto":
         reasons = input_reasons(name, x, family_reasons, backend_reasons)
