@@ -2,8 +2,6 @@
 embedding's averaged last conv, one addcmul): the converted module against
 the float64 original, forward, every gradient and the BatchNorm statistics,
 eval and train, each dtype and layout; convert, revert, hooks, compile."""
-import copy
-
 import pytest
 import torch
 
@@ -12,7 +10,7 @@ from attnkernels.cot import functional as CF
 from attnkernels.cot import modules as fnn
 from attnkernels.cot import reference as ref
 from utils import (FORMATS, MODULE_DTYPES, assert_compiled_matches_eager_and_float64,
-                   assert_converted_matches_float64, unsettle_batch_norms)
+                   assert_converted_matches_float64, converted_as_itself, unsettle_batch_norms)
 
 WHY_NUDGED = ("CoT is a small network (grouped conv, BatchNorms, ReLUs, a softmax over the "
               "map): the original's own error depends on its rounding path")
@@ -29,9 +27,7 @@ def _made(case, seed=0):
 
 
 def _converted(upstream):
-    fused, report = attnkernels.convert(copy.deepcopy(upstream))
-    assert isinstance(fused, fnn.CoTAttention), str(report)
-    return fused
+    return converted_as_itself(upstream, fnn.CoTAttention)
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))

@@ -11,7 +11,7 @@ import attnkernels
 from attnkernels.gam import modules as fnn
 from attnkernels.gam import reference as ref
 from utils import (FORMATS, MODULE_DTYPES, assert_compiled_matches_eager_and_float64,
-                   assert_converted_matches_float64, unsettle_batch_norms)
+                   assert_converted_matches_float64, converted_as_itself, unsettle_batch_norms)
 
 # (upstream class and its arguments, input shape): odd maps, a rate that rounds
 # the hidden width; each flavour (the YOLO copy's convs grouped and not)
@@ -30,10 +30,7 @@ def _made(case, seed=0):
 
 
 def _converted(upstream):
-    fused, report = attnkernels.convert(copy.deepcopy(upstream))
-    assert type(fused).__name__ == type(upstream).__name__, str(report)
-    assert isinstance(fused, fnn.GlobalAttention), str(report)
-    return fused
+    return converted_as_itself(upstream, fnn.GlobalAttention)
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))

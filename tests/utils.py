@@ -721,6 +721,15 @@ def record_triton_launches(run) -> list:
 BACKENDS = fused_backends()
 
 
+def converted_as_itself(upstream, root):
+    """``attnkernels.convert`` of a copy of ``upstream``: its own flavour's drop-in
+    (a ``root`` subclass of the same class name), else the report in the failure."""
+    fused, report = attnkernels.convert(copy.deepcopy(upstream))
+    assert type(fused).__name__ == type(upstream).__name__, str(report)
+    assert isinstance(fused, root), str(report)
+    return fused
+
+
 def assert_converted_matches_float64(upstream, fused, shape, dtype, fmt="nchw",
                                      why_layout_varies=None) -> None:
     """A converted module (``fused``, already in ``dtype``) against its
