@@ -102,6 +102,14 @@ def input_reasons(name: str, x: torch.Tensor, family_reasons: List[str] = (),
     return reasons
 
 
+def _exporting() -> bool:
+    """Whether torch.export traces. Reads the flag behind torch.compiler.is_exporting():
+    torch 2.11's dynamo folds that call to True under every torch.compile trace
+    (2.14 reads the flag, as this does)."""
+    flag = getattr(torch.compiler, "_is_exporting_flag", None)
+    return torch.compiler.is_exporting() if flag is None else flag
+
+
 def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: List[str] = (),
            backend_reasons: Optional[Dict[str, List[str]]] = None,
            inductor_fuses: bool = False) -> str:
@@ -122,7 +130,7 @@ def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: Lis
     if torch.onnx.is_in_onnx_export():
         return "reference"
     if (name == "auto" and inductor_fuses and torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting()):  # torch.export keeps our ops
+            and not _exporting()):  # torch.export keeps our ops
         return "reference"
     if name != "auto":
         reasons = input_reasons(name, x, family_reasons, backend_reasons)

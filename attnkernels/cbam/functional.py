@@ -7,15 +7,19 @@ from .._core import backend as _backend
 from .._core.functional import (BatchNormCall, check_activation_4d, check_batch_norm, check_mlp,
                                 check_param, cuda_kernel_reasons)
 from .._core.layers import ACTIVATIONS, GATES
-from .._core.ops import call_forward, composite_forward_op
+from .._core.ops import autograd_records, call_forward, composite_forward_op
 from . import op as cbam_ops
 from . import reference
 
 __all__ = ["convolutional_block_attention"]
 
 # Under torch.compile, auto gives CBAM to inductor as its reference
-# decomposition (see se/functional.py; measured on whole networks, docs/design.md).
-INDUCTOR_FUSES = True
+# decomposition (see se/functional.py; measured on whole networks, docs/design.md)
+# where autograd records nothing (inference), never for training: inductor's
+# backward of the reference recomputes x * ca and compares it with the pooled
+# maxima, which loses max positions (torch 2.11: dx off by O(1); our backward reads
+# the forward's gate), and the training step measured no faster given to inductor.
+INDUCTOR_FUSES = "without autograd"
 
 
 # Read once, at import: no dispatcher lookups inside compiled regions.
@@ -86,7 +90,8 @@ def convolutional_block_attention(
                           running_mean=running_mean, running_var=running_var)
 
     name = _backend.select(x, backend, family_reasons, _BACKEND_REASONS,
-                           inductor_fuses=INDUCTOR_FUSES)
+                           inductor_fuses=not autograd_records(
+                               (x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias)))
     kwargs = dict(act=act, channel_gate=channel_gate, channel_pool=channel_pool,
                   spatial_input=spatial_input, spatial_gate=spatial_gate, bn=bn and spatial,
                   bn_weight=bn_weight, bn_bias=bn_bias, running_mean=running_mean,
