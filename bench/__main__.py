@@ -1,7 +1,9 @@
 """Micro-benchmarks: ``python -m bench [--quick | --full] [--modules se eca cbam coord triplet simam] [--device cpu|cuda] [--dtype ...] [--shapes ...] [--batches 1 8 32] [--out DIR]``.
 
-For each module family and shape: ``x.clone()`` (the copy baseline, timed
-right before each case), the eager reference module, ``torch.compile`` of it,
+For each module family and shape: ``out.copy_(x)`` into preallocated memory
+(one read and one write of x: the floor every time is reported against) and
+``x.clone()`` (the same plus a fresh allocation's page faults), both timed
+right before each case, the eager reference module, ``torch.compile`` of it,
 and every fused backend of the device (the C++ kernels on the CPU, CUDA and
 Triton on a GPU: a run that cannot load one of them stops and says why);
 modes ``forward`` (inference, no autograd), ``backward`` (alone, on one
@@ -278,15 +280,18 @@ def unavailable(provs, device, program="python -m bench",
 
 
 def summary(rows) -> str:
-    """Per case: the fused providers' median time and speedups over eager and
-    torch.compile, and each time as a multiple of x.clone() (1 = a copy's time)."""
+    """Per case: the fused providers' median time, speedups over eager and
+    torch.compile, the time as a multiple of out.copy_(x) (1 = one read and one
+    write of x) and, forward, of the family's floor (its FORWARD_PASSES over x:
+    1.00 = at the floor)."""
     fused = [p for p in FUSED if any(r["provider"] == p for r in rows)]
     cells = {(r["family"], r["flavour"], r["shape_name"], r["mode"], r["provider"]): r
              for r in rows}
     cases = list(dict.fromkeys(k[:4] for k in cells))
     head = f"{'module':22s} {'shape':16s} {'mode':8s} {'eager ms':>9s} {'compile ms':>10s}"
     for p in fused:
-        head += f" {p + ' ms':>9s} {'vs eager':>8s} {'vs comp.':>8s} {'x clone':>7s}"
+        head += (f" {p + ' ms':>9s} {'vs eager':>8s} {'vs comp.':>8s} {'x copy_':>7s}"
+                 f" {'x floor':>7s}")
     lines = [head]
     for case in cases:
         ms = {p: cells[case + (p,)]["median_ms"] for p in ("eager", "compile", *fused)
@@ -295,13 +300,23 @@ def summary(rows) -> str:
                 f"{_ms(ms.get('eager')):>9s} {_ms(ms.get('compile')):>10s}")
         for p in fused:
             if p not in ms:
-                line += f" {'-':>9s} {'-':>8s} {'-':>8s} {'-':>7s}"
+                line += f" {'-':>9s} {'-':>8s} {'-':>8s} {'-':>7s} {'-':>7s}"
                 continue
+            row = cells[case + (p,)]
             line += (f" {_ms(ms[p]):>9s} {_times(ms.get('eager'), ms[p]):>8s}"
                      f" {_times(ms.get('compile'), ms[p]):>8s}"
-                     f" {cells[case + (p,)]['ratio_to_clone']:>7.2f}")
+                     f" {row['ratio_to_copy']:>7.2f} {_over_floor(row):>7s}")
         lines.append(line)
     return "\n".join(lines)
+
+
+def _over_floor(row) -> str:
+    """The forward's time over its floor: FORWARD_PASSES passes over x, at
+    out.copy_(x)'s two passes' speed ("-" in other modes or with no floor)."""
+    passes = row.get("forward_floor_passes")
+    if row["mode"] != "forward" or not passes:
+        return "-"
+    return f"{row['ratio_to_copy'] / (passes / 2):.2f}"
 
 
 def _ms(v):
@@ -349,12 +364,14 @@ def run_family(family_name, flavour, family, args, device, dtype, fmt, provs, me
     for shape_name, shape in family_shapes(family, args, device):
         torch.manual_seed(0)
         x = torch.randn(shape, device=device, dtype=dtype).to(memory_format=fmt)
+        out = torch.empty_like(x)  # out.copy_(x)'s, mapped once: no page faults in its time
         fused = family.FLAVOURS[flavour](shape[1]).to(device, dtype)
         for mode in args.modes:
             for prov in provs:
                 module = build(prov, fused)
-                # The copy baseline is timed right before each case: on a shared
+                # The copy baselines are timed right before each case: on a shared
                 # machine, memory bandwidth drifts between cases.
+                copy = measure(lambda: out.copy_(x), device, budget_s=args.budget)
                 clone = measure(lambda: x.clone(), device, budget_s=args.budget)
                 res = measure(run_case(module, x, mode), device, budget_s=args.budget)
                 if prov == "compile":
@@ -363,11 +380,15 @@ def run_family(family_name, flavour, family, args, device, dtype, fmt, provs, me
                        "shape": "x".join(map(str, shape)), "mode": mode, "provider": prov, **res,
                        "clone_ms": clone["median_ms"],
                        "ratio_to_clone": res["median_ms"] / clone["median_ms"],
+                       "copy_ms": copy["median_ms"],
+                       "ratio_to_copy": res["median_ms"] / copy["median_ms"],
+                       "forward_floor_passes": getattr(family, "FORWARD_PASSES", None),
                        "x_gb_per_s": x.numel() * x.element_size() / res["median_ms"] / 1e6, **meta}
                 rows.append(row)
                 print(f"{progress.step()}  {family_name + '/' + flavour:22s} {shape_name:16s} "
                       f"{mode:8s} {prov:8s} "
-                      f"{res['median_ms']:9.3f} ms  ({row['ratio_to_clone']:.2f}x clone"
+                      f"{res['median_ms']:9.3f} ms  ({row['ratio_to_copy']:.2f}x copy_, "
+                      f"{row['ratio_to_clone']:.2f}x clone"
                       + _peak(res) + ")",
                       flush=True)
     return rows

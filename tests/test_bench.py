@@ -34,9 +34,30 @@ def test_bench_writes_rows_for_every_provider_and_mode(family, tmp_path, monkeyp
         for r in rows:
             assert r["family"] == family and r["flavour"] == flavour and r["shape"] == "2x16x5x5"
             assert float(r["median_ms"]) > 0 and float(r["ratio_to_clone"]) > 0
+            assert float(r["ratio_to_copy"]) == pytest.approx(
+                float(r["median_ms"]) / float(r["copy_ms"]))
+            assert r["forward_floor_passes"] == str(getattr(bench_main.FAMILIES[family],
+                                                            "FORWARD_PASSES", ""))
             assert float(r["peak_mb"]) >= 0  # measured on the CPU too (profiler memory events)
             assert r["device"] and r["torch"] and r["date"]
             assert r["command"].startswith("python -m bench")
+
+
+def test_summary_reports_the_forward_against_the_floor():
+    """x copy_ is the time over out.copy_(x)'s; x floor, forward only, over the
+    family's FORWARD_PASSES at copy_'s two passes' speed."""
+    def row(mode, provider, ms, passes):
+        return {"family": "cbam", "flavour": "seed", "shape_name": "s", "mode": mode,
+                "provider": provider, "median_ms": ms, "ratio_to_copy": ms / 2.0,
+                "forward_floor_passes": passes}
+
+    rows = [row(m, p, ms, 4) for m in ("forward", "fwd+bwd")
+            for p, ms in (("eager", 12.0), ("compile", 10.0), ("cpu", 5.0))]
+    fwd, train = bench_main.summary(rows).splitlines()[1:]
+    assert fwd.split()[-4:] == ["2.40x", "2.00x", "2.50", "1.25"]  # 5 ms / (4 passes * 1 ms)
+    assert train.split()[-4:] == ["2.40x", "2.00x", "2.50", "-"]
+    no_floor = bench_main.summary([row("forward", "cpu", 5.0, None)]).splitlines()[1]
+    assert no_floor.split()[-1] == "-"
 
 
 def test_compare_flags_regressions_beyond_the_threshold(tmp_path, capsys):

@@ -51,7 +51,8 @@ class Family(Routed):
                 family that no drop-in class replaces
     bench       the benchmark cases: ``make_module``, ``FLAVOURS``, ``SHAPES``,
                 ``GPU_SHAPES`` (``python -m bench``), ``raw_passes(x, dy, rand)``
-                (``python -m bench.passes``)
+                (``python -m bench.passes``) and, optionally, ``FORWARD_PASSES``
+                (the fused forward's floor in passes over x)
     lookalike   a regular expression over lower-case class names that say
                 this family, for the report of modules left alone
     """

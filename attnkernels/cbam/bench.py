@@ -11,6 +11,11 @@ def make_module(channels: int) -> torch.nn.Module:
     return fnn.CBAM(channels)
 
 
+# The fused forward's floor in passes over x (docs/design.md): channel statistics
+# read, spatial statistics read of x * ca, apply read, write.
+# python -m bench reports the forward against it (4 passes = 2x out.copy_(x)).
+FORWARD_PASSES = 4
+
 # Flavour groups: each takes another kernel path (the first is make_module's).
 FLAVOURS = {
     "seed": make_module,
