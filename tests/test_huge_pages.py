@@ -1,5 +1,7 @@
 """The CPU ops' x-sized outputs (y and dx) are advised onto transparent huge
-pages (csrc/cpu/outputs.cpp), and ATTNKERNELS_HUGE_PAGES=0 turns that off."""
+pages (csrc/cpu/outputs.cpp), and ATTNKERNELS_HUGE_PAGES=0 turns that off; a
+freed large output's memory waits in a bounded pool for the next output of its
+size (ATTNKERNELS_CPU_OUTPUT_CACHE_MB), seen by the profiler while in use."""
 import os
 import subprocess
 import sys
@@ -86,3 +88,55 @@ def test_the_switch_turns_it_off():
     """Read once per process."""
     advice = advice_in_a_fresh_process("se_timm", ATTNKERNELS_HUGE_PAGES="0")
     assert advice == {"y": False, "dx": False, "control": False}
+
+
+def step_faults(flavour):
+    """Minor page faults of a second forward+backward on the same x and dy,
+    after the first one's y and dx were freed."""
+    import resource
+
+    faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt  # noqa: E731
+    torch.manual_seed(0)
+    module = FLAVOURS[flavour](LARGE[1])
+    module.backend = "cpu"
+    x, dy = torch.randn(LARGE, requires_grad=True), torch.randn(LARGE)
+    torch.autograd.grad(module(x), x, dy)
+    before = faults()
+    torch.autograd.grad(module(x), x, dy)
+    return faults() - before
+
+
+def faults_in_a_fresh_process(flavour, **env):
+    code = "import test_huge_pages as t; print(t.step_faults(%r))" % flavour
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
+                         cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
+                         text=True, check=True).stdout
+    return int(out)
+
+
+def test_freed_outputs_are_reused_within_the_pool_limit():
+    """A freed large output waits for the next one of its size: the second
+    step's y and dx (34.6 MB each) fault no page in (the gate network's small
+    tensors may: well under a quarter of one fresh output's 8448 4 KB pages);
+    with the pool off, or a limit under one output, they fault all of theirs in."""
+    pages = LARGE[0] * LARGE[1] * LARGE[2] * LARGE[3] * 4 // 4096
+    faults = faults_in_a_fresh_process("se_timm")
+    assert faults < pages // 4, faults
+    for limit in ("0", "20"):
+        faults_off = faults_in_a_fresh_process(
+            "se_timm", ATTNKERNELS_CPU_OUTPUT_CACHE_MB=limit, ATTNKERNELS_HUGE_PAGES="0")
+        assert faults_off > faults + 2 * pages * 3 // 4, (limit, faults_off, faults)
+
+def test_the_profiler_sees_the_outputs():
+    """Memory the pool hands out is reported to the profiler as allocated (the
+    benchmarks' peak memory, bench/timing.py), and as freed when the tensor dies."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(LARGE)
+    module = FLAVOURS["se_timm"](LARGE[1])
+    module.backend = "cpu"
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        y = module(x)
+        del y
+    sizes = [e.nbytes() for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    assert x.nbytes in sizes and -x.nbytes in sizes, sizes
