@@ -32,6 +32,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__unix__)
+#include <pthread.h>
+#endif
 
 #include "../common/outputs.h"
 
@@ -96,11 +99,14 @@ class OutputPool final : public c10::Allocator {
     delete block;
   }
 
+  static std::size_t rounded(std::size_t nbytes) {
+    return (nbytes + kHugePage - 1) / kHugePage * kHugePage;
+  }
+
   static void* fresh(std::size_t nbytes) {
-    const std::size_t rounded = (nbytes + kHugePage - 1) / kHugePage * kHugePage;
-    void* data = std::aligned_alloc(kHugePage, rounded);
+    void* data = std::aligned_alloc(kHugePage, rounded(nbytes));
     if (!data) throw std::bad_alloc();
-    if (huge_pages_enabled()) advise_huge_pages(data, rounded);
+    if (huge_pages_enabled()) advise_huge_pages(data, rounded(nbytes));
     return data;
   }
 
@@ -109,7 +115,7 @@ class OutputPool final : public c10::Allocator {
     for (auto it = free_.begin(); it != free_.end(); ++it) {
       if (it->second != nbytes) continue;
       void* data = it->first;
-      free_bytes_ -= nbytes;
+      free_bytes_ -= rounded(nbytes);
       free_.erase(it);
       return data;
     }
@@ -122,9 +128,9 @@ class OutputPool final : public c10::Allocator {
     {
       std::lock_guard<std::mutex> guard(mutex_);
       free_.emplace_back(data, nbytes);
-      free_bytes_ += nbytes;
+      free_bytes_ += rounded(nbytes);  // what the block holds
       while (free_bytes_ > limit_) {  // the block just freed too, if it alone is over
-        free_bytes_ -= free_.front().second;
+        free_bytes_ -= rounded(free_.front().second);
         dropped.splice(dropped.end(), free_, free_.begin());
       }
     }
@@ -151,9 +157,18 @@ class OutputPool final : public c10::Allocator {
 
 OutputPool& OutputPool::instance() {
   // Never destroyed: tensors freed while Python shuts down still give back to it.
-  static OutputPool* pool = new OutputPool(
-      static_cast<std::size_t>(std::max<int64_t>(0, env_int("ATTNKERNELS_CPU_OUTPUT_CACHE_MB", 256)))
-      << 20);
+  static OutputPool* pool = [] {
+    auto* made = new OutputPool(
+        static_cast<std::size_t>(std::max<int64_t>(0, env_int("ATTNKERNELS_CPU_OUTPUT_CACHE_MB", 256)))
+        << 20);
+#if defined(__unix__)
+    // fork (DataLoader workers) while another thread holds the lock would leave
+    // the child's pool locked for good: hold it across the fork, release it on both sides
+    pthread_atfork([] { instance().mutex_.lock(); }, [] { instance().mutex_.unlock(); },
+                   [] { instance().mutex_.unlock(); });
+#endif
+    return made;
+  }();
   return *pool;
 }
 
