@@ -56,6 +56,13 @@ def outputs(flavour, shape):
     return y, dx
 
 
+def in_a_fresh_process(code, **env):
+    """What ``python -c code`` prints, run from this folder with env added."""
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
+                          cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
+                          text=True, check=True).stdout
+
+
 def advice_in_a_fresh_process(flavour, **env):
     """Whether y, dx and a torch.empty of the same size are advised, checked in a
     fresh process: in a long one, a large tensor may come from heap memory that
@@ -64,9 +71,7 @@ def advice_in_a_fresh_process(flavour, **env):
     code = ("import torch, test_huge_pages as t; y, dx = t.outputs(%r, t.LARGE); "
             "print(t.is_advised(y), t.is_advised(dx), t.is_advised(torch.empty(t.LARGE)))"
             % flavour)
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
-                         cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
-                         text=True, check=True).stdout
+    out = in_a_fresh_process(code, **env)
     return dict(zip(["y", "dx", "control"], (v == "True" for v in out.split())))
 
 
@@ -108,10 +113,7 @@ def step_faults(flavour):
 
 def faults_in_a_fresh_process(flavour, **env):
     code = "import test_huge_pages as t; print(t.step_faults(%r))" % flavour
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
-                         cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
-                         text=True, check=True).stdout
-    return int(out)
+    return int(in_a_fresh_process(code, **env))
 
 
 def test_freed_outputs_are_reused_within_the_pool_limit():

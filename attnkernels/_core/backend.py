@@ -10,11 +10,12 @@ argument, ``use_backend(...)``, the ``ATTNKERNELS_BACKEND`` environment variable
 import contextlib
 import importlib.util
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 
 from . import extension as _extension
+from .ops import autograd_records
 
 NAMES = ("auto", "cuda", "triton", "cpu", "reference")
 PRIORITY = ("cuda", "triton", "cpu", "reference")
@@ -112,7 +113,7 @@ def _exporting() -> bool:
 
 def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: List[str] = (),
            backend_reasons: Optional[Dict[str, List[str]]] = None,
-           inductor_fuses: bool = False) -> str:
+           inductor_fuses: Union[bool, str] = False, autograd_inputs=()) -> str:
     """The backend that serves ``x``: the requested one, or the first with no reasons.
 
     While ``torch.onnx.export`` traces, always the reference: its decomposition
@@ -125,10 +126,14 @@ def select(x: torch.Tensor, requested: Optional[str] = None, family_reasons: Lis
     activation after), than as our opaque ops (measured on whole networks:
     docs/design.md, "Under torch.compile"): while torch.compile traces, auto
     then picks the reference (not while torch.export traces: an exported
-    program keeps our ops). An explicit backend is kept."""
+    program keeps our ops). An explicit backend is kept. ``"without autograd"``:
+    only where autograd records nothing on ``autograd_inputs`` (the op's tensors),
+    for a family whose reference backward inductor gets wrong (CBAM)."""
     name = checked(requested or _state["backend"])
     if torch.onnx.is_in_onnx_export():
         return "reference"
+    if inductor_fuses == "without autograd":
+        inductor_fuses = not autograd_records(autograd_inputs)
     if (name == "auto" and inductor_fuses and torch.compiler.is_compiling()
             and not _exporting()):  # torch.export keeps our ops
         return "reference"

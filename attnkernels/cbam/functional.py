@@ -7,7 +7,7 @@ from .._core import backend as _backend
 from .._core.functional import (BatchNormCall, check_activation_4d, check_batch_norm, check_mlp,
                                 check_param, cuda_kernel_reasons)
 from .._core.layers import ACTIVATIONS, GATES
-from .._core.ops import autograd_records, call_forward, composite_forward_op
+from .._core.ops import call_forward, composite_forward_op
 from . import op as cbam_ops
 from . import reference
 
@@ -90,8 +90,9 @@ def convolutional_block_attention(
                           running_mean=running_mean, running_var=running_var)
 
     name = _backend.select(x, backend, family_reasons, _BACKEND_REASONS,
-                           inductor_fuses=not autograd_records(
-                               (x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight, bn_bias)))
+                           inductor_fuses=INDUCTOR_FUSES,
+                           autograd_inputs=(x, w1, b1, w2, b2, conv_weight, conv_bias, bn_weight,
+                                            bn_bias))
     kwargs = dict(act=act, channel_gate=channel_gate, channel_pool=channel_pool,
                   spatial_input=spatial_input, spatial_gate=spatial_gate, bn=bn and spatial,
                   bn_weight=bn_weight, bn_bias=bn_bias, running_mean=running_mean,
