@@ -100,8 +100,17 @@ struct ApplyRows {
     const acc_t* __restrict__ gwr = kGrad ? gw + (b * g.C + c) * g.W : awr;
     const acc_t a_h = ah[(b * g.C + c) * g.H + h];
     const acc_t g_h = kGrad ? gh[(b * g.C + c) * g.H + h] : acc_t(0);
-    g.pf.span_ahead(src, g.W);
-    for (int64_t w = 0; w < g.W; ++w)
+    int64_t w = 0;
+    if constexpr (kFloat<scalar_t>) {
+      const f4 ah4 = splat4(a_h), gh4 = splat4(g_h);
+      for (; w + 4 <= g.W; w += 4) {
+        const f4 v = load4(src + w);
+        f4 r = v * load4(awr + w) * ah4;
+        if constexpr (kGrad) r += gh4 + load4(gwr + w);
+        store4(dst + w, skip ? r + v : r);
+      }
+    }
+    for (; w < g.W; ++w)
       dst[w] = static_cast<scalar_t>(
           value(static_cast<acc_t>(src[w]), awr[w], a_h, g_h, kGrad ? gwr[w] : acc_t(0)));
   }
