@@ -66,13 +66,9 @@ def copy_attention(model: torch.nn.Module) -> torch.nn.Module:
 
 def ours(converted: torch.nn.Module, backend: str) -> torch.nn.Module:
     """A copy of a converted network with every fused module on ``backend``."""
-    from attnkernels._core.modules import FusedFamily
+    from attnkernels._core.modules import pin_backend
 
-    pinned = copy.deepcopy(converted)
-    for m in pinned.modules():
-        if isinstance(m, FusedFamily):
-            m.backend = backend
-    return pinned
+    return pin_backend(copy.deepcopy(converted), backend)
 
 
 def build(name: str, device, dtype, fmt, batch: int, size: int):

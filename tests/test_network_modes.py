@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from attnkernels._core.modules import FusedFamily
+from attnkernels._core.modules import FusedFamily, pin_backend
 
 from bench.networks import exact_hardsigmoids
 from utils import WHOLE_NETWORK, assert_matches_oracle, converted_zoo, nudged
@@ -40,9 +40,7 @@ def _assert_runs_match(fused, eager, oracle, nudged_run):
                          ids=["default-cpu", "max-autotune-auto"])
 def test_compiled_converted_network_matches_eager(mode, backend):
     model, converted, x = converted_zoo()
-    for m in converted.modules():
-        if isinstance(m, FusedFamily):
-            m.backend = backend
+    pin_backend(converted, backend)
     torch._dynamo.reset()
     compiled = torch.compile(converted, mode=mode, fullgraph=True)
     with torch.no_grad():

@@ -130,7 +130,11 @@ def unsettle_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
 def run_module(module, x, dy, forward=None):
     """(y, dx, {parameter name: grad}) of one forward and backward of ``module``
     (run through ``forward``, a torch.compile of it say, when given); the
-    gradients are this run's alone (copies, not accumulated)."""
+    gradients are this run's alone (copies, not accumulated). ``dy`` None: the
+    forward alone under torch.no_grad, (y, None, {})."""
+    if dy is None:
+        with torch.no_grad():
+            return (module if forward is None else forward)(x), None, {}
     module.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_()
     y = (module if forward is None else forward)(x)
@@ -496,7 +500,7 @@ def _ill_conditioned(eager_nudged_and_oracle):
 
 
 def check_flavour_case(backend, device, flavour, shape, dt, layout, train, explicit, seed,
-                       compiler=None, ties=False) -> bool:
+                       compiler=None, ties=False, grad=True) -> bool:
     """One case of a flavours.FLAVOURS module on ``backend`` (chosen explicitly, or by "auto"
     when the case is not explicit and the backend is auto's pick for ``device``):
     the forward, the input gradient, every parameter gradient and BatchNorm's
@@ -511,7 +515,9 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
     so that every max-pool meets ties (and whole tied rows) and every backward
     must route them as upstream does; ``ties="near"``: those values 3e-6 apart
     (near-ties); no nudged budget then (one ulp of input would only break the
-    ties the case is made of)."""
+    ties the case is made of). ``grad=False``: the forward alone, under
+    torch.no_grad (where autograd records nothing: another path under
+    torch.compile), y and the BatchNorm statistics."""
     # flavours imports the family test files, which import this one
     from flavours import FLAVOURS, LIBRARY_LAYERS
 
@@ -539,12 +545,13 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
         x = x.to(device)
     else:
         x = torch.randn(shape, dtype=torch.float64).to(dt).double().to(device)
-    dy = torch.randn(shape, dtype=torch.float64).to(dt).double().to(device)
+    dy = torch.randn(shape, dtype=torch.float64).to(dt).double().to(device) if grad else None
     try:
         y_o, dx_o, dw_o = run_module(oracle, x, dy)
     except (ValueError, RuntimeError):  # upstream itself refuses (BatchNorm, 1 value)
         return False
-    x_in, dy_in = laid_out(x.to(dt), layout), laid_out(dy.to(dt), layout)
+    x_in = laid_out(x.to(dt), layout)
+    dy_in = laid_out(dy.to(dt), layout) if grad else None
     # a module with library layers hands x to them first (they take any layout)
     if explicit and not _dense(x_in) and family_of(flavour) not in LIBRARY_LAYERS:
         fused.backend = backend  # no hidden copy: an explicit fused backend refuses
@@ -575,8 +582,10 @@ def check_flavour_case(backend, device, flavour, shape, dt, layout, train, expli
     y_f, dx_f, dw_f = run_module(fused, x_in, dy_in, forward)
     x_n = nudged(x_in)
     y_n, dx_n, dw_n = run_module(eager, x_n, dy_in, eager_forward)
-    outputs = {"y": (y_f, y_e, y_o), "dx": (dx_f, dx_e, dx_o),
-               **{k: (dw_f[k], dw_e[k], dw_o[k]) for k in dw_o if dw_o[k] is not None}}
+    outputs = {"y": (y_f, y_e, y_o)}
+    if grad:
+        outputs.update({"dx": (dx_f, dx_e, dx_o),
+                        **{k: (dw_f[k], dw_e[k], dw_o[k]) for k in dw_o if dw_o[k] is not None}})
     nudges = {"y": y_n, "dx": dx_n, **dw_n}
     elsewhere = {}
     if not ties:  # eager's error sampled at x_n too (a tie there would be no sample of rounding)

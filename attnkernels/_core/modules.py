@@ -98,6 +98,15 @@ class FusedFamily(nn.Module):
         return super().forward(x)
 
 
+def pin_backend(model: nn.Module, backend: Optional[str]) -> nn.Module:
+    """Sets ``backend`` ("cpu", "triton", ...; None: follow use_backend()) on
+    every fused module of ``model``, in place; returns ``model``."""
+    for m in model.modules():
+        if isinstance(m, FusedFamily):
+            m.backend = backend
+    return model
+
+
 class RoutedModule(nn.Module):
     """Root of a routed family's drop-in classes (their core goes to library
     kernels): the forward calls the submodules it does not rewrite, so convert

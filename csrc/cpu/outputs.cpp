@@ -22,6 +22,7 @@
 #include <c10/core/Allocator.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -139,20 +140,16 @@ class OutputPool final : public c10::Allocator {
 
   // The profiler's memory events, as PyTorch's CPU allocator reports them.
   void report(void* data, int64_t delta) {
-    std::size_t in_use;
-    {
-      std::lock_guard<std::mutex> guard(mutex_);
-      in_use_ += delta;
-      in_use = in_use_;
-    }
-    c10::reportMemoryUsageToProfiler(data, delta, in_use, in_use, c10::Device(c10::kCPU));
+    const int64_t in_use = in_use_.fetch_add(delta) + delta;
+    c10::reportMemoryUsageToProfiler(data, delta, static_cast<std::size_t>(in_use),
+                                     static_cast<std::size_t>(in_use), c10::Device(c10::kCPU));
   }
 
   const std::size_t limit_;
   std::mutex mutex_;
   std::list<std::pair<void*, std::size_t>> free_;  // oldest first
   std::size_t free_bytes_ = 0;
-  std::size_t in_use_ = 0;
+  std::atomic<int64_t> in_use_{0};  // the bytes tensors hold, apart from the lock
 };
 
 OutputPool& OutputPool::instance() {
