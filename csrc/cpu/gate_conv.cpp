@@ -164,6 +164,15 @@ ATTNKERNELS_INLINE void conv_tile_k(const double* buf, const double* w, const Co
     int64_t x = 0;
     for (; x + L * kVecs <= t.cols; x += L * kVecs)
       conv_chunk<L, kVecs, K>(buf, w, t, y, x, out_row);
+    // then half and quarter chunks: a vector of sums alone waits on its
+    // additions' latency (a row of 56 columns at AVX2's 4 lanes: 32, then
+    // 16 + 8 instead of six single vectors)
+    if constexpr (kVecs >= 4)
+      for (; x + L * (kVecs / 2) <= t.cols; x += L * (kVecs / 2))
+        conv_chunk<L, kVecs / 2, K>(buf, w, t, y, x, out_row);
+    if constexpr (kVecs >= 8)
+      for (; x + L * (kVecs / 4) <= t.cols; x += L * (kVecs / 4))
+        conv_chunk<L, kVecs / 4, K>(buf, w, t, y, x, out_row);
     for (; x + L <= t.cols; x += L) conv_chunk<L, 1, K>(buf, w, t, y, x, out_row);
     for (; x < t.cols; ++x) {  // the last columns one by one, the same sums
       double s = 0;
