@@ -225,8 +225,8 @@ def _our_ops_in_graph(module, x):
 def test_auto_under_compile_gives_inductor_what_it_fuses_better(flavour):
     """auto, traced by torch.compile: a family that inductor fuses better runs
     as its reference decomposition (no op of ours in the graph), the others as
-    our ops; CBAM only where autograd records nothing; an explicit backend
-    always as our ops."""
+    our ops; CBAM before torch 2.14 only where autograd records nothing; an
+    explicit backend always as our ops."""
     cbam = True if torch.__version__ >= "2.14" else "without autograd"  # cbam/functional.py
     assert INDUCTOR_FUSES == {"se": True, "eca": True, "cbam": cbam,
                               "coord": True, "sk": True}  # as measured (docs/design.md)
@@ -248,11 +248,11 @@ def test_auto_under_compile_gives_inductor_what_it_fuses_better(flavour):
                                                  if family_of(f) in INDUCTOR_FUSES))])
 def test_auto_under_compile_matches_eager_and_float64(flavour, train):
     """The path auto takes under torch.compile for those families (inductor on
-    the reference decomposition; CBAM's training path is our ops): forward,
-    every gradient and the BatchNorm statistics against eager and float64, as
-    the fused ops are held (each flavour in one mode, the modes alternating);
-    then the forward where autograd records nothing (the path CBAM gives to
-    inductor), BatchNorm statistics included."""
+    the reference decomposition; before torch 2.14 CBAM's training path is our
+    ops): forward, every gradient and the BatchNorm statistics against eager and
+    float64, as the fused ops are held (each flavour in one mode, the modes
+    alternating); then the forward where autograd records nothing (before 2.14
+    the only path CBAM gives to inductor), BatchNorm statistics included."""
     for grad in (True, False):
         assert check_flavour_case("cpu", "cpu", flavour, (2, 40, 9, 7), torch.float32, "nchw",
                                   train, explicit=False, seed=40, compiler="inductor", grad=grad)
