@@ -105,9 +105,10 @@ class OutputPool final : public c10::Allocator {
   }
 
   static void* fresh(std::size_t nbytes) {
-    void* data = std::aligned_alloc(kHugePage, rounded(nbytes));
+    const std::size_t size = rounded(nbytes);
+    void* data = std::aligned_alloc(kHugePage, size);
     if (!data) throw std::bad_alloc();
-    if (huge_pages_enabled()) advise_huge_pages(data, rounded(nbytes));
+    if (huge_pages_enabled()) advise_huge_pages(data, size);
     return data;
   }
 
