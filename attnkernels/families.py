@@ -8,11 +8,11 @@ docs/architecture.md)."""
 from . import attention, cbam, coord, cot, ema, eca, gam, nam, se, simam, sk, triplet
 
 FAMILIES = (se.FAMILY, eca.FAMILY, cbam.FAMILY, coord.FAMILY, triplet.FAMILY, simam.FAMILY,
-            nam.FAMILY, sk.FAMILY, ema.FAMILY)
+            nam.FAMILY, sk.FAMILY, ema.FAMILY, cot.FAMILY)
 
 # Families whose core goes to a kernel torch has (no kernels of ours): convert,
 # revert and the public namespaces take them, the kernel tests and benchmarks not.
-ROUTED = (attention.FAMILY, cot.FAMILY, gam.FAMILY)
+ROUTED = (attention.FAMILY, gam.FAMILY)
 
 
 def exported(part: str) -> dict:

@@ -75,9 +75,9 @@ def advice_in_a_fresh_process(flavour, **env):
     return dict(zip(["y", "dx", "control"], (v == "True" for v in out.split())))
 
 
-# Outputs that are PyTorch's own tensors: Selective Kernel's dx comes from its
-# branch convolutions' backward (library layers).
-PYTORCH_OUTPUTS = {"sk_seed": {"dx"}}
+# Outputs that are PyTorch's own tensors: Selective Kernel's and CoT's dx come
+# from their convolutions' backward (library layers).
+PYTORCH_OUTPUTS = {"sk_seed": {"dx"}, "cot_external": {"dx"}}
 
 
 # Each family's main flavour (one process each, ~9 s): every family's CPU ops

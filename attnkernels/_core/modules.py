@@ -123,14 +123,15 @@ class RoutedModule(nn.Module):
     def reference_module(self) -> nn.Module:
         return reference_module(self)
 
-    def uncalled_hooks_reason(self, used: Dict[str, nn.Module]) -> Optional[str]:
-        """Why the rewrite cannot take this module: one of the submodules it
-        uses by their parameters instead of calling them (``used``, by name)
-        has hooks, which would not run (None: none has)."""
-        for name, m in used.items():
-            if has_call_hooks(m):
-                return f"its {name} has hooks, which the rewrite would not call"
-        return None
+
+def uncalled_hooks_reason(used: Dict[str, nn.Module]) -> Optional[str]:
+    """Why a rewrite cannot take a module: one of the submodules it uses by
+    their parameters instead of calling them (``used``, by name) has hooks,
+    which would not run (None: none has)."""
+    for name, m in used.items():
+        if has_call_hooks(m):
+            return f"its {name} has hooks, which the rewrite would not call"
+    return None
 
 
 def reference_module(module: nn.Module) -> nn.Module:

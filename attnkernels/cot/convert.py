@@ -22,3 +22,11 @@ def _match_cot(m):
 
 # In the order they are tried.
 MATCHERS = (_match_cot,)
+
+
+def timm_names():
+    return {}
+
+
+def timm_classes():
+    return {}

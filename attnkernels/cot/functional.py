@@ -1,8 +1,21 @@
-"""CoT attention's two rewrites, as functions of the module's tensors."""
+"""CoT attention's two rewrites, as functions of the module's tensors: the
+averaged last 1x1 conv (library) and the softmax gate (our kernels)."""
+from typing import List, Optional
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["averaged_conv1x1", "softmax_gate"]
+from .._core import backend as _backend
+from .._core.functional import check_activation_4d, cuda_kernel_reasons
+from . import op as cot_ops
+from . import reference
+
+__all__ = ["averaged_conv1x1", "cot_softmax_gate"]
+
+_BACKEND_REASONS = cuda_kernel_reasons("cot_forward", "CoT attention")
+# Under torch.compile, auto keeps our ops: not measured against inductor's
+# fusion of the reference's softmax and multiply-add yet (see se/functional.py).
+INDUCTOR_FUSES = False
 
 
 def averaged_conv1x1(h: torch.Tensor, weight: torch.Tensor, bias, groups_of: int) -> torch.Tensor:
@@ -16,9 +29,42 @@ def averaged_conv1x1(h: torch.Tensor, weight: torch.Tensor, bias, groups_of: int
     return F.conv2d(h, w, b)
 
 
-def softmax_gate(att: torch.Tensor, v: torch.Tensor, k1: torch.Tensor) -> torch.Tensor:
-    """``k1 + softmax(att over H*W) * v`` for (B, C, H, W) tensors, the last two
-    steps in one addcmul."""
-    bs, c, h, w = k1.shape
-    weights = F.softmax(att.reshape(bs, c, h * w), dim=-1).view(bs, c, h, w)
-    return torch.addcmul(k1, weights, v)
+def _operand_reasons(att: torch.Tensor, v: torch.Tensor, k1: torch.Tensor) -> List[str]:
+    """Why att, v and k1 cannot share one fused call (empty: they can): the
+    kernels index them alike, as att's layout says (NCHW, or channels_last
+    where att is channels_last-dense and not NCHW-dense)."""
+    cl = not att.is_contiguous() and att.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    if any(t.shape != att.shape or t.dtype != att.dtype or t.device != att.device
+           or not t.is_contiguous(memory_format=fmt) for t in (v, k1)):
+        return ["att, v and k1 differ in shape, dtype, device or memory layout"]
+    return []
+
+
+def cot_softmax_gate(att: torch.Tensor, v: torch.Tensor, k1: torch.Tensor, *,
+                     backend: Optional[str] = None,
+                     family_reasons: List[str] = ()) -> torch.Tensor:
+    """CoT attention's last step: ``k1 + softmax(att over H*W) * v`` for
+    (N, C, H, W) tensors alike (NCHW or channels_last). backend: as for
+    ``squeeze_excite``; operands that differ in shape, dtype or layout take
+    the reference (auto) or raise (an explicit backend).
+
+    Passes: forward, the plane's max and sum of exp(att - max), then y = k1
+    + w v (on the CPU, NCHW, each plane read once from memory); backward, r =
+    sum w dy v per (n, c), then datt = w (dy v - r) and dv = dy w; k1's
+    gradient is dy. Saved for backward: att, v and two (N, C) statistics (no
+    softmax output)."""
+    for name, t in (("att", att), ("v", v), ("k1", k1)):
+        try:
+            check_activation_4d(t)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{name}: {e}") from None
+    name = _backend.select(att, backend, list(family_reasons) + _operand_reasons(att, v, k1),
+                           _BACKEND_REASONS, inductor_fuses=INDUCTOR_FUSES)
+    if name == "reference":
+        return reference.cot_softmax_gate(att, v, k1)
+    if name == "triton":
+        from . import triton as triton_cot
+
+        return triton_cot.cot_forward(att, v, k1)
+    return cot_ops.cot_forward(att, v, k1)

@@ -7,12 +7,22 @@
     ``attention_embed`` of cat(k1, x) (1x1 conv 2C -> 2C/4, BN, ReLU, 1x1 conv
     with bias 2C/4 -> k*k*C), averaged over its k*k channels per output
     channel (channel c*k*k + j, j < k*k, as ``reshape(bs, c, k*k, h, w)``
-    orders them); out = k1 + softmax(att over the H*W pixels) * v."""
+    orders them); out = k1 + softmax(att over the H*W pixels) * v.
+
+``cot_softmax_gate`` is that last step alone, the functional fallback the
+fused backends must agree with."""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CoTAttention"]
+__all__ = ["cot_softmax_gate", "CoTAttention"]
+
+
+def cot_softmax_gate(att: torch.Tensor, v: torch.Tensor, k1: torch.Tensor) -> torch.Tensor:
+    """``k1 + softmax(att over H*W) * v`` for (B, C, H, W) tensors, in the original's order."""
+    bs, c, h, w = att.shape
+    k2 = F.softmax(att.reshape(bs, c, h * w), dim=-1) * v.reshape(bs, c, h * w)
+    return k1 + k2.view(bs, c, h, w)
 
 
 class CoTAttention(nn.Module):

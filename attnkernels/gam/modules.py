@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .._core.modules import RoutedModule
+from .._core.modules import RoutedModule, uncalled_hooks_reason
 from . import reference as ref
 from .functional import folded_conv_bn, pixel_linear, shuffled_product
 
@@ -27,7 +27,7 @@ class GlobalAttention(RoutedModule):
             return "its channel attention is not Linear, act, Linear"
         if not (isinstance(conv, nn.Conv2d) and type(bn) is nn.BatchNorm2d):
             return "its spatial attention does not end with Conv2d, BatchNorm2d"
-        return self.uncalled_hooks_reason({
+        return uncalled_hooks_reason({
             "channel_attention.0": lin1, "channel_attention.2": lin2,
             "spatial_attention.3": conv, "spatial_attention.4": bn}) or {}
 
