@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import attnkernels
+from attnkernels.attention import channel as AF_channel
 from attnkernels.attention import functional as AF
 from attnkernels.attention import modules as fnn
 from attnkernels.attention import reference as ref
@@ -543,10 +544,76 @@ def test_danet_official_gamma_is_shared_and_reverted():
     assert type(back) is ref.PAM_Module and float(back.gamma) == 0.25
 
 
-def test_cam_takes_the_original_product_on_the_cpu():
-    """CAM_Module on the CPU by default: the original's operations (measured
-    faster there than SDPA with the pixels as the head dimension), the same bits."""
-    up = _gamma(ref.CAM_Module(8))
+@pytest.mark.parametrize("fmt", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", DTYPES + [torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(2, 12, 5, 6), (1, 40, 9, 11), (3, 1, 2, 2)])
+def test_cam_fused_matches_float64_reference(shape, dtype, fmt):
+    """CAM_Module's default path (path None: the fused op): y, dx and
+    gamma's gradient against the float64 original, within twice the
+    original's own error in dtype (the original's view refuses a
+    channels_last x: its eager run takes the NCHW copy)."""
+    up = _gamma(ref.CAM_Module(shape[1]))
     fused, _ = attnkernels.convert(copy.deepcopy(up))
-    x = torch.randn(2, 8, 5, 6)
-    assert fused.path is None and torch.equal(fused(x), up(x))
+    assert fused.path is None
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    dy = torch.randn(shape, generator=g, dtype=torch.float64)
+    layout = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+    runs = {}
+    for name, module, dt, mf in (("oracle", copy.deepcopy(up).double(), torch.float64,
+                                  torch.contiguous_format),
+                                 ("eager", copy.deepcopy(up).to(dtype), dtype,
+                                  torch.contiguous_format),
+                                 ("fused", fused.to(dtype), dtype, layout)):
+        runs[name] = run_module(module, x.to(dt).to(memory_format=mf), dy.to(dt))
+    names = ("y", "dx")
+    for i, name in enumerate(names):
+        assert_matches_oracle(runs["fused"][i], runs["eager"][i], runs["oracle"][i], name)
+    assert_matches_oracle(runs["fused"][2]["gamma"], runs["eager"][2]["gamma"],
+                          runs["oracle"][2]["gamma"], "dgamma",
+                          terms=(shape[0] * shape[1] * shape[2] * shape[3]) ** 0.5)
+
+
+def test_cam_fused_keeps_x_and_the_channel_attention_alone():
+    """Saved for backward: x (the caller's) and the (B, C, C) attention; the
+    original keeps its (B, C, H*W) product besides."""
+    up = _gamma(ref.CAM_Module(16))
+    fused, _ = attnkernels.convert(copy.deepcopy(up))
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    saved = {}
+    for name, m in (("original", up), ("fused", fused)):
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t,
+                                                      lambda t: t):
+            m(x)
+        saved[name] = kept
+    big = [t for t in saved["fused"] if t.numel() >= x.numel()]
+    assert [t.data_ptr() for t in big] == [x.data_ptr()]
+    assert sorted(tuple(t.shape) for t in saved["fused"] if t.numel() < x.numel()) == [
+        (1,), (2, 16, 16)]
+    assert any(t.numel() >= x.numel() and t.data_ptr() != x.data_ptr()
+               for t in saved["original"])  # gamma's operand, A X
+
+
+def test_cam_fused_gradcheck_and_compile():
+    up = _gamma(ref.CAM_Module(5)).double()
+    fused, _ = attnkernels.convert(copy.deepcopy(up))
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, g: AF_channel.channel_attention(x, g),
+                                    (x, fused.gamma.detach().clone().requires_grad_()))
+    compiled = torch.compile(fused, fullgraph=True)
+    dy = torch.randn_like(x)
+    want, got = run_module(fused, x.detach(), dy), run_module(fused, x.detach(), dy, compiled)
+    for a, b in zip(want[:2], got[:2]):
+        torch.testing.assert_close(b, a)
+    torch.testing.assert_close(got[2]["gamma"], want[2]["gamma"])
+
+
+def test_cam_paths_are_checked():
+    fused, _ = attnkernels.convert(_gamma(ref.CAM_Module(8)))
+    fused.path = "fused"
+    with pytest.raises(ValueError, match="path must be one of"):
+        fused.path = "nope"
+    pam, _ = attnkernels.convert(_gamma(ref.PAM_Module(16)))
+    with pytest.raises(ValueError, match="path must be one of"):
+        pam.path = "fused"  # CAM's alone

@@ -14,6 +14,7 @@ from torch import nn
 from .._core.modules import RoutedModule
 from . import reference as ref
 from .blockwise import blockwise_attention
+from .channel import channel_attention
 from .functional import PATHS, attention_core, masked_attention, pick_path
 
 __all__ = ["DotProductAttention", "UltralyticsAttention", "UltralyticsAreaAttention",
@@ -26,11 +27,12 @@ class DotProductAttention(RoutedModule):
     ``"sdpa"``, ``"blockwise"`` or None (by device), per module."""
 
     path: Optional[str] = None
+    PATHS: Tuple[str, ...] = PATHS        # the paths this class takes
     WHOLE_NUMBERS: Tuple[str, ...] = ()   # those of them that are counts
 
     def __setattr__(self, name, value):
-        if name == "path" and value is not None and value not in PATHS:
-            raise ValueError(f"path must be one of {PATHS} or None, got {value!r}")
+        if name == "path" and value is not None and value not in self.PATHS:
+            raise ValueError(f"path must be one of {self.PATHS} or None, got {value!r}")
         super().__setattr__(name, value)
 
     def scale_of(self) -> float:
@@ -271,23 +273,29 @@ class PAM_Module(_DANetOfficial, ref.PAM_Module):
 
 
 class CAM_Module(_DANetOfficial, ref.CAM_Module):
-    """junfu1115/DANet ``CAM_Module(in_dim)``: ``softmax(max(E) - E)`` is
-    ``softmax(-E)`` (a softmax ignores a per-row shift), so SDPA with scale -1
-    over the channels as tokens."""
+    """junfu1115/DANet ``CAM_Module(in_dim)``. By default (and ``path =
+    "fused"``) one op that keeps only x and the C x C attention for backward
+    (``channel.channel_attention``; a channels_last x is first copied to
+    NCHW, whose (B, C, H*W) view the original's forward needs). ``"sdpa"``:
+    ``softmax(max(E) - E)`` is ``softmax(-E)`` (a softmax ignores a per-row
+    shift), so SDPA with scale -1 over the channels as tokens; ``"explicit"``:
+    the original's forward."""
+
+    PATHS = PATHS + ("fused",)
 
     def probe_channels(self) -> Optional[int]:
         return 6
 
     def forward(self, x):
-        if self.path is None and x.device.type == "cpu":
-            # measured (bench/results/attention-seeds-cpu-2026-12-07, 8x256x32x32): SDPA's
-            # CPU kernel with the pixels as a 1024-wide head dimension over 256 channel
-            # tokens is slower (0.79x a training step) and keeps more than the C x C product
-            path = "explicit"
-        else:
-            path = self.resolved_path(x, head_dim_innermost=x.is_contiguous())
+        # by default fused: measured (bench/results/attention-seeds-cpu-2026-12-07,
+        # 8x256x32x32) SDPA's CPU kernel with the pixels as a 1024-wide head
+        # dimension over 256 channel tokens is slower (0.79x a training step) and
+        # keeps more than the C x C product
+        path = self.path or "fused"
         if path == "explicit":
             return self.reference_forward(x)
+        if path == "fused":
+            return channel_attention(x, self.gamma)
         b, c, h, w = x.shape
         tokens = x.reshape(b, c, h * w)
         core = blockwise_attention if path == "blockwise" else masked_attention
