@@ -106,9 +106,10 @@ def test_passes_times_every_cpu_pass(capsys, layout):
     assert ("channels_last |" in out) == bool(layout)
     for name in ("x.clone", "out.copy_(x)", "se_backward", "cbam_backward_apply", "coord_pool", "triplet_backward_reduce",
                  "triplet_backward_apply", "simam_forward", "simam_backward", "nam_forward_batch",
-                 "nam_forward_running", "nam_backward", "ema_forward", "ema_backward"):
+                 "nam_forward_running", "nam_backward", "ema_forward", "ema_backward",
+                 "cot_forward", "cot_backward"):
         assert f"| {name} | " in out
-    assert out.count("\n| ") == 1 + 31  # the header, one row per pass
+    assert out.count("\n| ") == 1 + 33  # the header, one row per pass
 
 
 def test_default_run_is_the_main_flavour_on_the_default_shapes(tmp_path, monkeypatch, capsys):
