@@ -12,7 +12,7 @@ adds the floor of any out-of-place attention module: ``x * 1``, which writes y
 forward and dx backward and reads nothing else.
 
 The default run times each family's main flavour on a few real shapes (about
-3 minutes on a 2-core CPU); ``--quick`` one shape (batch 8 on the CPU), ``--full`` every flavour
+12 minutes on a 2-core CPU, CoT's library convolutions 2 of them); ``--quick`` one shape (batch 8 on the CPU), ``--full`` every flavour
 and shape. Writes a long-format CSV and JSON per family (with the device name,
 versions, date and command) and a PNG of the speedups to ``--out``
 (default ``./bench-results/<date>/``), and prints a summary table."""
@@ -37,7 +37,7 @@ from .timing import measure
 QUICK_SHAPES, QUICK_BUDGET = {"cpu": "resnet50-stage1", "cuda": "record-b64"}, 0.15
 # ... at batch 8 on the CPU: --quick within a minute on 2 cores, compiling included
 QUICK_BATCHES = {"cpu": [8], "cuda": None}
-# The default run (under 3 minutes on a 2-core CPU, cold): each family's main flavour
+# The default run (about 12 minutes on a 2-core CPU, cold): each family's main flavour
 # on a few real shapes; --full: every flavour and shape.
 DEFAULT_SHAPES = {"cpu": ["resnet50-stage1", "resnet50-stage4", "inference-b1"],
                   "cuda": ["record-b64", "resnet50-stage3", "inference-b1"]}
