@@ -115,6 +115,18 @@ def element_block(N, C, H, W, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
     return e, e < N, n, c, h, w
 
 
+def plane_blocks(x: torch.Tensor):
+    """(BLOCK_C, BLOCK_P) of the per-(n, c) plane reductions (SimAM, NAM,
+    Selective Kernel, CoT): channels along lanes for channels_last, positions
+    for NCHW."""
+    return (32, 32) if channels_last(x) else (4, 256)
+
+
+def plane_grid(x: torch.Tensor, block_c: int):
+    """A plane reduction's launch grid: (samples, channel blocks)."""
+    return (x.shape[0], triton.cdiv(x.shape[1], block_c))
+
+
 def layout(x: torch.Tensor):
     """(channel stride, position stride) of a NCHW- or channels_last-dense x."""
     C, HW = x.shape[1], x.shape[2] * x.shape[3]

@@ -14,7 +14,8 @@ import triton.language as tl
 
 from . import op as cot_ops
 from .._core.ops import call_forward, register_forward_backward
-from .._core.triton import acc_dtype, channels_last, element_block, layout, load_tile
+from .._core.triton import (acc_dtype, channels_last, element_block, layout, load_tile,
+                            plane_blocks, plane_grid)
 
 
 @triton.jit
@@ -83,16 +84,6 @@ def _apply_kernel(att_ptr, v_ptr, other_ptr, max_ptr, inv_ptr, r_ptr, out_ptr, o
 _APPLY_BLOCK = 512
 
 
-def _blocks(x):
-    """(BLOCK_C, BLOCK_P) of the reductions: channels along lanes for
-    channels_last, positions for NCHW."""
-    return (32, 32) if channels_last(x) else (4, 256)
-
-
-def _reduce_grid(x, block_c):
-    return (x.shape[0], triton.cdiv(x.shape[1], block_c))
-
-
 def _apply(att, v, other, mx, inv, r, out, out2, grad: bool):
     B, C, H, W = att.shape
     N = att.numel()
@@ -124,8 +115,8 @@ def _cot_forward(att, v, k1):
         inv.fill_(float("nan"))
         return y, mx, inv
     stride_c, stride_p = layout(att)
-    block_c, block_p = _blocks(att)
-    _stats_kernel[_reduce_grid(att, block_c)](att, mx, inv, C, H * W, stride_c, stride_p,
+    block_c, block_p = plane_blocks(att)
+    _stats_kernel[plane_grid(att, block_c)](att, mx, inv, C, H * W, stride_c, stride_p,
                                               ACC=tl_acc, BLOCK_C=block_c, BLOCK_P=block_p)
     _apply(att, v, k1, mx, inv, None, y, None, False)
     return y, mx, inv
@@ -141,8 +132,8 @@ def _cot_backward(dy, att, v, mx, inv):
     B, C, H, W = att.shape
     r = torch.empty_like(mx)
     stride_c, stride_p = layout(att)
-    block_c, block_p = _blocks(att)
-    _grad_sums_kernel[_reduce_grid(att, block_c)](att, v, dy, mx, inv, r, C, H * W, stride_c,
+    block_c, block_p = plane_blocks(att)
+    _grad_sums_kernel[plane_grid(att, block_c)](att, v, dy, mx, inv, r, C, H * W, stride_c,
                                                   stride_p, ACC=tl_acc, BLOCK_C=block_c,
                                                   BLOCK_P=block_p)
     _apply(att, v, dy, mx, inv, r, datt, dv, True)

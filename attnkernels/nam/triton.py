@@ -16,7 +16,7 @@ import triton.language as tl
 from . import op as nam_ops
 from .._core.ops import register_forward_backward
 from .._core.triton import (acc_dtype, channels_last, element_block, layout, load_tile,
-                            plane_mean_m2, sigmoid)
+                            plane_blocks, plane_mean_m2, sigmoid)
 
 _CHANNEL_BLOCK = 128  # channels per program of the per-channel kernels
 
@@ -160,12 +160,6 @@ def _apply_kernel(x_ptr, dy_ptr, mean_ptr, coefs_ptr, out_ptr, N, C, H, W, GRAD:
 _APPLY_BLOCK = 512
 
 
-def _blocks(x):
-    """(BLOCK_C, BLOCK_P) of the reductions: channels along lanes for
-    channels_last, positions for NCHW."""
-    return (32, 32) if channels_last(x) else (4, 256)
-
-
 def _apply(x, dy, mean, coefs, out, grad: bool):
     B, C, H, W = x.shape
     N = x.numel()
@@ -201,7 +195,7 @@ def _nam_forward(x, weight, bias, running_mean: Optional[torch.Tensor],
         m = torch.empty((B, C), device=x.device, dtype=acc)
         m2 = torch.empty_like(m)
         stride_c, stride_p = layout(x)
-        block_c, block_p = _blocks(x)
+        block_c, block_p = plane_blocks(x)
         _stats_kernel[(B, triton.cdiv(C, block_c))](x, m, m2, C, H * W, stride_c, stride_p,
                                                     ACC=tl_acc, BLOCK_C=block_c, BLOCK_P=block_p)
     eps_t = torch.full((1,), eps, device=x.device, dtype=acc)  # exact for fp64 too
@@ -226,7 +220,7 @@ def _nam_backward(dy, x, weight, bias, mean, invstd, batch: bool):
         s1 = torch.empty((B, C), device=x.device, dtype=acc)
         s2 = torch.empty_like(s1)
         stride_c, stride_p = layout(x)
-        block_c, block_p = _blocks(x)
+        block_c, block_p = plane_blocks(x)
         _grad_sums_kernel[(B, triton.cdiv(C, block_c))](
             x, dy, mean, coefs, s1, s2, C, H * W, stride_c, stride_p, ACC=tl_acc,
             BLOCK_C=block_c, BLOCK_P=block_p)

@@ -15,7 +15,7 @@ import triton.language as tl
 from . import op as simam_ops
 from .._core.ops import call_forward, register_forward_backward
 from .._core.triton import (acc_dtype, channels_last, element_block, layout, load_tile,
-                            plane_mean_m2, sigmoid)
+                            plane_blocks, plane_grid, plane_mean_m2, sigmoid)
 
 
 @triton.jit
@@ -95,16 +95,6 @@ def _apply_kernel(x_ptr, dy_ptr, mean_ptr, denom_ptr, coefs_ptr, out_ptr, N, C, 
 _APPLY_BLOCK = 512
 
 
-def _blocks(x):
-    """(BLOCK_C, BLOCK_P) of the reductions: channels along lanes for
-    channels_last, positions for NCHW."""
-    return (32, 32) if channels_last(x) else (4, 256)
-
-
-def _reduce_grid(x, block_c):
-    return (x.shape[0], triton.cdiv(x.shape[1], block_c))
-
-
 def _apply(x, dy, mean, denom, coefs, out, grad: bool):
     B, C, H, W = x.shape
     N = x.numel()
@@ -125,8 +115,8 @@ def _simam_forward(x, e_lambda):
         return y, mean, denom
     lam = torch.full((1,), e_lambda, device=x.device, dtype=acc)  # exact for fp64 too
     stride_c, stride_p = layout(x)
-    block_c, block_p = _blocks(x)
-    _stats_kernel[_reduce_grid(x, block_c)](x, lam, mean, denom, C, H * W, stride_c, stride_p,
+    block_c, block_p = plane_blocks(x)
+    _stats_kernel[plane_grid(x, block_c)](x, lam, mean, denom, C, H * W, stride_c, stride_p,
                                             ACC=tl_acc, BLOCK_C=block_c, BLOCK_P=block_p)
     _apply(x, None, mean, denom, None, y, False)
     return y, mean, denom
@@ -140,8 +130,8 @@ def _simam_backward(dy, x, mean, denom):
         return dx
     coefs = torch.empty((B, C, 3), device=x.device, dtype=acc)
     stride_c, stride_p = layout(x)
-    block_c, block_p = _blocks(x)
-    _grad_sums_kernel[_reduce_grid(x, block_c)](x, dy, mean, denom, coefs, C, H * W, stride_c,
+    block_c, block_p = plane_blocks(x)
+    _grad_sums_kernel[plane_grid(x, block_c)](x, dy, mean, denom, coefs, C, H * W, stride_c,
                                                 stride_p, ACC=tl_acc, BLOCK_C=block_c,
                                                 BLOCK_P=block_p)
     _apply(x, dy, mean, denom, coefs, dx, True)

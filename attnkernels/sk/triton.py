@@ -16,7 +16,8 @@ import triton
 import triton.language as tl
 
 from . import op as sk_ops
-from .._core.triton import acc_dtype, channels_last, element_block, layout, load_tile
+from .._core.triton import (acc_dtype, channels_last, element_block, layout, load_tile,
+                            plane_blocks)
 
 
 @triton.jit
@@ -102,12 +103,6 @@ def _select_grad_kernel(f_ptrs, df_ptrs, dy_ptr, l_ptr, dl_ptr, C, HW, stride_c,
 _APPLY_BLOCK = 512
 
 
-def _blocks(x):
-    """(BLOCK_C, BLOCK_P) of the reductions: channels along lanes for
-    channels_last, positions for NCHW."""
-    return (32, 32) if channels_last(x) else (4, 256)
-
-
 def _check(branches: List[torch.Tensor], logits=None) -> None:
     """The compiled ops' argument checks (csrc/common/sk.h), for the Triton twins."""
     if not 1 <= len(branches) <= 8:
@@ -133,7 +128,7 @@ def _sk_pool(branches):
     if x.numel() == 0:
         return s.fill_(float("nan"))  # as torch.mean
     stride_c, stride_p = layout(x)
-    block_c, block_p = _blocks(x)
+    block_c, block_p = plane_blocks(x)
     _pool_kernel[(B, triton.cdiv(C, block_c))](
         tuple(branches), s, C, H * W, stride_c, stride_p, K=len(branches),
         ACC=acc_dtype(x)[1], BLOCK_C=block_c, BLOCK_P=block_p)
@@ -163,7 +158,7 @@ def _sk_backward(dy, branches, logits):
     dl = torch.zeros((B, len(branches), C), device=x.device, dtype=acc)
     if x.numel() != 0:
         stride_c, stride_p = layout(x)
-        block_c, block_p = _blocks(x)
+        block_c, block_p = plane_blocks(x)
         _select_grad_kernel[(B, triton.cdiv(C, block_c))](
             tuple(branches), tuple(dbranches), dy, logits.to(acc).contiguous(), dl, C, H * W,
             stride_c, stride_p, K=len(branches), ACC=tl_acc, BLOCK_C=block_c, BLOCK_P=block_p)
