@@ -213,12 +213,15 @@ def test_softmax_gate_gradcheck(backend, device, fmt):
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_softmax_gate_extremes_like_the_reference(backend, device, fmt):
-    """Logits of 1e4 (the max subtracted first), -inf entries (weight 0), a
-    plane of -inf and a plane with a NaN (NaN everywhere in it, as torch's
-    softmax), forward and gradients, float32."""
+    """Logits of 1e4 (the max subtracted first), a plane's last logit 200
+    above the rest (exp would overflow were the max taken over less than
+    the whole plane), -inf entries (weight 0), a plane of -inf and a plane
+    with a NaN (NaN everywhere in it, as torch's softmax), forward and
+    gradients, float32."""
     att, v, k1, dy = _gate_operands((2, 4, 5, 6), fmt, device, torch.float32, seed=1)
     att = att.clone()
     att[0, 0] += 1e4
+    att[0, 3, -1, -1] = 200.0
     att[0, 1, 2] = -math.inf
     att[1, 2] = -math.inf
     att[1, 3, 1, 1] = math.nan

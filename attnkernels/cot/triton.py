@@ -1,10 +1,10 @@
 """CoT attention's softmax gate in Triton: kernels, launchers, op
 registration (semantics in csrc/schemas/cot_schema.cpp).
 
-Forward: statistics (per (n, c): the max of att, then the sum of exp(att -
-max): two reads of att) -> apply (y = k1 + w v): two launches. Backward: r =
-sum w dy v per (n, c) -> apply (datt, dv): two launches. No atomics;
-deterministic.
+Forward: statistics (per (n, c): the max of att and the sum of exp(att -
+max), in one read, the sum rescaled as the max grows) -> apply (y = k1 + w
+v): two launches. Backward: r = sum w dy v per (n, c) -> apply (datt, dv):
+two launches. No atomics; deterministic.
 """
 from typing import Tuple
 
@@ -21,20 +21,23 @@ from .._core.triton import (acc_dtype, channels_last, element_block, layout, loa
 @triton.jit
 def _stats_kernel(att_ptr, max_ptr, inv_ptr, C, HW, stride_c, stride_p, ACC: tl.constexpr,
                   BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """max and inv_sum per (n, c) in one read of att: a running max, the sum
+    so far rescaled by exp(old max - new max) when the max grows."""
     b = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = c < C
     base = b * C * HW
     m = tl.full([BLOCK_C], float("-inf"), ACC)
+    s = tl.zeros([BLOCK_C], ACC)
     for p0 in range(0, HW, BLOCK_P):
         a, msk, _ = load_tile(att_ptr, base, c, cmask, p0, HW, stride_c, stride_p, ACC, BLOCK_P)
-        m = tl.maximum(m, tl.max(tl.where(msk, a, float("-inf")), axis=1))
-    s = tl.zeros([BLOCK_C, BLOCK_P], ACC)
-    for p0 in range(0, HW, BLOCK_P):
-        a, msk, _ = load_tile(att_ptr, base, c, cmask, p0, HW, stride_c, stride_p, ACC, BLOCK_P)
-        s += tl.where(msk, tl.exp(a - m[:, None]), 0.0)
+        grown = tl.maximum(m, tl.max(tl.where(msk, a, float("-inf")), axis=1))
+        # (equal maxima, -inf ones included: no rescale, and no -inf - -inf)
+        s = s * tl.where(grown == m, 1.0, tl.exp(m - grown))
+        s += tl.sum(tl.where(msk, tl.exp(a - grown[:, None]), 0.0), axis=1)
+        m = grown
     tl.store(max_ptr + b * C + c, m, mask=cmask)
-    tl.store(inv_ptr + b * C + c, 1.0 / tl.sum(s, axis=1), mask=cmask)
+    tl.store(inv_ptr + b * C + c, 1.0 / s, mask=cmask)
 
 
 @triton.jit
