@@ -287,10 +287,9 @@ class CAM_Module(_DANetOfficial, ref.CAM_Module):
         return 6
 
     def forward(self, x):
-        # by default fused: measured (bench/results/attention-seeds-cpu-2026-12-07,
-        # 8x256x32x32) SDPA's CPU kernel with the pixels as a 1024-wide head
-        # dimension over 256 channel tokens is slower (0.79x a training step) and
-        # keeps more than the C x C product
+        # fused by default, every device: on the CPU at 8x256x32x32 a training step
+        # 1.34x eager (bench/results/cot-cam-cpu-2026-12-08); SDPA there, with the
+        # pixels as a 1024-wide head dimension, 0.79x (attention-seeds-cpu-2026-12-07)
         path = self.path or "fused"
         if path == "explicit":
             return self.reference_forward(x)
